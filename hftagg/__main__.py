@@ -1,0 +1,5 @@
+import sys
+
+from hftagg.cli import main
+
+sys.exit(main())

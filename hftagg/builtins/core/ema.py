@@ -1,0 +1,66 @@
+"""Built-in plugin: the EMA stage, per instrument, over trade prices.
+
+``window`` is live: a change applies from the next batch; each instrument's current EMA is kept
+and continues with the new smoothing factor ``alpha = 2 / (window + 1)`` (no re-warm-up).
+``seed = "first"`` follows pandas ``ewm(span=window, adjust=False)`` (the first price seeds the
+EMA); ``seed = "sma"`` follows TA-Lib (NaN for the first window-1 prices, then the SMA seed).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from hftagg.hookspecs import hookimpl
+from hftagg.kernels.ema import EmaKernel
+from hftagg.records.catalog import INDICATOR
+from hftagg.stages import Params, Port, StageContext, Stage, live, restart
+
+__all__ = ["Ema", "EmaParams"]
+
+_HEADER = ("ts_event", "ts_recv", "seq", "instrument_id")
+
+
+class EmaParams(Params):
+    window: int = live(20, ge=1, le=1_000_000, description="EMA span in records (alpha = 2/(window+1))")
+    seed: Literal["first", "sma"] = restart("first", description="warm-up: pandas (first) or TA-Lib (sma)")
+
+
+class Ema(Stage):
+    type_name = "ema"
+    Params = EmaParams
+    inputs = {"input": Port("trade", "md.trades", "trades whose price is averaged")}
+    outputs = {"output": Port("indicator", "ind.ema", "EMA after each trade, same header")}
+
+    def open(self, ctx: StageContext) -> None:
+        self.kernel = EmaKernel(self.params.window, seed=self.params.seed)
+        self._out = INDICATOR.empty(ctx.max_batch)
+        self._values = np.empty(ctx.max_batch, dtype=np.float64)
+
+    def process(self, batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        if n > len(self._out):
+            self._out = INDICATOR.empty(n)
+            self._values = np.empty(n, dtype=np.float64)
+        out = self._out[:n]
+        for name in _HEADER:
+            out[name] = batch[name]
+        out["value"] = self.kernel.update(batch["instrument_id"], batch["price"], out=self._values)
+        return out
+
+    def reconfigure(self, params: EmaParams) -> None:
+        self.params = params
+        if hasattr(self, "kernel"):
+            self.kernel.set_window(params.window)
+
+    def snapshot(self) -> dict:
+        return self.kernel.snapshot()
+
+    def restore(self, state: dict) -> None:
+        self.kernel.restore(state)
+
+
+@hookimpl
+def hftagg_register_stage_types(register):
+    register(Ema)

@@ -1,0 +1,156 @@
+"""The wire frame: a fixed 128-byte header followed by raw record bytes. No pickle, ever.
+
+Layout (little-endian)::
+
+    offset size field
+    0      3    magic b"HFG"
+    3      1    frame format version (1)
+    4      48   topic, UTF-8, NUL-padded (so a pub/sub prefix of magic+topic+NUL selects a topic)
+    52     4    schema_id   (fingerprint of schema name, version and field layout)
+    56     4    record_size (bytes per record; checked against the schema)
+    60     4    record_count
+    64     8    first_offset (stream offset of the first record in its topic; gaps are detectable)
+    72     8    ts_send (UNIX ns when the frame was built)
+    80     16   trace_id    (W3C trace context; zero when not traced)
+    96     8    span_id
+    104    1    trace_flags
+    105    23   reserved (zero)
+    128    ...  record_count * record_size bytes of records
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from hftagg.errors import FrameError, SchemaError
+from hftagg.records.schema import Schema, SchemaRegistry
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_TOPIC_BYTES",
+    "Frame",
+    "FrameEncoder",
+    "decode_frame",
+    "topic_prefix",
+]
+
+MAGIC = b"HFG"
+VERSION = 1
+HEADER_SIZE = 128
+MAX_TOPIC_BYTES = 47  # one NUL always follows the topic
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+_HEADER = struct.Struct("<3sB48sIIIQQ16sQB23x")
+assert _HEADER.size == HEADER_SIZE
+
+
+def _topic_bytes(topic: str) -> bytes:
+    raw = topic.encode()
+    if not raw or len(raw) > MAX_TOPIC_BYTES:
+        raise FrameError(
+            f"topic {topic!r} is {len(raw)} bytes; a topic must be 1..{MAX_TOPIC_BYTES} bytes"
+        )
+    return raw
+
+
+def topic_prefix(topic: str | None) -> bytes:
+    """The byte prefix that selects exactly ``topic`` (or every topic when ``None``)."""
+    if topic is None:
+        return MAGIC + bytes([VERSION])
+    return MAGIC + bytes([VERSION]) + _topic_bytes(topic) + b"\0"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded frame. ``records`` is a read-only view on the received bytes (no copy)."""
+
+    topic: str
+    schema: Schema
+    records: np.ndarray
+    first_offset: int
+    ts_send: int
+    trace_id: bytes
+    span_id: int
+    trace_flags: int
+
+    @property
+    def next_offset(self) -> int:
+        return self.first_offset + len(self.records)
+
+
+class FrameEncoder:
+    """Encodes batches of one topic and schema into frames no larger than ``max_frame_bytes``."""
+
+    def __init__(self, topic: str, schema: Schema, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        self.topic = topic
+        self.schema = schema
+        self._topic = _topic_bytes(topic)
+        self.max_records = (max_frame_bytes - HEADER_SIZE) // schema.itemsize
+        if self.max_records < 1:
+            raise FrameError(
+                f"max_frame_bytes={max_frame_bytes} cannot hold one {schema.key} record "
+                f"({HEADER_SIZE + schema.itemsize} bytes needed); raise max_frame_bytes"
+            )
+
+    def encode(
+        self,
+        batch: np.ndarray,
+        first_offset: int,
+        trace: tuple[bytes, int, int] = (b"", 0, 0),
+    ) -> Iterator[bytes]:
+        """Frames for ``batch`` (split at the size limit); one memcpy of the records per frame."""
+        if batch.dtype != self.schema.dtype:
+            raise FrameError(
+                f"topic {self.topic!r}: batch dtype {batch.dtype} is not schema {self.schema.key}"
+            )
+        raw = np.ascontiguousarray(batch).view(np.uint8)
+        size = self.schema.itemsize
+        trace_id, span_id, flags = trace
+        now = time.time_ns()
+        for start in range(0, len(batch), self.max_records):
+            count = min(self.max_records, len(batch) - start)
+            header = _HEADER.pack(
+                MAGIC, VERSION, self._topic, self.schema.schema_id, size, count,
+                first_offset + start, now, trace_id, span_id, flags,
+            )  # fmt: skip
+            yield b"".join((header, raw[start * size : (start + count) * size].data))
+
+
+def decode_frame(
+    data: bytes, registry: SchemaRegistry, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> Frame:
+    """Decode and check one frame; ``FrameError`` says exactly what is wrong with it."""
+    if len(data) > max_frame_bytes:
+        raise FrameError(f"frame of {len(data)} bytes exceeds max_frame_bytes={max_frame_bytes}")
+    if len(data) < HEADER_SIZE:
+        raise FrameError(f"frame of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header")
+    (magic, version, topic, schema_id, size, count, first, ts_send, trace_id, span_id, flags) = (
+        _HEADER.unpack_from(data)
+    )
+    if magic != MAGIC:
+        raise FrameError(f"bad magic {magic!r} (expected {MAGIC!r}): not an hftagg frame")
+    if version != VERSION:
+        raise FrameError(f"frame version {version} is not supported (this build reads {VERSION})")
+    try:
+        schema = registry.by_id(schema_id)
+    except SchemaError as exc:
+        raise FrameError(str(exc)) from exc
+    if size != schema.itemsize:
+        raise FrameError(
+            f"record_size {size} does not match schema {schema.key} ({schema.itemsize} bytes)"
+        )
+    if len(data) != HEADER_SIZE + count * size:
+        raise FrameError(
+            f"frame carries {len(data) - HEADER_SIZE} record bytes but its header says "
+            f"{count} x {size} = {count * size}: truncated or corrupt"
+        )
+    records = np.frombuffer(data, dtype=schema.dtype, count=count, offset=HEADER_SIZE)
+    return Frame(
+        topic.rstrip(b"\0").decode(), schema, records, first, ts_send, trace_id, span_id, flags
+    )

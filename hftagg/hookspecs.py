@@ -1,0 +1,96 @@
+"""Every hook hftagg calls, grouped by phase. A plugin implements any subset with ``@hookimpl``.
+
+Plugins accept only the hook arguments they need, so a hook can gain arguments later without
+breaking anyone. Hooks run when plugins are loaded and when the graph is built, started or
+stopped -- never per batch: the runtime calls stage objects directly on the hot path.
+
+A minimal plugin file dropped into ``plugins/``::
+
+    from hftagg import Stage, hookimpl
+
+    class Mid(Stage):
+        ...
+
+    @hookimpl
+    def hftagg_register_stage_types(register):
+        register(Mid)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from hftagg.records.schema import Schema
+    from hftagg.runtime.pipeline import Pipeline
+    from hftagg.stages.base import Stage
+
+__all__ = ["PROJECT", "hookimpl", "hookspec"]
+
+PROJECT = "hftagg"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -------------------------------------------------------------------------------------------------
+# Registration: called once per plugin when the plugin is loaded (and again when it is reloaded).
+# The core keeps the registries and decides what a duplicate name means (an error naming both
+# plugins). Return values are ignored.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def hftagg_register_schemas(register: Callable[[Schema], None]) -> None:
+    """Register record schemas.
+
+    Called when plugins are loaded, before stage types. ``register(schema)`` takes a
+    :class:`hftagg.records.Schema`; registering the same name and version with a different
+    layout is an error (bump the version instead).
+    """
+
+
+@hookspec
+def hftagg_register_stage_types(register: Callable[[type[Stage]], None]) -> None:
+    """Register stage types (sources, protocol decoders, core stages, sinks).
+
+    Called when plugins are loaded. ``register(cls)`` takes a :class:`hftagg.stages.Stage`
+    subclass with ``type_name``, ``kind``, ``Params`` and its ports set. Config refers to the
+    stage by ``type_name``; two plugins registering the same name is an error naming both.
+    """
+
+
+@hookspec
+def hftagg_register_transports(register: Callable[[Any], None]) -> None:
+    """Register transports that carry frames between processes (pynng, NATS, ...).
+
+    Called when plugins are loaded. ``register(transport)`` takes an object with ``name``,
+    ``patterns``, ``publisher(address, pattern=, buffer_frames=)`` and
+    ``subscriber(address, topics, pattern=, buffer_frames=)`` (see :mod:`hftagg.bus.transport`).
+    ``[delivery] method`` selects a transport by name.
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# Lifecycle: called by the runtime around a pipeline's life. Return values are ignored.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def hftagg_pipeline_started(pipeline: Pipeline) -> None:
+    """The pipeline's graph is built and its threads are running.
+
+    Called once per start, from the thread that started it. ``pipeline`` exposes ``graph``,
+    ``stats()`` and ``rings``; do not block.
+    """
+
+
+@hookspec
+def hftagg_pipeline_stopping(pipeline: Pipeline, summary: dict[str, Any]) -> None:
+    """The pipeline has drained and is about to close its stages.
+
+    Called once, after sources stopped and in-flight batches were processed. ``summary`` is the
+    per-stage totals that ``hftagg run`` prints (records, batches, drops, elapsed seconds).
+    """

@@ -1,0 +1,444 @@
+"""Exponential moving average kernels: one series, or many instruments interleaved in a batch.
+
+``alpha = 2 / (window + 1)``. Two seeding conventions, each matching a reference library:
+
+- ``seed="first"`` (pandas ``Series.ewm(span=window, adjust=False).mean()``): ``y0 = x0``, then
+  ``y_t = (1 - alpha) * y_{t-1} + alpha * x_t``. There is an output from the first value on.
+- ``seed="sma"`` (TA-Lib ``talib.EMA(x, timeperiod=window)``): NaN for the first ``window - 1``
+  values of each instrument, the simple mean of the first ``window`` values at the window-th,
+  then ``y_t = (x_t - y_{t-1}) * alpha + y_{t-1}``.
+
+The two recurrences are the same in exact arithmetic; each convention uses its reference's
+operation order so that results agree with it to the last bit or close to it (pandas also divides
+by ``(1 - alpha) + alpha``, which can differ from 1 in the last place).
+
+Prices arrive as int64 fixed-point (``x = price * PRICE_SCALE``, scale 1e-9) or as float64 real
+prices. A NaN price is not skipped: it makes that instrument's EMA NaN from then on (filter bad
+prices upstream, where they can go to the dead-letter topic).
+
+All per-record work runs in ``numba.njit(cache=True, nogil=True)`` functions; Python runs once
+per batch. ``warm()`` compiles (and caches on disk) every specialization the pipeline uses.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from hftagg.records.schema import PRICE_SCALE
+
+__all__ = ["EmaKernel", "ema_series", "warm"]
+
+SEEDS = ("first", "sma")
+
+_NJIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
+
+#: 2**64 / golden ratio: Fibonacci hashing spreads consecutive and clustered ids over the table.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_LOW32 = np.int64(0xFFFFFFFF)
+
+_INITIAL_SLOTS = 64
+_TABLE_PER_SLOT = 4  # hash table entries per state slot: a table at most 1/4 full
+_SNAPSHOT_KEYS = ("window", "seed", "instrument_id", "value", "count", "warmup_sum", "seeded")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_window(window: object) -> int:
+    if isinstance(window, bool) or not isinstance(window, int | np.integer):
+        raise ValueError(
+            f"window must be an integer >= 1, got {window!r} ({type(window).__name__}); "
+            f"pass a whole number of records such as window=20"
+        )
+    if window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {int(window)}")
+    return int(window)
+
+
+def _check_seed(seed: object) -> str:
+    if seed not in SEEDS:
+        raise ValueError(
+            f"seed must be 'first' (pandas ewm adjust=False) or 'sma' (TA-Lib EMA), got {seed!r}"
+        )
+    return str(seed)
+
+
+def _check_out(out: np.ndarray | None, n: int) -> np.ndarray:
+    if out is None:
+        return np.empty(n, dtype=np.float64)
+    if not isinstance(out, np.ndarray) or out.dtype != np.float64 or out.ndim != 1:
+        raise ValueError(
+            f"out must be a 1-D float64 numpy array, got "
+            f"{getattr(out, 'dtype', type(out).__name__)} with ndim {getattr(out, 'ndim', '?')}"
+        )
+    if out.shape[0] < n:
+        raise ValueError(f"out has length {out.shape[0]}, too short for a batch of {n} records")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only; pass a writeable float64 buffer")
+    return out[:n]
+
+
+def _check_batch(instrument_id: np.ndarray, price: np.ndarray) -> None:
+    if not isinstance(instrument_id, np.ndarray) or instrument_id.dtype != np.uint32:
+        raise ValueError(
+            f"instrument_id must be a uint32 numpy array, got "
+            f"{getattr(instrument_id, 'dtype', type(instrument_id).__name__)}; "
+            f"pass batch['instrument_id']"
+        )
+    if not isinstance(price, np.ndarray) or price.dtype not in (np.int64, np.float64):
+        raise ValueError(
+            f"price must be an int64 (fixed-point, scale 1e-9) or float64 numpy array, got "
+            f"{getattr(price, 'dtype', type(price).__name__)}"
+        )
+    if instrument_id.ndim != 1 or price.ndim != 1:
+        raise ValueError(
+            f"instrument_id and price must be 1-D, got ndim {instrument_id.ndim} and {price.ndim}"
+        )
+    if instrument_id.shape[0] != price.shape[0]:
+        raise ValueError(
+            f"instrument_id and price must have the same length, got "
+            f"{instrument_id.shape[0]} and {price.shape[0]}"
+        )
+
+
+# --------------------------------------------------------------------------- single series
+
+
+@numba.njit(**_NJIT)
+def _ema_series(x, alpha, out):
+    keep = 1.0 - alpha
+    y = x[0]
+    out[0] = y
+    for i in range(1, x.shape[0]):
+        y = keep * y + alpha * x[i]
+        out[i] = y
+
+
+def ema_series(x: np.ndarray, window: int, out: np.ndarray | None = None) -> np.ndarray:
+    """EMA of one float64 series, pandas convention (``ewm(span=window, adjust=False)``).
+
+    No state is kept between calls: the first value seeds the average. ``out`` (float64, length
+    >= ``len(x)``) is written in place when given. Returns ``out[:len(x)]``.
+    """
+    window = _check_window(window)
+    x = np.asarray(x)
+    if x.dtype != np.float64 or x.ndim != 1:
+        raise ValueError(f"x must be a 1-D float64 array, got {x.dtype} with ndim {x.ndim}")
+    result = _check_out(out, x.shape[0])
+    if x.shape[0]:
+        _ema_series(x, 2.0 / (window + 1), result)
+    return result
+
+
+# --------------------------------------------------------------------------- id -> slot table
+#
+# Open addressing with linear probing in one int64 array. An entry is (slot + 1) << 32 | id, so 0
+# means empty and every uint32 id (0 and 2**32 - 1 included) can be stored. The table is at most
+# quarter full (short probes); the Python side doubles it (and the per-slot state arrays) when the kernel asks.
+
+
+@numba.njit(**_NJIT)
+def _probe(table, shift, key):
+    """Index of ``key``'s entry in ``table``, or of the empty entry where it belongs."""
+    mask = table.shape[0] - 1
+    pos = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(shift))
+    while True:
+        entry = table[pos]
+        if entry == 0 or (entry & _LOW32) == key:
+            return pos
+        pos = (pos + 1) & mask
+
+
+@numba.njit(**_NJIT)
+def _build_table(slot_ids, n_slots, table, shift):
+    table[:] = 0
+    for slot in range(n_slots):
+        key = np.int64(slot_ids[slot])
+        table[_probe(table, shift, key)] = ((slot + 1) << 32) | key
+
+
+@numba.njit(**_NJIT)
+def _slot_of(key, table, shift, slot_ids, n_slots):
+    """The slot of ``key``; ``n_slots`` if it is new (now inserted); -1 if the arrays are full."""
+    pos = _probe(table, shift, key)
+    entry = table[pos]
+    if entry != 0:
+        return (entry >> 32) - 1
+    if n_slots >= slot_ids.shape[0] or _TABLE_PER_SLOT * (n_slots + 1) > table.shape[0]:
+        return -1
+    table[pos] = ((n_slots + 1) << 32) | key
+    slot_ids[n_slots] = key
+    return n_slots
+
+
+# --------------------------------------------------------------------------- many instruments
+
+
+@numba.njit(inline="always", **_NJIT)
+def _run(ids, price, scale, out, start, table, shift, slot_ids, state, counts, seeded, meta, params,
+         talib_form):  # fmt: skip
+    """Run records ``start..`` of the batch; return where it stopped (``len(ids)`` when done).
+
+    ``state[slot] = (value, warm-up sum)``, ``counts[slot]`` prices seen, ``seeded[slot]`` 1 once
+    warmed up; ``meta[0]`` is the number of slots in use; ``params = (alpha, warm-up length)``.
+    ``talib_form`` is a constant at each call site, so each convention gets its own loop. The
+    current instrument's value and count stay in registers while its records are adjacent.
+    """
+    alpha = params[0]
+    need = np.int64(params[1])
+    keep = 1.0 - alpha
+    n_slots = meta[0]
+    cur_key = np.int64(-1)
+    cur = np.uint64(0)
+    y = 0.0
+    cnt = np.int64(0)
+    ready = False
+    for i in range(np.uint64(start), np.uint64(ids.shape[0])):
+        key = np.int64(ids[i])
+        if key != cur_key:
+            if cur_key >= 0:
+                state[cur, 0] = y
+                counts[cur] = cnt
+            slot = _slot_of(key, table, shift, slot_ids, n_slots)
+            if slot < 0:
+                meta[0] = n_slots
+                return i
+            cur = np.uint64(slot)
+            if slot == n_slots:
+                n_slots += 1
+                state[cur, 0] = 0.0
+                state[cur, 1] = 0.0
+                counts[cur] = 0
+                seeded[cur] = 0
+            cur_key = key
+            y = state[cur, 0]
+            cnt = counts[cur]
+            ready = seeded[cur] != 0
+        x = np.float64(price[i]) * scale
+        cnt += 1
+        if ready:
+            if talib_form:
+                y = (x - y) * alpha + y
+            else:
+                y = keep * y + alpha * x
+            out[i] = y
+        else:
+            total = state[cur, 1] + x
+            state[cur, 1] = total
+            if cnt >= need:
+                y = total / cnt
+                seeded[cur] = 1
+                ready = True
+                out[i] = y
+            else:
+                out[i] = np.nan
+    if cur_key >= 0:
+        state[cur, 0] = y
+        counts[cur] = cnt
+    meta[0] = n_slots
+    return ids.shape[0]
+
+
+@numba.njit(**_NJIT)
+def _update_first(ids, price, scale, out, start, table, shift, slot_ids, state, counts, seeded,
+                  meta, params):  # fmt: skip
+    """``_run`` with the pandas recurrence ``(1 - alpha) * y + alpha * x``."""
+    return _run(ids, price, scale, out, start, table, shift, slot_ids, state, counts, seeded,
+                meta, params, False)  # fmt: skip
+
+
+@numba.njit(**_NJIT)
+def _update_sma(ids, price, scale, out, start, table, shift, slot_ids, state, counts, seeded,
+                meta, params):  # fmt: skip
+    """``_run`` with the TA-Lib recurrence ``(x - y) * alpha + y``."""
+    return _run(ids, price, scale, out, start, table, shift, slot_ids, state, counts, seeded,
+                meta, params, True)  # fmt: skip
+
+
+_UPDATE = {"first": _update_first, "sma": _update_sma}
+
+
+class EmaKernel:
+    """EMA per instrument over batches, with state carried from one batch to the next.
+
+    ``update(instrument_id, price)`` takes a batch of any number of instruments, interleaved in
+    any order, and returns the EMA after each record for that record's instrument. Instruments
+    are arbitrary uint32 ids, found in a hash table inside the compiled loop; the state grows as
+    new ids appear. Not thread-safe: one stage owns one kernel (the loop itself releases the GIL).
+
+    Warm-up (``seed="sma"``): an instrument outputs NaN until it has ``window`` values, then their
+    mean. ``seed="first"`` has no warm-up: the first value is the first output.
+
+    ``set_window`` is a live change, applied from the next ``update``: every instrument keeps its
+    current EMA value and continues with the new alpha. An instrument still in its SMA warm-up
+    keeps the sum and count it has accumulated and completes the warm-up at the *new* window: on
+    the record that brings its count to the new window, or, when the window shrank below the count
+    already reached, on its next record, which is seeded with the mean of all values accumulated.
+    """
+
+    def __init__(self, window: int, seed: str = "first") -> None:
+        self.window = _check_window(window)
+        self.seed = _check_seed(seed)
+        self._params = np.empty(2, dtype=np.float64)
+        self._meta = np.zeros(1, dtype=np.int64)
+        self._allocate(_INITIAL_SLOTS)
+        self._set_params()
+
+    # ----------------------------------------------------------------- configuration
+
+    def set_window(self, window: int) -> None:
+        """Change the window from the next ``update`` on (see the class docstring)."""
+        self.window = _check_window(window)
+        self._set_params()
+
+    def _set_params(self) -> None:
+        self._params[0] = 2.0 / (self.window + 1)
+        self._params[1] = self.window if self.seed == "sma" else 1
+
+    # ----------------------------------------------------------------- state arrays
+
+    def _allocate(self, capacity: int) -> None:
+        """Empty state for ``capacity`` instruments, with a table at most a quarter full."""
+        self._slot_ids = np.zeros(capacity, dtype=np.uint32)
+        self._state = np.zeros((capacity, 2), dtype=np.float64)
+        self._counts = np.zeros(capacity, dtype=np.int64)
+        self._seeded = np.zeros(capacity, dtype=np.uint8)
+        bits = max(int(_TABLE_PER_SLOT * capacity - 1).bit_length(), 4)
+        self._table = np.zeros(1 << bits, dtype=np.int64)
+        self._shift = 64 - bits
+        self._meta[0] = 0
+
+    def _grow(self, capacity: int) -> None:
+        n = int(self._meta[0])
+        old = (self._slot_ids[:n], self._state[:n], self._counts[:n], self._seeded[:n])
+        self._allocate(capacity)
+        self._slot_ids[:n], self._state[:n], self._counts[:n], self._seeded[:n] = old
+        self._meta[0] = n
+        _build_table(self._slot_ids, n, self._table, self._shift)
+
+    # ----------------------------------------------------------------- hot path
+
+    def update(
+        self, instrument_id: np.ndarray, price: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """EMA after each record of a batch; returns ``out[:n]`` (a new array if ``out`` is None).
+
+        ``instrument_id`` is uint32, ``price`` int64 fixed-point (scale 1e-9) or float64; both may
+        be strided views such as ``batch["price"]`` and are never copied.
+        """
+        _check_batch(instrument_id, price)
+        n = instrument_id.shape[0]
+        result = _check_out(out, n)
+        scale = PRICE_SCALE if price.dtype == np.int64 else 1.0
+        done = 0
+        while done < n:
+            done = _UPDATE[self.seed](
+                instrument_id, price, scale, result, done, self._table, self._shift,
+                self._slot_ids, self._state, self._counts, self._seeded, self._meta, self._params,
+            )  # fmt: skip
+            if done < n:
+                self._grow(2 * self._slot_ids.shape[0])
+        return result
+
+    # ----------------------------------------------------------------- inspection and state
+
+    @property
+    def instrument_count(self) -> int:
+        """How many distinct instruments have been seen."""
+        return int(self._meta[0])
+
+    def value(self, instrument_id: int) -> float:
+        """Current EMA of one instrument; NaN if it is unseen or still in its warm-up."""
+        key = int(instrument_id)
+        if not 0 <= key <= 0xFFFFFFFF:
+            raise ValueError(f"instrument_id must be a uint32 (0..4294967295), got {key}")
+        entry = int(self._table[_probe(self._table, self._shift, key)])
+        if entry == 0:
+            return float("nan")
+        slot = (entry >> 32) - 1
+        return float(self._state[slot, 0]) if self._seeded[slot] else float("nan")
+
+    def snapshot(self) -> dict:
+        """Everything needed to continue exactly: plain ints, strings and numpy array copies.
+
+        Slot ``i`` of ``value``, ``count``, ``warmup_sum`` and ``seeded`` belongs to instrument
+        ``instrument_id[i]``; ``count`` is the number of prices seen, ``warmup_sum`` their sum
+        while the instrument was warming up.
+        """
+        n = int(self._meta[0])
+        return {
+            "window": self.window,
+            "seed": self.seed,
+            "instrument_id": self._slot_ids[:n].copy(),
+            "value": self._state[:n, 0].copy(),
+            "count": self._counts[:n].copy(),
+            "warmup_sum": self._state[:n, 1].copy(),
+            "seeded": self._seeded[:n].astype(bool),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Replace this kernel's state with a ``snapshot()`` (window and seed included)."""
+        missing = [key for key in _SNAPSHOT_KEYS if key not in state]
+        if missing:
+            raise ValueError(
+                f"EMA snapshot is missing key {missing[0]!r} (needs {', '.join(_SNAPSHOT_KEYS)})"
+            )
+        window = _check_window(state["window"])
+        seed = _check_seed(state["seed"])
+        ids = np.asarray(state["instrument_id"])
+        n = ids.shape[0]
+        for key in _SNAPSHOT_KEYS[3:]:
+            if np.shape(state[key]) != (n,):
+                raise ValueError(
+                    f"EMA snapshot key {key!r} has shape {np.shape(state[key])}, expected ({n},) "
+                    f"to match 'instrument_id'"
+                )
+        if ids.dtype != np.uint32 or np.unique(ids).shape[0] != n:
+            raise ValueError("EMA snapshot key 'instrument_id' must hold distinct uint32 ids")
+        self.window, self.seed = window, seed
+        self._allocate(max(_INITIAL_SLOTS, 1 << max(n - 1, 0).bit_length()))
+        self._slot_ids[:n] = ids
+        self._state[:n, 0] = state["value"]
+        self._state[:n, 1] = state["warmup_sum"]
+        self._counts[:n] = state["count"]
+        self._seeded[:n] = state["seeded"]
+        self._meta[0] = n
+        _build_table(self._slot_ids, n, self._table, self._shift)
+        self._set_params()
+
+    def __repr__(self) -> str:
+        return (
+            f"EmaKernel(window={self.window}, seed={self.seed!r}, "
+            f"instruments={self.instrument_count})"
+        )
+
+
+# --------------------------------------------------------------------------- warm-up
+
+_WARM_DTYPE = np.dtype(
+    [("ts_event", "<i8"), ("instrument_id", "<u4"), ("price", "<i8"), ("real", "<f8")], align=True
+)
+
+
+def warm() -> None:
+    """Compile (and cache on disk) every kernel for each input kind the pipeline passes.
+
+    Instrument ids and prices come contiguous or as strided fields of a record batch; prices are
+    int64 fixed-point or float64.
+    """
+    batch = np.zeros(4, dtype=_WARM_DTYPE)
+    batch["instrument_id"] = [7, 0, 7, 0xFFFFFFFF]
+    batch["price"] = [1_000_000_000, 2_000_000_000, 3_000_000_000, 4_000_000_000]
+    batch["real"] = batch["price"] * PRICE_SCALE
+    ids_views = (batch["instrument_id"], batch["instrument_id"].copy())
+    price_views = (batch["price"], batch["price"].copy(), batch["real"], batch["real"].copy())
+    for seed in SEEDS:
+        kernel = EmaKernel(2, seed=seed)
+        for ids in ids_views:
+            for prices in price_views:
+                kernel.update(ids, prices)
+        kernel._grow(2 * kernel._slot_ids.shape[0])
+        kernel.value(7)
+    ema_series(batch["real"].copy(), 2)
+    ema_series(batch["real"], 2)

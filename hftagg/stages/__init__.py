@@ -1,0 +1,6 @@
+"""The stage API: base classes, ports and typed parameters."""
+
+from hftagg.stages.base import KINDS, Port, SinkStage, SourceStage, Stage, StageContext
+from hftagg.stages.params import Params, live, restart
+
+__all__ = ["KINDS", "Params", "Port", "SinkStage", "SourceStage", "Stage", "StageContext", "live", "restart"]

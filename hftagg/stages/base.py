@@ -1,0 +1,148 @@
+"""The stage API every built-in and third-party stage implements.
+
+A stage type declares its ``kind``, its ``type_name`` (what config calls it), a typed ``Params``
+model, and the topics it consumes and produces as named ports. The runtime calls stage objects
+directly once per batch; no plugin hook sits on the hot path.
+
+Three shapes:
+
+- ``Stage`` (core/analytics/protocol): ``process(batch)`` or ``process(batch, port)`` returns the
+  output batch (one output port), a dict ``{port: batch}`` (several), or ``None``.
+- ``SourceStage``: ``next_batch()`` never blocks and returns ``None`` when nothing is ready;
+  ``next_awake()`` says when to ask again (Bytewax's partition interface).
+- ``SinkStage``: ``write(batch, port)`` does I/O in the sink's own thread.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from hftagg.stages.params import Params
+
+__all__ = ["KINDS", "Port", "SinkStage", "SourceStage", "Stage", "StageContext"]
+
+KINDS = ("source", "protocol", "core", "analytics", "storage", "delivery")
+
+
+@dataclass(frozen=True)
+class Port:
+    """A named input or output: the schema it carries (``None``: any) and its default topic."""
+
+    schema: str | None
+    topic: str
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the runtime hands a stage when it opens: limits and the registries it may need."""
+
+    max_batch: int = 4096
+    topic_schemas: dict[str, Any] = field(default_factory=dict)  # topic -> Schema
+    transports: dict[str, Any] = field(default_factory=dict)  # name -> transport
+
+
+class Stage:
+    """A processing stage. Subclass, set the class attributes, implement ``process``."""
+
+    kind: ClassVar[str] = "core"
+    type_name: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = Params
+    inputs: ClassVar[dict[str, Port]] = {}
+    outputs: ClassVar[dict[str, Port]] = {}
+
+    def __init__(
+        self,
+        params: Params | None = None,
+        *,
+        stage_id: str | None = None,
+        topics: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if params is None:
+            params = self.Params(**kwargs)
+        elif kwargs:
+            raise TypeError(f"{type(self).__name__}: pass either params or keyword parameters")
+        self.params = params
+        self.stage_id = stage_id or self.type_name or type(self).__name__.lower()
+        inputs, outputs = self.ports(params)
+        overrides = dict(topics or {})
+        self.input_topics = {p: overrides.pop(p, port.topic) for p, port in inputs.items()}
+        self.output_topics = {p: overrides.pop(p, port.topic) for p, port in outputs.items()}
+        if overrides:
+            raise ValueError(
+                f"stage {self.stage_id!r}: unknown port(s) {sorted(overrides)} in topics; "
+                f"ports are {sorted(inputs) + sorted(outputs)}"
+            )
+
+    @classmethod
+    def ports(cls, params: Params) -> tuple[dict[str, Port], dict[str, Port]]:
+        """The input and output ports for these parameters (override for dynamic ports)."""
+        return dict(cls.inputs), dict(cls.outputs)
+
+    def open(self, ctx: StageContext) -> None:
+        """Called once before the first batch; ``ctx.max_batch`` is the largest batch passed."""
+
+    def process(self, batch: np.ndarray, port: str | None = None) -> Any:
+        """Process one batch from ``port``; return output batch(es) or ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+
+    def reconfigure(self, params: Params) -> None:
+        """Apply new live parameters in place from the next batch on. Default: swap them in."""
+        self.params = params
+
+    def snapshot(self) -> Any:
+        """State to carry across a rebuild or restart (``None``: stateless)."""
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Take back what ``snapshot`` returned."""
+
+    def close(self) -> None:
+        """Release resources; called once when the stage leaves the graph."""
+
+    @classmethod
+    def process_takes_port(cls) -> bool:
+        """Whether ``process`` accepts the port name (decided once, when the graph is built)."""
+        params = list(inspect.signature(cls.process).parameters.values())[1:]
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return len(positional) >= 2
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.stage_id!r} {self.params!r}>"
+
+
+class SourceStage(Stage):
+    """A source: produces batches from outside (a simulator, a socket, a file)."""
+
+    kind: ClassVar[str] = "source"
+
+    def next_batch(self) -> np.ndarray | dict[str, np.ndarray] | None:
+        """Whatever is ready now, per output port; ``None`` when nothing is. Never blocks."""
+        raise NotImplementedError(f"{type(self).__name__} must implement next_batch()")
+
+    def next_awake(self) -> float | None:
+        """``time.monotonic()`` value at which to call ``next_batch`` again; ``None``: at once."""
+        return None
+
+    @property
+    def exhausted(self) -> bool:
+        """True once a bounded source (a file, a test source) has nothing more to give."""
+        return False
+
+
+class SinkStage(Stage):
+    """A sink: writes batches to the outside (a socket, a database, a file) in its own thread."""
+
+    kind: ClassVar[str] = "delivery"
+
+    def write(self, batch: np.ndarray, port: str, offset: int) -> None:
+        """Write ``batch`` read from ``port``; ``offset`` is its first record's stream offset."""
+        raise NotImplementedError(f"{type(self).__name__} must implement write()")
+
+    def flush(self) -> None:
+        """Make everything written so far durable / sent."""
