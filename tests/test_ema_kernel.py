@@ -402,5 +402,25 @@ def test_ema_random_sequences_and_splits_agree_with_pandas(records, window, cuts
     np.testing.assert_allclose(out, pandas_ema(ids, x, window), rtol=RTOL)
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(1, 10**15)),  # int64 fixed-point up to 1e6
+        min_size=1,
+        max_size=120,
+    ),
+    st.integers(1, 30),
+    st.lists(st.integers(0, 120), max_size=10),
+)
+def test_ema_sma_random_sequences_and_splits_agree_with_talib(records, window, cuts):
+    ids = np.array([2**32 - 1 - i for i, _ in records], dtype=np.uint32)
+    prices = np.array([p for _, p in records], dtype=np.int64)
+    bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
+
+    out = feed(EmaKernel(window, seed="sma"), ids, prices, bounds)
+
+    assert_same_nan_and_close(out, talib_ema(ids, prices * PRICE_SCALE, window))
+
+
 def test_warm_all_compiles_every_kernel():
     warm_all()

@@ -82,6 +82,7 @@ class PipelineSpec:
     stages: list[StageSpec]
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)  # found while mapping (strict=False)
 
 
 def pydantic_problems(
@@ -204,8 +205,12 @@ def _delivery_specs(raw: Any, source: str, problems: list[Problem]) -> list[Stag
 KNOWN_SECTIONS = ("runtime", "data_sources", "processing", "stages", "delivery")
 
 
-def parse_spec(raw: dict[str, Any], source: str = "") -> PipelineSpec:
-    """Map a raw (merged) config dict onto a PipelineSpec, or raise ConfigError with every problem."""
+def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) -> PipelineSpec:
+    """Map a raw (merged) config dict onto a PipelineSpec.
+
+    ``strict``: raise ConfigError with every problem found. Otherwise the problems are kept on
+    the spec so that graph building can add its own and report them all at once.
+    """
     problems: list[Problem] = []
     for name in raw:
         if name not in KNOWN_SECTIONS:
@@ -232,6 +237,6 @@ def parse_spec(raw: dict[str, Any], source: str = "") -> PipelineSpec:
     for spec in stages:
         if "." in spec.stage_id or not spec.stage_id:
             problems.append(Problem(spec.key, spec.stage_id, "a stage id must be non-empty and contain no '.' (dots belong to topics)", source))
-    if problems:
+    if problems and strict:
         raise ConfigError(problems)
-    return PipelineSpec(runtime=runtime, stages=stages, source=source, raw=raw)
+    return PipelineSpec(runtime, stages, source=source, raw=raw, problems=problems)

@@ -38,7 +38,8 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _LOW32 = np.int64(0xFFFFFFFF)
 
 _INITIAL_SLOTS = 64
-_TABLE_PER_SLOT = 4  # hash table entries per state slot: a table at most 1/4 full
+_TABLE_PER_SLOT = 8  # hash table entries per state slot: the table is at most 1/8 full
+_MIN_TABLE_BITS = 12  # 4096 entries (32 KiB): few collisions while the universe is small
 _SNAPSHOT_KEYS = ("window", "seed", "instrument_id", "value", "count", "warmup_sum", "seeded")
 
 
@@ -134,8 +135,9 @@ def ema_series(x: np.ndarray, window: int, out: np.ndarray | None = None) -> np.
 # --------------------------------------------------------------------------- id -> slot table
 #
 # Open addressing with linear probing in one int64 array. An entry is (slot + 1) << 32 | id, so 0
-# means empty and every uint32 id (0 and 2**32 - 1 included) can be stored. The table is at most
-# quarter full (short probes); the Python side doubles it (and the per-slot state arrays) when the kernel asks.
+# means empty and every uint32 id (0 and 2**32 - 1 included) can be stored. The table has at
+# least _TABLE_PER_SLOT entries per state slot, so probes are short and rarely mispredicted; when
+# the slots run out the kernel stops and the Python side doubles the slots and the table.
 
 
 @numba.njit(**_NJIT)
@@ -165,7 +167,7 @@ def _slot_of(key, table, shift, slot_ids, n_slots):
     entry = table[pos]
     if entry != 0:
         return (entry >> 32) - 1
-    if n_slots >= slot_ids.shape[0] or _TABLE_PER_SLOT * (n_slots + 1) > table.shape[0]:
+    if n_slots >= slot_ids.shape[0] or 2 * (n_slots + 1) > table.shape[0]:
         return -1
     table[pos] = ((n_slots + 1) << 32) | key
     slot_ids[n_slots] = key
@@ -299,12 +301,12 @@ class EmaKernel:
     # ----------------------------------------------------------------- state arrays
 
     def _allocate(self, capacity: int) -> None:
-        """Empty state for ``capacity`` instruments, with a table at most a quarter full."""
+        """Empty state for ``capacity`` instruments and a hash table sparse enough for them."""
         self._slot_ids = np.zeros(capacity, dtype=np.uint32)
         self._state = np.zeros((capacity, 2), dtype=np.float64)
         self._counts = np.zeros(capacity, dtype=np.int64)
         self._seeded = np.zeros(capacity, dtype=np.uint8)
-        bits = max(int(_TABLE_PER_SLOT * capacity - 1).bit_length(), 4)
+        bits = max(int(_TABLE_PER_SLOT * capacity - 1).bit_length(), _MIN_TABLE_BITS)
         self._table = np.zeros(1 << bits, dtype=np.int64)
         self._shift = 64 - bits
         self._meta[0] = 0

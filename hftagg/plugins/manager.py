@@ -224,7 +224,7 @@ def import_plugin_file(path: Path) -> ModuleType:
 
 
 def _load_directory(host: PluginHost, directory: Path) -> None:
-    for path in plugin_files(directory):
+    for path in plugin_files(directory.resolve()):
         name = path.stem
         try:
             module = import_plugin_file(path)

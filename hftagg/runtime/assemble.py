@@ -45,5 +45,5 @@ def assemble(
     raw = read_layers(config_path, environ)
     if host is None:
         host = load_plugins(plugin_dirs(raw, config_path))
-    spec = parse_spec(raw, str(config_path) if config_path else "(defaults)")
+    spec = parse_spec(raw, str(config_path) if config_path else "(defaults)", strict=False)
     return Assembled(host, spec, build_graph(spec, host))

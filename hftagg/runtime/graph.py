@@ -79,7 +79,10 @@ class _Builder:
         self.spec = spec
         self.host = host
         self.src = spec.source
-        self.problems: list[Problem] = []
+        self.problems: list[Problem] = list(spec.problems)
+        # topics that a stage which failed to build would have produced: not reported again
+        # as "nobody produces" (None: a stage of unknown type failed, its topics are unknown)
+        self.failed_outputs: set[str] | None = set()
 
     def problem(self, key: str, value: object, expected: str) -> None:
         self.problems.append(Problem(key, value, expected, self.src))
@@ -92,12 +95,14 @@ class _Builder:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             self.problem(f"{spec.key}.type", spec.type_name,
                          f"unknown stage type{hint}; known stage types: {', '.join(known)}")
+            self.failed_outputs = None
             return None
         try:
             params = cls.Params.model_validate(spec.params)
         except ValidationError as exc:
             known = list(cls.Params.model_fields)
             self.problems.extend(pydantic_problems(exc, spec.key_of, self.src, known))
+            self._note_failed(spec, cls)
             return None
         inputs, outputs = cls.ports(params)
         topics = self._resolve_topics(spec, inputs, outputs)
@@ -111,6 +116,14 @@ class _Builder:
         if spec.fields is not None:
             stage.output_topics = {p: t for p, t in stage.output_topics.items() if p in spec.fields}
         return Node(stage, spec, dict(stage.input_topics), dict(stage.output_topics))
+
+    def _note_failed(self, spec: StageSpec, cls: type[Stage]) -> None:
+        if self.failed_outputs is None:
+            return
+        prefix = spec.topics.get("*")
+        for port, decl in cls.outputs.items():
+            topic = f"{prefix}.{port}" if prefix else spec.topics.get(port, decl.topic)
+            self.failed_outputs.add(topic)
 
     def _resolve_topics(self, spec: StageSpec, inputs: dict, outputs: dict) -> dict | None:
         topics = dict(spec.topics)
@@ -164,6 +177,8 @@ class _Builder:
     def _check_input(self, node, port, topic, want, topics, producer) -> None:
         key = node.spec.key
         if topic not in producer:
+            if self.failed_outputs is None or topic in self.failed_outputs:
+                return  # its producer failed to build and is reported already
             known = ", ".join(sorted(producer)) or "none"
             close = difflib.get_close_matches(topic, list(producer), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,49 @@
+"""Shared fixtures: free loopback ports, temporary configs, subprocess helpers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def address() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a config.toml (dedented) into a temp folder; returns its path."""
+
+    def write(text: str, name: str = "config.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+def hftagg_cmd(*args: str) -> list[str]:
+    return [PYTHON, "-m", "hftagg", *args]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HFTAGG__")}
+    return subprocess.run(
+        hftagg_cmd(*args), cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=env
+    )
