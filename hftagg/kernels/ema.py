@@ -258,9 +258,6 @@ def _update_sma(ids, price, scale, out, start, table, shift, slot_ids, state, co
                 meta, params, True)  # fmt: skip
 
 
-_UPDATE = {"first": _update_first, "sma": _update_sma}
-
-
 class EmaKernel:
     """EMA per instrument over batches, with state carried from one batch to the next.
 
@@ -297,6 +294,9 @@ class EmaKernel:
     def _set_params(self) -> None:
         self._params[0] = 2.0 / (self.window + 1)
         self._params[1] = self.window if self.seed == "sma" else 1
+        # At window 1 (alpha 1) both conventions are y = x; TA-Lib's form would compute it as
+        # (x - y) + y, which loses digits when y is much larger than x, so use the other form.
+        self._kernel = _update_sma if self.seed == "sma" and self.window > 1 else _update_first
 
     # ----------------------------------------------------------------- state arrays
 
@@ -335,7 +335,7 @@ class EmaKernel:
         scale = PRICE_SCALE if price.dtype == np.int64 else 1.0
         done = 0
         while done < n:
-            done = _UPDATE[self.seed](
+            done = self._kernel(
                 instrument_id, price, scale, result, done, self._table, self._shift,
                 self._slot_ids, self._state, self._counts, self._seeded, self._meta, self._params,
             )  # fmt: skip

@@ -87,8 +87,8 @@ class Simulator(SourceStage):
         p, r = self.params, self._rngs
         if p.clock == "simulated" or p.rate == 0:
             mean_gap = 1e9 / (p.rate or 1e6)
-            gaps = r["arrival"].exponential(mean_gap, n)
-            ts_recv = self._clock_ns + np.cumsum(gaps).astype(np.int64)
+            gaps = r["arrival"].exponential(mean_gap, n).astype(np.int64) + 1
+            ts_recv = self._clock_ns + np.cumsum(gaps)  # integer sums: split-invariant
         else:
             now = time.time_ns()
             ts_recv = np.sort(r["arrival"].integers(self._clock_ns, max(now, self._clock_ns + 1), n))

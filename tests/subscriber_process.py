@@ -1,0 +1,49 @@
+"""Run as a separate process by the end-to-end tests: subscribe, check, report JSON on stdout.
+
+usage: python subscriber_process.py ADDRESS TOPIC PATTERN IDLE_SECS
+Reads until no frame arrived for IDLE_SECS, then prints per-instrument checks.
+"""
+
+import json
+import sys
+
+import numpy as np
+
+from hftagg.client import subscribe
+
+
+def main() -> None:
+    address, topic, pattern, idle = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    breaks = 0
+    records = 0
+    print(json.dumps({"ready": True}), flush=True)
+    with subscribe(address, topic, pattern=pattern, timeout_secs=idle) as sub:
+        for batch in sub:
+            records += len(batch)
+            ids = batch["instrument_id"]
+            seqs = batch["seq"].astype(np.int64)
+            for iid in np.unique(ids):
+                s = seqs[ids == iid]
+                key = int(iid)
+                if key in last and s[0] != last[key] + 1:
+                    breaks += 1
+                breaks += int(np.count_nonzero(np.diff(s) != 1))
+                first.setdefault(key, int(s[0]))
+                last[key] = int(s[-1])
+        result = {
+            "records": records,
+            "frames": sub.frames,
+            "gaps": sub.gaps,
+            "bad_frames": sub.bad_frames,
+            "seq_breaks": breaks,
+            "first_seq": first,
+            "last_seq": last,
+            "dtype_names": list(batch.dtype.names) if records else [],
+        }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
