@@ -9,8 +9,10 @@
   then ``y_t = (x_t - y_{t-1}) * alpha + y_{t-1}``.
 
 The two recurrences are the same in exact arithmetic; each convention uses its reference's
-operation order so that results agree with it to the last bit or close to it (pandas also divides
-by ``(1 - alpha) + alpha``, which can differ from 1 in the last place).
+operation order, so results usually agree with the reference to the last bit and otherwise within
+a few units in the last place (pandas also divides by ``(1 - alpha) + alpha``; a TA-Lib binary
+may fuse the multiply-add). At ``window=1`` (alpha 1) both conventions use the pandas order,
+which gives ``y = x`` exactly where TA-Lib's ``(x - y) + y`` can lose digits.
 
 Prices arrive as int64 fixed-point (``x = price * PRICE_SCALE``, scale 1e-9) or as float64 real
 prices. A NaN price is not skipped: it makes that instrument's EMA NaN from then on (filter bad
@@ -41,6 +43,10 @@ _INITIAL_SLOTS = 64
 _TABLE_PER_SLOT = 8  # hash table entries per state slot: the table is at most 1/8 full
 _MIN_TABLE_BITS = 12  # 4096 entries (32 KiB): few collisions while the universe is small
 _SNAPSHOT_KEYS = ("window", "seed", "instrument_id", "value", "count", "warmup_sum", "seeded")
+_ID_DTYPE = np.dtype(np.uint32)
+_OUT_DTYPE = np.dtype(np.float64)
+#: What each accepted price dtype is multiplied by to give real prices.
+_SCALES = {np.dtype(np.int64): PRICE_SCALE, np.dtype(np.float64): 1.0}
 
 
 # --------------------------------------------------------------------------- validation
@@ -68,7 +74,7 @@ def _check_seed(seed: object) -> str:
 def _check_out(out: np.ndarray | None, n: int) -> np.ndarray:
     if out is None:
         return np.empty(n, dtype=np.float64)
-    if not isinstance(out, np.ndarray) or out.dtype != np.float64 or out.ndim != 1:
+    if not isinstance(out, np.ndarray) or out.dtype != _OUT_DTYPE or out.ndim != 1:
         raise ValueError(
             f"out must be a 1-D float64 numpy array, got "
             f"{getattr(out, 'dtype', type(out).__name__)} with ndim {getattr(out, 'ndim', '?')}"
@@ -80,14 +86,16 @@ def _check_out(out: np.ndarray | None, n: int) -> np.ndarray:
     return out[:n]
 
 
-def _check_batch(instrument_id: np.ndarray, price: np.ndarray) -> None:
-    if not isinstance(instrument_id, np.ndarray) or instrument_id.dtype != np.uint32:
+def _price_scale(instrument_id: np.ndarray, price: np.ndarray) -> float:
+    """Check a batch's arrays; return the factor that turns its prices into real prices."""
+    if not isinstance(instrument_id, np.ndarray) or instrument_id.dtype != _ID_DTYPE:
         raise ValueError(
             f"instrument_id must be a uint32 numpy array, got "
             f"{getattr(instrument_id, 'dtype', type(instrument_id).__name__)}; "
             f"pass batch['instrument_id']"
         )
-    if not isinstance(price, np.ndarray) or price.dtype not in (np.int64, np.float64):
+    scale = _SCALES.get(price.dtype) if isinstance(price, np.ndarray) else None
+    if scale is None:
         raise ValueError(
             f"price must be an int64 (fixed-point, scale 1e-9) or float64 numpy array, got "
             f"{getattr(price, 'dtype', type(price).__name__)}"
@@ -101,6 +109,7 @@ def _check_batch(instrument_id: np.ndarray, price: np.ndarray) -> None:
             f"instrument_id and price must have the same length, got "
             f"{instrument_id.shape[0]} and {price.shape[0]}"
         )
+    return scale
 
 
 # --------------------------------------------------------------------------- single series
@@ -329,10 +338,9 @@ class EmaKernel:
         ``instrument_id`` is uint32, ``price`` int64 fixed-point (scale 1e-9) or float64; both may
         be strided views such as ``batch["price"]`` and are never copied.
         """
-        _check_batch(instrument_id, price)
+        scale = _price_scale(instrument_id, price)
         n = instrument_id.shape[0]
         result = _check_out(out, n)
-        scale = PRICE_SCALE if price.dtype == np.int64 else 1.0
         done = 0
         while done < n:
             done = self._kernel(
