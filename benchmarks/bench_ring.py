@@ -21,6 +21,7 @@ BATCH = 1024
 POOL_BATCHES = 64  # pre-generated batches the producer cycles through (2 MiB)
 CAPACITY = 1 << 16  # 2 MiB of records
 TARGET = 200e6
+ready = threading.Event()  # consumers subscribed: start the clock
 
 
 def _pool() -> list[np.ndarray]:
@@ -54,11 +55,9 @@ def _consume(ring: Ring, name: str, total: int, errors: list[str]) -> None:
     ring.remove_waiter(wake)
 
 
-ready = threading.Event()
-
-
 def ring_rate(total: int, consumers: int = 1) -> float:
     """Records/s through a Ring from one producer thread to ``consumers`` threads."""
+    total -= total % BATCH
     ring = Ring(DTYPE, CAPACITY, name="bench")
     pool = _pool()
     errors: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -34,10 +35,17 @@ def _print_problems(exc: ConfigError) -> None:
 # -- run ------------------------------------------------------------------------------------------
 
 
+def _setup_logging() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="hftagg: %(message)s")
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from hftagg.runtime.assemble import assemble
+    from hftagg.runtime.assemble import assemble, plugin_dirs
+    from hftagg.runtime.reload import Reloader
     from hftagg.runtime.status import StatusReporter, format_summary
 
+    _setup_logging()
     path = _config_path(args.config)
     try:
         assembled = assemble(path)
@@ -51,7 +59,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"hftagg: plugin {record.name!r} ({record.location}) failed to load, skipped: "
               f"{first}", file=sys.stderr)
     pipeline = assembled.pipeline()
-    interval = args.status_interval or assembled.spec.runtime.status_interval_secs
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -59,9 +66,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in assembled.graph.describe():
         print(f"  {line}", flush=True)
     pipeline.start()
+    reloader = None
+    if not args.no_watch:
+        reloader = Reloader(pipeline, assembled.host, path,
+                            plugin_dirs=plugin_dirs(assembled.spec.raw, path))
+        reloader.start()
     reporter = StatusReporter(pipeline)
     deadline = time.monotonic() + args.duration if args.duration else None
     while not stop.is_set() and pipeline.failure is None:
+        interval = args.status_interval or pipeline.runtime.status_interval_secs
         timeout = interval if deadline is None else min(interval, deadline - time.monotonic())
         if timeout <= 0:
             break
@@ -71,6 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             break
         if not args.quiet:
             print(reporter.line(), flush=True)
+    if reloader is not None:
+        reloader.stop()
     try:
         summary = pipeline.stop()
     except HftaggError as exc:
@@ -184,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--status-interval", type=float, help="seconds between status lines")
     run.add_argument("--quiet", action="store_true", help="no status lines, only the summary")
     run.add_argument("--summary-json", help="also write the summary as JSON to this file")
+    run.add_argument("--no-watch", action="store_true",
+                     help="do not watch config.toml and plugin folders for live changes")
     run.set_defaults(func=cmd_run)
 
     plugins = sub.add_parser("plugins", help="list plugins, where they came from, what they provide")

@@ -94,3 +94,22 @@ def hftagg_pipeline_stopping(pipeline: Pipeline, summary: dict[str, Any]) -> Non
     Called once, after sources stopped and in-flight batches were processed. ``summary`` is the
     per-stage totals that ``hftagg run`` prints (records, batches, drops, elapsed seconds).
     """
+
+
+# -------------------------------------------------------------------------------------------------
+# Reload: called when a config or plugin change is applied to, or rejected by, a running pipeline.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def hftagg_config_changed(
+    pipeline: Pipeline, source: str, accepted: bool, changes: list[str], problems: list[str]
+) -> None:
+    """A change to the running configuration was applied or rejected.
+
+    Called once per change, after it took effect (``accepted=True``, ``changes`` lists what
+    changed, e.g. ``"ema: window 20 -> 30 (live)"``) or after it was refused (``accepted=False``,
+    ``problems`` holds one line per problem and the pipeline kept its previous config).
+    ``source`` names where it came from: the config file path, ``consul`` or ``plugin <name>``.
+    Called from the reload thread; do not block.
+    """

@@ -197,6 +197,8 @@ class Ring:
         self._view = self._bytes.view(self.dtype)
         self._view.flags.writeable = False  # what lossless readers get: no writing by mistake
         self._records = self._bytes.view(self.dtype)
+        self._memory = memoryview(self._bytes)  # format "B": slices copy as one memcpy
+        self._nbytes = self._bytes.nbytes
         self._published = 0
         self._claimed = 0
         self._claim_len = 0
@@ -333,14 +335,16 @@ class Ring:
                 f"expected {self.dtype} (convert the batch or publish to the right topic)"
             )
         try:
-            src = batch.view(np.uint8)  # raw bytes: one memcpy, not a field-by-field copy
-        except ValueError:
-            src = np.ascontiguousarray(batch).view(np.uint8)
-        if src.ndim != 1:
-            src = src.reshape(-1)
-        total = len(src) // self.itemsize
+            src = batch.data.cast("B")  # raw bytes: one memcpy, not a field-by-field copy
+        except (TypeError, ValueError):  # not C-contiguous, or a dtype the buffer protocol lacks
+            src = memoryview(np.ascontiguousarray(batch).reshape(-1).view(np.uint8))
         first_offset = self._published
         self._claim_len = 0  # a publish cancels an uncommitted claim
+        size = self.itemsize
+        total = len(src) // size
+        if total <= self.capacity and self._reserve(total) == total:  # the usual case
+            self._write(src, total)
+            return first_offset
         deadline = None if timeout is None else time.monotonic() + timeout
         done = 0
         while done < total:
@@ -349,7 +353,7 @@ class Ring:
                 if not self._wait_for_space(deadline, stop, total - done):
                     break
                 continue
-            self._write(src, done, n)
+            self._write(src[done * size : (done + n) * size], n)
             done += n
         return first_offset
 
@@ -394,21 +398,26 @@ class Ring:
             self._claimed = published + n
         return n
 
-    def _write(self, src: np.ndarray, done: int, n: int) -> None:
-        """Copy records ``done .. done + n`` of ``src`` (raw bytes) in, then publish them."""
+    def _write(self, src: memoryview, n: int) -> None:
+        """Copy ``n`` records (``src``, raw bytes) in after the reservation, then publish them.
+
+        A memoryview copy is one memcpy that keeps the GIL; numpy would drop and re-take it
+        around a copy this size, handing the GIL to a reader thread in the middle of a publish.
+        """
         published = self._published
-        size = self.itemsize
-        start = (published & self._mask) * size
-        lo = done * size
-        hi = lo + n * size
-        room = self._bytes.nbytes - start
-        if hi - lo <= room:
-            self._bytes[start : start + hi - lo] = src[lo:hi]
+        start = (published & self._mask) * self.itemsize
+        length = len(src)
+        room = self._nbytes - start
+        ring = self._memory
+        if length <= room:
+            ring[start : start + length] = src
         else:
-            self._bytes[start:] = src[lo : lo + room]
-            self._bytes[: hi - lo - room] = src[lo + room : hi]
+            ring[start:] = src[:room]
+            ring[: length - room] = src[room:]
         self._published = published + n
-        self._wake()
+        for event in self._waiters:
+            if not event.is_set():
+                event.set()
 
     def _wake(self) -> None:
         for event in self._waiters:

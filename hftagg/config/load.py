@@ -1,4 +1,4 @@
-"""Reading config layers: built-in defaults, ``config.toml``, then the environment.
+"""Reading config layers: built-in defaults, ``config.toml``, Consul KV, then the environment.
 
 Environment overrides use ``HFTAGG__SECTION__KEY=value`` (double underscores separate levels,
 names are lower-cased); the value is read as a TOML value (``30``, ``true``, ``"x"``, ``[1, 2]``)
@@ -16,7 +16,16 @@ from typing import Any
 
 from hftagg.errors import MISSING, ConfigError, Problem
 
-__all__ = ["ENV_PREFIX", "env_overrides", "merge", "read_config_file", "read_layers"]
+__all__ = [
+    "ENV_PREFIX",
+    "env_layers",
+    "env_overrides",
+    "merge",
+    "named_layers",
+    "parse_value",
+    "read_config_file",
+    "read_layers",
+]
 
 ENV_PREFIX = "HFTAGG__"
 
@@ -35,27 +44,41 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError([Problem("(file)", MISSING, f"TOML syntax error: {exc}", str(path))]) from exc
 
 
-def _parse_env_value(raw: str) -> Any:
+def parse_value(raw: str) -> Any:
+    """``raw`` read as a TOML value (``30``, ``true``, ``"x"``, ``[1, 2]``), else as a string."""
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
 
 
-def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The nested dict that ``HFTAGG__A__B=value`` variables describe."""
+_parse_env_value = parse_value
+
+
+def _env_path(name: str) -> list[str]:
+    return [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+
+
+def env_layers(environ: Mapping[str, str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """One layer per ``HFTAGG__A__B=value`` variable, named ``env HFTAGG__A__B``."""
     environ = os.environ if environ is None else environ
-    out: dict[str, Any] = {}
+    layers = []
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        path = _env_path(name) if name.startswith(ENV_PREFIX) else []
         if not path:
             continue
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = _parse_env_value(raw)
+        layer: dict[str, Any] = {path[-1]: parse_value(raw)}
+        for part in reversed(path[:-1]):
+            layer = {part: layer}
+        layers.append((f"env {name}", layer))
+    return layers
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The nested dict that ``HFTAGG__A__B=value`` variables describe."""
+    out: dict[str, Any] = {}
+    for _, layer in env_layers(environ):
+        out = merge(out, layer)
     return out
 
 
@@ -70,9 +93,28 @@ def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def named_layers(
+    path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    consul: Mapping[str, Any] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The layers above the built-in defaults, lowest first, each named for provenance:
+    the file (named by its path), ``consul``, then one ``env HFTAGG__...`` layer per variable."""
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if path is not None:
+        layers.append((str(path), read_config_file(path)))
+    if consul:
+        layers.append(("consul", dict(consul)))
+    return layers + env_layers(environ)
+
+
 def read_layers(
-    path: Path | None, environ: Mapping[str, str] | None = None
+    path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    consul: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Merged raw config: file (if any) under environment overrides."""
-    data = read_config_file(path) if path is not None else {}
-    return merge(data, env_overrides(environ))
+    """Merged raw config: file (if any), then the Consul layer (if any), then the environment."""
+    out: dict[str, Any] = {}
+    for _, layer in named_layers(path, environ, consul):
+        out = merge(out, layer)
+    return out

@@ -2,8 +2,12 @@
 
 Each kernel module does its per-record work in ``numba.njit(cache=True, nogil=True)`` functions
 and has a ``warm()`` that compiles them for every input kind the pipeline passes, so the build
-script can fill the on-disk cache once (``warm_all()``) and a pipeline never compiles mid-stream.
+(``hftagg warm``, which calls ``warm_all()``) fills the on-disk cache once and a running pipeline
+never stops to compile.
 """
+
+import importlib
+import pkgutil
 
 from hftagg.kernels import ema
 from hftagg.kernels.ema import EmaKernel, ema_series
@@ -12,5 +16,13 @@ __all__ = ["EmaKernel", "ema_series", "warm_all"]
 
 
 def warm_all() -> None:
-    """Compile and cache every kernel (run once at build time; later imports load the cache)."""
+    """Call ``warm()`` of every kernel module in this package (``ema`` first).
+
+    Modules are found by listing the package, so a new kernel module only needs a ``warm()``.
+    """
     ema.warm()
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "ema":
+            warm = getattr(importlib.import_module(f"{__name__}.{module.name}"), "warm", None)
+            if callable(warm):
+                warm()

@@ -21,7 +21,7 @@ from typing import Any
 import pluggy
 
 from hftagg import hookspecs
-from hftagg.builtins import BUILTIN_PLUGINS
+from hftagg.builtins import builtin_plugin_modules
 from hftagg.errors import PluginError
 from hftagg.records.schema import Schema, SchemaRegistry
 from hftagg.stages.base import KINDS, Stage
@@ -152,6 +152,59 @@ class PluginHost:
                 f"by plugin {owner!r}"
             )
 
+    # -- hot reload ------------------------------------------------------------------------
+
+    def _forget(self, name: str) -> Any:
+        """Unregister plugin ``name`` and what it registered; return its module (or None)."""
+        module = self.pm.get_plugin(name)
+        if module is not None:
+            self.pm.unregister(name=name)
+        for registry, origin in ((self.stage_types, self.stage_origin),
+                                 (self.transports, self.transport_origin)):
+            for key in [k for k, owner in origin.items() if owner == name]:
+                registry.pop(key, None)
+                origin.pop(key, None)
+        self.records = [r for r in self.records if r.name != name]
+        return module
+
+    def _snapshot(self) -> tuple:
+        return (dict(self.stage_types), dict(self.stage_origin), dict(self.transports),
+                dict(self.transport_origin), list(self.records))
+
+    def _rollback(self, saved: tuple, name: str, module: Any) -> None:
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+        (self.stage_types, self.stage_origin, self.transports, self.transport_origin,
+         self.records) = saved
+        if module is not None:
+            self.pm.register(module, name=name)
+
+    def load_file(self, path: Path) -> PluginRecord:
+        """Import (or re-import) a plugin file; if the new version fails, the old one stays.
+
+        Returns the record of the attempt: ``error`` set means nothing changed.
+        """
+        path = Path(path).resolve()
+        name = path.stem
+        saved = self._snapshot()
+        try:
+            new_module = import_plugin_file(path)
+        except Exception:
+            return PluginRecord(name, "file", str(path), error=traceback.format_exc())
+        old_module = self._forget(name)
+        record = self.add(new_module, name, "file", str(path))
+        if record.error:
+            self._rollback(saved, name, old_module)
+        return record
+
+    def remove_file(self, path: Path) -> list[str]:
+        """Unregister the plugin from a deleted file; returns the stage types it had provided."""
+        name = Path(path).stem
+        provided = [t for t, owner in self.stage_origin.items() if owner == name]
+        self._forget(name)
+        sys.modules.pop(FILE_MODULE_PREFIX + name, None)
+        return provided
+
     # -- queries ---------------------------------------------------------------------------
 
     def stage_type(self, name: str) -> type[Stage]:
@@ -167,7 +220,7 @@ class PluginHost:
 
 
 def _load_builtins(host: PluginHost) -> None:
-    for modname in BUILTIN_PLUGINS:
+    for modname in builtin_plugin_modules():
         try:
             module = importlib.import_module(modname)
         except Exception:

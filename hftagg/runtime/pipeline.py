@@ -8,12 +8,15 @@ Threads and their rings:
   publishes the outputs, so every stage sees every batch exactly once;
 - each sink runs in its own thread, reading its rings and doing its I/O.
 
+Every thread passes a checkpoint between batches where it can be parked: that is the batch
+boundary at which live changes are applied (see :mod:`hftagg.runtime.apply`).
+
 Stopping drains: sources stop first, then the core thread processes everything still in its
 rings, then sinks send everything still in theirs, then stages are closed. If draining takes
 longer than ``drain_timeout_secs`` the pipeline stops hard and says how much was left.
 
-A stage that raises stops the pipeline (crash-only): the error names the stage and is re-raised
-from ``stop()``/``join()`` as ``StageFailed``.
+A stage that raises stops the pipeline (crash-only): ``stop()`` re-raises it as
+``StageFailed`` naming the thread and stage.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from hftagg.errors import HftaggError
 from hftagg.runtime.graph import Graph, Node
 from hftagg.stages.base import StageContext
 
-__all__ = ["NodeStats", "Pipeline", "StageFailed"]
+__all__ = ["NodeStats", "Pipeline", "StageFailed", "Worker"]
 
 
 class StageFailed(HftaggError):
@@ -48,58 +51,136 @@ class NodeStats:
     busy_ns: int = 0
 
 
+class Worker:
+    """One thread's controls: its wake-up bell, a stop flag, and parking at batch boundaries."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.bell = threading.Event()
+        self.stop = threading.Event()
+        self.parked = threading.Event()
+        self.resume = threading.Event()
+        self.park_requested = False
+        self.thread: threading.Thread | None = None
+
+    def checkpoint(self) -> None:
+        """Called by the thread between batches: wait here while a change is being applied."""
+        if self.park_requested:
+            self.parked.set()
+            self.resume.wait()
+
+    def park(self, timeout: float) -> bool:
+        """Ask the thread to stop at its next batch boundary; True once it is there (or dead)."""
+        self.resume.clear()
+        self.parked.clear()
+        self.park_requested = True
+        self.bell.set()
+        deadline = time.monotonic() + timeout
+        while not self.parked.wait(0.01):
+            if not self.alive or time.monotonic() > deadline:
+                return not self.alive
+        return True
+
+    def unpark(self) -> None:
+        self.park_requested = False
+        self.resume.set()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
 class Pipeline:
-    """A built graph wired to rings, ready to ``start()``; or stepped by hand with ``step()``."""
+    """A built graph wired to rings, ready to ``start()``; or stepped by hand with ``step_core()``."""
 
     def __init__(self, graph: Graph, runtime: RuntimeSection | None = None, host: Any = None):
         self.graph = graph
         self.runtime = runtime or RuntimeSection()
         self.host = host
         self.max_batch = self.runtime.max_batch
-        self.rings: dict[str, Ring] = {
-            topic: Ring(schema.dtype, max(self.runtime.ring_capacity, self.max_batch), name=topic)
-            for topic, schema in graph.topics.items()
-        }
-        self.stats: dict[str, NodeStats] = {n.id: NodeStats() for n in graph.nodes}
+        self.rings: dict[str, Ring] = {}
+        self.stats: dict[str, NodeStats] = {}
         self.readers: dict[str, list[tuple[str, Reader]]] = {}
-        for node in graph.core + graph.sinks:
-            policy = getattr(node.stage, "input_policy", "lossless")
-            self.readers[node.id] = [
-                (port, self.rings[topic].subscribe(f"{node.id}:{port}", policy))
-                for port, topic in node.inputs.items()
-            ]
-        self._takes_port = {n.id: type(n.stage).process_takes_port() for n in graph.core}
+        self.workers: dict[str, Worker] = {"core": Worker("core")}
+        self._takes_port: dict[str, bool] = {}
         self._stop_sources = threading.Event()
         self._hard_stop = threading.Event()
-        self._sources_done = threading.Event()
-        self._core_done = threading.Event()
-        self._core_bell = threading.Event()
-        self._sink_bells = {n.id: threading.Event() for n in graph.sinks}
-        self._wire_bells()
-        self._threads: list[threading.Thread] = []
         self.failure: str | None = None
         self.started_at: float | None = None
         self.stopped_at: float | None = None
         self.left_over = 0
         self._opened = False
+        self._started = False
+        for topic, schema in graph.topics.items():
+            self.ensure_ring(topic, schema)
+        for node in graph.nodes:
+            self.attach(node)
+        self.wire_bells()
 
-    def _wire_bells(self) -> None:
+    # -- wiring (also used when a live change rebuilds part of the graph) -----------------------
+
+    def ensure_ring(self, topic: str, schema) -> Ring:
+        ring = self.rings.get(topic)
+        if ring is None or ring.dtype != schema.dtype:
+            capacity = max(self.runtime.ring_capacity, self.max_batch)
+            ring = self.rings[topic] = Ring(schema.dtype, capacity, name=topic)
+        return ring
+
+    def attach(self, node: Node, cursors: dict[str, int] | None = None) -> None:
+        """Give ``node`` stats, readers (at ``cursors`` per port when given) and a worker."""
+        self.stats.setdefault(node.id, NodeStats())
+        if node.role != "source":
+            policy = getattr(node.stage, "input_policy", "lossless")
+            readers = []
+            for port, topic in node.inputs.items():
+                start = (cursors or {}).get(port, "next")
+                reader = self.rings[topic].subscribe(f"{node.id}:{port}", policy, start=start)
+                readers.append((port, reader))
+            self.readers[node.id] = readers
+        if node.role == "core":
+            self._takes_port[node.id] = type(node.stage).process_takes_port()
+        else:
+            self.workers.setdefault(self.worker_name(node), Worker(self.worker_name(node)))
+
+    def detach(self, node: Node) -> dict[str, int]:
+        """Drop ``node``'s readers; returns their cursors per port (to hand to a successor)."""
+        cursors = {}
+        for port, reader in self.readers.pop(node.id, []):
+            cursors[port] = reader.cursor
+            reader.ring.unsubscribe(reader)
+        self._takes_port.pop(node.id, None)
+        return cursors
+
+    def wire_bells(self) -> None:
+        """Point every ring's wake-ups at the threads that consume it (and only those)."""
+        for ring in self.rings.values():
+            for worker in self.workers.values():
+                ring.remove_waiter(worker.bell)
+        core_bell = self.workers["core"].bell
         for node in self.graph.core:
             for topic in node.inputs.values():
-                self.rings[topic].add_waiter(self._core_bell)
+                self.rings[topic].add_waiter(core_bell)
         for node in self.graph.sinks:
+            bell = self.workers[self.worker_name(node)].bell
             for topic in node.inputs.values():
-                self.rings[topic].add_waiter(self._sink_bells[node.id])
+                self.rings[topic].add_waiter(bell)
+
+    @staticmethod
+    def worker_name(node: Node) -> str:
+        return f"{node.role}:{node.id}"
+
+    def context(self) -> StageContext:
+        return StageContext(
+            max_batch=self.max_batch,
+            topic_schemas=dict(self.graph.topics),
+            transports=dict(self.host.transports) if self.host is not None else {},
+        )
 
     # -- one step of each role (used by the threads and by hftagg.testing) -------------------
 
     def open(self) -> None:
         if not self._opened:
-            ctx = StageContext(
-                max_batch=self.max_batch,
-                topic_schemas=dict(self.graph.topics),
-                transports=dict(self.host.transports) if self.host is not None else {},
-            )
+            ctx = self.context()
             for node in self.graph.nodes:
                 node.stage.open(ctx)
             self._opened = True
@@ -186,40 +267,63 @@ class Pipeline:
     def start(self) -> None:
         self.open()
         self.started_at = time.monotonic()
+        self._started = True
         for node in self.graph.sources:
-            self._spawn(f"source:{node.id}", self._source_loop, node)
-        self._spawn("core", self._core_loop)
+            self.spawn(node)
+        self._spawn_worker(self.workers["core"], self._core_loop)
         for node in self.graph.sinks:
-            self._spawn(f"sink:{node.id}", self._sink_loop, node)
-        self._source_watch = threading.Thread(
-            target=self._watch_sources, name="hftagg-source-watch", daemon=True
-        )
-        self._source_watch.start()
+            self.spawn(node)
         if self.host is not None:
             self.host.pm.hook.hftagg_pipeline_started(pipeline=self)
 
-    def _spawn(self, name: str, target, *args) -> None:
-        thread = threading.Thread(
-            target=self._guard, args=(name, target, *args), name=f"hftagg-{name}", daemon=True
-        )
-        self._threads.append(thread)
-        thread.start()
+    def spawn(self, node: Node) -> None:
+        """Start the thread of a source or sink node."""
+        worker = self.workers[self.worker_name(node)]
+        loop = self._source_loop if node.role == "source" else self._sink_loop
+        self._spawn_worker(worker, loop, node)
 
-    def _guard(self, name: str, target, *args) -> None:
+    def _spawn_worker(self, worker: Worker, loop, *args) -> None:
+        worker.stop.clear()
+        worker.thread = threading.Thread(
+            target=self._guard, args=(worker, loop, *args), name=f"hftagg-{worker.name}",
+            daemon=True,
+        )
+        worker.thread.start()
+
+    def retire(self, node: Node, timeout: float) -> None:
+        """Stop a (parked) source or sink thread and forget its worker."""
+        worker = self.workers.pop(self.worker_name(node), None)
+        if worker is None:
+            return
+        worker.stop.set()
+        worker.unpark()
+        worker.bell.set()
+        if worker.thread is not None:
+            worker.thread.join(timeout)
+
+    def _guard(self, worker: Worker, loop, *args) -> None:
         try:
-            target(*args)
+            loop(worker, *args)
         except BaseException:
             if self.failure is None:
-                self.failure = f"{name} failed:\n{traceback.format_exc()}"
+                self.failure = f"{worker.name} failed:\n{traceback.format_exc()}"
             self._stop_sources.set()
             self._hard_stop.set()
-            self._core_bell.set()
-            for bell in self._sink_bells.values():
-                bell.set()
+            for other in self.workers.values():
+                other.bell.set()
 
-    def _source_loop(self, node: Node) -> None:
+    def _source_workers(self) -> list[Worker]:
+        return [w for name, w in self.workers.items() if name.startswith("source:")]
+
+    def _sources_done(self) -> bool:
+        return not any(w.alive for w in self._source_workers())
+
+    def _source_loop(self, worker: Worker, node: Node) -> None:
         stage = node.stage
-        while not self._stop_sources.is_set():
+        while not (worker.stop.is_set() or self._stop_sources.is_set()):
+            worker.checkpoint()
+            if worker.stop.is_set():
+                return
             if self.pump_source(node):
                 continue
             if stage.exhausted:
@@ -227,36 +331,34 @@ class Pipeline:
             wake = stage.next_awake()
             delay = 0.0005 if wake is None else max(0.0, wake - time.monotonic())
             if delay:
-                self._stop_sources.wait(min(delay, 0.05))
+                worker.bell.wait(min(delay, 0.05))
+                worker.bell.clear()
 
-    def _watch_sources(self) -> None:
-        for thread in self._threads:
-            if thread.name.startswith("hftagg-source:"):
-                thread.join()
-        self._sources_done.set()
-        self._core_bell.set()
-
-    def _core_loop(self) -> None:
-        bell = self._core_bell
+    def _core_loop(self, worker: Worker) -> None:
+        bell = worker.bell
         while not self._hard_stop.is_set():
+            worker.checkpoint()
             bell.clear()
             if self.step_core():
                 continue
-            if self._sources_done.is_set() and not self.total_backlog(self.graph.core):
-                break
+            if self._sources_done() and not self.total_backlog(self.graph.core):
+                break  # every source stopped or ran out, and everything is processed
             bell.wait(0.01)
-        self._core_done.set()
-        for sink_bell in self._sink_bells.values():
-            sink_bell.set()
+        for other in self.workers.values():
+            other.bell.set()
 
-    def _sink_loop(self, node: Node) -> None:
-        bell = self._sink_bells[node.id]
+    def _sink_loop(self, worker: Worker, node: Node) -> None:
+        bell = worker.bell
+        core = self.workers["core"]
         try:
-            while not self._hard_stop.is_set():
+            while not (self._hard_stop.is_set() or worker.stop.is_set()):
+                worker.checkpoint()
+                if worker.stop.is_set():
+                    return
                 bell.clear()
                 if self.pump_sink(node):
                     continue
-                if self._core_done.is_set() and not self.backlog(node.id):
+                if not core.alive and not self.backlog(node.id):
                     break
                 bell.wait(0.01)
         finally:
@@ -267,15 +369,19 @@ class Pipeline:
         self._stop_sources.set()
         if not drain:
             self._hard_stop.set()
+        for worker in self.workers.values():
+            worker.bell.set()
         deadline = time.monotonic() + self.runtime.drain_timeout_secs
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if any(t.is_alive() for t in self._threads):
-            self.left_over = sum(self.backlog(n.id) for n in self.graph.core + self.graph.sinks)
+        for worker in list(self.workers.values()):
+            if worker.thread is not None:
+                worker.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.running:
+            self.left_over = self.total_backlog(self.graph.core + self.graph.sinks)
             self._hard_stop.set()
-            self._core_bell.set()
-            for thread in self._threads:
-                thread.join(1.0)
+            for worker in list(self.workers.values()):
+                worker.bell.set()
+                if worker.thread is not None:
+                    worker.thread.join(1.0)
         self.stopped_at = time.monotonic()
         summary = self.summary()
         if self.host is not None:
@@ -292,14 +398,16 @@ class Pipeline:
 
     @property
     def running(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
+        return any(w.alive for w in list(self.workers.values()))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every source is exhausted and everything drained; True if it finished."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not self.running
+        while self.running:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def elapsed(self) -> float:
         if self.started_at is None:

@@ -1,0 +1,100 @@
+"""Built-in plugin: the L2 (market-by-price) order book stage.
+
+``book`` consumes ``book_update`` records (``md.book``) and keeps one book per instrument, of any
+depth, in compiled code (:class:`hftagg.kernels.book.BookKernel`, whose docstring states the
+semantics exactly). It publishes on three ports:
+
+- ``bbo`` (``md.bbo``, ``quote``): the top of book after every update that changed it;
+- ``mbp10`` (``md.mbp10``, ``mbp10``): the ten best levels per side, on every change to them
+  (``mbp10_on = "change"``), at most once per ``interval_ms`` of event time
+  (``"interval"``), or never (``"off"``);
+- ``alerts`` (``md.book_alerts``, ``alert``): sequence gaps, crossed/locked books, deletes of
+  unknown levels, bad records.
+
+Snapshots and recovery: a clear (``action = 'R'``) empties the book and makes it valid; with the
+DBN ``F_SNAPSHOT`` flag (0x20) it starts a snapshot whose records (also flagged) are applied
+silently until the one with ``F_LAST`` (0x80) or the first unflagged record, after which the
+rebuilt top of book and levels are published. After a sequence gap the instrument's book is
+invalid and nothing is published for it until such a clear arrives.
+
+Output records copy ``ts_event``/``ts_recv``/``instrument_id`` from the update that triggered
+them; their ``seq`` counts that output per instrument from 0, without gaps.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from hftagg.hookspecs import hookimpl
+from hftagg.kernels.book import BookKernel
+from hftagg.stages import Params, Port, Stage, StageContext, live
+
+__all__ = ["Book", "BookParams"]
+
+_MS = 1_000_000
+
+
+class BookParams(Params):
+    mbp10_on: Literal["change", "interval", "off"] = live(
+        "change", description="publish mbp10 on every top-10 change, per interval, or never"
+    )
+    interval_ms: int = live(
+        100, ge=1, le=86_400_000, description="least event time between mbp10s in interval mode"
+    )
+    alert_interval_ms: int = live(
+        1000, ge=0, le=86_400_000,
+        description="least time between unknown-level alerts per instrument; 0 = every one",
+    )  # fmt: skip
+
+
+class Book(Stage):
+    type_name = "book"
+    Params = BookParams
+    inputs = {"input": Port("book_update", "md.book", "market-by-price incremental updates")}
+    outputs = {
+        "bbo": Port("quote", "md.bbo", "top of book after each change to it"),
+        "mbp10": Port("mbp10", "md.mbp10", "ten levels per side, on change or per interval"),
+        "alerts": Port("alert", "md.book_alerts", "gaps, crossed books, unknown levels"),
+    }
+
+    def open(self, ctx: StageContext) -> None:
+        state = self.kernel.snapshot() if hasattr(self, "kernel") else None
+        self.kernel = BookKernel(capacity=ctx.max_batch, **self._kernel_args(self.params))
+        if state is not None:
+            self.kernel.restore(state)
+        elif getattr(self, "_pending", None) is not None:
+            self.kernel.restore(self._pending)
+            self._pending = None
+
+    @staticmethod
+    def _kernel_args(params: BookParams) -> dict:
+        return {
+            "mbp10_on": params.mbp10_on,
+            "interval_ns": params.interval_ms * _MS,
+            "alert_interval_ns": params.alert_interval_ms * _MS,
+        }
+
+    def process(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        quotes, mbp10, alerts = self.kernel.update(batch)
+        return {"bbo": quotes, "mbp10": mbp10, "alerts": alerts}
+
+    def reconfigure(self, params: BookParams) -> None:
+        self.params = params
+        if hasattr(self, "kernel"):
+            self.kernel.configure(**self._kernel_args(params))
+
+    def snapshot(self) -> dict:
+        return self.kernel.snapshot()
+
+    def restore(self, state: dict) -> None:
+        if hasattr(self, "kernel"):
+            self.kernel.restore(state)
+        else:
+            self._pending = state  # restored before open(): applied when the kernel exists
+
+
+@hookimpl
+def hftagg_register_stage_types(register):
+    register(Book)

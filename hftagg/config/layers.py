@@ -1,0 +1,168 @@
+"""Config layers with provenance: which layer each effective value came from, and whether it is
+live-changeable.
+
+Layers, lowest first: ``defaults`` (every section's built-in defaults and each configured stage's
+parameter defaults), the config file (named by its path), ``consul``, then one layer per
+``HFTAGG__SECTION__KEY`` variable (named ``env HFTAGG__SECTION__KEY``)::
+
+    merged, sources = merge_layers([("defaults", defaults_layer(raw, host)), *named_layers(path)])
+    sources["processing.ema_window"]  # -> "config.toml"
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from hftagg.config.spec import (
+    SOURCE_COMMON_KEYS,
+    PipelineSpec,
+    ProcessingSection,
+    RuntimeSection,
+    parse_spec,
+)
+from hftagg.errors import PluginError
+from hftagg.plugins.manager import PluginHost
+
+__all__ = ["Liveness", "defaults_layer", "flatten", "liveness_of", "merge_layers"]
+
+Liveness = Literal["live", "restart", "unknown"]
+
+# Runtime keys a running pipeline picks up without a restart.
+LIVE_RUNTIME_KEYS = frozenset({"status_interval_secs"})
+SOURCE_DEFAULTS = {"format": "native", "topic_prefix": "md"}
+
+
+def _forget(provenance: dict[str, str], key: str) -> None:
+    """Drop ``key`` and everything under it (a layer replaced it as a whole)."""
+    for k in [k for k in provenance if k == key or k.startswith(key + ".")]:
+        del provenance[k]
+
+
+def _merge_into(
+    out: dict[str, Any], layer: Mapping[str, Any], name: str, prefix: str, prov: dict[str, str]
+) -> None:
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            _merge_into(out[key], value, name, dotted + ".", prov)
+            continue
+        _forget(prov, dotted)
+        if isinstance(value, Mapping):
+            out[key] = {}
+            _merge_into(out[key], value, name, dotted + ".", prov)
+            if not value:
+                prov[dotted] = name
+        else:
+            out[key] = copy.deepcopy(value)
+            prov[dotted] = name
+
+
+def merge_layers(
+    layers: list[tuple[str, Mapping[str, Any]]],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Deep-merge named layers (later win, tables merge); returns (merged, key -> layer name).
+
+    The provenance map has one entry per leaf (a non-table value, or an empty table), keyed by
+    its dotted path.
+    """
+    merged: dict[str, Any] = {}
+    provenance: dict[str, str] = {}
+    for name, layer in layers:
+        _merge_into(merged, layer, name, "", provenance)
+    return merged, provenance
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Leaves of a nested dict by dotted key (empty tables are leaves too)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _model_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    out = {}
+    for name, info in model.model_fields.items():
+        if not info.is_required():
+            out[name] = info.get_default(call_default_factory=True)
+    return out
+
+
+def _set_dotted(out: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = out
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def _spec(raw: Mapping[str, Any]) -> PipelineSpec:
+    return parse_spec(dict(raw), "(layers)", strict=False)
+
+
+def defaults_layer(raw: Mapping[str, Any], host: PluginHost) -> dict[str, Any]:
+    """Built-in defaults for ``raw`` (the merged config above defaults): the ``[runtime]`` and
+    ``[processing]`` sections, and each configured stage's parameters (from its Params model)."""
+    out: dict[str, Any] = {
+        "runtime": _model_defaults(RuntimeSection),
+        "processing": _model_defaults(ProcessingSection),
+    }
+    for stage in _spec(raw).stages:
+        try:
+            params = host.stage_type(stage.type_name).Params
+        except PluginError:
+            continue  # validation reports the unknown type
+        for name, value in _model_defaults(params).items():
+            _set_dotted(out, stage.key_of(name), value)
+        if stage.key.startswith("data_sources."):
+            for name, value in SOURCE_DEFAULTS.items():
+                _set_dotted(out, f"{stage.key}.{name}", value)
+    return out
+
+
+def _params_by_key(raw: Mapping[str, Any], host: PluginHost) -> dict[str, tuple[type, str]]:
+    out: dict[str, tuple[type, str]] = {}
+    for stage in _spec(raw).stages:
+        try:
+            params = host.stage_type(stage.type_name).Params
+        except PluginError:
+            continue
+        for name in params.model_fields:
+            out[stage.key_of(name)] = (params, name)
+    return out
+
+
+def liveness_of(keys: list[str], raw: Mapping[str, Any], host: PluginHost) -> dict[str, Liveness]:
+    """For each dotted key: ``live`` (a running pipeline applies it in place), ``restart``
+    (needs a restart or a rebuild of the stage) or ``unknown`` (not a key hftagg knows)."""
+    params = _params_by_key(raw, host)
+    out: dict[str, Liveness] = {}
+    for key in keys:
+        out[key] = _liveness(key, params)
+    return out
+
+
+def _liveness(key: str, params: dict[str, tuple[type, str]]) -> Liveness:
+    section, _, rest = key.partition(".")
+    if section == "runtime":
+        return "live" if rest in LIVE_RUNTIME_KEYS else "restart"
+    if section == "delivery":
+        return "restart"
+    if key in params:
+        model, name = params[key]
+        return "live" if model.is_live(name) else "restart"
+    if section == "processing":
+        return "restart" if rest in ProcessingSection.model_fields else "unknown"
+    if section in ("data_sources", "stages"):
+        parts = rest.split(".")
+        common = SOURCE_COMMON_KEYS if section == "data_sources" else ("type", "topics", "enabled")
+        if len(parts) >= 2 and parts[1] in common:
+            return "restart"
+    return "unknown"

@@ -1,0 +1,747 @@
+"""Rolling-window indicator kernels, per instrument, over batches of interleaved instruments.
+
+Every kernel here keeps, for each instrument, a ring buffer of its last ``window`` inputs and a
+few running sums, updated in O(1) per record. Running sums that add and subtract drift; each
+instrument's sums are recomputed exactly from its ring every time the ring wraps (once per
+``window`` records, so the cost stays O(1) amortized) and the drift never accumulates for longer
+than one window. Sums of second moments are taken of deviations from a reference value (the newest
+input at the last recomputation), so large price or time offsets cancel before they are squared.
+
+Kernels (all outputs NaN until the instrument has a full window, as TA-Lib and pandas
+``rolling(window)`` do):
+
+- ``SmaKernel``: simple mean of the last ``window`` values (TA-Lib ``SMA``).
+- ``WmaKernel``: linearly weighted mean, weights ``1..window`` with the newest value weighted
+  ``window``, divided by ``window * (window + 1) / 2`` (TA-Lib ``WMA``).
+- ``RollingVwapKernel``: ``sum(price * size) / sum(size)`` over the last ``window`` trades;
+  NaN when that size sum is 0.
+- ``ZScoreKernel``: ``(x - mean) / std`` over the last ``window`` values, the current one
+  included, ``std`` with ``ddof=1`` (pandas ``rolling().std()``); NaN when ``std`` is 0.
+- ``VolatilityKernel``: ``std`` (``ddof=1``) of the last ``window`` log returns
+  ``log(x_t) - log(x_{t-1})`` (first output at the ``window + 1``-th value); not annualised.
+- ``OlsKernel``: least-squares line of price on ``x`` over the last ``window`` records, with
+  ``x`` the record's per-instrument index (``x="index"``) or its ``ts_event`` in seconds
+  (``x="time"``). Outputs the slope (price per record, or per second), the intercept (the fitted
+  price at the *oldest* record of the window, as ``numpy.polyfit(arange(window), y, 1)`` and
+  TA-Lib ``LINEARREG_INTERCEPT``) and r² (squared correlation; NaN if the window's prices, or
+  with ``x="time"`` its timestamps, are all equal).
+
+Live window change (``set_window``), the same for all of them: each instrument's ring is
+re-sized keeping its most recent ``min(held, new window)`` values and its sums are recomputed
+exactly from them. When the window shrinks and the instrument held at least the new window, the
+next output is already the new-window value over the full history; when it grows, the instrument
+outputs NaN until the ring holds the new window again (``new - old`` more records), after which
+it equals a run that had used the new window from the start.
+
+Prices are int64 fixed-point (scale 1e-9) or float64 real values. A NaN input is not skipped:
+it makes the running sums NaN until the ring's next exact recomputation after it has left the
+window. Ring memory is ``8 * window`` bytes per instrument per ring.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from hftagg.kernels.ema import _build_table, _slot_of
+from hftagg.records.schema import PRICE_SCALE
+
+__all__ = [
+    "KeyedKernel",
+    "OlsKernel",
+    "RollingVwapKernel",
+    "SmaKernel",
+    "VolatilityKernel",
+    "WmaKernel",
+    "ZScoreKernel",
+    "check_window",
+    "warm",
+]
+
+_NJIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
+_INITIAL_SLOTS = 64
+_TABLE_PER_SLOT = 8
+_MIN_TABLE_BITS = 12
+_INTS = 4  # per-slot integers: records seen, values held in the ring, ring head, spare
+_SCALES = {np.dtype(np.int64): PRICE_SCALE, np.dtype(np.float64): 1.0}
+_NAN = np.nan
+
+
+def check_window(window: object, minimum: int = 1, name: str = "window") -> int:
+    """``window`` as an int, or ValueError naming ``name`` and the bound."""
+    if isinstance(window, bool) or not isinstance(window, int | np.integer):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {window!r}")
+    if window < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {int(window)}")
+    return int(window)
+
+
+def _as_ids(ids: np.ndarray) -> np.ndarray:
+    if not isinstance(ids, np.ndarray) or ids.dtype != np.uint32 or ids.ndim != 1:
+        raise ValueError(
+            f"instrument_id must be a 1-D uint32 array, got {getattr(ids, 'dtype', type(ids))}; "
+            f"pass batch['instrument_id']"
+        )
+    return ids
+
+
+def price_scale(values: np.ndarray, n: int, name: str = "price") -> float:
+    """Factor turning ``values`` into real prices (int64 fixed-point or float64), checked."""
+    scale = _SCALES.get(values.dtype) if isinstance(values, np.ndarray) else None
+    if scale is None or values.ndim != 1 or values.shape[0] != n:
+        raise ValueError(
+            f"{name} must be a 1-D int64 (fixed-point 1e-9) or float64 array of length {n}, got "
+            f"{getattr(values, 'dtype', type(values).__name__)} {getattr(values, 'shape', '')}"
+        )
+    return scale
+
+
+# --------------------------------------------------------------------------- shared njit helpers
+
+
+@numba.njit(inline="always", **_NJIT)
+def _find(key, table, shift, slot_ids, meta):
+    """Slot of instrument ``key`` (inserted when new); -1 when the state arrays are full."""
+    n = meta[0]
+    slot = _slot_of(key, table, shift, slot_ids, n)
+    if slot == n:
+        meta[0] = n + 1
+    return slot
+
+
+@numba.njit(**_NJIT)
+def _resize_ring(old, new, ints, n_slots):
+    """Copy each slot's newest ``min(held, new window)`` values to ``new`` in time order."""
+    w_old = old.shape[1]
+    w_new = new.shape[1]
+    for s in range(n_slots):
+        held = ints[s, 1]
+        head = ints[s, 2]
+        keep = min(held, w_new)
+        for j in range(keep):
+            new[s, j] = old[s, (head - keep + j) % w_old]
+
+
+@numba.njit(**_NJIT)
+def _set_held(ints, n_slots, window):
+    for s in range(n_slots):
+        keep = min(ints[s, 1], window)
+        ints[s, 1] = keep
+        ints[s, 2] = keep % window
+
+
+class KeyedKernel:
+    """Per-instrument state in slots found through an open-addressing hash table (see ``ema``).
+
+    Subclasses set ``_RINGS`` (ring buffers of ``window`` float64 per instrument), ``_STATE``
+    (float64 per instrument) and implement ``_rebuild`` (recompute sums after a resize).
+    """
+
+    _RINGS = 0
+    _STATE = 1
+    _MIN_WINDOW = 1
+    name = "kernel"
+
+    def __init__(self, window: int) -> None:
+        self.window = check_window(window, self._MIN_WINDOW)
+        self._meta = np.zeros(1, dtype=np.int64)
+        self._allocate(_INITIAL_SLOTS)
+
+    # ----------------------------------------------------------------- state arrays
+
+    def _allocate(self, capacity: int) -> None:
+        self._slot_ids = np.zeros(capacity, dtype=np.uint32)
+        ring_width = self.window if self._RINGS else 0
+        self._rings = [np.zeros((capacity, ring_width)) for _ in range(self._RINGS)]
+        self._state = np.zeros((capacity, self._STATE))
+        self._ints = np.zeros((capacity, _INTS), dtype=np.int64)
+        bits = max(int(_TABLE_PER_SLOT * capacity - 1).bit_length(), _MIN_TABLE_BITS)
+        self._table = np.zeros(1 << bits, dtype=np.int64)
+        self._shift = 64 - bits
+        self._meta[0] = 0
+
+    def _arrays(self) -> list[np.ndarray]:
+        return [self._slot_ids, *self._rings, self._state, self._ints]
+
+    def _grow(self) -> None:
+        n = int(self._meta[0])
+        old = [a[:n].copy() for a in self._arrays()]
+        self._allocate(2 * self._slot_ids.shape[0])
+        for new, values in zip(self._arrays(), old, strict=True):
+            new[:n] = values
+        self._meta[0] = n
+        _build_table(self._slot_ids, n, self._table, self._shift)
+
+    def _run(self, kernel, ids: np.ndarray, args: tuple, extra: tuple = ()) -> None:
+        """Call ``kernel`` until the batch is done, growing the state when it runs out of slots."""
+        n = ids.shape[0]
+        done = 0
+        while done < n:
+            done = kernel(
+                ids, *args, done, self._table, self._shift, self._slot_ids, self._meta,
+                *self._rings, self._state, self._ints, *extra,
+            )  # fmt: skip
+            if done < n:
+                self._grow()
+
+    @staticmethod
+    def _out(out: np.ndarray | None, n: int) -> np.ndarray:
+        if out is None:
+            return np.empty(n)
+        if not isinstance(out, np.ndarray) or out.dtype != np.float64 or out.shape[0] < n:
+            raise ValueError(f"out must be a float64 array of length >= {n}")
+        return out[:n]
+
+    # ----------------------------------------------------------------- live window
+
+    def set_window(self, window: int) -> None:
+        """Change the window from the next update on (see the module docstring)."""
+        window = check_window(window, self._MIN_WINDOW)
+        if window == self.window:
+            return
+        n = int(self._meta[0])
+        if self._RINGS:
+            rings = []
+            for ring in self._rings:
+                new = np.zeros((ring.shape[0], window))
+                _resize_ring(ring, new, self._ints, n)
+                rings.append(new)
+            self._rings = rings
+            _set_held(self._ints, n, window)
+        self.window = window
+        self._rebuild(n)
+
+    def _rebuild(self, n_slots: int) -> None:
+        """Recompute the running state of slots ``0..n_slots`` from their rings (time order)."""
+
+    # ----------------------------------------------------------------- inspection and state
+
+    @property
+    def instrument_count(self) -> int:
+        return int(self._meta[0])
+
+    def snapshot(self) -> dict:
+        """Everything needed to continue exactly (plain ints and numpy copies)."""
+        n = int(self._meta[0])
+        return {
+            "kernel": self.name,
+            "window": self.window,
+            "instrument_id": self._slot_ids[:n].copy(),
+            "rings": [ring[:n].copy() for ring in self._rings],
+            "state": self._state[:n].copy(),
+            "ints": self._ints[:n].copy(),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Replace this kernel's state with a ``snapshot()`` of the same kernel type."""
+        if state.get("kernel") != self.name:
+            raise ValueError(
+                f"snapshot is of kernel {state.get('kernel')!r}, cannot restore into {self.name!r}"
+            )
+        window = check_window(state["window"], self._MIN_WINDOW)
+        ids = np.asarray(state["instrument_id"])
+        n = ids.shape[0]
+        if ids.dtype != np.uint32 or np.unique(ids).shape[0] != n:
+            raise ValueError("snapshot key 'instrument_id' must hold distinct uint32 ids")
+        if len(state["rings"]) != self._RINGS:
+            raise ValueError(f"snapshot has {len(state['rings'])} rings, expected {self._RINGS}")
+        self.window = window
+        self._allocate(max(_INITIAL_SLOTS, 1 << max(n - 1, 0).bit_length()))
+        self._slot_ids[:n] = ids
+        for ring, saved in zip(self._rings, state["rings"], strict=True):
+            ring[:n] = saved
+        self._state[:n] = state["state"]
+        self._ints[:n] = state["ints"]
+        self._meta[0] = n
+        _build_table(self._slot_ids, n, self._table, self._shift)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(window={self.window}, instruments={self.instrument_count})"
+
+
+# --------------------------------------------------------------------------- SMA and WMA
+
+
+@numba.njit(inline="always", **_NJIT)
+def _ma_sums(ring, s, held):
+    total = 0.0
+    weighted = 0.0
+    for j in range(held):
+        v = ring[s, j]
+        total += v
+        weighted += (j + 1) * v
+    return total, weighted
+
+
+@numba.njit(**_NJIT)
+def _ma_rebuild(ring, state, ints, n_slots):
+    for s in range(n_slots):
+        state[s, 0], state[s, 1] = _ma_sums(ring, s, ints[s, 1])
+
+
+@numba.njit(**_NJIT)
+def _ma_update(ids, x, scale, out, weighted, start, table, shift, slot_ids, meta, ring, state,
+               ints):  # fmt: skip
+    """SMA (``weighted`` False) or WMA: ``state[s] = (sum, weighted sum)`` of the ring."""
+    w = ring.shape[1]
+    divisor = w * (w + 1) / 2.0 if weighted else np.float64(w)
+    last = np.int64(-1)
+    s = 0
+    for i in range(start, ids.shape[0]):
+        key = np.int64(ids[i])
+        if key != last:
+            s = _find(key, table, shift, slot_ids, meta)
+            if s < 0:
+                return i
+            last = key
+        v = np.float64(x[i]) * scale
+        held = ints[s, 1]
+        head = ints[s, 2]
+        total = state[s, 0]
+        wsum = state[s, 1]
+        if held == w:
+            wsum = wsum - total + w * v
+            total = total - ring[s, head] + v
+        else:
+            held += 1
+            total += v
+            wsum += held * v
+        ring[s, head] = v
+        head += 1
+        if head == w:
+            head = 0
+            if held == w:
+                total, wsum = _ma_sums(ring, s, w)
+        state[s, 0] = total
+        state[s, 1] = wsum
+        ints[s, 0] += 1
+        ints[s, 1] = held
+        ints[s, 2] = head
+        if held == w:
+            out[i] = (wsum if weighted else total) / divisor
+        else:
+            out[i] = _NAN
+    return ids.shape[0]
+
+
+class SmaKernel(KeyedKernel):
+    """TA-Lib ``SMA`` per instrument: NaN for the first ``window - 1`` values."""
+
+    _RINGS = 1
+    _STATE = 2
+    name = "sma"
+    _WEIGHTED = False
+
+    def update(self, instrument_id, price, out=None) -> np.ndarray:
+        ids = _as_ids(instrument_id)
+        scale = price_scale(price, ids.shape[0])
+        result = self._out(out, ids.shape[0])
+        self._run(_ma_update, ids, (price, scale, result, self._WEIGHTED))
+        return result
+
+    def _rebuild(self, n_slots: int) -> None:
+        _ma_rebuild(self._rings[0], self._state, self._ints, n_slots)
+
+
+class WmaKernel(SmaKernel):
+    """TA-Lib ``WMA`` per instrument: NaN for the first ``window - 1`` values."""
+
+    name = "wma"
+    _WEIGHTED = True
+
+
+# --------------------------------------------------------------------------- rolling VWAP
+
+
+@numba.njit(inline="always", **_NJIT)
+def _vwap_sums(notional, size, s, held):
+    total_n = 0.0
+    total_s = 0.0
+    for j in range(held):
+        total_n += notional[s, j]
+        total_s += size[s, j]
+    return total_n, total_s
+
+
+@numba.njit(**_NJIT)
+def _vwap_rebuild(notional, size, state, ints, n_slots):
+    for s in range(n_slots):
+        state[s, 0], state[s, 1] = _vwap_sums(notional, size, s, ints[s, 1])
+
+
+@numba.njit(**_NJIT)
+def _vwap_update(ids, price, size, scale, out, start, table, shift, slot_ids, meta, notional,
+                 sizes, state, ints):  # fmt: skip
+    w = notional.shape[1]
+    last = np.int64(-1)
+    s = 0
+    for i in range(start, ids.shape[0]):
+        key = np.int64(ids[i])
+        if key != last:
+            s = _find(key, table, shift, slot_ids, meta)
+            if s < 0:
+                return i
+            last = key
+        q = np.float64(size[i])
+        pq = np.float64(price[i]) * scale * q
+        held = ints[s, 1]
+        head = ints[s, 2]
+        total_n = state[s, 0]
+        total_s = state[s, 1]
+        if held == w:
+            total_n -= notional[s, head]
+            total_s -= sizes[s, head]
+        else:
+            held += 1
+        total_n += pq
+        total_s += q
+        notional[s, head] = pq
+        sizes[s, head] = q
+        head += 1
+        if head == w:
+            head = 0
+            if held == w:
+                total_n, total_s = _vwap_sums(notional, sizes, s, w)
+        state[s, 0] = total_n
+        state[s, 1] = total_s
+        ints[s, 0] += 1
+        ints[s, 1] = held
+        ints[s, 2] = head
+        out[i] = total_n / total_s if held == w and total_s > 0 else _NAN
+    return ids.shape[0]
+
+
+class RollingVwapKernel(KeyedKernel):
+    """Volume-weighted average price over each instrument's last ``window`` trades."""
+
+    _RINGS = 2
+    _STATE = 2
+    name = "rolling_vwap"
+
+    def update(self, instrument_id, price, size, out=None) -> np.ndarray:
+        ids = _as_ids(instrument_id)
+        scale = price_scale(price, ids.shape[0])
+        if not isinstance(size, np.ndarray) or size.dtype.kind not in "ui" or size.ndim != 1:
+            raise ValueError("size must be a 1-D integer array (batch['size'])")
+        result = self._out(out, ids.shape[0])
+        self._run(_vwap_update, ids, (price, size, scale, result))
+        return result
+
+    def _rebuild(self, n_slots: int) -> None:
+        _vwap_rebuild(self._rings[0], self._rings[1], self._state, self._ints, n_slots)
+
+
+# --------------------------------------------------------------------------- z-score, volatility
+# state[s] = (reference, sum of deviations, sum of squared deviations, previous log price)
+
+
+@numba.njit(inline="always", **_NJIT)
+def _moment_sums(ring, s, held, ref):
+    total = 0.0
+    squares = 0.0
+    for j in range(held):
+        d = ring[s, j] - ref
+        total += d
+        squares += d * d
+    return total, squares
+
+
+@numba.njit(**_NJIT)
+def _moment_rebuild(ring, state, ints, n_slots):
+    for s in range(n_slots):
+        held = ints[s, 1]
+        ref = ring[s, held - 1] if held > 0 else 0.0
+        state[s, 0] = ref
+        state[s, 1], state[s, 2] = _moment_sums(ring, s, held, ref)
+
+
+@numba.njit(**_NJIT)
+def _moment_update(ids, x, scale, out, returns, start, table, shift, slot_ids, meta, ring, state,
+                   ints):  # fmt: skip
+    """Rolling z-score of the inputs, or (``returns``) rolling std of their log returns."""
+    w = ring.shape[1]
+    last = np.int64(-1)
+    s = 0
+    for i in range(start, ids.shape[0]):
+        key = np.int64(ids[i])
+        if key != last:
+            s = _find(key, table, shift, slot_ids, meta)
+            if s < 0:
+                return i
+            last = key
+        v = np.float64(x[i]) * scale
+        ints[s, 0] += 1
+        if returns:
+            logv = math.log(v) if v > 0 else _NAN
+            prev = state[s, 3]
+            state[s, 3] = logv
+            if ints[s, 0] == 1:
+                out[i] = _NAN
+                continue
+            v = logv - prev
+        held = ints[s, 1]
+        head = ints[s, 2]
+        if held == 0:
+            state[s, 0] = v
+        ref = state[s, 0]
+        total = state[s, 1]
+        squares = state[s, 2]
+        if held == w:
+            d = ring[s, head] - ref
+            total -= d
+            squares -= d * d
+        else:
+            held += 1
+        d = v - ref
+        total += d
+        squares += d * d
+        ring[s, head] = v
+        head += 1
+        if head == w:
+            head = 0
+            if held == w:
+                ref = v
+                state[s, 0] = ref
+                total, squares = _moment_sums(ring, s, w, ref)
+        state[s, 1] = total
+        state[s, 2] = squares
+        ints[s, 1] = held
+        ints[s, 2] = head
+        if held < w:
+            out[i] = _NAN
+            continue
+        mean = total / w
+        var = (squares - total * mean) / (w - 1)
+        if returns:
+            out[i] = math.sqrt(var) if var > 0 else 0.0
+        elif var > 0:
+            out[i] = ((v - ref) - mean) / math.sqrt(var)
+        else:
+            out[i] = _NAN
+    return ids.shape[0]
+
+
+class ZScoreKernel(KeyedKernel):
+    """``(x - rolling mean) / rolling std`` (ddof 1) over the last ``window`` values."""
+
+    _RINGS = 1
+    _STATE = 4
+    _MIN_WINDOW = 2
+    name = "zscore"
+    _RETURNS = False
+
+    def update(self, instrument_id, price, out=None) -> np.ndarray:
+        ids = _as_ids(instrument_id)
+        scale = price_scale(price, ids.shape[0])
+        result = self._out(out, ids.shape[0])
+        self._run(_moment_update, ids, (price, scale, result, self._RETURNS))
+        return result
+
+    def _rebuild(self, n_slots: int) -> None:
+        _moment_rebuild(self._rings[0], self._state, self._ints, n_slots)
+
+
+class VolatilityKernel(ZScoreKernel):
+    """Rolling std (ddof 1) of the last ``window`` log returns; not annualised."""
+
+    name = "volatility"
+    _RETURNS = True
+
+
+# --------------------------------------------------------------------------- rolling OLS
+# state[s] = (x ref, y ref, Sx, Sy, Sxx, Sxy, Syy) of deviations from the refs;
+# ints[s, 3] = the instrument's first ts_event (origin of x="time").
+
+
+@numba.njit(inline="always", **_NJIT)
+def _ols_sums(rx, ry, s, held, state):
+    xr = rx[s, held - 1]
+    yr = ry[s, held - 1]
+    sx = sy = sxx = sxy = syy = 0.0
+    for j in range(held):
+        dx = rx[s, j] - xr
+        dy = ry[s, j] - yr
+        sx += dx
+        sy += dy
+        sxx += dx * dx
+        sxy += dx * dy
+        syy += dy * dy
+    state[s, 0] = xr
+    state[s, 1] = yr
+    state[s, 2] = sx
+    state[s, 3] = sy
+    state[s, 4] = sxx
+    state[s, 5] = sxy
+    state[s, 6] = syy
+
+
+@numba.njit(**_NJIT)
+def _ols_rebuild(rx, ry, state, ints, n_slots):
+    for s in range(n_slots):
+        if ints[s, 1] > 0:
+            _ols_sums(rx, ry, s, ints[s, 1], state)
+
+
+@numba.njit(**_NJIT)
+def _ols_update(ids, ts, y, scale, slope, intercept, r2, use_time, start, table, shift, slot_ids,
+                meta, rx, ry, state, ints):  # fmt: skip
+    w = rx.shape[1]
+    last = np.int64(-1)
+    s = 0
+    for i in range(start, ids.shape[0]):
+        key = np.int64(ids[i])
+        if key != last:
+            s = _find(key, table, shift, slot_ids, meta)
+            if s < 0:
+                return i
+            last = key
+        v = np.float64(y[i]) * scale
+        if use_time:
+            if ints[s, 0] == 0:
+                ints[s, 3] = ts[i]
+            u = np.float64(ts[i] - ints[s, 3]) * 1e-9
+        else:
+            u = np.float64(ints[s, 0])
+        ints[s, 0] += 1
+        held = ints[s, 1]
+        head = ints[s, 2]
+        if held == 0:
+            state[s, 0] = u
+            state[s, 1] = v
+        xr = state[s, 0]
+        yr = state[s, 1]
+        if held == w:
+            dx = rx[s, head] - xr
+            dy = ry[s, head] - yr
+            state[s, 2] -= dx
+            state[s, 3] -= dy
+            state[s, 4] -= dx * dx
+            state[s, 5] -= dx * dy
+            state[s, 6] -= dy * dy
+        else:
+            held += 1
+        dx = u - xr
+        dy = v - yr
+        state[s, 2] += dx
+        state[s, 3] += dy
+        state[s, 4] += dx * dx
+        state[s, 5] += dx * dy
+        state[s, 6] += dy * dy
+        rx[s, head] = u
+        ry[s, head] = v
+        head += 1
+        if head == w:
+            head = 0
+            if held == w:
+                _ols_sums(rx, ry, s, w, state)
+        ints[s, 1] = held
+        ints[s, 2] = head
+        if held < w:
+            slope[i] = _NAN
+            intercept[i] = _NAN
+            r2[i] = _NAN
+            continue
+        mx = state[s, 2] / w
+        my = state[s, 3] / w
+        cxx = state[s, 4] - state[s, 2] * mx
+        cxy = state[s, 5] - state[s, 2] * my
+        cyy = state[s, 6] - state[s, 3] * my
+        if cxx > 0:
+            b = cxy / cxx
+            slope[i] = b
+            intercept[i] = (my + state[s, 1]) + b * ((rx[s, head] - state[s, 0]) - mx)
+            r2[i] = cxy / cxx * (cxy / cyy) if cyy > 0 else _NAN
+        else:
+            slope[i] = _NAN
+            intercept[i] = _NAN
+            r2[i] = _NAN
+    return ids.shape[0]
+
+
+class OlsKernel(KeyedKernel):
+    """Rolling least-squares line of price on record index (or time): slope, intercept, r²."""
+
+    _RINGS = 2
+    _STATE = 7
+    _MIN_WINDOW = 2
+    name = "ols"
+    X_KINDS = ("index", "time")
+
+    def __init__(self, window: int, x: str = "index") -> None:
+        if x not in self.X_KINDS:
+            raise ValueError(f"x must be 'index' or 'time', got {x!r}")
+        self.x = x
+        super().__init__(window)
+
+    def update(self, instrument_id, ts_event, price, out=None):
+        """``(slope, intercept, r2)`` after each record; ``out`` is an optional (3, n) buffer."""
+        ids = _as_ids(instrument_id)
+        n = ids.shape[0]
+        scale = price_scale(price, n)
+        if not isinstance(ts_event, np.ndarray) or ts_event.dtype != np.int64:
+            raise ValueError("ts_event must be an int64 array (batch['ts_event'])")
+        if out is None:
+            out = np.empty((3, n))
+        elif out.dtype != np.float64 or out.ndim != 2 or out.shape[0] != 3 or out.shape[1] < n:
+            raise ValueError(f"out must be a float64 array of shape (3, >= {n})")
+        slope, intercept, r2 = out[0, :n], out[1, :n], out[2, :n]
+        self._run(_ols_update, ids, (ts_event, price, scale, slope, intercept, r2,
+                                     self.x == "time"))  # fmt: skip
+        return slope, intercept, r2
+
+    def _rebuild(self, n_slots: int) -> None:
+        _ols_rebuild(self._rings[0], self._rings[1], self._state, self._ints, n_slots)
+
+    def snapshot(self) -> dict:
+        return {**super().snapshot(), "x": self.x}
+
+    def restore(self, state: dict) -> None:
+        if state.get("x", self.x) != self.x:
+            raise ValueError(f"snapshot has x={state.get('x')!r}, this kernel x={self.x!r}")
+        super().restore(state)
+
+
+# --------------------------------------------------------------------------- warm-up
+
+_WARM_DTYPE = np.dtype(
+    [("ts_event", "<i8"), ("instrument_id", "<u4"), ("price", "<i8"), ("size", "<u4"),
+     ("value", "<f8")], align=True,
+)  # fmt: skip
+
+
+def warm_batches() -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(ids, ts, price, size) argument kinds the pipeline and the tests pass: fields and copies."""
+    batch = np.zeros(4, dtype=_WARM_DTYPE)
+    batch["instrument_id"] = [7, 0, 7, 0xFFFFFFFF]
+    batch["ts_event"] = [1, 2, 3, 4]
+    batch["price"] = [1_000_000_000, 2_000_000_000, 3_000_000_000, 4_000_000_000]
+    batch["size"] = [1, 2, 3, 4]
+    batch["value"] = batch["price"] * PRICE_SCALE
+    strided = (batch["instrument_id"], batch["ts_event"], batch["size"])
+    copies = tuple(a.copy() for a in strided)
+    out = []
+    for ids, ts, size in (strided, copies):
+        for price in (batch["price"], batch["value"], batch["price"].copy(), batch["value"].copy()):
+            out.append((ids, ts, price, size))
+    return out
+
+
+def warm() -> None:
+    """Compile (and cache on disk) every rolling kernel for each argument kind."""
+    for ids, ts, price, size in warm_batches():
+        for cls in (SmaKernel, WmaKernel, ZScoreKernel, VolatilityKernel):
+            kernel = cls(2)
+            kernel.update(ids, price)
+            kernel.set_window(3)
+        for x in OlsKernel.X_KINDS:
+            OlsKernel(2, x=x).update(ids, ts, price)
+        RollingVwapKernel(2).update(ids, price, size)
+    kernel = SmaKernel(2)
+    for _ in range(40):  # force a grow
+        kernel.update(np.arange(kernel.instrument_count, kernel.instrument_count + 64,
+                                dtype=np.uint32), np.ones(64))  # fmt: skip
+    for cls in (SmaKernel, ZScoreKernel, RollingVwapKernel):
+        cls(3).set_window(2)
+    OlsKernel(3).set_window(2)

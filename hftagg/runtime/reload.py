@@ -1,0 +1,182 @@
+"""Live change: config edits, Consul updates and plugin files, applied to a running pipeline.
+
+Every change goes one way: read all config layers -> validate the whole config -> diff against
+what runs -> apply at a batch boundary, all or nothing (:mod:`hftagg.runtime.apply`). An invalid
+change is rejected with one log line per problem (file, key, value, what is expected) and the
+pipeline keeps its current config untouched. Every applied or rejected change is logged once,
+counted, kept in ``history``, and announced through the ``hftagg_config_changed`` hook.
+
+Plugin files: a new or changed file in a plugin folder is (re-)imported; if it imports and
+registers cleanly, the config is re-applied, so stages of a reloaded type are replaced with their
+state carried over; if not, it is reported and the old version keeps running. A deleted file
+unregisters its plugin; stages still using it are reported and keep running the old code until
+the config stops using them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hftagg.config.load import read_layers
+from hftagg.config.spec import parse_spec
+from hftagg.config.watch import FileWatcher
+from hftagg.errors import ConfigError, Problem
+from hftagg.plugins.manager import PluginHost, plugin_files
+from hftagg.runtime.apply import Applied, ApplyError, apply_changes
+from hftagg.runtime.diff import plan_changes, runtime_problems
+from hftagg.runtime.graph import build_graph
+from hftagg.runtime.pipeline import Pipeline
+
+__all__ = ["ReloadEvent", "Reloader"]
+
+log = logging.getLogger("hftagg.reload")
+
+
+@dataclass
+class ReloadEvent:
+    source: str
+    accepted: bool
+    at: float
+    changes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    pause_secs: float = 0.0
+
+
+class Reloader:
+    """Keeps a running pipeline in step with its config file, Consul layer and plugin folders."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        host: PluginHost,
+        config_path: Path | None,
+        *,
+        plugin_dirs: list[Path] = (),
+        environ: Mapping[str, str] | None = None,
+        on_event: Callable[[ReloadEvent], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.host = host
+        self.config_path = Path(config_path).resolve() if config_path else None
+        self.plugin_dirs = [Path(d).resolve() for d in plugin_dirs]
+        self.environ = environ
+        self.consul_layer: dict[str, Any] | None = None
+        self.on_event = on_event
+        self.applied = 0
+        self.rejected = 0
+        self.history: list[ReloadEvent] = []
+        self._lock = threading.Lock()
+        self._watcher: FileWatcher | None = None
+
+    # -- the one path every change takes ------------------------------------------------------
+
+    def reload(self, source: str | None = None) -> ReloadEvent:
+        """Re-read every layer, validate, diff and apply; returns what happened."""
+        source = source or str(self.config_path or "(defaults)")
+        with self._lock:
+            try:
+                applied = self._apply()
+            except ConfigError as exc:
+                return self._record(ReloadEvent(source, False, time.time(),
+                                                problems=[str(p) for p in exc.problems]))
+            except ApplyError as exc:
+                return self._record(ReloadEvent(source, False, time.time(), problems=[str(exc)]))
+            event = ReloadEvent(source, True, time.time(), changes=applied.changes + applied.notes,
+                                offsets=applied.offsets, pause_secs=applied.pause_secs)
+            return self._record(event)
+
+    def _apply(self) -> Applied:
+        where = str(self.config_path or "(defaults)")
+        raw = read_layers(self.config_path, self.environ, consul=self.consul_layer)
+        spec = parse_spec(raw, where, strict=False)
+        graph = build_graph(spec, self.host)  # raises ConfigError with every problem
+        problems: list[Problem] = runtime_problems(self.pipeline.runtime, spec.runtime, where)
+        if problems:
+            raise ConfigError(problems)
+        applied = apply_changes(self.pipeline, graph, plan_changes(self.pipeline.graph, graph))
+        self.pipeline.runtime = spec.runtime
+        return applied
+
+    def _record(self, event: ReloadEvent) -> ReloadEvent:
+        self.history.append(event)
+        if event.accepted:
+            if event.changes:
+                self.applied += 1
+                log.info("%s: applied: %s", event.source, "; ".join(event.changes))
+        else:
+            self.rejected += 1
+            log.warning("%s: change rejected, still running the previous config (%d problem%s)",
+                        event.source, len(event.problems), "" if len(event.problems) == 1 else "s")
+            for problem in event.problems:
+                log.warning("  %s", problem)
+        if event.changes or not event.accepted:
+            if self.host is not None:
+                self.host.pm.hook.hftagg_config_changed(
+                    pipeline=self.pipeline, source=event.source, accepted=event.accepted,
+                    changes=event.changes, problems=event.problems)
+            if self.on_event is not None:
+                self.on_event(event)
+        return event
+
+    # -- Consul --------------------------------------------------------------------------------
+
+    def set_consul_layer(self, layer: dict[str, Any]) -> ReloadEvent:
+        """A new Consul KV layer arrived: apply it through the same path as a file edit."""
+        self.consul_layer = layer
+        return self.reload("consul")
+
+    # -- plugin files --------------------------------------------------------------------------
+
+    def plugin_changed(self, path: Path) -> ReloadEvent:
+        """A plugin file or package appeared, changed or disappeared."""
+        name = path.stem
+        source = f"plugin {name}"
+        if not path.exists():
+            provided = self.host.remove_file(path)
+            users = [n.id for n in self.pipeline.graph.nodes if n.stage.type_name in provided]
+            event = self.reload(source)
+            if users:
+                log.warning("%s: file removed; stage(s) %s still use it and keep running the "
+                            "code already loaded until the config stops using them",
+                            source, ", ".join(users))
+            return event
+        record = self.host.load_file(path)
+        if record.error:
+            last = record.error.strip().splitlines()[-1]
+            return self._record(ReloadEvent(source, False, time.time(), problems=[
+                f"{path}: new version failed to load, the old one keeps running: {last}"]))
+        return self.reload(source)
+
+    # -- watching ------------------------------------------------------------------------------
+
+    def _on_files(self, paths: set[Path]) -> None:
+        config_changed = self.config_path is not None and self.config_path in paths
+        plugins: set[Path] = set()
+        for path in paths:
+            for folder in self.plugin_dirs:
+                if folder in path.parents:
+                    top = folder / path.relative_to(folder).parts[0]
+                    if top.suffix == ".py" or top.is_dir() or not top.exists():
+                        if not top.name.startswith(("_", ".")):
+                            plugins.add(top)
+        for top in sorted(plugins):
+            if top.suffix == ".py" or top in plugin_files(top.parent) or not top.exists():
+                self.plugin_changed(top)
+        if config_changed:
+            self.reload()
+
+    def start(self) -> None:
+        files = [self.config_path] if self.config_path else []
+        self._watcher = FileWatcher(self._on_files, files=files, folders=self.plugin_dirs)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
