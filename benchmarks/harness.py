@@ -22,14 +22,24 @@ class Result:
     unit: str
     target: float | None = None
     extra: dict = field(default_factory=dict)
+    lower_is_better: bool = False  # latencies: ratio = baseline / hftagg
 
     @property
     def ratio(self) -> float:
+        if self.lower_is_better:
+            return self.baseline / self.hftagg if self.hftagg else float("inf")
         return self.hftagg / self.baseline if self.baseline else float("inf")
+
+    @property
+    def target_met(self) -> bool | None:
+        if self.target is None:
+            return None
+        return self.hftagg <= self.target if self.lower_is_better else self.hftagg >= self.target
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out["ratio"] = self.ratio
+        out["target_met"] = self.target_met
         out["machine"] = f"{platform.machine()} {platform.python_version()}"
         return out
 
@@ -55,7 +65,7 @@ def _human(x: float) -> str:
 def format_result(r: Result) -> str:
     target = ""
     if r.target is not None:
-        target = f"  (target {_human(r.target)}{r.unit}: {'met' if r.hftagg >= r.target else 'MISSED'})"
+        target = f"  (target {_human(r.target)}{r.unit}: {'met' if r.target_met else 'MISSED'})"
     extra = "".join(f"\n      {k}: {v}" for k, v in r.extra.items())
     return (
         f"{r.name:<28} hftagg {_human(r.hftagg)}{r.unit:<7} | {r.baseline_name} "

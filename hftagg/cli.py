@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hftagg.cli_config import add_config_commands
 from hftagg.errors import ConfigError, HftaggError
 
 __all__ = ["main"]
@@ -40,6 +41,24 @@ def _setup_logging() -> None:
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
+def _start_consul_layer():
+    """A Consul KV config source when ``CONSUL_HTTP_ADDR`` is set; unreachable is not fatal."""
+    from hftagg.config.consul import ConsulSource, consul_settings
+
+    settings = consul_settings()
+    if settings is None:
+        return None
+    address, prefix = settings
+    source = ConsulSource(address, prefix)
+    try:
+        source.fetch_once()
+        logging.getLogger("hftagg.consul").info("Consul %s: using keys under %r", address, prefix)
+    except ConfigError as exc:
+        logging.getLogger("hftagg.consul").warning(
+            "%s; running on the other layers and retrying in the background", exc)
+    return source
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from hftagg.runtime.assemble import assemble, plugin_dirs
     from hftagg.runtime.reload import Reloader
@@ -47,8 +66,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _setup_logging()
     path = _config_path(args.config)
+    consul = _start_consul_layer()
     try:
-        assembled = assemble(path)
+        assembled = assemble(path, consul=consul.layer if consul else None)
     except ConfigError as exc:
         _print_problems(exc)
         print(f"hftagg: {path or 'defaults'}: not started ({len(exc.problems)} problem(s))",
@@ -70,7 +90,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_watch:
         reloader = Reloader(pipeline, assembled.host, path,
                             plugin_dirs=plugin_dirs(assembled.spec.raw, path))
+        reloader.consul_layer = consul.layer if consul else None
         reloader.start()
+        if consul is not None:
+            consul.on_change = reloader.set_consul_layer
+            consul.start()
     reporter = StatusReporter(pipeline)
     deadline = time.monotonic() + args.duration if args.duration else None
     while not stop.is_set() and pipeline.failure is None:
@@ -84,6 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             break
         if not args.quiet:
             print(reporter.line(), flush=True)
+    if consul is not None:
+        consul.stop()
     if reloader is not None:
         reloader.stop()
     try:
@@ -214,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = config_sub.add_parser("validate", help="check a config; one line per problem")
     validate.add_argument("file", nargs="?")
     validate.set_defaults(func=cmd_config_validate)
+    add_config_commands(config_sub)
 
     tail = sub.add_parser("tail", help="print records a running pipeline delivers on TOPIC")
     tail.add_argument("topic")

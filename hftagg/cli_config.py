@@ -97,10 +97,12 @@ def _liveness_after_set(path: Path, key: str) -> str:
 
 
 def _consul_layer(environ: dict[str, str]) -> dict[str, Any] | None:
-    address, prefix = environ.get("CONSUL_HTTP_ADDR"), environ.get("HFTAGG_CONSUL_PREFIX")
-    if not (address and prefix):
+    from hftagg.config.consul import ConsulSource, consul_settings
+
+    settings = consul_settings(environ)
+    if settings is None:
         return None
-    from hftagg.config.consul import ConsulSource
+    address, prefix = settings
 
     try:
         return ConsulSource(address, prefix).fetch_once()
@@ -197,7 +199,7 @@ def add_config_commands(config_subparsers: Any) -> None:
         "show",
         help="show the config file, or with --effective every value with its source",
         description="Without --effective: the config file. With --effective: the merged config "
-        "(defaults, file, Consul when CONSUL_HTTP_ADDR and HFTAGG_CONSUL_PREFIX are set, "
+        "(defaults, file, Consul when CONSUL_HTTP_ADDR is set, "
         "HFTAGG__SECTION__KEY environment variables), one line per key with the layer it came "
         "from and whether it is live or restart. " + LIVE_HELP,
     )

@@ -345,10 +345,14 @@ STAGES = [
 
 
 def run_stage(stage, batches) -> np.ndarray:
-    out = [stage.process(b) for b in batches]
-    if isinstance(out[0], dict):
-        return np.stack([np.concatenate([o[k]["value"] for o in out]) for k in out[0]])
-    return np.concatenate([o["value"] for o in out])
+    out = []
+    for batch in batches:  # copy each result at once: stages reuse their output buffers
+        result = stage.process(batch)
+        if isinstance(result, dict):
+            out.append(np.stack([records["value"] for records in result.values()]))
+        else:
+            out.append(result["value"].copy())
+    return np.concatenate(out, axis=-1)
 
 
 def opened(factory):
@@ -392,10 +396,11 @@ def test_moving_average_window_change_keeps_the_newest_values(stage_type, refere
     stage.reconfigure(stage_type.Params(window=new))
     tail = run_stage(stage, [trades[200:]])
     prices = trades["price"] * 1e-9
-    # documented: shrink -> the new-window value at once; grow -> NaN until the ring is full
+    # documented: shrink -> the new-window value at once; grow -> NaN until the ring is full,
+    # which is on the (new - old)-th record after the change
     expected = reference(prices, new)[200:]
     if new > old:
-        expected[: new - old] = np.nan
+        expected[: new - old - 1] = np.nan
     assert_close(head, reference(prices, old)[:200])
     assert_close(tail, expected)
 

@@ -228,3 +228,50 @@ def test_plugin_file_added_changed_broken_and_removed_while_running(live_root):
     assert set(version) == {1, 2} and np.all(np.diff(version) >= 0)
     np.testing.assert_array_equal(count, np.arange(1, len(values) + 1))  # state carried, no gap
     assert (version == 2).sum() > 1000  # v2 ran on after the broken edit and the removal
+
+
+def test_consul_change_goes_through_the_same_validate_diff_apply_path(live_root):
+    from hftagg.config.consul import ConsulSource
+
+    from .consul_fake import FakeConsul
+
+    server = FakeConsul().start()
+    try:
+        with LivePipeline(live_root) as live:
+            source = ConsulSource(server.address, prefix="hftagg/",
+                                  on_change=live.reloader.set_consul_layer)
+            live.reloader.consul_layer = source.fetch_once()
+            source.start()
+            try:
+                before = len(live.reloader.history)
+                server.put("hftagg/processing/ema_window", "33")
+                event = live.wait_event(before)
+                assert event.accepted and event.source == "consul"
+                assert event.changes == ["ema: window 20 -> 33 (live)"]
+                assert live.pipeline.graph.node("ema").stage.params.window == 33
+                before = len(live.reloader.history)
+                server.put("hftagg/processing/ema_window", "0")  # invalid: rejected, kept
+                event = live.wait_event(before)
+                assert not event.accepted
+                assert event.problems == ["consul: processing.ema_window = 0: input should be "
+                                          "greater than or equal to 1"]
+                assert live.pipeline.graph.node("ema").stage.params.window == 33
+                before = len(live.reloader.history)
+                server.put("hftagg/processing/ema_window", "40")
+                assert live.wait_event(before).changes == ["ema: window 33 -> 40 (live)"]
+                server.stop()  # Consul goes away: the pipeline runs on with what it has
+                time.sleep(0.5)
+                assert source.status.startswith("unreachable")
+                assert live.pipeline.running
+                # a file edit still applies, under the Consul layer (Consul wins over the file)
+                event = live.write_and_wait(CONFIG.format(window=25, extra=MID_STAGE))
+                assert event.accepted and "mid: added (example_midprice)" in event.changes
+                assert live.pipeline.graph.node("ema").stage.params.window == 40
+            finally:
+                source.stop()
+    finally:
+        server.stop()
+    ema = records("default:ind.ema")
+    for iid in np.unique(ema["instrument_id"]):
+        seq = ema["seq"][ema["instrument_id"] == iid]
+        np.testing.assert_array_equal(seq, np.arange(len(seq)))

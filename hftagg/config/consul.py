@@ -15,6 +15,8 @@ kept in ``status``/``last_error`` and retried with capped exponential backoff.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import logging
 import os
 import threading
@@ -214,3 +216,16 @@ class ConsulSource:
             backoff = MIN_BACKOFF_SECS
             if time.monotonic() - started < 0.01:
                 self._stop.wait(0.01)  # an index that does not block must not spin the CPU
+
+
+DEFAULT_PREFIX = "hftagg/"
+
+
+def consul_settings(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(address, prefix)`` when ``CONSUL_HTTP_ADDR`` is set (prefix from
+    ``HFTAGG_CONSUL_PREFIX``, default ``hftagg/``); ``None`` when Consul is not configured."""
+    environ = os.environ if environ is None else environ
+    address = environ.get("CONSUL_HTTP_ADDR")
+    if not address:
+        return None
+    return address, environ.get("HFTAGG_CONSUL_PREFIX") or DEFAULT_PREFIX

@@ -11,6 +11,10 @@ parameter defaults), the config file (named by its path), ``consul``, then one l
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from hftagg.errors import Problem
+
 import copy
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -166,3 +170,12 @@ def _liveness(key: str, params: dict[str, tuple[type, str]]) -> Liveness:
         if len(parts) >= 2 and parts[1] in common:
             return "restart"
     return "unknown"
+
+
+def attribute(problems: list[Problem], provenance: Mapping[str, str]) -> list[Problem]:
+    """Name the layer each bad value came from (``consul``, ``env HFTAGG__...``), not the file."""
+    out = []
+    for problem in problems:
+        origin = provenance.get(problem.key)
+        out.append(replace(problem, source=origin) if origin else problem)
+    return out

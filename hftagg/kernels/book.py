@@ -243,21 +243,136 @@ def _check_cross(rec, iid, slot, status, counts, keys, sizes, nlev, alerts, na, 
     return na
 
 
-@numba.njit(**_NJIT)
-def _apply(batch, start, table, shift, slot_ids, meta, params, status, next_seq, counts, pub,
-           oseq, last_mbp, last_alert, keys, sizes, nlev, quotes, mbp, m_out, alerts,
-           nout):  # fmt: skip
-    """Process ``batch[start:]``; return where it stopped (``meta[1]`` says why)."""
+@numba.njit(inline="always", **_NJIT)
+def _new_instrument(slot, book):
+    status, _, counts, pub, oseq, last_mbp, last_alert, _, _, nlev = book
+    status[slot] = _VALID
+    counts[slot, :] = 0
+    pub[slot, :] = _NEVER
+    oseq[slot, :] = 0
+    last_mbp[slot] = _NO_TIME
+    last_alert[slot] = _NO_TIME
+    nlev[slot, :] = 0
+
+
+@numba.njit(inline="always", **_NJIT)
+def _clear(slot, snapshot, book):
+    status, _, _, pub, _, _, _, _, _, nlev = book
+    nlev[slot, :] = 0
+    status[slot] = (status[slot] | _VALID | _DIRTY) & ~(_SNAP | _CROSSED)
+    if snapshot:
+        status[slot] |= _SNAP
+    pub[slot, :] = _NEVER
+
+
+@numba.njit(inline="always", **_NJIT)
+def _level(rec, action, side, slot, iid, alert_gap_ns, book, alerts, na):
+    """Apply an add/modify/delete to the level; alert a delete of an unknown level."""
+    status, _, counts, _, oseq, _, last_alert, keys, sizes, nlev = book
+    size = 0 if action == _D else rec["size"]
+    key = rec["price"] if side == 0 else -rec["price"]
+    n, depth, found = _set_level(keys[slot, side], sizes[slot, side], nlev[slot, side], key, size)
+    nlev[slot, side] = n
+    if depth < 10:
+        status[slot] |= _DIRTY
+    if not found and size == 0:
+        counts[slot, _C_UNK] += 1
+        ts = rec["ts_recv"]
+        last = last_alert[slot]
+        if alert_gap_ns == 0 or last == _NO_TIME or ts - last >= alert_gap_ns:
+            last_alert[slot] = ts
+            na = _alert(alerts, na, rec, iid, slot, oseq, ALERT_UNKNOWN_LEVEL,
+                        np.float64(counts[slot, _C_UNK]))  # fmt: skip
+    return na
+
+
+@numba.njit(inline="always", **_NJIT)
+def _quote(rec, iid, slot, book, quotes, nq):
+    """Publish the top of book if it differs from the last one published."""
+    _, _, _, pub, oseq, _, _, keys, sizes, nlev = book
+    bid, bsz = _top(keys, sizes, nlev, slot, 0)
+    ask, asz = _top(keys, sizes, nlev, slot, 1)
+    if bid == pub[slot, 0] and ask == pub[slot, 1] and bsz == pub[slot, 2] and asz == pub[slot, 3]:
+        return nq
+    pub[slot, 0], pub[slot, 1], pub[slot, 2], pub[slot, 3] = bid, ask, bsz, asz
+    q = quotes[nq]
+    q["ts_event"] = rec["ts_event"]
+    q["ts_recv"] = rec["ts_recv"]
+    q["seq"] = oseq[slot, 0]
+    q["instrument_id"] = iid
+    q["bid_px"] = bid
+    q["ask_px"] = ask
+    q["bid_sz"] = bsz
+    q["ask_sz"] = asz
+    oseq[slot, 0] += 1
+    return nq + 1
+
+
+@numba.njit(inline="always", **_NJIT)
+def _publish(rec, iid, slot, params, book, out, nout):
+    """After an update outside a snapshot: crossed check, quote, mbp10."""
+    status, _, counts, _, oseq, last_mbp, _, keys, sizes, nlev = book
+    quotes, mbp, m_out, alerts = out
+    nout[2] = _check_cross(rec, iid, slot, status, counts, keys, sizes, nlev, alerts, nout[2],
+                           oseq)  # fmt: skip
+    nout[0] = _quote(rec, iid, slot, book, quotes, nout[0])
     mode = params[0]
-    interval = params[1]
-    alert_gap_ns = params[2]
-    cap = keys.shape[2]
+    if status[slot] & _DIRTY and mode != MBP_OFF:
+        ts = rec["ts_event"]
+        last = last_mbp[slot]
+        if mode == MBP_CHANGE or last == _NO_TIME or ts - last >= params[1]:
+            last_mbp[slot] = ts
+            status[slot] &= ~_DIRTY
+            nout[1] = _write_mbp(mbp, m_out, nout[1], rec, iid, slot, oseq, keys, sizes, nlev)
+
+
+@numba.njit(inline="always", **_NJIT)
+def _record(rec, iid, slot, params, book, out, nout):
+    """Everything one update does to its instrument (room for its outputs is checked)."""
+    status, next_seq, counts = book[0], book[1], book[2]
+    alerts = out[3]
+    action = rec["action"]
+    side = 0 if rec["side"] == _BID else (1 if rec["side"] == _ASK else -1)
+    counts[slot, _C_UPD] += 1
+    gap = _sequence(rec, action, slot, status, next_seq, counts)
+    if gap != 0 and status[slot] & _VALID:
+        status[slot] &= ~(_VALID | _SNAP)
+        nout[2] = _alert(alerts, nout[2], rec, iid, slot, book[4], ALERT_GAP, np.float64(gap))
+    if not status[slot] & _VALID and action != _R:
+        counts[slot, _C_DROP] += 1
+        return
+    snap_flag = rec["flags"] & F_SNAPSHOT
+    if status[slot] & _SNAP and not snap_flag:
+        status[slot] &= ~_SNAP
+    if action == _R:
+        _clear(slot, snap_flag, book)
+    elif (action == _A or action == _M or action == _D) and side >= 0:
+        nout[2] = _level(rec, action, side, slot, iid, params[2], book, alerts, nout[2])
+    elif action != _T and action != _F and action != _N:
+        counts[slot, _C_BAD] += 1
+        nout[2] = _alert(alerts, nout[2], rec, iid, slot, book[4], ALERT_BAD_RECORD,
+                         np.float64(action))  # fmt: skip
+    if status[slot] & _SNAP and rec["flags"] & F_LAST:
+        status[slot] &= ~_SNAP
+    if not status[slot] & _SNAP:
+        _publish(rec, iid, slot, params, book, out, nout)
+
+
+@numba.njit(**_NJIT)
+def _apply(batch, start, table, shift, slot_ids, meta, params, book, out, nout):
+    """Process ``batch[start:]``; return where it stopped (``meta[1]`` says why).
+
+    ``book`` = (status, next_seq, counts, pub, oseq, last_mbp, last_alert, keys, sizes, nlev),
+    ``out`` = (quotes, mbp10, mbp10 level views, alerts), ``nout`` = records written to each.
+    """
+    quotes, mbp, _, alerts = out
+    nlev = book[9]
+    cap = book[7].shape[2]
     n_slots = meta[0]
-    nq, nm, na = nout[0], nout[1], nout[2]
     meta[1] = _DONE
     stop = batch.shape[0]
     for i in range(start, batch.shape[0]):
-        if nq >= quotes.shape[0] or nm >= mbp.shape[0] or na + 3 > alerts.shape[0]:
+        if nout[0] >= quotes.shape[0] or nout[1] >= mbp.shape[0] or nout[2] + 3 > alerts.shape[0]:
             meta[1] = _NEED_OUT
             stop = i
             break
@@ -270,86 +385,15 @@ def _apply(batch, start, table, shift, slot_ids, meta, params, status, next_seq,
             break
         if slot == n_slots:
             n_slots += 1
-            status[slot] = _VALID
-            counts[slot, :] = 0
-            pub[slot, :] = _NEVER
-            oseq[slot, :] = 0
-            last_mbp[slot] = _NO_TIME
-            last_alert[slot] = _NO_TIME
-            nlev[slot, :] = 0
+            _new_instrument(slot, book)
         action = rec["action"]
         side = 0 if rec["side"] == _BID else (1 if rec["side"] == _ASK else -1)
         if (action == _A or action == _M) and side >= 0 and nlev[slot, side] >= cap:
             meta[1] = _NEED_DEPTH
             stop = i
             break
-        counts[slot, _C_UPD] += 1
-        gap = _sequence(rec, action, slot, status, next_seq, counts)
-        if gap != 0 and status[slot] & _VALID:
-            status[slot] &= ~(_VALID | _SNAP)
-            na = _alert(alerts, na, rec, iid, slot, oseq, ALERT_GAP, np.float64(gap))
-        if not status[slot] & _VALID and action != _R:
-            counts[slot, _C_DROP] += 1
-            continue
-        snap_flag = rec["flags"] & F_SNAPSHOT
-        if status[slot] & _SNAP and not snap_flag:
-            status[slot] &= ~_SNAP
-        if action == _R:
-            nlev[slot, :] = 0
-            status[slot] = (status[slot] | _VALID | _DIRTY) & ~(_SNAP | _CROSSED)
-            if snap_flag:
-                status[slot] |= _SNAP
-            pub[slot, :] = _NEVER
-        elif (action == _A or action == _M or action == _D) and side >= 0:
-            size = 0 if action == _D else rec["size"]
-            key = rec["price"] if side == 0 else -rec["price"]
-            n, depth, found = _set_level(keys[slot, side], sizes[slot, side], nlev[slot, side],
-                                         key, size)  # fmt: skip
-            nlev[slot, side] = n
-            if depth < 10:
-                status[slot] |= _DIRTY
-            if not found and size == 0:
-                counts[slot, _C_UNK] += 1
-                ts = rec["ts_recv"]
-                last = last_alert[slot]
-                if alert_gap_ns == 0 or last == _NO_TIME or ts - last >= alert_gap_ns:
-                    last_alert[slot] = ts
-                    na = _alert(alerts, na, rec, iid, slot, oseq, ALERT_UNKNOWN_LEVEL,
-                                np.float64(counts[slot, _C_UNK]))  # fmt: skip
-        elif action != _T and action != _F and action != _N:
-            counts[slot, _C_BAD] += 1
-            na = _alert(alerts, na, rec, iid, slot, oseq, ALERT_BAD_RECORD, np.float64(action))
-        if status[slot] & _SNAP and rec["flags"] & F_LAST:
-            status[slot] &= ~_SNAP
-        if status[slot] & _SNAP:
-            continue
-        na = _check_cross(rec, iid, slot, status, counts, keys, sizes, nlev, alerts, na, oseq)
-        bid, bsz = _top(keys, sizes, nlev, slot, 0)
-        ask, asz = _top(keys, sizes, nlev, slot, 1)
-        if bid != pub[slot, 0] or ask != pub[slot, 1] or bsz != pub[slot, 2] or asz != pub[
-            slot, 3
-        ]:
-            pub[slot, 0], pub[slot, 1], pub[slot, 2], pub[slot, 3] = bid, ask, bsz, asz
-            q = quotes[nq]
-            q["ts_event"] = rec["ts_event"]
-            q["ts_recv"] = rec["ts_recv"]
-            q["seq"] = oseq[slot, 0]
-            q["instrument_id"] = iid
-            q["bid_px"] = bid
-            q["ask_px"] = ask
-            q["bid_sz"] = bsz
-            q["ask_sz"] = asz
-            oseq[slot, 0] += 1
-            nq += 1
-        if status[slot] & _DIRTY and mode != MBP_OFF:
-            ts = rec["ts_event"]
-            last = last_mbp[slot]
-            if mode == MBP_CHANGE or last == _NO_TIME or ts - last >= interval:
-                last_mbp[slot] = ts
-                status[slot] &= ~_DIRTY
-                nm = _write_mbp(mbp, m_out, nm, rec, iid, slot, oseq, keys, sizes, nlev)
+        _record(rec, iid, slot, params, book, out, nout)
     meta[0] = n_slots
-    nout[0], nout[1], nout[2] = nq, nm, na
     return stop
 
 
@@ -448,12 +492,11 @@ class BookKernel:
         self._nout[:] = 0
         done = 0
         while True:
-            done = _apply(
-                batch, done, self._table, self._shift, self._slot_ids, self._meta, self._params,
-                self._status, self._next_seq, self._counts, self._pub, self._oseq,
-                self._last_mbp, self._last_alert, self._keys, self._sizes, self._nlev,
-                self._out[0], self._out[1], self._mbp_fields, self._out[2], self._nout,
-            )  # fmt: skip
+            book = (self._status, self._next_seq, self._counts, self._pub, self._oseq,
+                    self._last_mbp, self._last_alert, self._keys, self._sizes, self._nlev)
+            out = (self._out[0], self._out[1], self._mbp_fields, self._out[2])
+            done = _apply(batch, done, self._table, self._shift, self._slot_ids, self._meta,
+                          self._params, book, out, self._nout)  # fmt: skip
             reason = self._meta[1]
             if reason == _DONE:
                 break

@@ -74,26 +74,31 @@ SESSION_RESETS = ("utc_day", "never")
 
 @numba.njit(**_NJIT)
 def _rsi_update(ids, x, scale, out, window, start, table, shift, slot_ids, meta, state, ints):
+    """The current instrument's state stays in locals while its records are adjacent."""
     last = np.int64(-1)
     s = 0
+    count = seeded = np.int64(0)
+    prev = gain = loss = 0.0
     for i in range(start, ids.shape[0]):
         key = np.int64(ids[i])
         if key != last:
+            if last >= 0:
+                state[s, 0], state[s, 1], state[s, 2] = prev, gain, loss
+                ints[s, 0], ints[s, 1] = count, seeded
             s = _find(key, table, shift, slot_ids, meta)
             if s < 0:
                 return i
             last = key
+            prev, gain, loss = state[s, 0], state[s, 1], state[s, 2]
+            count, seeded = ints[s, 0], ints[s, 1]
         v = np.float64(x[i]) * scale
-        count = ints[s, 0] + 1
-        ints[s, 0] = count
-        change = v - state[s, 0]
-        state[s, 0] = v
+        count += 1
+        change = v - prev
+        prev = v
         if count == 1:
             out[i] = _NAN
             continue
-        gain = state[s, 1]
-        loss = state[s, 2]
-        if ints[s, 1]:
+        if seeded:
             loss *= window - 1
             gain *= window - 1
             if change < 0:
@@ -108,17 +113,16 @@ def _rsi_update(ids, x, scale, out, window, start, table, shift, slot_ids, meta,
             else:
                 gain += change
             if count - 1 < window:
-                state[s, 1] = gain
-                state[s, 2] = loss
                 out[i] = _NAN
                 continue
             loss /= count - 1
             gain /= count - 1
-            ints[s, 1] = 1
-        state[s, 1] = gain
-        state[s, 2] = loss
+            seeded = 1
         total = gain + loss
         out[i] = 100.0 * (gain / total) if not (-1e-8 < total < 1e-8) else 0.0
+    if last >= 0:
+        state[s, 0], state[s, 1], state[s, 2] = prev, gain, loss
+        ints[s, 0], ints[s, 1] = count, seeded
     return ids.shape[0]
 
 

@@ -284,23 +284,30 @@ def _ma_rebuild(ring, state, ints, n_slots):
 @numba.njit(**_NJIT)
 def _ma_update(ids, x, scale, out, weighted, start, table, shift, slot_ids, meta, ring, state,
                ints):  # fmt: skip
-    """SMA (``weighted`` False) or WMA: ``state[s] = (sum, weighted sum)`` of the ring."""
+    """SMA (``weighted`` False) or WMA: ``state[s] = (sum, weighted sum)`` of the ring.
+
+    The current instrument's sums and ring position stay in locals while its records are adjacent.
+    """
     w = ring.shape[1]
     divisor = w * (w + 1) / 2.0 if weighted else np.float64(w)
     last = np.int64(-1)
     s = 0
+    held = head = count = np.int64(0)
+    total = wsum = 0.0
     for i in range(start, ids.shape[0]):
         key = np.int64(ids[i])
         if key != last:
+            if last >= 0:
+                state[s, 0], state[s, 1] = total, wsum
+                ints[s, 0], ints[s, 1], ints[s, 2] = count, held, head
             s = _find(key, table, shift, slot_ids, meta)
             if s < 0:
                 return i
             last = key
+            total, wsum = state[s, 0], state[s, 1]
+            count, held, head = ints[s, 0], ints[s, 1], ints[s, 2]
         v = np.float64(x[i]) * scale
-        held = ints[s, 1]
-        head = ints[s, 2]
-        total = state[s, 0]
-        wsum = state[s, 1]
+        count += 1
         if held == w:
             wsum = wsum - total + w * v
             total = total - ring[s, head] + v
@@ -314,15 +321,13 @@ def _ma_update(ids, x, scale, out, weighted, start, table, shift, slot_ids, meta
             head = 0
             if held == w:
                 total, wsum = _ma_sums(ring, s, w)
-        state[s, 0] = total
-        state[s, 1] = wsum
-        ints[s, 0] += 1
-        ints[s, 1] = held
-        ints[s, 2] = head
         if held == w:
             out[i] = (wsum if weighted else total) / divisor
         else:
             out[i] = _NAN
+    if last >= 0:
+        state[s, 0], state[s, 1] = total, wsum
+        ints[s, 0], ints[s, 1], ints[s, 2] = count, held, head
     return ids.shape[0]
 
 
@@ -457,6 +462,16 @@ def _moment_rebuild(ring, state, ints, n_slots):
         state[s, 1], state[s, 2] = _moment_sums(ring, s, held, ref)
 
 
+@numba.njit(inline="always", **_NJIT)
+def _moment_value(total, squares, w, deviation, returns):
+    """Std of the window (``returns``) or the z-score of the newest value, from its sums."""
+    mean = total / w
+    var = (squares - total * mean) / (w - 1)
+    if returns:
+        return math.sqrt(var) if var > 0 else 0.0
+    return (deviation - mean) / math.sqrt(var) if var > 0 else _NAN
+
+
 @numba.njit(**_NJIT)
 def _moment_update(ids, x, scale, out, returns, start, table, shift, slot_ids, meta, ring, state,
                    ints):  # fmt: skip
@@ -509,17 +524,7 @@ def _moment_update(ids, x, scale, out, returns, start, table, shift, slot_ids, m
         state[s, 2] = squares
         ints[s, 1] = held
         ints[s, 2] = head
-        if held < w:
-            out[i] = _NAN
-            continue
-        mean = total / w
-        var = (squares - total * mean) / (w - 1)
-        if returns:
-            out[i] = math.sqrt(var) if var > 0 else 0.0
-        elif var > 0:
-            out[i] = ((v - ref) - mean) / math.sqrt(var)
-        else:
-            out[i] = _NAN
+        out[i] = _moment_value(total, squares, w, v - ref, returns) if held == w else _NAN
     return ids.shape[0]
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hftagg.config.load import read_layers
+from hftagg.config.layers import attribute, merge_layers
+from hftagg.config.load import named_layers
+from hftagg.errors import ConfigError
 from hftagg.config.spec import PipelineSpec, parse_spec
 from hftagg.plugins.manager import PluginHost, load_plugins
 from hftagg.runtime.graph import Graph, build_graph
@@ -40,10 +42,14 @@ def assemble(
     config_path: Path | None,
     environ: Mapping[str, str] | None = None,
     host: PluginHost | None = None,
+    consul: Mapping[str, Any] | None = None,
 ) -> Assembled:
-    """Config file (or built-in defaults when ``None``) -> plugins -> spec -> checked graph."""
-    raw = read_layers(config_path, environ)
+    """Config layers (file or built-in defaults, Consul, environment) -> plugins -> checked graph."""
+    raw, provenance = merge_layers(named_layers(config_path, environ, consul))
     if host is None:
         host = load_plugins(plugin_dirs(raw, config_path))
     spec = parse_spec(raw, str(config_path) if config_path else "(defaults)", strict=False)
-    return Assembled(host, spec, build_graph(spec, host))
+    try:
+        return Assembled(host, spec, build_graph(spec, host))
+    except ConfigError as exc:
+        raise ConfigError(attribute(exc.problems, provenance)) from None

@@ -23,14 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hftagg.config.load import read_layers
-from hftagg.config.spec import parse_spec
 from hftagg.config.watch import FileWatcher
 from hftagg.errors import ConfigError, Problem
 from hftagg.plugins.manager import PluginHost, plugin_files
 from hftagg.runtime.apply import Applied, ApplyError, apply_changes
 from hftagg.runtime.diff import plan_changes, runtime_problems
-from hftagg.runtime.graph import build_graph
+from hftagg.runtime.assemble import assemble
 from hftagg.runtime.pipeline import Pipeline
 
 __all__ = ["ReloadEvent", "Reloader"]
@@ -94,9 +92,9 @@ class Reloader:
 
     def _apply(self) -> Applied:
         where = str(self.config_path or "(defaults)")
-        raw = read_layers(self.config_path, self.environ, consul=self.consul_layer)
-        spec = parse_spec(raw, where, strict=False)
-        graph = build_graph(spec, self.host)  # raises ConfigError with every problem
+        assembled = assemble(self.config_path, self.environ, host=self.host,
+                             consul=self.consul_layer)  # ConfigError with every problem
+        spec, graph = assembled.spec, assembled.graph
         problems: list[Problem] = runtime_problems(self.pipeline.runtime, spec.runtime, where)
         if problems:
             raise ConfigError(problems)
