@@ -55,6 +55,7 @@ class Entry:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as Consul (Go) does: no 40 ms delayed-ACK stalls
 
     def log_message(self, *args: Any) -> None:  # quiet
         pass
