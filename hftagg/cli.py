@@ -172,6 +172,25 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_params(args: argparse.Namespace) -> int:
+    """Every stage type's parameters: type, default, live or restart, description."""
+    from hftagg.config.load import read_layers
+    from hftagg.plugins.manager import load_plugins
+    from hftagg.runtime.assemble import plugin_dirs
+
+    path = _config_path(args.config)
+    host = load_plugins(plugin_dirs(read_layers(path), path))
+    types = [args.type] if args.type else sorted(host.stage_types)
+    for name in types:
+        cls = host.stage_type(name)
+        print(f"{name} ({cls.kind}, from {host.stage_origin[name]})")
+        for p in cls.Params.describe():
+            mode = "live" if p["live"] else "restart"
+            print(f"    {p['name']:<22} {p['type']:<10} default {p['default']!r:<14} {mode:<8}"
+                  f"{p['description']}")
+    return 0
+
+
 # -- tail -----------------------------------------------------------------------------------------
 
 
@@ -241,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", nargs="?")
     validate.set_defaults(func=cmd_config_validate)
     add_config_commands(config_sub)
+    params = config_sub.add_parser(
+        "params", help="list stage types' parameters and whether each is live or restart-only",
+        description="live: applied to the running stage from its next batch when the config "
+        "changes; restart: the stage is rebuilt (state carried by snapshot/restore).")
+    params.add_argument("type", nargs="?", help="one stage type (default: all)")
+    params.add_argument("--config", "-c")
+    params.set_defaults(func=cmd_config_params)
 
     tail = sub.add_parser("tail", help="print records a running pipeline delivers on TOPIC")
     tail.add_argument("topic")

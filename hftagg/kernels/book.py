@@ -87,17 +87,23 @@ for _code, (_sev, _txt) in ALERT_TEXT.items():
 
 #: Per-instrument counters, in the order of the kernel's ``counts`` columns.
 COUNTERS = ("updates", "gaps", "unknown_deletes", "dropped_invalid", "bad_records", "crossed")
-_C_UPD, _C_GAP, _C_UNK, _C_DROP, _C_BAD, _C_CROSS = range(6)
+# per-instrument state: one int64 row per instrument, these columns
+_ST, _NSEQ = 0, 1  # status bits, next expected seq
+_CNT = 2  # the COUNTERS, 2..7
+_PUB = 8  # last published bid_px, ask_px, bid_sz, ask_sz (size -1: publish next time), 8..11
+_OSEQ = 12  # next output seq of quotes, mbp10, alerts, 12..14
+_LMBP, _LALT = 15, 16  # ts of the last mbp10, of the last unknown-level alert
+_NLEV = 17  # levels on the bid side, the ask side: 17, 18
+_NCOL = 19
+_C_UPD, _C_GAP, _C_UNK, _C_DROP, _C_BAD, _C_CROSS = range(_CNT, _CNT + 6)
 
 # status bits
-_VALID, _SNAP, _CROSSED, _SEEN, _DIRTY = 1, 2, 4, 8, 16
+_VALID, _SNAP, _CROSSED, _SEEN, _DIRTY, _TOP = 1, 2, 4, 8, 16, 32  # _DIRTY: top 10 changed
 # stop reasons (meta[1])
 _DONE, _NEED_SLOTS, _NEED_DEPTH, _NEED_OUT = 0, 1, 2, 3
-# last published quote: (bid_px, ask_px, bid_sz, ask_sz); size -1 forces the next publication
-_NEVER = -1
 _NO_TIME = np.iinfo(np.int64).min  # no mbp10 / alert published yet
 
-_A, _M, _D, _R, _T, _F, _N = (ord(c) for c in "AMDRTFN")
+_A, _M, _D, _R, _T, _F, _N, _C = (ord(c) for c in "AMDRTFNC")
 _BID, _ASK = ord("B"), ord("A")
 
 _INITIAL_SLOTS = 16
@@ -109,301 +115,339 @@ _SCAN = 8  # levels scanned linearly from the touch before a binary search
 
 
 # --------------------------------------------------------------------------- level arrays
+#
+# Levels of instrument slot s, side d (0 bid, 1 ask) are row 2 * s + d of ``keys`` (int64:
+# price for bids, -price for asks), ``sizes`` and ``orders`` (uint32; order counts, 0 for L2
+# input), ascending, the best level last; ``inst[s, _NLEV + d]`` of them are in use.
 
 
 @numba.njit(inline="always", **_NJIT)
-def _find(keys, n, key):
-    """``(index, found)``: where ``key`` is in ``keys[:n]`` (ascending), or where it belongs."""
+def _find(keys, row, n, key):
+    """``(index, found)``: where ``key`` is in ``keys[row, :n]``, or where it belongs."""
     i = n - 1
     stop = max(n - _SCAN, 0)
     while i >= stop:
-        k = keys[i]
+        k = keys[row, i]
         if k == key:
             return i, True
         if k < key:
             return i + 1, False
         i -= 1
     lo = 0
-    hi = stop  # keys[stop:] are all above key
+    hi = stop  # keys[row, stop:] are all above key
     while lo < hi:
         mid = (lo + hi) >> 1
-        if keys[mid] < key:
+        if keys[row, mid] < key:
             lo = mid + 1
         else:
             hi = mid
-    return lo, lo < n and keys[lo] == key
+    return lo, lo < n and keys[row, lo] == key
 
 
 @numba.njit(inline="always", **_NJIT)
-def _set_level(keys, sizes, n, key, size):
+def _set_level(keys, sizes, orders, row, n, key, size, count):
     """Upsert or (size 0) remove; return ``(new n, depth from the touch, was found)``.
 
     The depth is that of the changed level (0: the best), ``_UNCHANGED`` if nothing changed.
     """
-    pos, found = _find(keys, n, key)
+    pos, found = _find(keys, row, n, key)
     if found:
         if size == 0:
             for j in range(pos, n - 1):
-                keys[j] = keys[j + 1]
-                sizes[j] = sizes[j + 1]
+                keys[row, j] = keys[row, j + 1]
+                sizes[row, j] = sizes[row, j + 1]
+                orders[row, j] = orders[row, j + 1]
             return n - 1, n - 1 - pos, True
-        if sizes[pos] == size:
+        if sizes[row, pos] == size and orders[row, pos] == count:
             return n, _UNCHANGED, True
-        sizes[pos] = size
+        sizes[row, pos] = size
+        orders[row, pos] = count
         return n, n - 1 - pos, True
     if size == 0:
         return n, _UNCHANGED, False
     for j in range(n, pos, -1):
-        keys[j] = keys[j - 1]
-        sizes[j] = sizes[j - 1]
-    keys[pos] = key
-    sizes[pos] = size
+        keys[row, j] = keys[row, j - 1]
+        sizes[row, j] = sizes[row, j - 1]
+        orders[row, j] = orders[row, j - 1]
+    keys[row, pos] = key
+    sizes[row, pos] = size
+    orders[row, pos] = count
     return n + 1, n - pos, False
+
+
+@numba.njit(inline="always", **_NJIT)
+def _row(slot, side):
+    """The level-array row of an instrument slot (uint64) and side (0 bid, 1 ask)."""
+    return np.uint64(2) * slot + np.uint64(side)
+
+
+@numba.njit(inline="always", **_NJIT)
+def _top(keys, sizes, inst, slot, side):
+    """Best price and size of one side; ``(UNDEF_PRICE, 0)`` if it is empty."""
+    n = inst[slot, _NLEV + side]
+    if n == 0:
+        return UNDEF_PRICE, np.int64(0)
+    row = _row(slot, side)
+    px = keys[row, n - 1]
+    return (px if side == 0 else -px), np.int64(sizes[row, n - 1])
 
 
 # --------------------------------------------------------------------------- outputs
 
 
-@numba.njit(inline="always", **_NJIT)
-def _alert(alerts, na, rec, iid, slot, oseq, code, value):
+@numba.njit(**_NJIT)
+def _alert(alerts, na, rec, iid, inst, slot, code, value):
     a = alerts[na]
     a["ts_event"] = rec["ts_event"]
     a["ts_recv"] = rec["ts_recv"]
-    a["seq"] = oseq[slot, 2]
+    a["seq"] = inst[slot, _OSEQ + 2]
     a["instrument_id"] = iid
     a["code"] = code
     a["value"] = value
-    oseq[slot, 2] += 1
+    inst[slot, _OSEQ + 2] += 1
     return na + 1
 
 
 @numba.njit(inline="always", **_NJIT)
-def _levels(px_out, sz_out, nm, keys, sizes, n, sign):
+def _levels(px_out, sz_out, ct_out, keys, sizes, orders, row, n, sign):
     for j in range(10):
         idx = n - 1 - j
         if idx >= 0:
-            px_out[nm, j] = sign * keys[idx]
-            sz_out[nm, j] = sizes[idx]
+            px_out[j] = sign * keys[row, idx]
+            sz_out[j] = sizes[row, idx]
+            ct_out[j] = orders[row, idx]
         else:
-            px_out[nm, j] = UNDEF_PRICE
-            sz_out[nm, j] = 0
+            px_out[j] = UNDEF_PRICE
+            sz_out[j] = 0
+            ct_out[j] = 0
 
 
-@numba.njit(inline="always", **_NJIT)
-def _write_mbp(mbp, m_out, nm, rec, iid, slot, oseq, keys, sizes, nlev):
+@numba.njit(**_NJIT)
+def _mbp10(mbp, nm, rec, iid, inst, slot, keys, sizes, orders):
     m = mbp[nm]
     m["ts_event"] = rec["ts_event"]
     m["ts_recv"] = rec["ts_recv"]
-    m["seq"] = oseq[slot, 1]
+    m["seq"] = inst[slot, _OSEQ + 1]
     m["instrument_id"] = iid
-    oseq[slot, 1] += 1
-    bid_px, ask_px, bid_sz, ask_sz = m_out
-    _levels(bid_px, bid_sz, nm, keys[slot, 0], sizes[slot, 0], nlev[slot, 0], 1)
-    _levels(ask_px, ask_sz, nm, keys[slot, 1], sizes[slot, 1], nlev[slot, 1], -1)
+    inst[slot, _OSEQ + 1] += 1
+    _levels(m["bid_px"], m["bid_sz"], m["bid_ct"], keys, sizes, orders, _row(slot, 0),
+            inst[slot, _NLEV], 1)  # fmt: skip
+    _levels(m["ask_px"], m["ask_sz"], m["ask_ct"], keys, sizes, orders, _row(slot, 1),
+            inst[slot, _NLEV + 1], -1)  # fmt: skip
     return nm + 1
 
 
 @numba.njit(inline="always", **_NJIT)
-def _top(keys, sizes, nlev, slot, side):
-    n = nlev[slot, side]
-    if n == 0:
-        return UNDEF_PRICE, 0
-    px = keys[slot, side, n - 1]
-    return (px if side == 0 else -px), np.int64(sizes[slot, side, n - 1])
-
-
-# --------------------------------------------------------------------------- the batch loop
-
-
-@numba.njit(inline="always", **_NJIT)
-def _sequence(rec, action, slot, status, next_seq, counts):
-    """Check ``seq``; return the gap (0: none) and update the expected sequence."""
-    seq = rec["seq"]
-    gap = 0
-    if action != _R and status[slot] & _SEEN and seq != next_seq[slot]:
-        gap = np.int64(seq - next_seq[slot])
-        counts[slot, _C_GAP] += 1
-    next_seq[slot] = seq + np.uint64(1)
-    status[slot] |= _SEEN
-    return gap
-
-
-@numba.njit(inline="always", **_NJIT)
-def _check_cross(rec, iid, slot, status, counts, keys, sizes, nlev, alerts, na, oseq):
-    bid, _ = _top(keys, sizes, nlev, slot, 0)
-    ask, _ = _top(keys, sizes, nlev, slot, 1)
-    if nlev[slot, 0] and nlev[slot, 1] and bid >= ask:
-        if not status[slot] & _CROSSED:
-            status[slot] |= _CROSSED
-            counts[slot, _C_CROSS] += 1
-            code = ALERT_CROSSED if bid > ask else ALERT_LOCKED
-            na = _alert(alerts, na, rec, iid, slot, oseq, code, (ask - bid) * 1e-9)
-    else:
-        status[slot] &= ~_CROSSED
-    return na
-
-
-@numba.njit(inline="always", **_NJIT)
-def _new_instrument(slot, book):
-    status, _, counts, pub, oseq, last_mbp, last_alert, _, _, nlev = book
-    status[slot] = _VALID
-    counts[slot, :] = 0
-    pub[slot, :] = _NEVER
-    oseq[slot, :] = 0
-    last_mbp[slot] = _NO_TIME
-    last_alert[slot] = _NO_TIME
-    nlev[slot, :] = 0
-
-
-@numba.njit(inline="always", **_NJIT)
-def _clear(slot, snapshot, book):
-    status, _, _, pub, _, _, _, _, _, nlev = book
-    nlev[slot, :] = 0
-    status[slot] = (status[slot] | _VALID | _DIRTY) & ~(_SNAP | _CROSSED)
-    if snapshot:
-        status[slot] |= _SNAP
-    pub[slot, :] = _NEVER
-
-
-@numba.njit(inline="always", **_NJIT)
-def _level(rec, action, side, slot, iid, alert_gap_ns, book, alerts, na):
-    """Apply an add/modify/delete to the level; alert a delete of an unknown level."""
-    status, _, counts, _, oseq, _, last_alert, keys, sizes, nlev = book
-    size = 0 if action == _D else rec["size"]
-    key = rec["price"] if side == 0 else -rec["price"]
-    n, depth, found = _set_level(keys[slot, side], sizes[slot, side], nlev[slot, side], key, size)
-    nlev[slot, side] = n
-    if depth < 10:
-        status[slot] |= _DIRTY
-    if not found and size == 0:
-        counts[slot, _C_UNK] += 1
-        ts = rec["ts_recv"]
-        last = last_alert[slot]
-        if alert_gap_ns == 0 or last == _NO_TIME or ts - last >= alert_gap_ns:
-            last_alert[slot] = ts
-            na = _alert(alerts, na, rec, iid, slot, oseq, ALERT_UNKNOWN_LEVEL,
-                        np.float64(counts[slot, _C_UNK]))  # fmt: skip
-    return na
-
-
-@numba.njit(inline="always", **_NJIT)
-def _quote(rec, iid, slot, book, quotes, nq):
+def _quote(quotes, nq, rec, iid, inst, slot, keys, sizes):
     """Publish the top of book if it differs from the last one published."""
-    _, _, _, pub, oseq, _, _, keys, sizes, nlev = book
-    bid, bsz = _top(keys, sizes, nlev, slot, 0)
-    ask, asz = _top(keys, sizes, nlev, slot, 1)
-    if bid == pub[slot, 0] and ask == pub[slot, 1] and bsz == pub[slot, 2] and asz == pub[slot, 3]:
+    bid, bsz = _top(keys, sizes, inst, slot, 0)
+    ask, asz = _top(keys, sizes, inst, slot, 1)
+    p = _PUB
+    if bid == inst[slot, p] and ask == inst[slot, p + 1] and bsz == inst[slot, p + 2] and (
+        asz == inst[slot, p + 3]
+    ):
         return nq
-    pub[slot, 0], pub[slot, 1], pub[slot, 2], pub[slot, 3] = bid, ask, bsz, asz
+    inst[slot, p], inst[slot, p + 1], inst[slot, p + 2], inst[slot, p + 3] = bid, ask, bsz, asz
     q = quotes[nq]
     q["ts_event"] = rec["ts_event"]
     q["ts_recv"] = rec["ts_recv"]
-    q["seq"] = oseq[slot, 0]
+    q["seq"] = inst[slot, _OSEQ]
     q["instrument_id"] = iid
     q["bid_px"] = bid
     q["ask_px"] = ask
     q["bid_sz"] = bsz
     q["ask_sz"] = asz
-    oseq[slot, 0] += 1
+    inst[slot, _OSEQ] += 1
     return nq + 1
 
 
 @numba.njit(inline="always", **_NJIT)
-def _publish(rec, iid, slot, params, book, out, nout):
-    """After an update outside a snapshot: crossed check, quote, mbp10."""
-    status, _, counts, _, oseq, last_mbp, _, keys, sizes, nlev = book
-    quotes, mbp, m_out, alerts = out
-    nout[2] = _check_cross(rec, iid, slot, status, counts, keys, sizes, nlev, alerts, nout[2],
-                           oseq)  # fmt: skip
-    nout[0] = _quote(rec, iid, slot, book, quotes, nout[0])
-    mode = params[0]
-    if status[slot] & _DIRTY and mode != MBP_OFF:
-        ts = rec["ts_event"]
-        last = last_mbp[slot]
-        if mode == MBP_CHANGE or last == _NO_TIME or ts - last >= params[1]:
-            last_mbp[slot] = ts
-            status[slot] &= ~_DIRTY
-            nout[1] = _write_mbp(mbp, m_out, nout[1], rec, iid, slot, oseq, keys, sizes, nlev)
+def _check_cross(alerts, na, rec, iid, inst, slot, keys, sizes, st):
+    """Alert once when the book becomes crossed or locked; ``(status, alerts written)``."""
+    bid, _ = _top(keys, sizes, inst, slot, 0)
+    ask, _ = _top(keys, sizes, inst, slot, 1)
+    if inst[slot, _NLEV] and inst[slot, _NLEV + 1] and bid >= ask:
+        if not st & _CROSSED:
+            st |= _CROSSED
+            inst[slot, _C_CROSS] += 1
+            code = ALERT_CROSSED if bid > ask else ALERT_LOCKED
+            na = _alert(alerts, na, rec, iid, inst, slot, code, (ask - bid) * 1e-9)
+        return st, na
+    return st & ~_CROSSED, na
+
+
+# --------------------------------------------------------------------------- per record
+#
+# Shared with the market-by-order kernel: ``_begin`` (sequence, validity, snapshot entry),
+# the action itself, then ``_end`` (snapshot exit, crossed check, quote, mbp10). The status
+# bits travel as a local ``st`` and are stored once per record.
 
 
 @numba.njit(inline="always", **_NJIT)
-def _record(rec, iid, slot, params, book, out, nout):
-    """Everything one update does to its instrument (room for its outputs is checked)."""
-    status, next_seq, counts = book[0], book[1], book[2]
-    alerts = out[3]
-    action = rec["action"]
-    side = 0 if rec["side"] == _BID else (1 if rec["side"] == _ASK else -1)
-    counts[slot, _C_UPD] += 1
-    gap = _sequence(rec, action, slot, status, next_seq, counts)
-    if gap != 0 and status[slot] & _VALID:
-        status[slot] &= ~(_VALID | _SNAP)
-        nout[2] = _alert(alerts, nout[2], rec, iid, slot, book[4], ALERT_GAP, np.float64(gap))
-    if not status[slot] & _VALID and action != _R:
-        counts[slot, _C_DROP] += 1
-        return
-    snap_flag = rec["flags"] & F_SNAPSHOT
-    if status[slot] & _SNAP and not snap_flag:
-        status[slot] &= ~_SNAP
-    if action == _R:
-        _clear(slot, snap_flag, book)
-    elif (action == _A or action == _M or action == _D) and side >= 0:
-        nout[2] = _level(rec, action, side, slot, iid, params[2], book, alerts, nout[2])
-    elif action != _T and action != _F and action != _N:
-        counts[slot, _C_BAD] += 1
-        nout[2] = _alert(alerts, nout[2], rec, iid, slot, book[4], ALERT_BAD_RECORD,
-                         np.float64(action))  # fmt: skip
-    if status[slot] & _SNAP and rec["flags"] & F_LAST:
-        status[slot] &= ~_SNAP
-    if not status[slot] & _SNAP:
-        _publish(rec, iid, slot, params, book, out, nout)
+def _new_instrument(inst, slot):
+    inst[slot, :] = 0
+    inst[slot, _ST] = _VALID | _TOP
+    inst[slot, _PUB + 2] = -1
+    inst[slot, _LMBP] = _NO_TIME
+    inst[slot, _LALT] = _NO_TIME
+
+
+@numba.njit(inline="always", **_NJIT)
+def _clear(inst, slot, snapshot, st):
+    """Empty both sides; valid again; republish everything once out of the snapshot."""
+    inst[slot, _NLEV] = 0
+    inst[slot, _NLEV + 1] = 0
+    inst[slot, _PUB + 2] = -1
+    st = (st | _VALID | _DIRTY | _TOP) & ~(_SNAP | _CROSSED)
+    return st | _SNAP if snapshot else st
+
+
+@numba.njit(inline="always", **_NJIT)
+def _begin(alerts, na, rec, iid, inst, slot, is_clear, st):
+    """Count, check ``seq``, drop while invalid; ``(apply it?, status, alerts written)``."""
+    inst[slot, _C_UPD] += 1
+    seq = np.int64(rec["seq"])
+    expected = inst[slot, _NSEQ]
+    inst[slot, _NSEQ] = seq + 1
+    if not is_clear and st & _SEEN and seq != expected:
+        inst[slot, _C_GAP] += 1
+        if st & _VALID:
+            st &= ~(_VALID | _SNAP)
+            na = _alert(alerts, na, rec, iid, inst, slot, ALERT_GAP, np.float64(seq - expected))
+    st |= _SEEN
+    if not st & _VALID and not is_clear:
+        inst[slot, _C_DROP] += 1
+        return False, st, na
+    if st & _SNAP and not rec["flags"] & F_SNAPSHOT:
+        st &= ~_SNAP
+    return True, st, na
+
+
+@numba.njit(inline="always", **_NJIT)
+def _end(quotes, mbp, alerts, nq, nm, na, params, rec, iid, inst, slot, keys, sizes, orders,
+         st):  # fmt: skip
+    """Leave a snapshot at ``F_LAST``; outside one, publish what changed; ``(st, counts)``."""
+    if st & _SNAP:
+        if not rec["flags"] & F_LAST:
+            return st, nq, nm, na
+        st &= ~_SNAP
+    if st & _TOP:  # only a change at the touch can change the quote or uncross the book
+        st &= ~_TOP
+        st, na = _check_cross(alerts, na, rec, iid, inst, slot, keys, sizes, st)
+        nq = _quote(quotes, nq, rec, iid, inst, slot, keys, sizes)
+    mode = params[0]
+    if st & _DIRTY and mode != MBP_OFF:
+        ts = rec["ts_event"]
+        last = inst[slot, _LMBP]
+        if mode == MBP_CHANGE or last == _NO_TIME or ts - last >= params[1]:
+            inst[slot, _LMBP] = ts
+            st &= ~_DIRTY
+            nm = _mbp10(mbp, nm, rec, iid, inst, slot, keys, sizes, orders)
+    return st, nq, nm, na
 
 
 @numba.njit(**_NJIT)
-def _apply(batch, start, table, shift, slot_ids, meta, params, book, out, nout):
+def _unknown_level(alerts, na, params, rec, iid, inst, slot):
+    """Count a delete of a level (or order) that is not in the book; alert, throttled."""
+    inst[slot, _C_UNK] += 1
+    ts = rec["ts_recv"]
+    last = inst[slot, _LALT]
+    if params[2] == 0 or last == _NO_TIME or ts - last >= params[2]:
+        inst[slot, _LALT] = ts
+        value = np.float64(inst[slot, _C_UNK])
+        na = _alert(alerts, na, rec, iid, inst, slot, ALERT_UNKNOWN_LEVEL, value)
+    return na
+
+
+@numba.njit(**_NJIT)
+def _bad_record(alerts, na, rec, iid, inst, slot, action):
+    inst[slot, _C_BAD] += 1
+    return _alert(alerts, na, rec, iid, inst, slot, ALERT_BAD_RECORD, np.float64(action))
+
+
+@numba.njit(inline="always", **_NJIT)
+def _mbp_action(alerts, na, params, rec, iid, inst, slot, keys, sizes, orders, action, side, st):
+    """Apply one MBP action to the book; ``(status, alerts written)``."""
+    if action == _R:
+        st = _clear(inst, slot, rec["flags"] & F_SNAPSHOT, st)
+    elif (action == _A or action == _M or action == _D) and side >= 0:
+        size = 0 if action == _D else rec["size"]
+        key = rec["price"] if side == 0 else -rec["price"]
+        n = inst[slot, _NLEV + side]
+        n, depth, found = _set_level(keys, sizes, orders, _row(slot, side), n, key, size, 0)
+        inst[slot, _NLEV + side] = n
+        if depth == 0:
+            st |= _DIRTY | _TOP
+        elif depth < 10:
+            st |= _DIRTY
+        if not found and size == 0:
+            na = _unknown_level(alerts, na, params, rec, iid, inst, slot)
+    elif action != _T and action != _F and action != _N:
+        na = _bad_record(alerts, na, rec, iid, inst, slot, action)
+    return st, na
+
+
+@numba.njit(inline="always", **_NJIT)
+def _room(quotes, mbp, alerts, nq, nm, na):
+    """Whether the outputs have room for what one record can produce."""
+    return nq < quotes.shape[0] and nm < mbp.shape[0] and na + 3 <= alerts.shape[0]
+
+
+@numba.njit(inline="always", **_NJIT)
+def _side(code):
+    return 0 if code == _BID else (1 if code == _ASK else -1)
+
+
+@numba.njit(**_NJIT)
+def _apply(batch, start, table, shift, slot_ids, meta, params, inst, keys, sizes, orders,
+           quotes, mbp, alerts, nout):  # fmt: skip
     """Process ``batch[start:]``; return where it stopped (``meta[1]`` says why).
 
-    ``book`` = (status, next_seq, counts, pub, oseq, last_mbp, last_alert, keys, sizes, nlev),
-    ``out`` = (quotes, mbp10, mbp10 level views, alerts), ``nout`` = records written to each.
+    ``nout`` counts the records written to ``quotes``, ``mbp`` and ``alerts``.
     """
-    quotes, mbp, _, alerts = out
-    nlev = book[9]
-    cap = book[7].shape[2]
+    cap = keys.shape[1]
     n_slots = meta[0]
+    nq, nm, na = nout[0], nout[1], nout[2]
     meta[1] = _DONE
     stop = batch.shape[0]
     for i in range(start, batch.shape[0]):
-        if nout[0] >= quotes.shape[0] or nout[1] >= mbp.shape[0] or nout[2] + 3 > alerts.shape[0]:
+        if not _room(quotes, mbp, alerts, nq, nm, na):
             meta[1] = _NEED_OUT
             stop = i
             break
         rec = batch[i]
         iid = rec["instrument_id"]
-        slot = _slot_of(np.int64(iid), table, shift, slot_ids, n_slots)
-        if slot < 0:
+        found = _slot_of(np.int64(iid), table, shift, slot_ids, n_slots)
+        if found < 0:
             meta[1] = _NEED_SLOTS
             stop = i
             break
-        if slot == n_slots:
+        slot = np.uint64(found)  # unsigned: no negative-index wraparound on every access
+        if found == n_slots:
             n_slots += 1
-            _new_instrument(slot, book)
+            _new_instrument(inst, slot)
         action = rec["action"]
-        side = 0 if rec["side"] == _BID else (1 if rec["side"] == _ASK else -1)
-        if (action == _A or action == _M) and side >= 0 and nlev[slot, side] >= cap:
+        side = _side(rec["side"])
+        if (action == _A or action == _M) and side >= 0 and inst[slot, _NLEV + side] >= cap:
             meta[1] = _NEED_DEPTH
             stop = i
             break
-        _record(rec, iid, slot, params, book, out, nout)
+        ok, st, na = _begin(alerts, na, rec, iid, inst, slot, action == _R, inst[slot, _ST])
+        if ok:
+            st, na = _mbp_action(alerts, na, params, rec, iid, inst, slot, keys, sizes, orders,
+                                 action, side, st)  # fmt: skip
+            st, nq, nm, na = _end(quotes, mbp, alerts, nq, nm, na, params, rec, iid, inst, slot,
+                                  keys, sizes, orders, st)  # fmt: skip
+        inst[slot, _ST] = st
     meta[0] = n_slots
+    nout[0], nout[1], nout[2] = nq, nm, na
     return stop
 
 
 # --------------------------------------------------------------------------- Python side
 
 _MBP_MODES = {"off": MBP_OFF, "change": MBP_CHANGE, "interval": MBP_INTERVAL}
-_SNAPSHOT_KEYS = (
-    "instrument_id", "status", "next_seq", "counts", "published", "out_seq", "last_mbp10_ts",
-    "last_alert_ts", "levels", "keys", "sizes",
-)  # fmt: skip
+_SNAPSHOT_KEYS = ("instrument_id", "state", "keys", "sizes", "orders")
 
 
 class BookKernel:
@@ -413,6 +457,8 @@ class BookKernel:
     call (copy them to keep them). See the module docstring for the semantics. Not thread-safe:
     one stage owns one kernel; the compiled loop releases the GIL.
     """
+
+    _loop = staticmethod(_apply)
 
     def __init__(
         self, mbp10_on: str = "change", interval_ns: int = 0, alert_interval_ns: int = 0,
@@ -442,37 +488,31 @@ class BookKernel:
 
     def _allocate(self, slots: int, depth: int) -> None:
         self._slot_ids = np.zeros(slots, dtype=np.uint32)
-        self._status = np.zeros(slots, dtype=np.uint8)
-        self._next_seq = np.zeros(slots, dtype=np.uint64)
-        self._counts = np.zeros((slots, len(COUNTERS)), dtype=np.int64)
-        self._pub = np.zeros((slots, 4), dtype=np.int64)
-        self._oseq = np.zeros((slots, 3), dtype=np.uint64)
-        self._last_mbp = np.zeros(slots, dtype=np.int64)
-        self._last_alert = np.zeros(slots, dtype=np.int64)
-        self._keys = np.zeros((slots, 2, depth), dtype=np.int64)
-        self._sizes = np.zeros((slots, 2, depth), dtype=np.uint32)
-        self._nlev = np.zeros((slots, 2), dtype=np.int64)
+        self._inst = np.zeros((slots, _NCOL), dtype=np.int64)
+        self._keys = np.zeros((2 * slots, depth), dtype=np.int64)
+        self._sizes = np.zeros((2 * slots, depth), dtype=np.uint32)
+        self._orders = np.zeros((2 * slots, depth), dtype=np.uint32)
         bits = max(int(_TABLE_PER_SLOT * slots - 1).bit_length(), _MIN_TABLE_BITS)
         self._table = np.zeros(1 << bits, dtype=np.int64)
         self._shift = 64 - bits
         self._meta[0] = 0
 
-    def _state_arrays(self) -> tuple[np.ndarray, ...]:
-        return (self._slot_ids, self._status, self._next_seq, self._counts, self._pub,
-                self._oseq, self._last_mbp, self._last_alert, self._nlev)  # fmt: skip
+    def _load(self, ids: np.ndarray, inst: np.ndarray, levels: tuple[np.ndarray, ...]) -> None:
+        """Put ``n`` instruments' state and level rows (``2 * n`` rows each) in place."""
+        n, depth = ids.shape[0], levels[0].shape[1]
+        self._slot_ids[:n] = ids
+        self._inst[:n] = inst
+        for new, old in zip((self._keys, self._sizes, self._orders), levels, strict=True):
+            new[: 2 * n, :depth] = old
+        self._meta[0] = n
+        _build_table(self._slot_ids, n, self._table, self._shift)
 
     def _grow(self, slots: int, depth: int) -> None:
         n = int(self._meta[0])
-        old = [a[:n].copy() for a in self._state_arrays()]
-        old_depth = self._keys.shape[2]
-        keys, sizes = self._keys[:n].copy(), self._sizes[:n].copy()
+        ids, inst = self._slot_ids[:n].copy(), self._inst[:n].copy()
+        levels = tuple(a[: 2 * n].copy() for a in (self._keys, self._sizes, self._orders))
         self._allocate(slots, depth)
-        for new, values in zip(self._state_arrays(), old, strict=True):
-            new[:n] = values
-        self._keys[:n, :, :old_depth] = keys
-        self._sizes[:n, :, :old_depth] = sizes
-        self._meta[0] = n
-        _build_table(self._slot_ids, n, self._table, self._shift)
+        self._load(ids, inst, levels)
 
     def _outputs(self, capacity: int) -> None:
         """(Re)allocate the output buffers, keeping what the current call has written."""
@@ -482,25 +522,22 @@ class BookKernel:
         if old is not None:
             for new, prev, k in zip(self._out, old, self._nout, strict=True):
                 new[:k] = prev[:k]
-        mbp = self._out[1]
-        self._mbp_fields = (mbp["bid_px"], mbp["ask_px"], mbp["bid_sz"], mbp["ask_sz"])
 
     # ----------------------------------------------------------------- hot path
 
     def update(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Apply a ``book_update`` batch; return ``(quotes, mbp10, alerts)`` it produced."""
+        """Apply a batch of updates; return the ``(quotes, mbp10, alerts)`` it produced."""
         self._nout[:] = 0
         done = 0
         while True:
-            book = (self._status, self._next_seq, self._counts, self._pub, self._oseq,
-                    self._last_mbp, self._last_alert, self._keys, self._sizes, self._nlev)
-            out = (self._out[0], self._out[1], self._mbp_fields, self._out[2])
-            done = _apply(batch, done, self._table, self._shift, self._slot_ids, self._meta,
-                          self._params, book, out, self._nout)  # fmt: skip
+            quotes, mbp, alerts = self._out
+            done = self._loop(batch, done, self._table, self._shift, self._slot_ids, self._meta,
+                              self._params, self._inst, self._keys, self._sizes, self._orders,
+                              quotes, mbp, alerts, self._nout)  # fmt: skip
             reason = self._meta[1]
             if reason == _DONE:
                 break
-            slots, depth = self._slot_ids.shape[0], self._keys.shape[2]
+            slots, depth = self._slot_ids.shape[0], self._keys.shape[1]
             if reason == _NEED_SLOTS:
                 self._grow(2 * slots, depth)
             elif reason == _NEED_DEPTH:
@@ -530,47 +567,56 @@ class BookKernel:
     @property
     def depth_capacity(self) -> int:
         """Levels per side the arrays hold now (they double when a side outgrows them)."""
-        return int(self._keys.shape[2])
+        return int(self._keys.shape[1])
 
-    def levels(self, instrument_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(bids, asks)``: ``(k, 2)`` int64 arrays of ``(price, size)``, best level first."""
+    def levels(self, instrument_id: int, counts: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(bids, asks)``: ``(k, 2)`` int64 arrays of ``(price, size)``, best level first.
+
+        With ``counts=True`` a third column holds each level's order count (0 for L2 input).
+        """
         slot = self._slot(instrument_id)
+        width = 3 if counts else 2
         if slot < 0:
-            return np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64)
+            return np.zeros((0, width), np.int64), np.zeros((0, width), np.int64)
         out = []
         for side, sign in ((0, 1), (1, -1)):
-            n = int(self._nlev[slot, side])
-            rows = np.empty((n, 2), dtype=np.int64)
-            rows[:, 0] = sign * self._keys[slot, side, :n][::-1]
-            rows[:, 1] = self._sizes[slot, side, :n][::-1]
+            n, row = int(self._inst[slot, _NLEV + side]), 2 * slot + side
+            rows = np.empty((n, width), dtype=np.int64)
+            rows[:, 0] = sign * self._keys[row, :n][::-1]
+            rows[:, 1] = self._sizes[row, :n][::-1]
+            if counts:
+                rows[:, 2] = self._orders[row, :n][::-1]
             out.append(rows)
         return out[0], out[1]
 
     def is_valid(self, instrument_id: int) -> bool:
         """False after a sequence gap until a clear rebuilds the book (True if unseen)."""
         slot = self._slot(instrument_id)
-        return slot < 0 or bool(self._status[slot] & _VALID)
+        return slot < 0 or bool(self._inst[slot, _ST] & _VALID)
 
     def counters(self, instrument_id: int | None = None) -> dict[str, int]:
         """``COUNTERS`` for one instrument, or summed over all of them."""
+        columns = slice(_CNT, _CNT + len(COUNTERS))
         if instrument_id is None:
-            rows = self._counts[: self.instrument_count].sum(axis=0)
+            rows = self._inst[: self.instrument_count, columns].sum(axis=0)
         else:
             slot = self._slot(instrument_id)
-            rows = self._counts[slot] if slot >= 0 else np.zeros(len(COUNTERS), np.int64)
+            rows = self._inst[slot, columns] if slot >= 0 else np.zeros(len(COUNTERS), np.int64)
         return {name: int(v) for name, v in zip(COUNTERS, rows, strict=True)}
 
     # ----------------------------------------------------------------- state
 
     def snapshot(self) -> dict:
-        """Every instrument's book and bookkeeping: numpy array copies, slot ``i`` per id."""
+        """Every instrument's book and bookkeeping as numpy array copies.
+
+        ``instrument_id[i]`` owns ``state[i]`` and the level rows ``2 * i`` (bids) and
+        ``2 * i + 1`` (asks) of ``keys``/``sizes``/``orders``, trimmed to the deepest side.
+        """
         n = self.instrument_count
-        depth = int(self._nlev[:n].max()) if n else 0
-        values = [a[:n].copy() for a in self._state_arrays()]
-        names = _SNAPSHOT_KEYS[:9]
-        state = dict(zip(names, values, strict=True))
-        state["keys"] = self._keys[:n, :, :depth].copy()
-        state["sizes"] = self._sizes[:n, :, :depth].copy()
+        depth = int(self._inst[:n, _NLEV : _NLEV + 2].max()) if n else 0
+        state = {"instrument_id": self._slot_ids[:n].copy(), "state": self._inst[:n].copy()}
+        for name, array in (("keys", self._keys), ("sizes", self._sizes), ("orders", self._orders)):
+            state[name] = array[: 2 * n, :depth].copy()
         return state
 
     def restore(self, state: dict) -> None:
@@ -584,15 +630,17 @@ class BookKernel:
         n = ids.shape[0]
         if ids.dtype != np.uint32 or np.unique(ids).shape[0] != n:
             raise ValueError("book snapshot key 'instrument_id' must hold distinct uint32 ids")
-        depth = np.asarray(state["keys"]).shape[2] if n else 0
+        inst = np.asarray(state["state"])
+        levels = tuple(np.asarray(state[k]) for k in _SNAPSHOT_KEYS[2:])
+        if inst.shape != (n, _NCOL) or any(a.shape[0] != 2 * n or a.ndim != 2 for a in levels):
+            raise ValueError(
+                f"book snapshot arrays do not fit {n} instruments: state {inst.shape}, "
+                f"levels {[a.shape for a in levels]}"
+            )
+        depth = levels[0].shape[1]
         slots = max(_INITIAL_SLOTS, 1 << max(n - 1, 0).bit_length())
         self._allocate(slots, max(_INITIAL_DEPTH, 1 << max(depth, 1).bit_length()))
-        for new, key in zip(self._state_arrays(), _SNAPSHOT_KEYS[:9], strict=True):
-            new[:n] = state[key]
-        self._keys[:n, :, :depth] = state["keys"]
-        self._sizes[:n, :, :depth] = state["sizes"]
-        self._meta[0] = n
-        _build_table(self._slot_ids, n, self._table, self._shift)
+        self._load(ids, inst, levels)
 
 
 # --------------------------------------------------------------------------- warm-up
