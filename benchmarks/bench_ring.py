@@ -41,11 +41,12 @@ def _consume(ring: Ring, name: str, total: int, errors: list[str]) -> None:
     poll, commit = reader.poll, reader.commit
     seen = 0
     while seen < total:
-        wake.clear()
         batch = poll(BATCH)
         n = len(batch)
-        if not n:
-            wake.wait(0.1)
+        if not n:  # idle: clear the event, look once more, then sleep until a publish
+            wake.clear()
+            if not len(poll(BATCH)):
+                wake.wait(0.1)
             continue
         seen += n
         if batch["seq"][-1] != (seen - 1) % modulus:  # touch the data: last seq of the batch

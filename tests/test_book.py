@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hftagg.builtins.core.book import Book
+from hftagg.builtins.core.book import Book, MboBook
 from hftagg.kernels.book import (
     ALERT_BAD_RECORD,
     ALERT_CROSSED,
@@ -19,11 +19,13 @@ from hftagg.kernels.book import (
     UNDEF_PRICE,
     BookKernel,
 )
+from hftagg.kernels.mbo import MBO, MboBookKernel
 from hftagg.records import ALERT, BOOK_UPDATE, MBP10, QUOTE
+from hftagg.stages import StageContext
 from hftagg.testing import TestingSink, TestingSource, run_pipeline
 from tests.test_pipeline import simulate
 
-A, M, D, R, T = (ord(c) for c in "AMDRT")
+A, C, M, D, R, T = (ord(c) for c in "ACMDRT")
 BID, ASK = ord("B"), ord("A")
 TICK = 10_000_000
 MS = 1_000_000
@@ -35,6 +37,8 @@ MS = 1_000_000
 class RefInstrument:
     def __init__(self) -> None:
         self.sides: dict[int, dict[int, int]] = {BID: {}, ASK: {}}
+        self.counts: dict[int, dict[int, int]] = {BID: {}, ASK: {}}  # orders per level (L3)
+        self.orders: dict[int, tuple[int, int, int]] = {}  # L3: order id -> side, price, size
         self.valid, self.seen, self.next_seq = True, False, 0
         self.snapshot = self.crossed = self.dirty = False
         self.published: tuple | None = None
@@ -50,10 +54,12 @@ class RefInstrument:
         return bid, ask, bids.get(bid, 0), asks.get(ask, 0)
 
     def depth(self, n: int = 10) -> tuple[list, list]:
-        bids = sorted(self.sides[BID].items(), reverse=True)[:n]
-        asks = sorted(self.sides[ASK].items())[:n]
-        pad = [(UNDEF_PRICE, 0)] * n
-        return (bids + pad)[:n], (asks + pad)[:n]
+        out = []
+        for side, best_first in ((BID, True), (ASK, False)):
+            prices = sorted(self.sides[side], reverse=best_first)[:n]
+            levels = [(p, self.sides[side][p], self.counts[side].get(p, 0)) for p in prices]
+            out.append((levels + [(UNDEF_PRICE, 0, 0)] * n)[:n])
+        return out[0], out[1]
 
 
 class RefBook:
@@ -73,8 +79,7 @@ class RefBook:
         b.out_seq[2] += 1
 
     def apply(self, rec) -> None:
-        iid, action, flags = int(rec["instrument_id"]), int(rec["action"]), int(rec["flags"])
-        seq, side, price, size = int(rec["seq"]), int(rec["side"]), int(rec["price"]), int(rec["size"])
+        iid, action, flags, seq = rec["instrument_id"], rec["action"], rec["flags"], rec["seq"]
         b = self.books.setdefault(iid, RefInstrument())
         gap = seq - b.next_seq if action != R and b.seen and seq != b.next_seq else 0
         b.seen, b.next_seq = True, seq + 1
@@ -87,13 +92,11 @@ class RefBook:
             b.snapshot = False
         before = b.depth() if self.track_depth else None
         if action == R:
-            b.sides = {BID: {}, ASK: {}}
+            b.sides, b.counts, b.orders = {BID: {}, ASK: {}}, {BID: {}, ASK: {}}, {}
             b.valid, b.dirty, b.crossed, b.published = True, True, False, None
             b.snapshot = bool(flags & F_SNAPSHOT)
-        elif action in (A, M, D) and side in (BID, ASK):
-            self.level(b, rec, b.sides[side], price, 0 if action == D else size)
-        elif action not in (T, ord("F"), ord("N")):
-            self.alert(b, rec, ALERT_BAD_RECORD, float(action))
+        else:
+            self.action(b, rec)
         if self.track_depth and b.depth() != before:
             b.dirty = True
         if b.snapshot and flags & F_LAST:
@@ -102,19 +105,27 @@ class RefBook:
             return
         self.publish(b, rec)
 
-    def level(self, b: RefInstrument, rec, levels: dict, price: int, size: int) -> None:
-        if size:
-            levels[price] = size
-        elif price in levels:
-            del levels[price]
-        else:
-            b.unknown += 1
-            ts = int(rec["ts_recv"])
-            if not self.alert_interval or b.last_alert is None or (
-                ts - b.last_alert >= self.alert_interval
-            ):
-                b.last_alert = ts
-                self.alert(b, rec, ALERT_UNKNOWN_LEVEL, float(b.unknown))
+    def action(self, b: RefInstrument, rec) -> None:
+        action, side, price, size = rec["action"], rec["side"], rec["price"], rec["size"]
+        if action in (A, M, D) and side in (BID, ASK):
+            levels = b.sides[side]
+            if action != D and size:
+                levels[price] = size
+            elif price in levels:
+                del levels[price]
+            else:
+                self.unknown(b, rec)
+        elif action not in (T, ord("F"), ord("N")):
+            self.alert(b, rec, ALERT_BAD_RECORD, float(action))
+
+    def unknown(self, b: RefInstrument, rec) -> None:
+        b.unknown += 1
+        ts = rec["ts_recv"]
+        if not self.alert_interval or b.last_alert is None or (
+            ts - b.last_alert >= self.alert_interval
+        ):
+            b.last_alert = ts
+            self.alert(b, rec, ALERT_UNKNOWN_LEVEL, float(b.unknown))
 
     def publish(self, b: RefInstrument, rec) -> None:
         bid, ask, bid_sz, ask_sz = top = b.top()
@@ -138,6 +149,32 @@ class RefBook:
             b.out_seq[1] += 1
 
 
+class RefMboBook(RefBook):
+    """L3: a dict of resting orders per instrument; levels re-aggregated from it every time."""
+
+    def action(self, b: RefInstrument, rec) -> None:
+        action, side, oid, size = rec["action"], rec["side"], rec["order_id"], rec["size"]
+        if action in (A, M) and side in (BID, ASK):
+            if size:
+                b.orders[oid] = (side, rec["price"], size)
+            else:
+                b.orders.pop(oid, None)
+        elif action == C:
+            if oid not in b.orders:
+                self.unknown(b, rec)
+            elif size == 0 or size >= b.orders[oid][2]:
+                del b.orders[oid]
+            else:
+                side, price, rest = b.orders[oid]
+                b.orders[oid] = (side, price, rest - size)
+        elif action not in (T, ord("F"), ord("N")):
+            self.alert(b, rec, ALERT_BAD_RECORD, float(action))
+        b.sides, b.counts = {BID: {}, ASK: {}}, {BID: {}, ASK: {}}
+        for side, price, size in b.orders.values():
+            b.sides[side][price] = b.sides[side].get(price, 0) + size
+            b.counts[side][price] = b.counts[side].get(price, 0) + 1
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -155,8 +192,8 @@ def quote_tuples(quotes: np.ndarray) -> list[tuple]:
 def mbp10_tuples(mbp: np.ndarray) -> list[tuple]:
     out = []
     for r in mbp:
-        bids = list(zip(r["bid_px"].tolist(), r["bid_sz"].tolist(), strict=True))
-        asks = list(zip(r["ask_px"].tolist(), r["ask_sz"].tolist(), strict=True))
+        bids = list(zip(*(r[f"bid_{x}"].tolist() for x in ("px", "sz", "ct")), strict=True))
+        asks = list(zip(*(r[f"ask_{x}"].tolist() for x in ("px", "sz", "ct")), strict=True))
         head = (int(r["instrument_id"]), int(r["ts_event"]), int(r["ts_recv"]), int(r["seq"]))
         out.append((*head, (bids, asks)))
     return out
@@ -209,6 +246,41 @@ def build_stream(ops: list[tuple]) -> np.ndarray:
     return records(rows)
 
 
+def build_mbo_stream(ops: list[tuple]) -> np.ndarray:
+    """Drawn operations -> ``mbo`` records (order ids from a small pool, so they collide)."""
+    seqs: dict[int, int] = {}
+    rows = []
+
+    def emit(iid, action, side, tick, size, oid, flags=0):
+        rows.append((iid, seqs.get(iid, 0), action, side, (1000 + tick) * TICK, size, oid, flags))
+        seqs[iid] = seqs.get(iid, 0) + 1
+
+    for iid, kind, side, tick, size, oid in ops:
+        if kind in "AMCTF":
+            emit(iid, ord(kind), ord(side), tick, size, oid)
+        elif kind == "R":
+            emit(iid, R, 0, 0, 0, 0)
+        elif kind == "S":
+            emit(iid, R, 0, 0, 0, 0, F_SNAPSHOT)
+            for k in range(size):
+                last = F_LAST if tick % 2 and k == size - 1 else 0
+                emit(iid, A, BID if k % 2 else ASK, tick + 3 * k - 6, 1 + k, 100 + k,
+                     F_SNAPSHOT | last)  # fmt: skip
+        elif kind == "G":
+            seqs[iid] = seqs.get(iid, 0) + 1
+            emit(iid, A, ord(side), tick, size + 1, oid)
+        elif kind == "X":
+            emit(iid, ord("Q"), ord(side), tick, size, oid)
+            emit(iid, A, ord("Z"), tick, size, oid)
+    batch = MBO.empty(len(rows))
+    names = ("instrument_id", "seq", "action", "side", "price", "size", "order_id", "flags")
+    for name, column in zip(names, zip(*rows, strict=True), strict=True):
+        batch[name] = column
+    batch["ts_event"] = np.arange(len(rows)) * 400_000 + 1_000_000_000
+    batch["ts_recv"] = batch["ts_event"] + 10
+    return batch
+
+
 def run_kernel(kernel: BookKernel, stream: np.ndarray, cuts: list[int]):
     quotes, mbp, alerts = [], [], []
     for part in np.split(stream, sorted(set(c for c in cuts if 0 < c < len(stream)))):
@@ -219,11 +291,13 @@ def run_kernel(kernel: BookKernel, stream: np.ndarray, cuts: list[int]):
     return np.concatenate(quotes), np.concatenate(mbp), np.concatenate(alerts)
 
 
-def assert_same_books(kernel: BookKernel, ref: RefBook) -> None:
+def assert_same_books(kernel: BookKernel, ref: RefBook, counts: bool = False) -> None:
     for iid, b in ref.books.items():
-        bids, asks = kernel.levels(iid)
-        assert [tuple(x) for x in bids.tolist()] == sorted(b.sides[BID].items(), reverse=True)
-        assert [tuple(x) for x in asks.tolist()] == sorted(b.sides[ASK].items())
+        bids, asks = kernel.levels(iid, counts=counts)
+        for levels, side, best_first in ((bids, BID, True), (asks, ASK, False)):
+            prices = sorted(b.sides[side], reverse=best_first)
+            expected = [(p, b.sides[side][p], b.counts[side].get(p, 0)) for p in prices]
+            assert [tuple(x) for x in levels.tolist()] == [e[: 3 if counts else 2] for e in expected]
         assert kernel.is_valid(iid) == b.valid
 
 
@@ -298,6 +372,82 @@ def test_deep_books_grow_past_the_initial_capacity_and_stay_sorted():
     assert kernel.depth_capacity >= 997
     assert quote_tuples(quotes) == ref.quotes
     assert_same_books(kernel, ref)
+
+
+MBO_OPS = st.lists(
+    st.tuples(
+        st.sampled_from([1, 2]),
+        st.sampled_from("AAAAAMMMCCCCRSTFGX"),
+        st.sampled_from("BA"),
+        st.integers(0, 8),
+        st.integers(0, 4),
+        st.integers(0, 12),
+    ),
+    min_size=1,
+    max_size=250,
+)
+
+
+@SETTINGS
+@given(ops=MBO_OPS, cuts=st.lists(st.integers(0, 400), max_size=6),
+       mode=st.sampled_from(["change", "interval"]))  # fmt: skip
+def test_mbo_book_matches_an_order_dict_reference(ops, cuts, mode):
+    stream = build_mbo_stream(ops)
+    ref = RefMboBook(mbp10_on=mode, interval_ns=MS)
+    kernel = MboBookKernel(mbp10_on=mode, interval_ns=MS, capacity=16)
+    outputs = []
+    for part in np.split(stream, sorted(set(c for c in cuts if 0 < c < len(stream)))):
+        for rec in as_dicts(part):
+            ref.apply(rec)
+        outputs.append([x.copy() for x in kernel.update(part)])
+        assert_same_books(kernel, ref, counts=True)
+    quotes, mbp, alerts = (np.concatenate(x) for x in zip(*outputs, strict=True))
+    assert quote_tuples(quotes) == ref.quotes
+    assert mbp10_tuples(mbp) == ref.mbp10
+    assert alert_tuples(alerts) == ref.alerts
+    assert kernel.order_count == sum(len(b.orders) for b in ref.books.values())
+
+
+@SETTINGS
+@given(ops=MBO_OPS, cut=st.integers(0, 400))
+def test_mbo_snapshot_restore_continues_identically(ops, cut):
+    stream = build_mbo_stream(ops)
+    expected = run_kernel(MboBookKernel(capacity=16), stream, [cut])
+    first = MboBookKernel(capacity=16)
+    head = [x.copy() for x in first.update(stream[:cut])]
+    second = MboBookKernel(capacity=16)
+    second.restore(first.snapshot())
+    tail = second.update(stream[cut:])
+    for ours, theirs in zip(expected, zip(head, tail, strict=True), strict=True):
+        joined = np.concatenate(theirs)
+        for name in joined.dtype.names:
+            np.testing.assert_array_equal(joined[name], ours[name], err_msg=name)
+
+
+def test_mbo_order_pool_grows_and_orders_aggregate_to_levels():
+    n = 5000
+    batch = MBO.empty(n + 2)
+    batch["instrument_id"] = 4
+    batch["seq"] = np.arange(n + 2)
+    batch["order_id"][:n] = np.arange(n) + 10**12
+    batch["action"][:n] = A
+    batch["side"][:n] = np.where(np.arange(n) % 2, BID, ASK)
+    batch["price"][:n] = np.where(np.arange(n) % 2, 100 - np.arange(n) % 7, 101 + np.arange(n) % 5)
+    batch["size"][:n] = 2
+    batch[n] = (0, 0, n, 4, 10**12 + 1, 0, 1, C, BID, 0)  # cancel 1 of order 1 (a bid at 99)
+    batch[n + 1] = (0, 0, n + 1, 4, 10**12 + 3, 0, 0, C, BID, 0)  # all of order 3 (at 97)
+    kernel = MboBookKernel(capacity=16)
+    kernel.update(batch)
+    ref = RefMboBook()
+    for rec in as_dicts(batch):
+        ref.apply(rec)
+    assert kernel.order_count == n - 1
+    assert kernel.order(4, 10**12 + 1) == ("B", 99, 1)
+    assert kernel.order(4, 10**12 + 3) is None
+    assert_same_books(kernel, ref, counts=True)
+    bids, asks = kernel.levels(4, counts=True)
+    assert (len(bids), len(asks)) == (7, 5) and bids[:, 2].sum() + asks[:, 2].sum() == n - 1
+    assert bids[:, 1].sum() + asks[:, 1].sum() == 2 * n - 3
 
 
 # --------------------------------------------------------------------------- large randomized run
@@ -437,3 +587,38 @@ def test_book_stage_on_the_simulator_stream_through_the_runtime():
     np.testing.assert_array_equal(result, expected)
     assert reference.counters()["gaps"] == 0
     assert sorted(stage.snapshot()["instrument_id"].tolist()) == [1, 2, 3, 4, 5]
+
+
+def test_mbo_book_stage_through_the_runtime_matches_the_kernel():
+    rng = np.random.default_rng(3)
+    ops = [(int(rng.integers(1, 4)), str(rng.choice(list("AAAAMMCCCT"))), str(rng.choice(["B", "A"])),
+            int(rng.integers(0, 9)), int(rng.integers(0, 5)), int(rng.integers(0, 300)))
+           for _ in range(20_000)]  # fmt: skip
+    stream = build_mbo_stream(ops)
+    quotes: list[np.ndarray] = []
+    stage = MboBook(stage_id="l3")
+    run_pipeline(
+        [TestingSource(np.array_split(stream, 13), schema="mbo", topic="md.mbo"), stage,
+         TestingSink(quotes, topic="md.bbo")],
+        max_batch=256, ring_capacity=1024, wire=False,
+    )  # fmt: skip
+    expected, _, _ = MboBookKernel().update(stream)
+    np.testing.assert_array_equal(np.concatenate(quotes), expected)
+    assert len(expected) > 1000 and stage.kernel.order_count > 100
+
+
+def test_book_stage_params_are_live_and_state_survives_a_rebuild():
+    book = simulate(batch_records=1000, events=5_000)["book"]
+    stage = Book(mbp10_on="off")
+    stage.open(StageContext(max_batch=512))
+    assert not len(stage.process(book[:2000])["mbp10"])
+    stage.reconfigure(stage.params.model_copy(update={"mbp10_on": "change"}))
+    assert len(stage.process(book[2000:2500])["mbp10"])
+    rebuilt = Book(mbp10_on="change")
+    rebuilt.restore(stage.snapshot())  # before open(), as a reload does it
+    rebuilt.open(StageContext(max_batch=512))
+    ours = rebuilt.process(book[2500:])
+    theirs = stage.process(book[2500:])
+    for port in ("bbo", "mbp10", "alerts"):
+        np.testing.assert_array_equal(ours[port], theirs[port])
+    assert Book.Params.is_live("mbp10_on") and Book.Params.is_live("interval_ms")

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import enum
 import mmap
+import operator
 import threading
 import time
 
 import numpy as np
+import numpy.typing as npt
 
 from hftagg.errors import BusError, BusTimeout
 
@@ -133,7 +135,8 @@ class Reader:
         self.cursor += n
         self._polled = 0
         ring = self.ring
-        if ring._writer_waiting:
+        if ring._writer_waiting:  # one Event.set per wait, not one per commit
+            ring._writer_waiting = False
             ring._space.set()
 
     def read(self, max_records: int) -> np.ndarray:
@@ -182,7 +185,7 @@ class Ring:
     """
 
     def __init__(
-        self, dtype: np.dtype, capacity: int, *, name: str = "", buffer: object = None
+        self, dtype: npt.DTypeLike, capacity: int, *, name: str = "", buffer: object = None
     ) -> None:
         self.name = name
         self.dtype = np.dtype(dtype)
@@ -265,24 +268,32 @@ class Ring:
                 cursor = self._published
             elif start == "earliest":
                 cursor = oldest
-            elif isinstance(start, int) and not isinstance(start, bool):
-                if not oldest <= start <= self._published:
-                    raise BusError(
-                        f"ring {self.name!r}: reader {name!r} cannot start at offset {start}; "
-                        f"the oldest available is {oldest} and the next is {self._published}"
-                    )
-                cursor = start
             else:
-                raise BusError(
-                    f"ring {self.name!r}: reader {name!r} has start={start!r}; "
-                    "use 'next', 'earliest' or a stream offset (int)"
-                )
+                cursor = self._offset(name, start, oldest)
             reader = Reader(self, name, policy, cursor)
             if policy is Policy.LOSSLESS:
                 self._gate = min(self._gate, cursor) if self._lossless else cursor
                 self._lossless = (*self._lossless, reader)
             self._readers = (*self._readers, reader)
         return reader
+
+    def _offset(self, name: str, start: object, oldest: int) -> int:
+        """Validate an explicit start offset."""
+        try:
+            if isinstance(start, str | bool):
+                raise TypeError
+            offset = operator.index(start)  # type: ignore[arg-type]
+        except TypeError:
+            raise BusError(
+                f"ring {self.name!r}: reader {name!r} has start={start!r}; "
+                "use 'next', 'earliest' or a stream offset (int)"
+            ) from None
+        if not oldest <= offset <= self._published:
+            raise BusError(
+                f"ring {self.name!r}: reader {name!r} cannot start at offset {offset}; "
+                f"the oldest available is {oldest} and the next is {self._published}"
+            )
+        return offset
 
     def unsubscribe(self, reader: Reader) -> None:
         """Remove a reader; a writer it was holding back resumes."""
@@ -325,8 +336,9 @@ class Ring:
         """Copy ``batch`` into the ring and publish it; returns the offset of its first record.
 
         Blocks while lossless readers leave no room, in chunks, so a batch larger than the ring
-        goes through as they consume. Raises :class:`BusTimeout` after ``timeout`` seconds;
-        returns early, publishing nothing further, once ``stop`` is set.
+        goes through as they consume; the waiters are set once per chunk (once per call when
+        it fits). Raises :class:`BusTimeout` when blocked ``timeout`` seconds after the call;
+        returns early, publishing nothing further, once ``stop`` is set while blocked.
         """
         dtype = batch.dtype
         if dtype is not self.dtype and dtype != self.dtype:
@@ -342,7 +354,7 @@ class Ring:
         self._claim_len = 0  # a publish cancels an uncommitted claim
         size = self.itemsize
         total = len(src) // size
-        if total <= self.capacity and self._reserve(total) == total:  # the usual case
+        if 0 < total <= self.capacity and self._reserve(total) == total:  # the usual case
             self._write(src, total)
             return first_offset
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -415,11 +427,10 @@ class Ring:
             ring[start:] = src[:room]
             ring[: length - room] = src[room:]
         self._published = published + n
-        for event in self._waiters:
-            if not event.is_set():
-                event.set()
+        self._wake()
 
     def _wake(self) -> None:
+        """Set every waiter's event (checking first: an Event.set costs a lock and a notify)."""
         for event in self._waiters:
             if not event.is_set():
                 event.set()

@@ -458,8 +458,6 @@ class BookKernel:
     one stage owns one kernel; the compiled loop releases the GIL.
     """
 
-    _loop = staticmethod(_apply)
-
     def __init__(
         self, mbp10_on: str = "change", interval_ns: int = 0, alert_interval_ns: int = 0,
         capacity: int = 4096,
@@ -530,26 +528,35 @@ class BookKernel:
         self._nout[:] = 0
         done = 0
         while True:
-            quotes, mbp, alerts = self._out
-            done = self._loop(batch, done, self._table, self._shift, self._slot_ids, self._meta,
-                              self._params, self._inst, self._keys, self._sizes, self._orders,
-                              quotes, mbp, alerts, self._nout)  # fmt: skip
+            done = self._run(batch, done)
             reason = self._meta[1]
             if reason == _DONE:
                 break
-            slots, depth = self._slot_ids.shape[0], self._keys.shape[1]
-            if reason == _NEED_SLOTS:
-                self._grow(2 * slots, depth)
-            elif reason == _NEED_DEPTH:
-                self._grow(slots, 2 * depth)
-            else:
-                self._outputs(2 * self._out[0].shape[0])
+            self._make_room(int(reason))
         nq, nm, na = (int(k) for k in self._nout)
         alerts = self._out[2][:na]
         if na:
             alerts["severity"] = _SEVERITY[alerts["code"]]
             alerts["text"] = _TEXT[alerts["code"]]
         return self._out[0][:nq], self._out[1][:nm], alerts
+
+    def _run(self, batch: np.ndarray, start: int) -> int:
+        quotes, mbp, alerts = self._out
+        return _apply(batch, start, self._table, self._shift, self._slot_ids, self._meta,
+                      self._params, self._inst, self._keys, self._sizes, self._orders,
+                      quotes, mbp, alerts, self._nout)  # fmt: skip
+
+    def _make_room(self, reason: int) -> None:
+        """Grow what the compiled loop stopped for (it resumes at the same record)."""
+        slots, depth = self._slot_ids.shape[0], self._keys.shape[1]
+        if reason == _NEED_SLOTS:
+            self._grow(2 * slots, depth)
+        elif reason == _NEED_DEPTH:
+            self._grow(slots, 2 * depth)
+        elif reason == _NEED_OUT:
+            self._outputs(2 * self._out[0].shape[0])
+        else:
+            raise AssertionError(f"book kernel stopped for unknown reason {reason}")
 
     # ----------------------------------------------------------------- inspection
 

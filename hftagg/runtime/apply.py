@@ -67,7 +67,7 @@ class _Transaction:
         self.graph = graph
         self.plan = plan
         self.ctx = StageContext(pipeline.max_batch, dict(graph.topics),
-                                pipeline.context().transports)
+                                pipeline.context().transports, pipeline.telemetry)
         self.applied = Applied([c.describe() for c in plan if c.action != "keep"])
         self.opened: list[Node] = []
         self.parked: list[Worker] = []

@@ -93,8 +93,10 @@ class Worker:
 class Pipeline:
     """A built graph wired to rings, ready to ``start()``; or stepped by hand with ``step_core()``."""
 
-    def __init__(self, graph: Graph, runtime: RuntimeSection | None = None, host: Any = None):
+    def __init__(self, graph: Graph, runtime: RuntimeSection | None = None, host: Any = None,
+                 telemetry: Any = None):
         self.graph = graph
+        self.telemetry = telemetry  # hftagg.telemetry.Telemetry, or None: no per-batch cost
         self.runtime = runtime or RuntimeSection()
         self.host = host
         self.max_batch = self.runtime.max_batch
@@ -174,6 +176,7 @@ class Pipeline:
             max_batch=self.max_batch,
             topic_schemas=dict(self.graph.topics),
             transports=dict(self.host.transports) if self.host is not None else {},
+            telemetry=self.telemetry,
         )
 
     # -- one step of each role (used by the threads and by hftagg.testing) -------------------
@@ -187,10 +190,37 @@ class Pipeline:
 
     def pump_source(self, node: Node) -> bool:
         """Take one batch from a source and publish it; False if it had nothing."""
+        tel = self.telemetry
+        if tel is not None and tel.sample():
+            return self._pump_source_traced(node, tel)
         out = node.stage.next_batch()
         if out is None:
             return False
         return self._emit(node, out) > 0
+
+    def _pump_source_traced(self, node: Node, tel) -> bool:
+        t0 = time.time_ns()
+        out = node.stage.next_batch()
+        if out is None:
+            return False
+        out = self._as_ports(node, out)
+        first = next((b for b in out.values() if len(b)), None)
+        if first is None:
+            return False
+        span = tel.start_span(f"receive {node.id}", None, t0,
+                              tel.batch_attributes(node.id, ",".join(node.outputs.values()), first))
+        self._mark_outputs(node, out, span, tel)
+        n = self._emit(node, out)
+        span.end()
+        return n > 0
+
+    def _mark_outputs(self, node: Node, out: dict, span, tel) -> None:
+        """Remember the span for the ring ranges these batches will occupy (single writer)."""
+        context = span.get_span_context()
+        for port, batch in out.items():
+            topic = node.outputs.get(port)
+            if topic is not None and len(batch):
+                tel.mark(topic, self.rings[topic].published, len(batch), context)
 
     def step_core(self) -> int:
         """One pass over the core stages in topological order; returns records consumed."""
@@ -203,11 +233,27 @@ class Pipeline:
                 n = len(batch)
                 if not n:
                     continue
+                tel = self.telemetry
+                parent = None
+                if tel is not None and tel.marks:
+                    parent = tel.parent_of(reader.ring.name, reader.cursor, n)
+                    wall0 = time.time_ns()
                 t0 = time.perf_counter_ns()
                 out = node.stage.process(batch, port) if takes_port else node.stage.process(batch)
-                stats.busy_ns += time.perf_counter_ns() - t0
+                elapsed = time.perf_counter_ns() - t0
+                stats.busy_ns += elapsed
+                if parent is not None:
+                    span = tel.start_span(f"process {node.id}", parent, wall0,
+                                          tel.batch_attributes(node.id, reader.ring.name, batch))
+                    if out is not None:
+                        out = self._as_ports(node, out)
+                        self._mark_outputs(node, out, span, tel)
                 if out is not None:
                     self._emit(node, out)
+                if parent is not None:
+                    span.end()
+                if tel is not None:
+                    tel.processed(node.id, elapsed)
                 reader.commit(n)
                 stats.records_in += n
                 stats.batches_in += 1
@@ -224,30 +270,62 @@ class Pipeline:
             n = len(batch)
             if not n:
                 continue
-            t0 = time.perf_counter_ns()
-            node.stage.write(batch, port, offset)
-            stats.busy_ns += time.perf_counter_ns() - t0
+            tel = self.telemetry
+            if tel is not None:
+                self._write_observed(node, port, batch, offset, tel)
+            else:
+                t0 = time.perf_counter_ns()
+                node.stage.write(batch, port, offset)
+                stats.busy_ns += time.perf_counter_ns() - t0
             reader.commit(n)
             stats.records_in += n
             stats.batches_in += 1
             done += n
         return done
 
-    def _emit(self, node: Node, out: Any) -> int:
+    def _write_observed(self, node: Node, port: str, batch, offset: int, tel) -> None:
+        topic = node.inputs[port]
+        parent = tel.parent_of(topic, offset, len(batch)) if tel.marks else None
+        span = None
+        if parent is not None:
+            span = tel.start_span(f"deliver {node.id}", parent, time.time_ns(),
+                                  tel.batch_attributes(node.id, topic, batch))
+            tel.set_current(span.get_span_context())
+        t0 = time.perf_counter_ns()
+        try:
+            node.stage.write(batch, port, offset)
+        finally:
+            elapsed = time.perf_counter_ns() - t0
+            if span is not None:
+                tel.set_current(None)
+                span.end()
+        self.stats[node.id].busy_ns += elapsed
+        tel.processed(node.id, elapsed)
+        tel.delivered(node.id, batch)
+
+    @staticmethod
+    def _as_ports(node: Node, out: Any) -> dict:
         if isinstance(out, np.ndarray):
             if len(node.outputs) != 1:
                 raise StageFailed(
                     f"stage {node.id!r} returned one array but has outputs {list(node.outputs)}; "
                     f"return a dict {{port: batch}}"
                 )
-            out = {next(iter(node.outputs)): out}
+            return {next(iter(node.outputs)): out}
+        return out
+
+    def _emit(self, node: Node, out: Any) -> int:
+        out = self._as_ports(node, out)
         stats = self.stats[node.id]
+        tel = self.telemetry
         total = 0
         for port, batch in out.items():
             topic = node.outputs.get(port)
             if topic is None or not len(batch):
                 continue
             self.rings[topic].publish(batch, stop=self._hard_stop)
+            if tel is not None and self.graph.topics[topic].name == "dead_letter":
+                tel.dead_lettered(topic, batch)
             stats.records_out += len(batch)
             stats.batches_out += 1
             total += len(batch)

@@ -44,6 +44,7 @@ class StageContext:
     max_batch: int = 4096
     topic_schemas: dict[str, Any] = field(default_factory=dict)  # topic -> Schema
     transports: dict[str, Any] = field(default_factory=dict)  # name -> transport
+    telemetry: Any = None  # hftagg.telemetry.Telemetry when the pipeline has it
 
 
 class Stage:

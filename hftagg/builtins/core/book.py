@@ -1,4 +1,4 @@
-"""Built-in plugin: the L2 (market-by-price) order book stage.
+"""Built-in plugin: order book stages, L2 (market-by-price) and L3 (market-by-order).
 
 ``book`` consumes ``book_update`` records (``md.book``) and keeps one book per instrument, of any
 depth, in compiled code (:class:`hftagg.kernels.book.BookKernel`, whose docstring states the
@@ -17,21 +17,26 @@ silently until the one with ``F_LAST`` (0x80) or the first unflagged record, aft
 rebuilt top of book and levels are published. After a sequence gap the instrument's book is
 invalid and nothing is published for it until such a clear arrives.
 
+``mbo_book`` consumes ``mbo`` records (``md.mbo``; the schema is registered here), keeps every
+resting order by id (:class:`hftagg.kernels.mbo.MboBookKernel`, DBN MBO semantics), aggregates
+them to price levels and publishes the same three outputs, its mbp10 records with order counts.
+
 Output records copy ``ts_event``/``ts_recv``/``instrument_id`` from the update that triggered
 them; their ``seq`` counts that output per instrument from 0, without gaps.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.book import BookKernel
+from hftagg.kernels.mbo import MBO, MboBookKernel
 from hftagg.stages import Params, Port, Stage, StageContext, live
 
-__all__ = ["Book", "BookParams"]
+__all__ = ["Book", "BookParams", "MboBook"]
 
 _MS = 1_000_000
 
@@ -59,9 +64,11 @@ class Book(Stage):
         "alerts": Port("alert", "md.book_alerts", "gaps, crossed books, unknown levels"),
     }
 
+    Kernel: ClassVar[type[BookKernel]] = BookKernel
+
     def open(self, ctx: StageContext) -> None:
         state = self.kernel.snapshot() if hasattr(self, "kernel") else None
-        self.kernel = BookKernel(capacity=ctx.max_batch, **self._kernel_args(self.params))
+        self.kernel = self.Kernel(capacity=ctx.max_batch, **self._kernel_args(self.params))
         if state is not None:
             self.kernel.restore(state)
         elif getattr(self, "_pending", None) is not None:
@@ -95,6 +102,18 @@ class Book(Stage):
             self._pending = state  # restored before open(): applied when the kernel exists
 
 
+class MboBook(Book):
+    type_name = "mbo_book"
+    inputs = {"input": Port("mbo", "md.mbo", "market-by-order events")}
+    Kernel = MboBookKernel
+
+
+@hookimpl
+def hftagg_register_schemas(register):
+    register(MBO)
+
+
 @hookimpl
 def hftagg_register_stage_types(register):
     register(Book)
+    register(MboBook)

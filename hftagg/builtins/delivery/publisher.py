@@ -59,11 +59,13 @@ class Publisher(SinkStage):
             for port, topic in self.input_topics.items()
         }
         self._socket = transport.publisher(p.target, pattern=p.pattern, buffer_frames=p.buffer_frames)
+        self._telemetry = ctx.telemetry
         self.frames_sent = 0
 
     def write(self, batch: np.ndarray, port: str, offset: int) -> None:
         send = self._socket.send
-        for frame in self._encoders[port].encode(batch, offset):
+        trace = self._telemetry.current_trace() if self._telemetry is not None else (b"", 0, 0)
+        for frame in self._encoders[port].encode(batch, offset, trace):
             send(frame)
             self.frames_sent += 1
 
