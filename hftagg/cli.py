@@ -78,7 +78,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         first = record.error.strip().splitlines()[-1] if record.error else ""
         print(f"hftagg: plugin {record.name!r} ({record.location}) failed to load, skipped: "
               f"{first}", file=sys.stderr)
-    pipeline = assembled.pipeline()
+    from hftagg.telemetry import make_telemetry
+
+    telemetry = make_telemetry(assembled.spec.telemetry)
+    pipeline = assembled.pipeline(telemetry=telemetry.telemetry)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -95,6 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if consul is not None:
             consul.on_change = reloader.set_consul_layer
             consul.start()
+    telemetry.serve(pipeline, reloader)
     reporter = StatusReporter(pipeline)
     deadline = time.monotonic() + args.duration if args.duration else None
     while not stop.is_set() and pipeline.failure is None:
@@ -117,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except HftaggError as exc:
         print(f"hftagg: {exc}", file=sys.stderr)
         return 1
+    finally:
+        telemetry.stop()
     print(format_summary(summary), flush=True)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
@@ -222,6 +228,21 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- top ----------------------------------------------------------------------------------------
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from hftagg.telemetry.top import run_top
+
+    address = args.address
+    if address is None:
+        from hftagg.config.load import read_layers
+
+        raw = read_layers(_config_path(args.config))
+        address = raw.get("telemetry", {}).get("prometheus_address", "127.0.0.1:9464")
+    return run_top(address, args.interval, args.iterations)
+
+
 # -- warm -----------------------------------------------------------------------------------------
 
 
@@ -276,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=int, default=0, help="stop after N records")
     tail.add_argument("--timeout", type=float, help="give up after SECS without data")
     tail.set_defaults(func=cmd_tail)
+
+    top = sub.add_parser("top", help="live view of a running pipeline (rates, latency, backlog)")
+    top.add_argument("--address", help="metrics endpoint host:port (default: from config)")
+    top.add_argument("--config", "-c")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes")
+    top.set_defaults(func=cmd_top)
 
     warm = sub.add_parser("warm", help="compile and cache the numba kernels")
     warm.set_defaults(func=cmd_warm)

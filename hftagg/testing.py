@@ -119,6 +119,7 @@ def run_pipeline(
     threaded: bool = False,
     timeout_secs: float = 60.0,
     wire: bool = True,
+    telemetry: Any = None,
 ) -> dict[str, Any]:
     """Run ``stages`` until every source is exhausted and everything drained; return the summary."""
     if wire:
@@ -126,7 +127,7 @@ def run_pipeline(
     graph = graph_from_stages(stages, _host())
     runtime = RuntimeSection(max_batch=max_batch, ring_capacity=ring_capacity,
                              drain_timeout_secs=timeout_secs)
-    pipeline = Pipeline(graph, runtime, host=None)
+    pipeline = Pipeline(graph, runtime, host=None, telemetry=telemetry)
     if threaded:
         pipeline.start()
         pipeline.wait(timeout_secs)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hftagg.errors import MISSING, ConfigError, Problem
+from hftagg.telemetry.settings import TelemetrySection
 
 __all__ = [
     "PipelineSpec",
@@ -83,6 +84,7 @@ class PipelineSpec:
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)  # found while mapping (strict=False)
+    telemetry: TelemetrySection = field(default_factory=TelemetrySection)
 
 
 def pydantic_problems(
@@ -202,7 +204,7 @@ def _delivery_specs(raw: Any, source: str, problems: list[Problem]) -> list[Stag
     return [StageSpec("delivery", "publisher", params, "delivery")]
 
 
-KNOWN_SECTIONS = ("runtime", "data_sources", "processing", "stages", "delivery")
+KNOWN_SECTIONS = ("runtime", "data_sources", "processing", "stages", "delivery", "telemetry")
 
 
 def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) -> PipelineSpec:
@@ -218,6 +220,7 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
                 Problem(name, raw[name], f"unknown section; known sections: {', '.join(KNOWN_SECTIONS)}", source)
             )
     runtime = _section(RuntimeSection, raw.get("runtime"), "runtime", source, problems)
+    telemetry = _section(TelemetrySection, raw.get("telemetry"), "telemetry", source, problems)
     processing = _section(ProcessingSection, raw.get("processing"), "processing", source, problems)
     stages = _source_specs(raw.get("data_sources", {}), processing, source, problems)
     if not stages and getattr(processing, "use_mock_data", True):
@@ -239,4 +242,5 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
             problems.append(Problem(spec.key, spec.stage_id, "a stage id must be non-empty and contain no '.' (dots belong to topics)", source))
     if problems and strict:
         raise ConfigError(problems)
-    return PipelineSpec(runtime, stages, source=source, raw=raw, problems=problems)
+    return PipelineSpec(runtime, stages, source=source, raw=raw, problems=problems,
+                        telemetry=telemetry)

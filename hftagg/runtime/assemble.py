@@ -24,8 +24,9 @@ class Assembled:
     spec: PipelineSpec
     graph: Graph
 
-    def pipeline(self) -> Pipeline:
-        return Pipeline(self.graph, self.spec.runtime, host=self.host)
+    def pipeline(self, telemetry: Any = None) -> Pipeline:
+        """A pipeline for this graph; ``telemetry``: a :class:`hftagg.telemetry.Telemetry`."""
+        return Pipeline(self.graph, self.spec.runtime, host=self.host, telemetry=telemetry)
 
 
 def plugin_dirs(raw: Mapping[str, Any], config_path: Path | None) -> list[Path]:

@@ -15,14 +15,15 @@ so a change to them is refused as a whole.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from hftagg.config.spec import RuntimeSection
 from hftagg.errors import Problem
 from hftagg.runtime.graph import Graph, Node
 
-__all__ = ["LIVE_RUNTIME_KEYS", "Change", "plan_changes", "runtime_problems"]
+__all__ = ["LIVE_KEYS", "Change", "plan_changes", "runtime_problems"]
 
-LIVE_RUNTIME_KEYS = ("status_interval_secs", "drain_timeout_secs")
+LIVE_KEYS = ("runtime.status_interval_secs", "runtime.drain_timeout_secs",
+             "telemetry.sample_ratio")
 
 
 @dataclass
@@ -78,13 +79,13 @@ def plan_changes(old: Graph, new: Graph) -> list[Change]:
     return plan
 
 
-def runtime_problems(old: RuntimeSection, new: RuntimeSection, source: str) -> list[Problem]:
-    """Runtime settings that cannot change on a running pipeline."""
+def runtime_problems(old: Any, new: Any, source: str, section: str = "runtime") -> list[Problem]:
+    """Settings of a section (``runtime``, ``telemetry``) that cannot change while running."""
     problems = []
     for name in type(old).model_fields:
-        if name in LIVE_RUNTIME_KEYS or getattr(old, name) == getattr(new, name):
+        if f"{section}.{name}" in LIVE_KEYS or getattr(old, name) == getattr(new, name):
             continue
-        problems.append(Problem(f"runtime.{name}", getattr(new, name),
+        problems.append(Problem(f"{section}.{name}", getattr(new, name),
                                 f"cannot change while running (was {getattr(old, name)!r}); "
                                 f"restart hftagg to apply it", source))
     return problems

@@ -96,10 +96,16 @@ class Reloader:
                              consul=self.consul_layer)  # ConfigError with every problem
         spec, graph = assembled.spec, assembled.graph
         problems: list[Problem] = runtime_problems(self.pipeline.runtime, spec.runtime, where)
+        tel = self.pipeline.telemetry
+        if tel is not None:
+            problems += runtime_problems(tel.settings, spec.telemetry, where, "telemetry")
         if problems:
             raise ConfigError(problems)
         applied = apply_changes(self.pipeline, graph, plan_changes(self.pipeline.graph, graph))
         self.pipeline.runtime = spec.runtime
+        if tel is not None and tel.settings != spec.telemetry:
+            tel.update(spec.telemetry)
+            applied.changes.append(f"telemetry: sample_ratio -> {spec.telemetry.sample_ratio}")
         return applied
 
     def _record(self, event: ReloadEvent) -> ReloadEvent:

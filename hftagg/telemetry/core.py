@@ -53,6 +53,11 @@ class Telemetry:
         self._random = random.Random()
         self.started_ns = time.time_ns()
 
+    def update(self, settings: TelemetrySection) -> None:
+        """Apply the live settings (the sampling ratio)."""
+        self.settings = settings
+        self.sample_ratio = settings.sample_ratio if self.tracer is not None else 0.0
+
     # -- metrics --------------------------------------------------------------------------------
 
     def processed(self, stage_id: str, elapsed_ns: int) -> None:
