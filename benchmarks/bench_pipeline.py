@@ -95,15 +95,16 @@ def _finish(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_hftagg(seconds: float) -> tuple[float, dict]:
+def run_hftagg(seconds: float, telemetry=None, config: str = CONFIG) -> tuple[float, dict]:
+    """Records/s the subscriber process received, and the pipeline's summary."""
     from hftagg.runtime.assemble import assemble
 
     address = _address()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.toml"
-        path.write_text(CONFIG.format(address=address))
+        path.write_text(config.format(address=address))
         assembled = assemble(path, environ={})
-        pipeline = assembled.pipeline()
+        pipeline = assembled.pipeline(telemetry=telemetry)
         pipeline.open()  # listen before the subscriber dials
         sub = _subscriber(address, "frames")
         pipeline.start()

@@ -121,8 +121,10 @@ class RefBook:
     def unknown(self, b: RefInstrument, rec) -> None:
         b.unknown += 1
         ts = rec["ts_recv"]
-        if not self.alert_interval or b.last_alert is None or (
-            ts - b.last_alert >= self.alert_interval
+        if (
+            not self.alert_interval
+            or b.last_alert is None
+            or (ts - b.last_alert >= self.alert_interval)
         ):
             b.last_alert = ts
             self.alert(b, rec, ALERT_UNKNOWN_LEVEL, float(b.unknown))
@@ -141,8 +143,13 @@ class RefBook:
             self.quotes.append((*head, b.out_seq[0], *top))
             b.out_seq[0] += 1
         ts = int(rec["ts_event"])
-        if self.track_depth and b.dirty and self.mode != "off" and (
-            self.mode == "change" or b.last_mbp10 is None or ts - b.last_mbp10 >= self.interval
+        if (
+            self.track_depth
+            and b.dirty
+            and self.mode != "off"
+            and (
+                self.mode == "change" or b.last_mbp10 is None or ts - b.last_mbp10 >= self.interval
+            )
         ):
             b.last_mbp10, b.dirty = ts, False
             self.mbp10.append((*head, b.out_seq[1], b.depth()))
@@ -297,7 +304,9 @@ def assert_same_books(kernel: BookKernel, ref: RefBook, counts: bool = False) ->
         for levels, side, best_first in ((bids, BID, True), (asks, ASK, False)):
             prices = sorted(b.sides[side], reverse=best_first)
             expected = [(p, b.sides[side][p], b.counts[side].get(p, 0)) for p in prices]
-            assert [tuple(x) for x in levels.tolist()] == [e[: 3 if counts else 2] for e in expected]
+            assert [tuple(x) for x in levels.tolist()] == [
+                e[: 3 if counts else 2] for e in expected
+            ]
         assert kernel.is_valid(iid) == b.valid
 
 
@@ -520,7 +529,9 @@ def test_gap_invalidates_the_book_alerts_and_publishes_nothing_until_a_snapshot(
     ]
     assert five["seq"].tolist() == [0, 1, 2, 3]
     assert five["ts_event"].tolist() == records(rows)["ts_event"][[0, 1, 7, 8]].tolist()
-    assert alerts[["instrument_id", "code", "value", "severity"]].tolist() == [(5, ALERT_GAP, 1.0, 2)]
+    assert alerts[["instrument_id", "code", "value", "severity"]].tolist() == [
+        (5, ALERT_GAP, 1.0, 2)
+    ]
     assert alerts["text"][0].startswith(b"book: sequence gap")
     assert mbp[mbp["instrument_id"] == 5]["ts_event"].tolist() == five["ts_event"].tolist()
     assert kernel.is_valid(5) and kernel.counters(5)["dropped_invalid"] == 2
@@ -598,9 +609,9 @@ def test_mbo_book_stage_through_the_runtime_matches_the_kernel():
     quotes: list[np.ndarray] = []
     stage = MboBook(stage_id="l3")
     run_pipeline(
-        [TestingSource(np.array_split(stream, 13), schema="mbo", topic="md.mbo"), stage,
+        [TestingSource(np.array_split(stream, 53), schema="mbo", topic="md.mbo"), stage,
          TestingSink(quotes, topic="md.bbo")],
-        max_batch=256, ring_capacity=1024, wire=False,
+        max_batch=256, ring_capacity=4096, wire=False,
     )  # fmt: skip
     expected, _, _ = MboBookKernel().update(stream)
     np.testing.assert_array_equal(np.concatenate(quotes), expected)

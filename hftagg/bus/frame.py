@@ -83,6 +83,18 @@ class Frame:
     def next_offset(self) -> int:
         return self.first_offset + len(self.records)
 
+    def span_context(self):
+        """The sender's span as a remote OpenTelemetry SpanContext, or None when not traced.
+
+        Continue the trace with ``trace.set_span_in_context(trace.NonRecordingSpan(ctx))``.
+        """
+        if not self.span_id or not any(self.trace_id):
+            return None
+        from opentelemetry.trace import SpanContext, TraceFlags
+
+        return SpanContext(int.from_bytes(self.trace_id, "big"), self.span_id, is_remote=True,
+                           trace_flags=TraceFlags(self.trace_flags))
+
 
 class FrameEncoder:
     """Encodes batches of one topic and schema into frames no larger than ``max_frame_bytes``."""

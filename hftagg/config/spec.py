@@ -168,10 +168,13 @@ def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSp
             problems.append(Problem(f"{key}.type", type_name, "required: the stage type, e.g. \"ema\"", source))
             continue
         topics = table.get("topics", {})
+        reserved = ("type", "topics", "enabled")
+        if isinstance(topics, list):  # a list is the stage's own parameter (e.g. publisher)
+            topics, reserved = {}, ("type", "enabled")
         if not (isinstance(topics, dict) and all(isinstance(v, str) for v in topics.values())):
             problems.append(Problem(f"{key}.topics", topics, "expected a table of port = \"topic\"", source))
             topics = {}
-        params = {k: v for k, v in table.items() if k not in ("type", "topics", "enabled")}
+        params = {k: v for k, v in table.items() if k not in reserved}
         specs.append(StageSpec(stage_id, type_name, params, key, topics=dict(topics)))
     return specs
 

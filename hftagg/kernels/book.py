@@ -243,8 +243,11 @@ def _quote(quotes, nq, rec, iid, inst, slot, keys, sizes):
     bid, bsz = _top(keys, sizes, inst, slot, 0)
     ask, asz = _top(keys, sizes, inst, slot, 1)
     p = _PUB
-    if bid == inst[slot, p] and ask == inst[slot, p + 1] and bsz == inst[slot, p + 2] and (
-        asz == inst[slot, p + 3]
+    if (
+        bid == inst[slot, p]
+        and ask == inst[slot, p + 1]
+        and bsz == inst[slot, p + 2]
+        and (asz == inst[slot, p + 3])
     ):
         return nq
     inst[slot, p], inst[slot, p + 1], inst[slot, p + 2], inst[slot, p + 3] = bid, ask, bsz, asz

@@ -403,4 +403,3 @@ def warm() -> None:
     kernel.restore(kernel.snapshot())
     kernel._make_room(_NEED_ORDERS)
     kernel.order(3, 1)
-

@@ -1,4 +1,4 @@
-"""Fixed-bucket histograms updated once per batch (numpy), exact over every record.
+"""Fixed-bucket histograms updated once per batch (numpy), one bucket increment per value.
 
 OpenTelemetry's Python SDK records one value per call (3-5 us each here), so recording a latency
 per record is out of the question at millions of records per second. hftagg keeps its own
@@ -35,14 +35,21 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def observe_many(self, values: np.ndarray) -> None:
-        """Every value of a batch at once (e.g. each record's latency)."""
+    def observe_many(self, values: np.ndarray, weight: float = 1.0) -> None:
+        """Every value of a batch at once (e.g. each record's latency); ``weight`` > 1 when the
+        values are a sample, each standing for that many (totals stay whole numbers)."""
         if not len(values):
             return
         idx = np.searchsorted(self.bounds, values, side="left")
-        self.counts += np.bincount(idx, minlength=len(self.counts))
-        self.sum += int(values.sum())
-        self.count += len(values)
+        counts = np.bincount(idx, minlength=len(self.counts))
+        if weight != 1.0:
+            total = int(round(len(values) * weight))
+            scaled = np.floor(counts * weight).astype(np.int64)
+            scaled[int(np.argmax(counts))] += total - int(scaled.sum())
+            counts = scaled
+        self.counts += counts
+        self.sum += int(values.sum() * weight)
+        self.count += int(counts.sum())
 
     def cumulative(self) -> np.ndarray:
         return np.cumsum(self.counts)
