@@ -73,6 +73,18 @@ def hftagg_register_transports(register: Callable[[Any], None]) -> None:
     """
 
 
+@hookspec
+def hftagg_register_codecs(register: Callable[[Any], None]) -> None:
+    """Register protocol codec families (SBE, FIX, DBN, ...).
+
+    Called when plugins are loaded. ``register(family)`` takes an object with a unique ``name``
+    (what config's ``format`` and decoder stages refer to) and a ``description``; how a family
+    builds codecs from protocol definitions in ``protocols/`` (SBE XML schemas, FIX
+    dictionaries) is the family's own API. Decoder stages find families in
+    ``StageContext.codecs``. Two plugins registering the same name is an error naming both.
+    """
+
+
 # -------------------------------------------------------------------------------------------------
 # Lifecycle: called by the runtime around a pipeline's life. Return values are ignored.
 # -------------------------------------------------------------------------------------------------

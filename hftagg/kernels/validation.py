@@ -166,7 +166,9 @@ class Slots:
         if ids.dtype != np.uint32 or ids.ndim != 1 or np.unique(ids).shape[0] != n:
             raise ValueError("snapshot key 'instrument_id' must hold distinct uint32 ids")
         if len(arrays) != len(self._shapes):
-            raise ValueError(f"snapshot has {len(arrays)} state arrays, expected {len(self._shapes)}")
+            raise ValueError(
+                f"snapshot has {len(arrays)} state arrays, expected {len(self._shapes)}"
+            )
         for array, (shape, _) in zip(arrays, self._shapes, strict=True):
             if np.shape(array) != (n, *shape):
                 raise ValueError(
@@ -339,11 +341,78 @@ def _reject(i, s, code, value, ids, ts, tr, seq, ints, ip, dead, alerts, nout, c
         counts[_SUPPRESSED] += 1
 
 
+@numba.njit(inline="always", **_NJIT)
+def _log_price(p1, p2, quote):
+    """(usable, log of the real price): the trade price or the quote mid, when positive."""
+    if p1 == UNDEF_PRICE or p1 <= 0:
+        return False, 0.0
+    if not quote:
+        return True, math.log(np.float64(p1) * PRICE_SCALE)
+    if p2 == UNDEF_PRICE or p2 <= 0:
+        return False, 0.0
+    return True, math.log((np.float64(p1) + np.float64(p2)) * 0.5 * PRICE_SCALE)
+
+
+@numba.njit(inline="always", **_NJIT)
+def _jump_reason(s, r, ring, fstate, ints, fp, ip):
+    """(reason, value, rebase) of the jump rule for return ``r``."""
+    w = ring.shape[1]
+    if not ip[_P_JUMPS] or ints[s, _HELD] != w:
+        return 0, 0.0, False
+    limit = max(fp[_P_SIGMAS] * _sigma(fstate, s, w), fp[_P_MIN_RET])
+    if abs(r) <= limit:
+        return 0, 0.0, False
+    if ints[s, _JUMPS] >= ip[_P_REBASE]:
+        return 0, 0.0, True
+    return _JUMP, r * 1e4, False
+
+
+@numba.njit(inline="always", **_NJIT)
+def _update_price(s, iid, t, tr, priced, logx, r, rebase, ring, fstate, ints, alerts, nout,
+                  counts):  # fmt: skip
+    if not priced:
+        return
+    if rebase:
+        ints[s, _HELD] = 0
+        ints[s, _HEAD] = 0
+        fstate[s, _SUM] = 0.0
+        fstate[s, _SQ] = 0.0
+        counts[_REBASE] += 1
+        _alert(alerts, nout, ints, s, iid, t, tr, _REBASE, r * 1e4, counts)
+    elif ints[s, _FLAGS] & _F_PRICE:
+        _push_return(ring, fstate, ints, s, r)
+    fstate[s, _LOGP] = logx
+    ints[s, _FLAGS] |= _F_PRICE
+
+
+@numba.njit(inline="always", **_NJIT)
+def _accept(i, s, iid, t, tr, ints, meta, ip, slot_ids, good, alerts, nout, counts):
+    """Book-keeping of an accepted record: output, stale episode end, times, stale scan."""
+    good[nout[0]] = i
+    nout[0] += 1
+    counts[_PASSED] += 1
+    if ints[s, _FLAGS] & _F_STALE:
+        ints[s, _FLAGS] &= ~_F_STALE
+        counts[_RECOV] += 1
+        _alert(alerts, nout, ints, s, iid, t, tr, _RECOV, (t - ints[s, _LAST_TS]) / 1e6, counts)
+    if ints[s, _COUNT] == 0 or t > ints[s, _LAST_TS]:
+        ints[s, _LAST_TS] = t
+    ints[s, _COUNT] += 1
+    ints[s, _JUMPS] = 0
+    if t > meta[_M_NEWEST]:
+        meta[_M_NEWEST] = t
+    if ip[_P_STALE] > 0:
+        deadline = ints[s, _LAST_TS] + ip[_P_STALE]
+        if deadline < meta[_M_NEXT]:
+            meta[_M_NEXT] = deadline
+        if meta[_M_NEWEST] > meta[_M_NEXT]:
+            _stale_scan(ints, slot_ids, meta, ip, alerts, nout, counts, t, tr)
+
+
 @numba.njit(**_NJIT)
 def _validate(ids, ts, tr, seq, p1s, p2s, s1s, s2s, quote, start, table, shift, slot_ids, meta,
               ring, fstate, ints, ip, fp, good, dead, alerts, nout, counts):  # fmt: skip
     """Records ``start..``; return where it stopped (``meta[_M_STOP]`` says why)."""
-    w = ring.shape[1]
     meta[_M_STOP] = _DONE
     for i in range(start, ids.shape[0]):
         if alerts.shape[0] - nout[2] < meta[_M_SLOTS] + 4:
@@ -356,70 +425,30 @@ def _validate(ids, ts, tr, seq, p1s, p2s, s1s, s2s, quote, start, table, shift, 
             return i
         if s == n_before:
             ints[s, _LAST_ALERT : _LAST_ALERT + _JUMP] = _NO_TIME
-        p1, p2 = p1s[i], p2s[i]
-        code, value = _price_reason(p1, p2, s1s[i], s2s[i], quote, ip)
         t = ts[i]
-        if code == 0 and ip[_P_ORDER] and ints[s, _COUNT] > 0:
-            if t < ints[s, _LAST_TS] - ip[_P_TOL]:
-                code, value = _ORDER, (ints[s, _LAST_TS] - t) / 1e3
-        x = np.float64(p1) * PRICE_SCALE
-        if quote:
-            x = (np.float64(p1) + np.float64(p2)) * 0.5 * PRICE_SCALE
-        priced = p1 != UNDEF_PRICE and p1 > 0
-        if quote:
-            priced = priced and p2 != UNDEF_PRICE and p2 > 0
-        logx = math.log(x) if priced else 0.0
+        code, value = _price_reason(p1s[i], p2s[i], s1s[i], s2s[i], quote, ip)
+        if (
+            code == 0
+            and ip[_P_ORDER]
+            and ints[s, _COUNT] > 0
+            and t < ints[s, _LAST_TS] - ip[_P_TOL]
+        ):
+            code, value = _ORDER, (ints[s, _LAST_TS] - t) / 1e3
+        priced, logx = _log_price(p1s[i], p2s[i], quote)
+        has_ref = priced and (ints[s, _FLAGS] & _F_PRICE) != 0
+        r = logx - fstate[s, _LOGP] if has_ref else 0.0
         rebase = False
-        r = 0.0
-        if priced and ints[s, _FLAGS] & _F_PRICE:
-            r = logx - fstate[s, _LOGP]
-        if code == 0 and ip[_P_JUMPS] and priced and ints[s, _FLAGS] & _F_PRICE:
-            if ints[s, _HELD] == w:
-                limit = max(fp[_P_SIGMAS] * _sigma(fstate, s, w), fp[_P_MIN_RET])
-                if abs(r) > limit:
-                    if ints[s, _JUMPS] >= ip[_P_REBASE]:
-                        rebase = True
-                    else:
-                        code, value = _JUMP, r * 1e4
+        if code == 0 and has_ref:
+            code, value, rebase = _jump_reason(s, r, ring, fstate, ints, fp, ip)
         if code:
             _reject(i, s, code, value, ids, ts, tr, seq, ints, ip, dead, alerts, nout, counts,
                     meta)  # fmt: skip
             if code == _JUMP:
                 ints[s, _JUMPS] += 1
             continue
-        # accepted
-        good[nout[0]] = i
-        nout[0] += 1
-        counts[_PASSED] += 1
-        if ints[s, _FLAGS] & _F_STALE:
-            ints[s, _FLAGS] &= ~_F_STALE
-            counts[_RECOV] += 1
-            gap = (t - ints[s, _LAST_TS]) / 1e6
-            _alert(alerts, nout, ints, s, ids[i], t, tr[i], _RECOV, gap, counts)
-        if ints[s, _COUNT] == 0 or t > ints[s, _LAST_TS]:
-            ints[s, _LAST_TS] = t
-        ints[s, _COUNT] += 1
-        ints[s, _JUMPS] = 0
-        if priced:
-            if rebase:
-                ints[s, _HELD] = 0
-                ints[s, _HEAD] = 0
-                fstate[s, _SUM] = 0.0
-                fstate[s, _SQ] = 0.0
-                counts[_REBASE] += 1
-                _alert(alerts, nout, ints, s, ids[i], t, tr[i], _REBASE, r * 1e4, counts)
-            elif ints[s, _FLAGS] & _F_PRICE:
-                _push_return(ring, fstate, ints, s, r)
-            fstate[s, _LOGP] = logx
-            ints[s, _FLAGS] |= _F_PRICE
-        if t > meta[_M_NEWEST]:
-            meta[_M_NEWEST] = t
-        if ip[_P_STALE] > 0:
-            deadline = ints[s, _LAST_TS] + ip[_P_STALE]
-            if deadline < meta[_M_NEXT]:
-                meta[_M_NEXT] = deadline
-            if meta[_M_NEWEST] > meta[_M_NEXT]:
-                _stale_scan(ints, slot_ids, meta, ip, alerts, nout, counts, t, tr[i])
+        _accept(i, s, ids[i], t, tr[i], ints, meta, ip, slot_ids, good, alerts, nout, counts)
+        _update_price(s, ids[i], t, tr[i], priced, logx, r, rebase, ring, fstate, ints, alerts,
+                      nout, counts)  # fmt: skip
     return ids.shape[0]
 
 
@@ -457,8 +486,14 @@ class ValidationKernel:
         self._ip = np.zeros(11, dtype=np.int64)
         self._fp = np.zeros(2, dtype=np.float64)
         self.rules = rules or ValidationRules()
-        self._slots = Slots(self._meta, [((self.rules.jump_window,), np.float64),
-                                         ((_NFLOAT,), np.float64), ((_NINT,), np.int64)])
+        self._slots = Slots(
+            self._meta,
+            [
+                ((self.rules.jump_window,), np.float64),
+                ((_NFLOAT,), np.float64),
+                ((_NINT,), np.int64),
+            ],
+        )
         self.configure(self.rules)
         self._buffers(max(int(capacity), 16))
 

@@ -64,6 +64,8 @@ class PluginHost:
         self.stage_origin: dict[str, str] = {}
         self.transports: dict[str, Any] = {}
         self.transport_origin: dict[str, str] = {}
+        self.codecs: dict[str, Any] = {}
+        self.codec_origin: dict[str, str] = {}
         if os.environ.get("HFTAGG_TRACE_PLUGINS") == "1":
             self.pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
             self.pm.enable_tracing()
@@ -95,13 +97,17 @@ class PluginHost:
         schemas: list[Schema] = []
         stages: list[type[Stage]] = []
         transports: list[Any] = []
+        codecs: list[Any] = []
         self._call(module, "hftagg_register_schemas", schemas.append)
         self._call(module, "hftagg_register_stage_types", stages.append)
         self._call(module, "hftagg_register_transports", transports.append)
+        self._call(module, "hftagg_register_codecs", codecs.append)
         for cls in stages:
             self._check_stage_type(cls, record.name)
         for transport in transports:
-            self._check_transport(transport, record.name)
+            self._check_named(transport, record.name, "transport", self.transport_origin)
+        for codec in codecs:
+            self._check_named(codec, record.name, "codec family", self.codec_origin)
         for schema in schemas:
             self.schemas.register(schema, origin=record.name)
         for cls in stages:
@@ -110,10 +116,14 @@ class PluginHost:
         for transport in transports:
             self.transports[transport.name] = transport
             self.transport_origin[transport.name] = record.name
+        for codec in codecs:
+            self.codecs[codec.name] = codec
+            self.codec_origin[codec.name] = record.name
         provides = {
             "schemas": [s.key for s in schemas],
             "stage_types": [f"{c.type_name} ({c.kind})" for c in stages],
             "transports": [t.name for t in transports],
+            "codecs": [c.name for c in codecs],
         }
         record.provides = {k: v for k, v in provides.items() if v}
 
@@ -144,12 +154,16 @@ class PluginHost:
                 f"plugin {owner!r}; rename one of them"
             )
 
-    def _check_transport(self, transport: Any, plugin: str) -> None:
-        owner = self.transport_origin.get(getattr(transport, "name", ""))
+    @staticmethod
+    def _check_named(thing: Any, plugin: str, what: str, origin: dict[str, str]) -> None:
+        name = getattr(thing, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a {what} without a name: {thing!r}")
+        owner = origin.get(name)
         if owner is not None and owner != plugin:
             raise PluginError(
-                f"plugin {plugin!r} registers transport {transport.name!r}, already registered "
-                f"by plugin {owner!r}"
+                f"plugin {plugin!r} registers {what} {name!r}, already registered by plugin "
+                f"{owner!r}; rename one of them"
             )
 
     # -- hot reload ------------------------------------------------------------------------
@@ -160,7 +174,8 @@ class PluginHost:
         if module is not None:
             self.pm.unregister(name=name)
         for registry, origin in ((self.stage_types, self.stage_origin),
-                                 (self.transports, self.transport_origin)):
+                                 (self.transports, self.transport_origin),
+                                 (self.codecs, self.codec_origin)):
             for key in [k for k, owner in origin.items() if owner == name]:
                 registry.pop(key, None)
                 origin.pop(key, None)
@@ -169,13 +184,14 @@ class PluginHost:
 
     def _snapshot(self) -> tuple:
         return (dict(self.stage_types), dict(self.stage_origin), dict(self.transports),
-                dict(self.transport_origin), list(self.records))
+                dict(self.transport_origin), dict(self.codecs), dict(self.codec_origin),
+                list(self.records))
 
     def _rollback(self, saved: tuple, name: str, module: Any) -> None:
         if self.pm.get_plugin(name) is not None:
             self.pm.unregister(name=name)
         (self.stage_types, self.stage_origin, self.transports, self.transport_origin,
-         self.records) = saved
+         self.codecs, self.codec_origin, self.records) = saved
         if module is not None:
             self.pm.register(module, name=name)
 

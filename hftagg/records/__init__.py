@@ -11,6 +11,8 @@ from hftagg.records.catalog import (
     MBP10,
     ORDER,
     QUOTE,
+    RAW_CHUNK,
+    RAW_CHUNK_BYTES,
     SIGNAL,
     TRADE,
     Action,
@@ -20,6 +22,6 @@ from hftagg.records.schema import HEADER_FIELDS, PRICE_SCALE, Schema, SchemaRegi
 
 __all__ = [
     "ALERT", "BAR", "BOOK_UPDATE", "BUILTIN_SCHEMAS", "DEAD_LETTER", "FILL", "HEADER_FIELDS",
-    "INDICATOR", "MBP10", "ORDER", "PRICE_SCALE", "QUOTE", "SIGNAL", "TRADE", "Action",
+    "INDICATOR", "MBP10", "ORDER", "PRICE_SCALE", "QUOTE", "RAW_CHUNK", "RAW_CHUNK_BYTES", "SIGNAL", "TRADE", "Action",
     "Schema", "SchemaRegistry", "Side", "make_dtype",
 ]

@@ -25,6 +25,8 @@ __all__ = [
     "MBP10",
     "ORDER",
     "QUOTE",
+    "RAW_CHUNK",
+    "RAW_CHUNK_BYTES",
     "SIGNAL",
     "TRADE",
     "Action",
@@ -176,6 +178,23 @@ DEAD_LETTER = Schema(
     doc="Input that could not be used: reason code, where its raw bytes are, a short detail.",
 )
 
+RAW_CHUNK_BYTES = 4064
+
+RAW_CHUNK = Schema(
+    "raw_chunk",
+    1,
+    make_dtype(
+        [
+            ("length", "<u4"),
+            ("flags", "<u4"),
+            ("data", "u1", (RAW_CHUNK_BYTES,)),
+        ]
+    ),
+    doc="Raw protocol bytes as received: `length` bytes of `data`. flags bit 0 set: the chunk "
+        "is one whole datagram/packet; clear: a piece of a byte stream (messages may span "
+        "chunks). ts_recv = receive time, seq = chunk sequence, instrument_id = stream id.",
+)
+
 BUILTIN_SCHEMAS: tuple[Schema, ...] = (
     TRADE,
     QUOTE,
@@ -188,6 +207,7 @@ BUILTIN_SCHEMAS: tuple[Schema, ...] = (
     FILL,
     ALERT,
     DEAD_LETTER,
+    RAW_CHUNK,
 )
 
 

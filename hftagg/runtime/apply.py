@@ -66,8 +66,9 @@ class _Transaction:
         self.pipeline = pipeline
         self.graph = graph
         self.plan = plan
-        self.ctx = StageContext(pipeline.max_batch, dict(graph.topics),
-                                pipeline.context().transports, pipeline.telemetry)
+        base = pipeline.context()
+        self.ctx = StageContext(pipeline.max_batch, dict(graph.topics), base.transports,
+                                base.telemetry, base.codecs)
         self.applied = Applied([c.describe() for c in plan if c.action != "keep"])
         self.opened: list[Node] = []
         self.parked: list[Worker] = []

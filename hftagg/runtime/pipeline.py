@@ -177,6 +177,7 @@ class Pipeline:
             topic_schemas=dict(self.graph.topics),
             transports=dict(self.host.transports) if self.host is not None else {},
             telemetry=self.telemetry,
+            codecs=dict(self.host.codecs) if self.host is not None else {},
         )
 
     # -- one step of each role (used by the threads and by hftagg.testing) -------------------

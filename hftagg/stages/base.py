@@ -45,6 +45,7 @@ class StageContext:
     topic_schemas: dict[str, Any] = field(default_factory=dict)  # topic -> Schema
     transports: dict[str, Any] = field(default_factory=dict)  # name -> transport
     telemetry: Any = None  # hftagg.telemetry.Telemetry when the pipeline has it
+    codecs: dict[str, Any] = field(default_factory=dict)  # name -> codec family
 
 
 class Stage:
