@@ -127,7 +127,7 @@ def run_pipeline(
     graph = graph_from_stages(stages, _host())
     runtime = RuntimeSection(max_batch=max_batch, ring_capacity=ring_capacity,
                              drain_timeout_secs=timeout_secs)
-    pipeline = Pipeline(graph, runtime, host=None, telemetry=telemetry)
+    pipeline = Pipeline(graph, runtime, host=_host(), telemetry=telemetry)
     if threaded:
         pipeline.start()
         pipeline.wait(timeout_secs)
