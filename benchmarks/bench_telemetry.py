@@ -72,9 +72,9 @@ def _throughput(seconds: float, rounds: int) -> tuple[float, float]:
 
 
 def _latency(seconds: float) -> tuple[dict, dict]:
+    from benchmarks.bench_pipeline import _address
     from hftagg.runtime.assemble import assemble
     from hftagg.telemetry import TelemetrySection, make_telemetry
-    from benchmarks.bench_pipeline import _address
 
     address = _address()
     with tempfile.TemporaryDirectory() as tmp:

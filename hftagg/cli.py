@@ -7,7 +7,6 @@ import json
 import logging
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -59,10 +58,17 @@ def _start_consul_layer():
     return source
 
 
+def _report_failed_plugins(host) -> None:
+    for record in host.failed:
+        last = record.error.strip().splitlines()[-1] if record.error else ""
+        print(f"hftagg: plugin {record.name!r} ({record.location}) failed to load, skipped: "
+              f"{last}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from hftagg.runtime.assemble import assemble, plugin_dirs
-    from hftagg.runtime.reload import Reloader
-    from hftagg.runtime.status import StatusReporter, format_summary
+    from hftagg.runtime.assemble import assemble
+    from hftagg.runtime.session import Session
+    from hftagg.runtime.status import format_summary
 
     _setup_logging()
     path = _config_path(args.config)
@@ -74,55 +80,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"hftagg: {path or 'defaults'}: not started ({len(exc.problems)} problem(s))",
               file=sys.stderr)
         return 1
-    for record in assembled.host.failed:
-        first = record.error.strip().splitlines()[-1] if record.error else ""
-        print(f"hftagg: plugin {record.name!r} ({record.location}) failed to load, skipped: "
-              f"{first}", file=sys.stderr)
-    from hftagg.telemetry import make_telemetry
-
-    telemetry = make_telemetry(assembled.spec.telemetry)
-    pipeline = assembled.pipeline(telemetry=telemetry.telemetry)
-    stop = threading.Event()
+    _report_failed_plugins(assembled.host)
+    session = Session(assembled, path, consul=consul, watch=not args.no_watch)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: session.stop_requested.set())
     print(f"hftagg: running {path or 'built-in defaults'}", flush=True)
     for line in assembled.graph.describe():
         print(f"  {line}", flush=True)
-    pipeline.start()
-    reloader = None
-    if not args.no_watch:
-        reloader = Reloader(pipeline, assembled.host, path,
-                            plugin_dirs=plugin_dirs(assembled.spec.raw, path))
-        reloader.consul_layer = consul.layer if consul else None
-        reloader.start()
-        if consul is not None:
-            consul.on_change = reloader.set_consul_layer
-            consul.start()
-    telemetry.serve(pipeline, reloader)
-    reporter = StatusReporter(pipeline)
-    deadline = time.monotonic() + args.duration if args.duration else None
-    while not stop.is_set() and pipeline.failure is None:
-        interval = args.status_interval or pipeline.runtime.status_interval_secs
-        timeout = interval if deadline is None else min(interval, deadline - time.monotonic())
-        if timeout <= 0:
-            break
-        if stop.wait(timeout):
-            break
-        if not pipeline.running:
-            break
-        if not args.quiet:
-            print(reporter.line(), flush=True)
-    if consul is not None:
-        consul.stop()
-    if reloader is not None:
-        reloader.stop()
+    session.start()
+    session.run_until(args.duration, args.status_interval,
+                      None if args.quiet else lambda line: print(line, flush=True))
     try:
-        summary = pipeline.stop()
+        summary = session.stop()
     except HftaggError as exc:
         print(f"hftagg: {exc}", file=sys.stderr)
         return 1
-    finally:
-        telemetry.stop()
     print(format_summary(summary), flush=True)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))

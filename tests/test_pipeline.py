@@ -158,7 +158,7 @@ def test_simulator_streams_are_plausible_market_data():
     total = sum(len(x) for x in (s["trades"], s["book"]))
     assert total == 50_000
     assert 0.2 < len(s["trades"]) / total < 0.3  # trade_probability 0.25
-    for port, records in s.items():
+    for records in s.values():
         for iid in np.unique(records["instrument_id"]):
             seq = records["seq"][records["instrument_id"] == iid]
             np.testing.assert_array_equal(seq, np.arange(len(seq)))  # contiguous per instrument

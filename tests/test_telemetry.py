@@ -275,3 +275,88 @@ def test_frames_carry_no_trace_context_when_not_sampled():
     (frame,) = FrameEncoder("ind.ema", INDICATOR).encode(INDICATOR.empty(2), 0)
     assert decode_frame(frame, schemas).span_context() is None
 
+
+
+class _Collector:
+    """A minimal OTLP/HTTP collector: decodes the protobuf requests the real exporters send."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceRequest,
+        )
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        self.spans: list = []
+        self.metrics: list = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/traces":
+                    req = ExportTraceServiceRequest.FromString(body)
+                    for rs in req.resource_spans:
+                        for ss in rs.scope_spans:
+                            collector.spans.extend(
+                                (rs.resource, span) for span in ss.spans)
+                elif self.path == "/v1/metrics":
+                    req = ExportMetricsServiceRequest.FromString(body)
+                    for rm in req.resource_metrics:
+                        for sm in rm.scope_metrics:
+                            collector.metrics.extend(m.name for m in sm.metrics)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_otlp_http_export_reaches_a_collector_with_standard_env_vars(tmp_path, monkeypatch):
+    from hftagg.runtime.assemble import assemble
+
+    collector = _Collector()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "hftagg-test")
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+[runtime]
+plugin_paths = []
+[data_sources.sim]
+type = "simulator"
+rate = 20000
+[delivery]
+target = "ipc://{tmp_path}/x.ipc"
+[telemetry]
+traces = "otlp_http"
+sample_ratio = 0.5
+metrics_export = "otlp_http"
+export_interval_secs = 0.5
+prometheus = false
+""")
+    assembled = assemble(config, environ={})
+    running = make_telemetry(assembled.spec.telemetry)
+    pipeline = assembled.pipeline(telemetry=running.telemetry)
+    pipeline.start()
+    running.serve(pipeline)
+    time.sleep(1.5)
+    pipeline.stop()
+    running.stop()  # flushes both exporters
+    names = {span.name for _, span in collector.spans}
+    assert {"receive sim", "process ema", "deliver delivery"} <= names
+    resource = collector.spans[0][0]
+    service = next(a.value.string_value for a in resource.attributes if a.key == "service.name")
+    assert service == "hftagg-test"
+    assert {"hftagg.stage.records_in", "hftagg.reader.backlog", "hftagg.e2e.latency"} <= set(
+        collector.metrics)

@@ -15,14 +15,12 @@ kept in ``status``/``last_error`` and retried with capped exponential backoff.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import logging
 import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import consul

@@ -11,12 +11,9 @@ parameter defaults), the config file (named by its path), ``consul``, then one l
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from hftagg.errors import Problem
-
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -28,7 +25,7 @@ from hftagg.config.spec import (
     RuntimeSection,
     parse_spec,
 )
-from hftagg.errors import PluginError
+from hftagg.errors import PluginError, Problem
 from hftagg.plugins.manager import PluginHost
 
 __all__ = ["Liveness", "defaults_layer", "flatten", "liveness_of", "merge_layers"]

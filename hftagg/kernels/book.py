@@ -1,12 +1,17 @@
 """Market-by-price (L2) order books per instrument, built from ``book_update`` records.
 
-Levels live in compiled code: for every instrument and side a sorted array of ``(key, size)``
-with the best level at the *end* (``key = price`` for bids, ``-price`` for asks, so both sides
+Levels live in compiled code: for every instrument and side a sorted row of ``(key, size,
+order count)`` with the best level at the *end* (``key = price`` for bids, ``-price`` for asks, so both sides
 ascend towards the best), which makes the common case, an update at or near the touch, a short
 scan from the end and an insert or delete that moves only the few levels above it. Depth is
 unbounded: when a side outgrows the arrays the kernel stops, the Python side doubles the
 capacity and the kernel resumes at the same record. Instruments are arbitrary uint32 ids found
-in the open-addressing table of :mod:`hftagg.kernels.ema`.
+in the open-addressing table of :mod:`hftagg.kernels.ema`. Only an update at the touch can
+change the quote, so the top of book is only looked at after one.
+
+The per-record steps (``_begin``, ``_end``, the level arrays) are shared with the market-by-order
+kernel in :mod:`hftagg.kernels.mbo`, which inlines them: numba's disk cache does not see that
+dependency, so after editing this file touch ``mbo.py`` too (a fresh checkout has no such issue).
 
 Semantics, per instrument (``flags`` bits are DBN's: ``F_LAST = 0x80``, ``F_SNAPSHOT = 0x20``):
 
@@ -34,7 +39,9 @@ size changes (an empty side is ``UNDEF_PRICE``, size 0); an ``mbp10`` (10 levels
 convention, order counts 0 as L2 has none) whenever one of the top 10 levels of either side
 changed (``MBP_CHANGE``), or at most once per ``interval`` of ``ts_event`` when they did
 (``MBP_INTERVAL``: the first update at least ``interval`` after the last mbp10 publishes the book
-after it); and ``alert`` records (text filled by the Python side from the code).
+after it; a change not followed by such an update stays unpublished until one comes); and
+``alert`` records (text filled by the Python side from the code). A modify that leaves a level as
+it was publishes nothing.
 """
 
 from __future__ import annotations
@@ -238,10 +245,8 @@ def _mbp10(mbp, nm, rec, iid, inst, slot, keys, sizes, orders):
 
 
 @numba.njit(inline="always", **_NJIT)
-def _quote(quotes, nq, rec, iid, inst, slot, keys, sizes):
+def _quote(quotes, nq, rec, iid, inst, slot, bid, ask, bsz, asz):
     """Publish the top of book if it differs from the last one published."""
-    bid, bsz = _top(keys, sizes, inst, slot, 0)
-    ask, asz = _top(keys, sizes, inst, slot, 1)
     p = _PUB
     if (
         bid == inst[slot, p]
@@ -265,11 +270,9 @@ def _quote(quotes, nq, rec, iid, inst, slot, keys, sizes):
 
 
 @numba.njit(inline="always", **_NJIT)
-def _check_cross(alerts, na, rec, iid, inst, slot, keys, sizes, st):
+def _check_cross(alerts, na, rec, iid, inst, slot, bid, ask, st):
     """Alert once when the book becomes crossed or locked; ``(status, alerts written)``."""
-    bid, _ = _top(keys, sizes, inst, slot, 0)
-    ask, _ = _top(keys, sizes, inst, slot, 1)
-    if inst[slot, _NLEV] and inst[slot, _NLEV + 1] and bid >= ask:
+    if bid != UNDEF_PRICE and ask != UNDEF_PRICE and bid >= ask:
         if not st & _CROSSED:
             st |= _CROSSED
             inst[slot, _C_CROSS] += 1
@@ -336,8 +339,10 @@ def _end(quotes, mbp, alerts, nq, nm, na, params, rec, iid, inst, slot, keys, si
         st &= ~_SNAP
     if st & _TOP:  # only a change at the touch can change the quote or uncross the book
         st &= ~_TOP
-        st, na = _check_cross(alerts, na, rec, iid, inst, slot, keys, sizes, st)
-        nq = _quote(quotes, nq, rec, iid, inst, slot, keys, sizes)
+        bid, bsz = _top(keys, sizes, inst, slot, 0)
+        ask, asz = _top(keys, sizes, inst, slot, 1)
+        st, na = _check_cross(alerts, na, rec, iid, inst, slot, bid, ask, st)
+        nq = _quote(quotes, nq, rec, iid, inst, slot, bid, ask, bsz, asz)
     mode = params[0]
     if st & _DIRTY and mode != MBP_OFF:
         ts = rec["ts_event"]

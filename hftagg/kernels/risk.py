@@ -52,13 +52,13 @@ import numpy as np
 from hftagg.kernels.rolling import _find
 from hftagg.kernels.validation import UNDEF_PRICE, Slots
 from hftagg.records.catalog import ALERT, FILL, ORDER, QUOTE
-from hftagg.records.schema import PRICE_SCALE
 
 __all__ = ["OrderStatus", "OrderType", "RiskKernel", "RiskLimits", "RiskReason", "warm"]
 
 _NJIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 _DAY_NS = 86_400 * 1_000_000_000
 _NO_DAY = np.iinfo(np.int64).min
+_UNITS = 1e9  # fixed-point units per price unit: divide (exact when the result is representable)
 
 
 class OrderType:
@@ -191,19 +191,19 @@ def _check(s, price, size, side, kind, ints, fstate, acct, ip, fp):
     if (side != _BUY and side != _SELL) or size == 0 or (not limit and kind != _MARKET):
         return _INVALID, 0.0, 0, 0.0
     if limit and (price == UNDEF_PRICE or price <= 0):
-        return _INVALID, price * PRICE_SCALE, 0, 0.0
+        return _INVALID, price / _UNITS, 0, 0.0
     if ip[_P_MAX_SIZE] > 0 and size > ip[_P_MAX_SIZE]:
         return _SIZE, np.float64(size), 0, 0.0
     has_mid = ints[s, _FLAGS] & _F_MID
     m2 = np.float64(ints[s, _BID]) + np.float64(ints[s, _ASK])
     if not has_mid and (not limit or fp[_P_BAND] > 0):
         return _NOMD, 0.0, 0, 0.0
-    px = price * PRICE_SCALE if limit else m2 * 0.5 * PRICE_SCALE
+    px = price / _UNITS if limit else m2 / (2 * _UNITS)
     if limit and fp[_P_BAND] > 0:
         deviation = abs(2.0 * np.float64(price) - m2) * 1e4 / m2
         if deviation > fp[_P_BAND]:
             return _BAND, deviation, 0, 0.0
-    notional = px * size
+    notional = (np.float64(price) if limit else m2 / 2) * np.float64(size) / _UNITS
     if fp[_P_MAX_NOTIONAL] > 0 and notional > fp[_P_MAX_NOTIONAL]:
         return _NOTIONAL, notional, 0, 0.0
     dq = sign * np.int64(size)
@@ -261,7 +261,7 @@ def _fills(ids, ts, tr, price, size, side, start, table, shift, slot_ids, meta, 
             continue
         counts[_FILLS] += 1
         dq = np.int64(size[i]) if side[i] == _BUY else -np.int64(size[i])
-        _execute(ints, fstate, acct, s, dq, price[i] * PRICE_SCALE)
+        _execute(ints, fstate, acct, s, dq, price[i] / _UNITS)
     return ids.shape[0]
 
 
@@ -279,7 +279,7 @@ def _quotes(ids, ts, bid, ask, start, table, shift, slot_ids, meta, ints, fstate
         b, a = bid[i], ask[i]
         if b == UNDEF_PRICE or a == UNDEF_PRICE or b <= 0 or a <= 0:
             continue
-        mid = (np.float64(b) + np.float64(a)) * 0.5 * PRICE_SCALE
+        mid = (np.float64(b) + np.float64(a)) / (2 * _UNITS)
         old = fstate[s, _MARK] if ints[s, _FLAGS] & _F_MARK else 0.0
         acct[_MTM] += ints[s, _POS] * (mid - old)
         fstate[s, _MARK] = mid

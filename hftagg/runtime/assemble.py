@@ -9,8 +9,8 @@ from typing import Any
 
 from hftagg.config.layers import attribute, merge_layers
 from hftagg.config.load import named_layers
-from hftagg.errors import ConfigError
 from hftagg.config.spec import PipelineSpec, parse_spec
+from hftagg.errors import ConfigError
 from hftagg.plugins.manager import PluginHost, load_plugins
 from hftagg.runtime.graph import Graph, build_graph
 from hftagg.runtime.pipeline import Pipeline

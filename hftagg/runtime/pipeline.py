@@ -450,17 +450,13 @@ class Pipeline:
             self._hard_stop.set()
         for worker in self.workers.values():
             worker.bell.set()
-        deadline = time.monotonic() + self.runtime.drain_timeout_secs
-        for worker in list(self.workers.values()):
-            if worker.thread is not None:
-                worker.thread.join(max(0.0, deadline - time.monotonic()))
-        if self.running:
+        self._join_all(time.monotonic() + self.runtime.drain_timeout_secs)
+        if self.running:  # the drain timed out: stop hard, say how much was left
             self.left_over = self.total_backlog(self.graph.core + self.graph.sinks)
             self._hard_stop.set()
             for worker in list(self.workers.values()):
                 worker.bell.set()
-                if worker.thread is not None:
-                    worker.thread.join(1.0)
+            self._join_all(time.monotonic() + 1.0)
         self.stopped_at = time.monotonic()
         summary = self.summary()
         if self.host is not None:
@@ -474,6 +470,11 @@ class Pipeline:
         if self.failure:
             raise StageFailed(self.failure)
         return summary
+
+    def _join_all(self, deadline: float) -> None:
+        for worker in list(self.workers.values()):
+            if worker.thread is not None:
+                worker.thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
     def running(self) -> bool:

@@ -27,8 +27,8 @@ from hftagg.config.watch import FileWatcher
 from hftagg.errors import ConfigError, Problem
 from hftagg.plugins.manager import PluginHost, plugin_files
 from hftagg.runtime.apply import Applied, ApplyError, apply_changes
-from hftagg.runtime.diff import plan_changes, runtime_problems
 from hftagg.runtime.assemble import assemble
+from hftagg.runtime.diff import plan_changes, runtime_problems
 from hftagg.runtime.pipeline import Pipeline
 
 __all__ = ["ReloadEvent", "Reloader"]

@@ -100,43 +100,51 @@ def setup_otel(settings: TelemetrySection) -> OtelHandles:
     return handles
 
 
+def _per_stage(pipeline: Any, field: str):
+    from opentelemetry.metrics import Observation
+
+    def callback(_options):
+        for node in list(pipeline.graph.nodes):
+            stats = pipeline.stats.get(node.id)
+            if stats is not None:
+                yield Observation(getattr(stats, field), {"stage": node.id, "role": node.role})
+    return callback
+
+
+def _per_reader(pipeline: Any, value):
+    from opentelemetry.metrics import Observation
+
+    def callback(_options):
+        for node in list(pipeline.graph.nodes):
+            for port, reader in list(pipeline.readers.get(node.id, [])):
+                yield Observation(value(reader), {"stage": node.id, "port": port})
+    return callback
+
+
+def _reloads(reloader: Any):
+    from opentelemetry.metrics import Observation
+
+    def callback(_options):
+        yield Observation(reloader.applied, {"result": "applied"})
+        yield Observation(reloader.rejected, {"result": "rejected"})
+    return callback
+
+
 def register_observables(handles: OtelHandles, pipeline: Any, reloader: Any = None) -> None:
     """OTel instruments that read the pipeline's own counters when the exporter collects."""
     if handles.meter_provider is None:
         return
-    from opentelemetry.metrics import CallbackOptions, Observation
-
     meter = handles.meter_provider.get_meter("hftagg")
-
-    def per_stage(field: str):
-        def callback(_options: CallbackOptions):
-            for node in list(pipeline.graph.nodes):
-                s = pipeline.stats.get(node.id)
-                if s is not None:
-                    yield Observation(getattr(s, field), {"stage": node.id, "role": node.role})
-        return callback
-
-    def backlog(_options: CallbackOptions):
-        for node in list(pipeline.graph.nodes):
-            for port, reader in list(pipeline.readers.get(node.id, [])):
-                yield Observation(reader.backlog(), {"stage": node.id, "port": port})
-
-    def drops(_options: CallbackOptions):
-        for node in list(pipeline.graph.nodes):
-            for port, reader in list(pipeline.readers.get(node.id, [])):
-                yield Observation(reader.skipped, {"stage": node.id, "port": port})
-
-    meter.create_observable_counter("hftagg.stage.records_in", [per_stage("records_in")])
-    meter.create_observable_counter("hftagg.stage.records_out", [per_stage("records_out")])
-    meter.create_observable_counter("hftagg.stage.batches", [per_stage("batches_in")])
-    meter.create_observable_gauge("hftagg.reader.backlog", [backlog])
-    meter.create_observable_counter("hftagg.reader.dropped", [drops])
+    meter.create_observable_counter("hftagg.stage.records_in", [_per_stage(pipeline, "records_in")])
+    meter.create_observable_counter("hftagg.stage.records_out",
+                                    [_per_stage(pipeline, "records_out")])
+    meter.create_observable_counter("hftagg.stage.batches", [_per_stage(pipeline, "batches_in")])
+    meter.create_observable_gauge("hftagg.reader.backlog",
+                                  [_per_reader(pipeline, lambda r: r.backlog())])
+    meter.create_observable_counter("hftagg.reader.dropped",
+                                    [_per_reader(pipeline, lambda r: r.skipped)])
     if reloader is not None:
-        def reloads(_options: CallbackOptions):
-            yield Observation(reloader.applied, {"result": "applied"})
-            yield Observation(reloader.rejected, {"result": "rejected"})
-
-        meter.create_observable_counter("hftagg.reloads", [reloads])
+        meter.create_observable_counter("hftagg.reloads", [_reloads(reloader)])
     handles.latency_histogram = meter.create_histogram(
         "hftagg.e2e.latency", unit="s",
         description="ts_recv to sink, three records sampled per delivered batch "

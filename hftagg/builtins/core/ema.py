@@ -15,7 +15,7 @@ import numpy as np
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.ema import EmaKernel
 from hftagg.records.catalog import INDICATOR
-from hftagg.stages import Params, Port, StageContext, Stage, live, restart
+from hftagg.stages import Params, Port, Stage, StageContext, live, restart
 
 __all__ = ["Ema", "EmaParams"]
 

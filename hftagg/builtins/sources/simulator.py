@@ -27,7 +27,7 @@ import numpy as np
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.market_sim import SimState, simulate_batch
 from hftagg.records.catalog import BOOK_UPDATE, QUOTE, TRADE
-from hftagg.stages import Params, Port, StageContext, SourceStage, live, restart
+from hftagg.stages import Params, Port, SourceStage, StageContext, live, restart
 
 __all__ = ["Simulator", "SimulatorParams"]
 

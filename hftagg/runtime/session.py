@@ -1,0 +1,68 @@
+"""A running session: pipeline + live reload + Consul + telemetry, started and stopped together.
+
+``hftagg run`` is a thin shell around this: build a Session from an assembled config, ``start``,
+``run_until`` a stop signal or a duration (printing status lines), ``stop`` for the summary.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hftagg.runtime.assemble import Assembled, plugin_dirs
+from hftagg.runtime.reload import Reloader
+from hftagg.runtime.status import StatusReporter
+from hftagg.telemetry import make_telemetry
+
+__all__ = ["Session"]
+
+
+class Session:
+    def __init__(self, assembled: Assembled, config_path: Path | None, *, consul: Any = None,
+                 watch: bool = True) -> None:
+        self.assembled = assembled
+        self.telemetry = make_telemetry(assembled.spec.telemetry)
+        self.pipeline = assembled.pipeline(telemetry=self.telemetry.telemetry)
+        self.consul = consul
+        self.reloader: Reloader | None = None
+        if watch:
+            self.reloader = Reloader(self.pipeline, assembled.host, config_path,
+                                     plugin_dirs=plugin_dirs(assembled.spec.raw, config_path))
+            self.reloader.consul_layer = consul.layer if consul is not None else None
+        self.stop_requested = threading.Event()
+
+    def start(self) -> None:
+        self.pipeline.start()
+        if self.reloader is not None:
+            self.reloader.start()
+            if self.consul is not None:
+                self.consul.on_change = self.reloader.set_consul_layer
+                self.consul.start()
+        self.telemetry.serve(self.pipeline, self.reloader)
+
+    def run_until(self, duration: float | None, interval: float | None,
+                  on_status: Callable[[str], None] | None) -> None:
+        """Until a stop request, the duration, a failure, or every source has finished."""
+        reporter = StatusReporter(self.pipeline)
+        deadline = time.monotonic() + duration if duration else None
+        while not self.stop_requested.is_set() and self.pipeline.failure is None:
+            step = interval or self.pipeline.runtime.status_interval_secs
+            timeout = step if deadline is None else min(step, deadline - time.monotonic())
+            if timeout <= 0 or self.stop_requested.wait(timeout) or not self.pipeline.running:
+                break
+            if on_status is not None:
+                on_status(reporter.line())
+
+    def stop(self) -> dict[str, Any]:
+        """Stop watching, drain and stop the pipeline; returns its summary (StageFailed raises)."""
+        if self.consul is not None:
+            self.consul.stop()
+        if self.reloader is not None:
+            self.reloader.stop()
+        try:
+            return self.pipeline.stop()
+        finally:
+            self.telemetry.stop()
