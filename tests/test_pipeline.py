@@ -196,3 +196,63 @@ def test_simulator_pregenerated_replay_keeps_seq_contiguous():
         seq = trades["seq"][trades["instrument_id"] == iid]
         np.testing.assert_array_equal(seq, np.arange(len(seq)))
     assert np.all(np.diff(trades["ts_recv"]) >= 0)
+
+
+def test_a_lossy_stage_from_config_never_holds_the_source_back(tmp_path):
+    """policy = "drop_oldest": a slow stage skips (and counts) instead of applying backpressure."""
+    from hftagg.runtime.assemble import assemble
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "slow.py").write_text('''
+import time
+from hftagg import Port, Stage, hookimpl
+
+class Slow(Stage):
+    type_name = "slow"
+    inputs = {"input": Port("trade", "md.trades")}
+    outputs = {"output": Port("indicator", "ind.slow")}
+
+    def process(self, batch):
+        time.sleep(0.05)
+
+@hookimpl
+def hftagg_register_stage_types(register):
+    register(Slow)
+''')
+    config = tmp_path / "config.toml"
+    config.write_text("""
+[runtime]
+ring_capacity = 1024
+max_batch = 64
+[data_sources.sim]
+type = "simulator"
+rate = 0
+fields = ["trades"]
+trade_probability = 1.0
+max_events = 200000
+[stages.slow]
+type = "slow"
+policy = "drop_oldest"
+[delivery]
+enabled = false
+""")
+    pipeline = assemble(config, environ={}).pipeline()
+    pipeline.start()
+    assert pipeline.wait(60)
+    summary = pipeline.stop()
+    assert summary["stages"]["sim"]["records"] == 200_000  # the source was never held back
+    assert summary["stages"]["ema"]["records"] == 200_000  # lossless neighbour saw everything
+    slow = summary["stages"]["slow"]
+    assert slow["drops"] > 100_000 and slow["records"] + slow["drops"] == 200_000
+
+
+def test_unknown_policy_is_a_config_error(tmp_path):
+    from hftagg.errors import ConfigError
+    from hftagg.runtime.assemble import assemble
+
+    config = tmp_path / "config.toml"
+    config.write_text('[runtime]\\nplugin_paths = []\\n[delivery]\\npolicy = "sometimes"\\n')
+    with pytest.raises(ConfigError, match="delivery.policy = 'sometimes': expected one of "
+                                          "lossless, drop_oldest, latest_only"):
+        assemble(config, environ={})

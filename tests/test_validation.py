@@ -356,8 +356,18 @@ class RefValidator:
 
     def apply(self, rec) -> None:
         iid = int(rec["instrument_id"])
-        st_ = self.inst.setdefault(iid, {"last_ts": None, "logp": None, "returns": [],
-                                         "stale": False, "jumps": 0, "aseq": 0, "last_alert": {}})
+        st_ = self.inst.setdefault(
+            iid,
+            {
+                "last_ts": None,
+                "logp": None,
+                "returns": [],
+                "stale": False,
+                "jumps": 0,
+                "aseq": 0,
+                "last_alert": {},
+            },
+        )
         index = self.offset
         self.offset += 1
         code = self.reason(rec, st_)
@@ -365,7 +375,12 @@ class RefValidator:
         r = logp - st_["logp"] if logp is not None and st_["logp"] is not None else None
         rebase = False
         window = self.p["jump_window"]
-        if code is None and r is not None and self.p["check_jumps"] and len(st_["returns"]) == window:
+        if (
+            code is None
+            and r is not None
+            and self.p["check_jumps"]
+            and len(st_["returns"]) == window
+        ):
             limit = max(self.p["jump_sigmas"] * statistics.stdev(st_["returns"]),
                         self.p["jump_min_bps"] * 1e-4)  # fmt: skip
             if abs(r) > limit:
@@ -411,8 +426,10 @@ class RefValidator:
         stale_ns = self.p["stale_after_ms"] * MS
         if stale_ns:
             for other, o in self.inst.items():  # first-seen order
-                if o["last_ts"] is not None and not o["stale"] and (
-                    self.newest - o["last_ts"] > stale_ns
+                if (
+                    o["last_ts"] is not None
+                    and not o["stale"]
+                    and (self.newest - o["last_ts"] > stale_ns)
                 ):
                     o["stale"] = True
                     self.counts["stale"] += 1

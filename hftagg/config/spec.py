@@ -72,6 +72,7 @@ class StageSpec:
     topics: dict[str, str] = field(default_factory=dict)
     fields: list[str] | None = None  # sources: which output ports are active
     param_keys: dict[str, str] = field(default_factory=dict)  # param name -> config key
+    policy: str | None = None  # ring reader policy for its inputs (None: the stage's default)
 
     def key_of(self, param: str) -> str:
         return self.param_keys.get(param, f"{self.key}.{param}")
@@ -151,6 +152,20 @@ def _source_specs(raw: Any, processing: ProcessingSection, source: str, problems
     return specs
 
 
+POLICIES = ("lossless", "drop_oldest", "latest_only")
+
+
+def _policy(table: dict, key: str, source: str, problems: list[Problem]) -> str | None:
+    policy = table.get("policy")
+    if policy is not None and policy not in POLICIES:
+        problems.append(Problem(f"{key}.policy", policy,
+                                f"expected one of {', '.join(POLICIES)} (how this stage reads its "
+                                f"input rings: lossless applies backpressure, the others skip "
+                                f"and count)", source))
+        return None
+    return policy
+
+
 def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSpec]:
     if not isinstance(raw, dict):
         problems.append(Problem("stages", raw, "expected a table of [stages.<id>]", source))
@@ -168,14 +183,16 @@ def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSp
             problems.append(Problem(f"{key}.type", type_name, "required: the stage type, e.g. \"ema\"", source))
             continue
         topics = table.get("topics", {})
-        reserved = ("type", "topics", "enabled")
+        reserved = ("type", "topics", "enabled", "policy")
         if isinstance(topics, list):  # a list is the stage's own parameter (e.g. publisher)
-            topics, reserved = {}, ("type", "enabled")
+            topics, reserved = {}, ("type", "enabled", "policy")
+        policy = _policy(table, key, source, problems)
         if not (isinstance(topics, dict) and all(isinstance(v, str) for v in topics.values())):
             problems.append(Problem(f"{key}.topics", topics, "expected a table of port = \"topic\"", source))
             topics = {}
         params = {k: v for k, v in table.items() if k not in reserved}
-        specs.append(StageSpec(stage_id, type_name, params, key, topics=dict(topics)))
+        specs.append(StageSpec(stage_id, type_name, params, key, topics=dict(topics),
+                               policy=policy))
     return specs
 
 
@@ -203,8 +220,9 @@ def _delivery_specs(raw: Any, source: str, problems: list[Problem]) -> list[Stag
         return []
     if raw.get("enabled", True) is False:
         return []
-    params = {k: v for k, v in raw.items() if k != "enabled"}
-    return [StageSpec("delivery", "publisher", params, "delivery")]
+    params = {k: v for k, v in raw.items() if k not in ("enabled", "policy")}
+    policy = _policy(raw, "delivery", source, problems)
+    return [StageSpec("delivery", "publisher", params, "delivery", policy=policy)]
 
 
 KNOWN_SECTIONS = ("runtime", "data_sources", "processing", "stages", "delivery", "telemetry")

@@ -57,6 +57,8 @@ def _compare(old: Node, new: Node) -> Change:
         return Change("replace", new.id, old, new, reason=reason)
     if old.inputs != new.inputs or old.outputs != new.outputs:
         return Change("replace", new.id, old, new, reason="topics changed")
+    if old.spec.policy != new.spec.policy:
+        return Change("replace", new.id, old, new, reason="input policy changed")
     changed = old.stage.params.changed_fields(new.stage.params)
     if not changed:
         return Change("keep", new.id, old, new)

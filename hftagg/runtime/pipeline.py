@@ -132,7 +132,7 @@ class Pipeline:
         """Give ``node`` stats, readers (at ``cursors`` per port when given) and a worker."""
         self.stats.setdefault(node.id, NodeStats())
         if node.role != "source":
-            policy = getattr(node.stage, "input_policy", "lossless")
+            policy = node.spec.policy or getattr(node.stage, "input_policy", "lossless")
             readers = []
             for port, topic in node.inputs.items():
                 start = (cursors or {}).get(port, "next")
