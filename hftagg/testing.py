@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hftagg.config.spec import RuntimeSection
+from hftagg.errors import BusTimeout
 from hftagg.plugins.manager import PluginHost, load_plugins
 from hftagg.runtime.graph import graph_from_stages
 from hftagg.runtime.pipeline import Pipeline
@@ -125,7 +126,11 @@ def run_pipeline(
     if wire:
         _wire_linear(stages)
     graph = graph_from_stages(stages, _host())
-    runtime = RuntimeSection(max_batch=max_batch, ring_capacity=ring_capacity,
+    if not threaded:  # one thread: a ring must hold what a source batch produces before it drains
+        largest = max((len(b) for s in stages if isinstance(s, TestingSource)
+                       for b in s._batches), default=0)
+        ring_capacity = max(ring_capacity, 4 * largest)
+    runtime = RuntimeSection(max_batch=max_batch, ring_capacity=min(ring_capacity, 1 << 26),
                              drain_timeout_secs=timeout_secs)
     pipeline = Pipeline(graph, runtime, host=_host(), telemetry=telemetry)
     if threaded:
@@ -133,7 +138,13 @@ def run_pipeline(
         pipeline.wait(timeout_secs)
         return pipeline.stop()
     pipeline.open()
-    _step_until_done(pipeline)
+    pipeline.publish_timeout = timeout_secs  # a full ring here would never drain: fail instead
+    try:
+        _step_until_done(pipeline)
+    except BusTimeout as exc:
+        raise BusTimeout(f"{exc} -- run_pipeline steps everything in one thread, so a ring "
+                         f"smaller than what one source batch produces cannot drain; raise "
+                         f"ring_capacity or use threaded=True") from exc
     summary = pipeline.summary()
     for node in graph.nodes:
         node.stage.close()

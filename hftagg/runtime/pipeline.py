@@ -113,6 +113,8 @@ class Pipeline:
         self.left_over = 0
         self._opened = False
         self._started = False
+        #: seconds a publish may wait for space (None: forever, the threads make progress)
+        self.publish_timeout: float | None = None
         for topic, schema in graph.topics.items():
             self.ensure_ring(topic, schema)
         for node in graph.nodes:
@@ -324,7 +326,7 @@ class Pipeline:
             topic = node.outputs.get(port)
             if topic is None or not len(batch):
                 continue
-            self.rings[topic].publish(batch, stop=self._hard_stop)
+            self.rings[topic].publish(batch, stop=self._hard_stop, timeout=self.publish_timeout)
             if tel is not None and self.graph.topics[topic].name == "dead_letter":
                 tel.dead_lettered(topic, batch)
             stats.records_out += len(batch)

@@ -1,0 +1,43 @@
+"""Databento Binary Encoding (DBN) versions 1, 2 and 3: metadata, record layouts, decoding.
+
+- :mod:`~hftagg.protocols.dbn.metadata`: the metadata header (it differs per version);
+- :mod:`~hftagg.protocols.dbn.layouts`: record dtypes per rtype and version;
+- :mod:`~hftagg.protocols.dbn.decoder`: incremental, vectorised decoding to hftagg batches,
+  bad input to dead letters (reasons in :mod:`~hftagg.protocols.dbn.reasons`);
+- :mod:`~hftagg.protocols.dbn.mapping`: which hftagg record each DBN record becomes;
+- :mod:`~hftagg.protocols.dbn.reader`: plain and zstd files, read in bounded pieces.
+
+The ``dbn_replay`` source stage (``hftagg.builtins.sources.dbn_replay``) replays files with it.
+"""
+
+from hftagg.protocols.dbn.decoder import DEAD_LETTER_PORT, DbnDecoder
+from hftagg.protocols.dbn.layouts import LAYOUTS, RType, record_dtype
+from hftagg.protocols.dbn.mapping import PORTS, SCHEMA_PORTS, Counters
+from hftagg.protocols.dbn.metadata import DbnFormatError, DbnMetadata, parse_metadata
+from hftagg.protocols.dbn.reader import DbnFile, decode_file, expand_paths, read_metadata
+from hftagg.protocols.dbn.reasons import REASON_TEXT, Reason
+from hftagg.protocols.dbn.records import DBN_SCHEMAS, IMBALANCE, INSTRUMENT_DEFINITION, STATISTICS
+
+__all__ = [
+    "DBN_SCHEMAS",
+    "DEAD_LETTER_PORT",
+    "IMBALANCE",
+    "INSTRUMENT_DEFINITION",
+    "LAYOUTS",
+    "PORTS",
+    "REASON_TEXT",
+    "SCHEMA_PORTS",
+    "STATISTICS",
+    "Counters",
+    "DbnDecoder",
+    "DbnFile",
+    "DbnFormatError",
+    "DbnMetadata",
+    "RType",
+    "Reason",
+    "decode_file",
+    "expand_paths",
+    "parse_metadata",
+    "read_metadata",
+    "record_dtype",
+]

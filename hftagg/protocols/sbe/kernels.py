@@ -1,0 +1,430 @@
+"""Compiled SBE passes: find messages in a buffer, walk their groups, gather blocks into rows.
+
+Python calls each once per buffer. ``scan`` finds every frame (hftagg's 2-byte length prefix, the
+Simple Open Framing Header, or CME MDP3 packets), checks the message header against the schema
+tables built by :mod:`hftagg.protocols.sbe.codec`, walks repeating groups and var data with an
+explicit stack, and records messages, group entries, var-data fields and errors in preallocated
+arrays. ``gather_rows`` copies fixed blocks into a row matrix (a structured array's bytes);
+``gather_records`` copies mapped fields straight into hftagg record batches.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["Reason", "gather_records", "gather_rows", "scan"]
+
+_NJIT = dict(cache=True, nogil=True)
+
+# framings
+LENGTH2, SOFH, MDP3 = 0, 1, 2
+SOFH_SBE_LE, SOFH_SBE_BE = 0xEB50, 0x5BE0
+MDP3_PACKET_HEADER = 12
+
+# header table columns
+H_SIZE, H_BL_OFF, H_BL_SZ, H_TID_OFF, H_TID_SZ, H_SID_OFF, H_SID_SZ, H_VER_OFF, H_VER_SZ = range(9)
+H_SCHEMA_ID, H_BIG, H_MAX_VERSION, H_MAX_FRAME = 9, 10, 11, 12
+HEADER_COLUMNS = 13
+
+# node table columns (node 0.. : message roots, groups, var data)
+N_KIND, N_FIRST, N_COUNT, N_DIM, N_BL_OFF, N_BL_SZ, N_NUM_OFF, N_NUM_SZ, N_SINCE, N_FIXED = range(10)
+NODE_COLUMNS = 10
+K_ROOT, K_GROUP, K_DATA = 0, 1, 2
+
+# counts
+C_MSGS, C_ENTRIES, C_DATAS, C_ERRORS, C_CONSUMED, C_STATUS = range(6)
+FULL_MSGS, FULL_ENTRIES, FULL_DATAS, FULL_ERRORS = 1, 2, 3, 4
+MAX_DEPTH = 16
+
+
+class Reason:
+    """Dead-letter reason codes for SBE input (``dead_letter.reason``)."""
+
+    TRUNCATED = 1  # the frame or packet ends before the message does
+    BAD_FRAME = 2  # framing header impossible (length, SOFH encoding type); resynchronised
+    WRONG_SCHEMA = 3  # header schemaId is not this schema's id
+    BAD_VERSION = 4  # header version older than the message's sinceVersion
+    UNKNOWN_TEMPLATE = 5  # templateId not in the schema
+    BLOCK_TOO_SMALL = 6  # blockLength smaller than the fields of that version need
+    GROUP_OVERRUN = 7  # group dimensions or var data run past the frame
+    LENGTH_MISMATCH = 8  # the message ends before its frame does
+    TOO_DEEP = 9  # groups nested deeper than the decoder's stack
+
+    NAMES = {
+        1: "truncated",
+        2: "bad frame",
+        3: "wrong schema id",
+        4: "bad version",
+        5: "unknown template",
+        6: "block length too small",
+        7: "group/data overrun",
+        8: "length mismatch",
+        9: "groups nested too deep",
+    }
+
+
+@numba.njit(inline="always", **_NJIT)
+def _rd(buf, o, size, big):
+    v = np.uint64(0)
+    if big:
+        for i in range(size):
+            v = (v << np.uint64(8)) | np.uint64(buf[o + i])
+    else:
+        for i in range(size):
+            v |= np.uint64(buf[o + i]) << np.uint64(8 * i)
+    return np.int64(v)
+
+
+@numba.njit(**_NJIT)
+def _frame(buf, pos, end, framing, hdr, final):
+    """(frame length, SBE header offset in the frame); length -1: need more bytes; -2: bad."""
+    hsize = hdr[H_SIZE]
+    if framing == SOFH:
+        if end - pos < 6:
+            return -1, 0
+        length = _rd(buf, pos, 4, True)
+        enc = _rd(buf, pos + 4, 2, True)
+        expect = SOFH_SBE_BE if hdr[H_BIG] else SOFH_SBE_LE
+        if enc != expect or length < 6 + hsize or length > hdr[H_MAX_FRAME]:
+            return -2, 0
+        return length, 6
+    if end - pos < 2:
+        return -1, 0
+    length = _rd(buf, pos, 2, False)
+    if length < 2 + hsize or length > hdr[H_MAX_FRAME]:
+        return -2, 0
+    return length, 2
+
+
+@numba.njit(**_NJIT)
+def _header(buf, h, hdr):
+    big = hdr[H_BIG]
+    bl = _rd(buf, h + hdr[H_BL_OFF], hdr[H_BL_SZ], big)
+    tid = _rd(buf, h + hdr[H_TID_OFF], hdr[H_TID_SZ], big)
+    sid = _rd(buf, h + hdr[H_SID_OFF], hdr[H_SID_SZ], big)
+    ver = _rd(buf, h + hdr[H_VER_OFF], hdr[H_VER_SZ], big)
+    return bl, tid, sid, ver
+
+
+@numba.njit(**_NJIT)
+def _check_header(bl, tid, sid, ver, hdr, tid_slot, slot_root, nodes, min_bl):
+    """(reason, detail, slot); reason 0 when the header fits the schema."""
+    if sid != hdr[H_SCHEMA_ID]:
+        return 3, sid, -1
+    if tid < 0 or tid >= tid_slot.shape[0] or tid_slot[tid] < 0:
+        return 5, tid, -1
+    slot = tid_slot[tid]
+    root = slot_root[slot]
+    if ver < nodes[root, N_SINCE]:
+        return 4, ver, slot
+    v = min(ver, hdr[H_MAX_VERSION])
+    if bl < min_bl[root, v]:
+        return 6, bl, slot
+    return 0, 0, slot
+
+
+@numba.njit(**_NJIT)
+def _plausible(buf, q, end, framing, hdr, tid_slot, slot_root, nodes, min_bl):
+    """1 if a frame could start at ``q``, 0 if not, -1 if more bytes are needed to tell."""
+    length, pre = _frame(buf, q, end, framing, hdr, False)
+    if length == -1:
+        return -1
+    if length < 0:
+        return 0
+    if end - q < pre + hdr[H_SIZE]:
+        return -1
+    bl, tid, sid, ver = _header(buf, q + pre, hdr)
+    reason, _, slot = _check_header(bl, tid, sid, ver, hdr, tid_slot, slot_root, nodes, min_bl)
+    if reason != 0:
+        return 0
+    if pre + hdr[H_SIZE] + bl > length:
+        return 0
+    if nodes[slot_root[slot], N_FIXED] and pre + hdr[H_SIZE] + bl != length:
+        return 0
+    return 1
+
+
+@numba.njit(**_NJIT)
+def _walk(buf, p, fe, ver, root, nodes, children, min_bl, big, max_version, msg,
+          e_node, e_parent, e_msg, e_off, e_bl, d_node, d_parent, d_msg, d_off, d_len,
+          counts, st_node, st_child, st_left, st_bl, st_entry):  # fmt: skip
+    """Walk groups and var data after the root block at ``p``; return (end, reason)."""
+    depth = 0
+    st_node[0] = root
+    st_child[0] = 0
+    st_left[0] = 1
+    st_entry[0] = -1
+    v = min(ver, max_version)
+    while True:
+        nd = st_node[depth]
+        if st_child[depth] < nodes[nd, N_COUNT]:
+            c = children[nodes[nd, N_FIRST] + st_child[depth]]
+            st_child[depth] += 1
+            if ver < nodes[c, N_SINCE]:
+                continue  # added after the sender's version: absent
+            if nodes[c, N_KIND] == K_DATA:
+                pre = nodes[c, N_DIM]
+                if p + pre > fe:
+                    return p, 7
+                n = _rd(buf, p + nodes[c, N_NUM_OFF], nodes[c, N_NUM_SZ], big)
+                p += pre
+                if n < 0 or p + n > fe:
+                    return p, 7
+                k = counts[C_DATAS]
+                if k >= d_node.shape[0]:
+                    return p, -FULL_DATAS
+                d_node[k] = c
+                d_parent[k] = st_entry[depth]
+                d_msg[k] = msg
+                d_off[k] = p
+                d_len[k] = n
+                counts[C_DATAS] = k + 1
+                p += n
+                continue
+            dim = nodes[c, N_DIM]
+            if p + dim > fe:
+                return p, 7
+            gbl = _rd(buf, p + nodes[c, N_BL_OFF], nodes[c, N_BL_SZ], big)
+            n = _rd(buf, p + nodes[c, N_NUM_OFF], nodes[c, N_NUM_SZ], big)
+            p += dim
+            if n == 0:
+                continue
+            if gbl < min_bl[c, v]:
+                return p, 6
+            if n * max(gbl, 1) > fe - p + 65536:
+                return p, 7
+            if nodes[c, N_FIXED] and p + gbl * n > fe:
+                return p, 7
+            if depth + 1 >= st_node.shape[0]:
+                return p, 9
+            depth += 1
+            st_node[depth] = c
+            st_left[depth] = n
+            st_bl[depth] = gbl
+        elif depth == 0:
+            return p, 0
+        else:
+            st_left[depth] -= 1
+            if st_left[depth] <= 0:
+                depth -= 1
+                continue
+        # start the next entry of the group at this depth
+        c = st_node[depth]
+        if p + st_bl[depth] > fe:
+            return p, 7
+        k = counts[C_ENTRIES]
+        if k >= e_node.shape[0]:
+            return p, -FULL_ENTRIES
+        e_node[k] = c
+        e_parent[k] = st_entry[depth - 1]
+        e_msg[k] = msg
+        e_off[k] = p
+        e_bl[k] = st_bl[depth]
+        counts[C_ENTRIES] = k + 1
+        st_entry[depth] = k
+        st_child[depth] = 0
+        p += st_bl[depth]
+
+
+@numba.njit(**_NJIT)
+def _error(counts, r_off, r_len, r_reason, r_detail, r_seg, off, length, reason, detail, seg):
+    k = counts[C_ERRORS]
+    if k >= r_off.shape[0]:
+        counts[C_STATUS] = FULL_ERRORS
+        return False
+    r_off[k] = off
+    r_len[k] = length
+    r_reason[k] = reason
+    r_detail[k] = detail
+    r_seg[k] = seg
+    counts[C_ERRORS] = k + 1
+    return True
+
+
+@numba.njit(**_NJIT)
+def scan(buf, seg_start, seg_end, framing, final, hdr, tid_slot, slot_root, nodes, children,
+         min_bl, m_frame, m_hdr, m_end, m_slot, m_ver, m_bl, m_seg,
+         e_node, e_parent, e_msg, e_off, e_bl, d_node, d_parent, d_msg, d_off, d_len,
+         r_off, r_len, r_reason, r_detail, r_seg, counts):  # fmt: skip
+    """Find and check every message of every segment; fill the output arrays and ``counts``.
+
+    A segment is one MDP3 packet (``framing == MDP3``) or a piece of a byte stream (the other
+    framings; only the last segment may end in an incomplete frame, which is left unconsumed
+    unless ``final``). ``counts[C_STATUS]`` is non-zero when an output array was too small; the
+    caller grows it and scans again.
+    """
+    stack = np.empty((5, MAX_DEPTH), dtype=np.int64)
+    hsize = hdr[H_SIZE]
+    big = hdr[H_BIG]
+    counts[:] = 0
+    for s in range(seg_start.shape[0]):
+        pos = seg_start[s]
+        end = seg_end[s]
+        counts[C_CONSUMED] = end
+        if framing == MDP3:
+            if end - pos < MDP3_PACKET_HEADER:
+                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, end - pos,
+                              1, end - pos, s):  # fmt: skip
+                    return
+                continue
+            pos += MDP3_PACKET_HEADER
+        while pos < end:
+            length, pre = _frame(buf, pos, end, framing, hdr, final)
+            if framing == MDP3:
+                if length == -1 or length == -2 or pos + length > end:
+                    if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos,
+                                  end - pos, 1 if length != -2 else 2, length, s):  # fmt: skip
+                        return
+                    break
+            elif length == -1 or (length > 0 and pos + length > end):
+                if not final and s == seg_start.shape[0] - 1:
+                    counts[C_CONSUMED] = pos  # incomplete frame: wait for more bytes
+                    break
+                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, end - pos,
+                              1, length, s):  # fmt: skip
+                    return
+                break
+            elif length == -2:
+                q = pos + 1
+                found = 0
+                while q < end:
+                    found = _plausible(buf, q, end, framing, hdr, tid_slot, slot_root, nodes,
+                                       min_bl)  # fmt: skip
+                    if found != 0:
+                        break
+                    q += 1
+                if found == -1 and not final and s == seg_start.shape[0] - 1:
+                    if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos,
+                                  q - pos, 2, 0, s):  # fmt: skip
+                        return
+                    counts[C_CONSUMED] = q
+                    break
+                if found != 1:
+                    q = end
+                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, q - pos, 2,
+                              0, s):  # fmt: skip
+                    return
+                pos = q
+                continue
+            fe = pos + length
+            h = pos + pre
+            bl, tid, sid, ver = _header(buf, h, hdr)
+            reason, detail, slot = _check_header(bl, tid, sid, ver, hdr, tid_slot, slot_root,
+                                                 nodes, min_bl)  # fmt: skip
+            p = h + hsize + bl
+            if reason == 0 and p > fe:
+                reason, detail = 1, bl
+            msg = counts[C_MSGS]
+            if reason == 0 and msg >= m_frame.shape[0]:
+                counts[C_STATUS] = FULL_MSGS
+                return
+            if reason == 0 and not nodes[slot_root[slot], N_FIXED]:
+                e0 = counts[C_ENTRIES]
+                d0 = counts[C_DATAS]
+                p, reason = _walk(buf, p, fe, ver, slot_root[slot], nodes, children, min_bl,
+                                  big, hdr[H_MAX_VERSION], msg, e_node, e_parent, e_msg, e_off,
+                                  e_bl, d_node, d_parent, d_msg, d_off, d_len, counts,
+                                  stack[0], stack[1], stack[2], stack[3], stack[4])  # fmt: skip
+                if reason < 0:
+                    counts[C_STATUS] = -reason
+                    return
+                if reason != 0:
+                    detail = p - h
+                    counts[C_ENTRIES] = e0
+                    counts[C_DATAS] = d0
+            if reason == 0 and p != fe:
+                reason, detail = 8, p - h
+            if reason == 8 and framing != MDP3:
+                # the length prefix disagrees with the message: resynchronise after it
+                pos_err = pos
+                q = pos + 1
+                found = 0
+                while q < end:
+                    found = _plausible(buf, q, end, framing, hdr, tid_slot, slot_root, nodes,
+                                       min_bl)  # fmt: skip
+                    if found != 0:
+                        break
+                    q += 1
+                if found != 1:
+                    q = end
+                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos_err,
+                              q - pos_err, 8, detail, s):  # fmt: skip
+                    return
+                pos = q
+                continue
+            if reason != 0:
+                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, length,
+                              reason, detail, s):  # fmt: skip
+                    return
+                pos = fe
+                continue
+            m_frame[msg] = pos
+            m_hdr[msg] = h
+            m_end[msg] = fe
+            m_slot[msg] = slot
+            m_ver[msg] = ver
+            m_bl[msg] = bl
+            m_seg[msg] = s
+            counts[C_MSGS] = msg + 1
+            pos = fe
+
+
+@numba.njit(**_NJIT)
+def gather_rows(buf, starts, lengths, null, out):
+    """``out[i] = null`` then the first ``min(lengths[i], width)`` bytes from ``starts[i]``."""
+    width = out.shape[1]
+    for i in range(starts.shape[0]):
+        s = starts[i]
+        n = min(lengths[i], width)
+        for b in range(n):
+            out[i, b] = buf[s + b]
+        for b in range(n, width):
+            out[i, b] = null[b]
+
+
+@numba.njit(**_NJIT)
+def gather_records(buf, m_hdr, m_slot, m_bl, m_ver, n, hsize, slot_out, slot_block,
+                   slot_since, op_lo, op_hi, ops, null_rows, out, out_base, out_size,
+                   out_count):  # fmt: skip
+    """Copy mapped fields of messages ``0..n`` into record rows, one output per template slot.
+
+    ``ops[j] = (block offset, record offset, bytes, sinceVersion)``. A message whose block is
+    shorter than the schema's, or whose version predates a mapped field, starts from the null
+    row so the fields its sender did not have read as null.
+    """
+    for i in range(n):
+        k = m_slot[i]
+        o = slot_out[k]
+        if o < 0:
+            continue
+        size = out_size[o]
+        row = out_base[o] + out_count[o] * size
+        src = m_hdr[i] + hsize
+        bl = m_bl[i]
+        ver = m_ver[i]
+        partial = bl < slot_block[k] or ver < slot_since[k]
+        if partial or slot_since[k] < 0:
+            for b in range(size):
+                out[row + b] = null_rows[o, b]
+        for j in range(op_lo[k], op_hi[k]):
+            s = ops[j, 0]
+            d = ops[j, 1]
+            c = ops[j, 2]
+            if partial and (s + c > bl or ver < ops[j, 3]):
+                continue
+            for b in range(c):
+                out[row + d + b] = buf[src + s + b]
+        out_count[o] += 1
+
+
+@numba.njit(**_NJIT)
+def compact_chunks(data, lengths, out):
+    """Concatenate ``data[i, :lengths[i]]`` into ``out``; return the byte count."""
+    p = 0
+    for i in range(data.shape[0]):
+        n = min(lengths[i], data.shape[1])
+        for b in range(n):
+            out[p + b] = data[i, b]
+        p += n
+    return p
