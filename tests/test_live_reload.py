@@ -275,3 +275,31 @@ def test_consul_change_goes_through_the_same_validate_diff_apply_path(live_root)
     for iid in np.unique(ema["instrument_id"]):
         seq = ema["seq"][ema["instrument_id"] == iid]
         np.testing.assert_array_equal(seq, np.arange(len(seq)))
+
+
+def test_a_change_that_fails_while_applying_rolls_back_to_the_old_graph(live_root):
+    """The new publisher cannot start (non-loopback address): the old one is restored."""
+    from hftagg.client import subscribe
+
+    from .conftest import free_port
+
+    good = f"tcp://127.0.0.1:{free_port()}"
+    text = CONFIG.format(window=20, extra="").replace(
+        "[delivery]\nenabled = false", f'[delivery]\ntarget = "{good}"\npattern = "push"')
+    (live_root / "config.toml").write_text(text)
+    with LivePipeline(live_root) as live:
+        with subscribe(good, "ind.ema", pattern="push", timeout_secs=5) as sub:
+            assert sub.next_frame() is not None
+            bad = text.replace(good, "tcp://0.0.0.0:5999")
+            event = live.write_and_wait(bad)
+            assert not event.accepted
+            assert "listens beyond loopback" in event.problems[0]
+            assert "previous config restored" in event.problems[0]
+            frames_before = sub.frames
+            deadline = time.monotonic() + 5
+            while sub.frames < frames_before + 5 and time.monotonic() < deadline:
+                sub.next_frame(1.0)
+            assert sub.frames >= frames_before + 5  # the old publisher delivers on
+            assert live.pipeline.graph.node("delivery").stage.params.target == good
+        event = live.write_and_wait(text.replace("ema_window = 20", "ema_window = 21"))
+        assert event.accepted  # and the pipeline still takes valid changes

@@ -190,7 +190,7 @@ def _resync(buf, p, n, final):
 
 
 @numba.njit(**_NJIT)
-def _frame_one(buf, p, n, begin, max_body, final):
+def _frame_one(buf, p, n, begin, max_body, final):  # noqa: C901 - one pass, early exits
     """Frame the message at ``p`` (which starts with ``8=FIX``): ``(status, end)``.
 
     ``end`` is where the span ends; ``end == -1`` means incomplete: wait for more bytes.
@@ -507,7 +507,7 @@ def _entry_fail(e):
 
 
 @numba.njit(**_NJIT)
-def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, meta,
+def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, meta,  # noqa: C901
                 slot_seq, book, nb, trades, nt, ts_recv, counters, info):  # fmt: skip
     """Decode one framed message ``buf[a:z]``.
 

@@ -1,0 +1,1 @@
+"""Built-in protocol plugins: codec families (and their schemas) registered like any plugin's."""
