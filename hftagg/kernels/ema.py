@@ -27,6 +27,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from hftagg.kernels.instruments import GOLDEN as _GOLDEN  # noqa: F401 (older imports)
+from hftagg.kernels.instruments import build_table as _build_table
+from hftagg.kernels.instruments import probe as _probe  # noqa: F401 (older imports)
+from hftagg.kernels.instruments import slot_of as _slot_of
 from hftagg.records.schema import PRICE_SCALE
 
 __all__ = ["EmaKernel", "ema_series", "warm"]
@@ -35,9 +39,6 @@ SEEDS = ("first", "sma")
 
 _NJIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 
-#: 2**64 / golden ratio: Fibonacci hashing spreads consecutive and clustered ids over the table.
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_LOW32 = np.int64(0xFFFFFFFF)
 
 _INITIAL_SLOTS = 64
 _TABLE_PER_SLOT = 8  # hash table entries per state slot: the table is at most 1/8 full
@@ -147,40 +148,6 @@ def ema_series(x: np.ndarray, window: int, out: np.ndarray | None = None) -> np.
 # means empty and every uint32 id (0 and 2**32 - 1 included) can be stored. The table has at
 # least _TABLE_PER_SLOT entries per state slot, so probes are short and rarely mispredicted; when
 # the slots run out the kernel stops and the Python side doubles the slots and the table.
-
-
-@numba.njit(**_NJIT)
-def _probe(table, shift, key):
-    """Index of ``key``'s entry in ``table``, or of the empty entry where it belongs."""
-    mask = table.shape[0] - 1
-    pos = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(shift))
-    while True:
-        entry = table[pos]
-        if entry == 0 or (entry & _LOW32) == key:
-            return pos
-        pos = (pos + 1) & mask
-
-
-@numba.njit(**_NJIT)
-def _build_table(slot_ids, n_slots, table, shift):
-    table[:] = 0
-    for slot in range(n_slots):
-        key = np.int64(slot_ids[slot])
-        table[_probe(table, shift, key)] = ((slot + 1) << 32) | key
-
-
-@numba.njit(**_NJIT)
-def _slot_of(key, table, shift, slot_ids, n_slots):
-    """The slot of ``key``; ``n_slots`` if it is new (now inserted); -1 if the arrays are full."""
-    pos = _probe(table, shift, key)
-    entry = table[pos]
-    if entry != 0:
-        return (entry >> 32) - 1
-    if n_slots >= slot_ids.shape[0] or 2 * (n_slots + 1) > table.shape[0]:
-        return -1
-    table[pos] = ((n_slots + 1) << 32) | key
-    slot_ids[n_slots] = key
-    return n_slots
 
 
 # --------------------------------------------------------------------------- many instruments

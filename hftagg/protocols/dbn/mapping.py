@@ -117,7 +117,7 @@ class Counters:
 
 
 def _header(schema, rec: np.ndarray, seq, ts_recv=None) -> np.ndarray:
-    out = np.empty(len(rec), dtype=schema.dtype)
+    out = np.zeros(len(rec), dtype=schema.dtype)  # zeroed padding: same bytes every run
     out["ts_event"] = rec["ts_event"]
     out["ts_recv"] = rec["ts_recv"] if ts_recv is None else ts_recv
     out["seq"] = rec["sequence"] if seq is None else seq

@@ -445,6 +445,7 @@ class Session:
         if not self.initiator:
             expected = self.settings.password()
             if expected is not None and (msg.get(554) or b"").decode() != expected:
+                self.store.next_target_seq = seq  # a refused Logon does not count
                 await self._fatal("Logon rejected: invalid password")
                 return
             self.heartbeat_secs = float(int(msg.get(108)))

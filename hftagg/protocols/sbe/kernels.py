@@ -66,6 +66,14 @@ class Reason:
 
 @numba.njit(inline="always", **_NJIT)
 def _rd(buf, o, size, big):
+    if not big:
+        if size == 2:
+            return np.int64(buf[o]) | (np.int64(buf[o + 1]) << 8)
+        if size == 1:
+            return np.int64(buf[o])
+        if size == 4:
+            return (np.int64(buf[o]) | (np.int64(buf[o + 1]) << 8)
+                    | (np.int64(buf[o + 2]) << 16) | (np.int64(buf[o + 3]) << 24))
     v = np.uint64(0)
     if big:
         for i in range(size):
@@ -76,7 +84,7 @@ def _rd(buf, o, size, big):
     return np.int64(v)
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _frame(buf, pos, end, framing, hdr, final):
     """(frame length, SBE header offset in the frame); length -1: need more bytes; -2: bad."""
     hsize = hdr[H_SIZE]
@@ -97,7 +105,7 @@ def _frame(buf, pos, end, framing, hdr, final):
     return length, 2
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _header(buf, h, hdr):
     big = hdr[H_BIG]
     bl = _rd(buf, h + hdr[H_BL_OFF], hdr[H_BL_SZ], big)
@@ -107,7 +115,7 @@ def _header(buf, h, hdr):
     return bl, tid, sid, ver
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _check_header(bl, tid, sid, ver, hdr, tid_slot, slot_root, nodes, min_bl):
     """(reason, detail, slot); reason 0 when the header fits the schema."""
     if sid != hdr[H_SCHEMA_ID]:
@@ -258,6 +266,13 @@ def scan(buf, seg_start, seg_end, framing, final, hdr, tid_slot, slot_root, node
     hsize = hdr[H_SIZE]
     big = hdr[H_BIG]
     counts[:] = 0
+    schema_id = hdr[H_SCHEMA_ID]
+    max_version = hdr[H_MAX_VERSION]
+    n_tid = tid_slot.shape[0]
+    fast = (framing == LENGTH2 and not big and hsize == 8 and hdr[H_BL_OFF] == 0
+            and hdr[H_TID_OFF] == 2 and hdr[H_SID_OFF] == 4 and hdr[H_VER_OFF] == 6
+            and hdr[H_BL_SZ] == 2 and hdr[H_TID_SZ] == 2 and hdr[H_SID_SZ] == 2
+            and hdr[H_VER_SZ] == 2)  # fmt: skip
     for s in range(seg_start.shape[0]):
         pos = seg_start[s]
         end = seg_end[s]
@@ -270,6 +285,32 @@ def scan(buf, seg_start, seg_end, framing, final, hdr, tid_slot, slot_root, node
                 continue
             pos += MDP3_PACKET_HEADER
         while pos < end:
+            if fast and end - pos >= 10:  # hftagg framing, standard little-endian header
+                length = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8)
+                bl = np.int64(buf[pos + 2]) | (np.int64(buf[pos + 3]) << 8)
+                tid = np.int64(buf[pos + 4]) | (np.int64(buf[pos + 5]) << 8)
+                sid = np.int64(buf[pos + 6]) | (np.int64(buf[pos + 7]) << 8)
+                ver = np.int64(buf[pos + 8]) | (np.int64(buf[pos + 9]) << 8)
+                if length == 10 + bl and pos + length <= end and sid == schema_id and tid < n_tid:
+                    slot = tid_slot[tid]
+                    if slot >= 0:
+                        root = slot_root[slot]
+                        if (nodes[root, N_FIXED] and ver >= nodes[root, N_SINCE]
+                                and bl >= min_bl[root, min(ver, max_version)]):  # fmt: skip
+                            msg = counts[C_MSGS]
+                            if msg >= m_frame.shape[0]:
+                                counts[C_STATUS] = FULL_MSGS
+                                return
+                            m_frame[msg] = pos
+                            m_hdr[msg] = pos + 2
+                            m_end[msg] = pos + length
+                            m_slot[msg] = slot
+                            m_ver[msg] = ver
+                            m_bl[msg] = bl
+                            m_seg[msg] = s
+                            counts[C_MSGS] = msg + 1
+                            pos += length
+                            continue
             length, pre = _frame(buf, pos, end, framing, hdr, final)
             if framing == MDP3:
                 if length == -1 or length == -2 or pos + length > end:
@@ -398,9 +439,9 @@ def gather_records(buf, m_hdr, m_slot, m_bl, m_ver, n, hsize, slot_out, slot_blo
         o = slot_out[k]
         if o < 0:
             continue
-        size = out_size[o]
-        row = out_base[o] + out_count[o] * size
-        src = m_hdr[i] + hsize
+        size = np.uint64(out_size[o])
+        row = np.uint64(out_base[o] + out_count[o] * out_size[o])
+        src = np.uint64(m_hdr[i] + hsize)
         bl = m_bl[i]
         ver = m_ver[i]
         partial = bl < slot_block[k] or ver < slot_since[k]
@@ -409,12 +450,13 @@ def gather_records(buf, m_hdr, m_slot, m_bl, m_ver, n, hsize, slot_out, slot_blo
                 out[row + b] = null_rows[o, b]
         for j in range(op_lo[k], op_hi[k]):
             s = ops[j, 0]
-            d = ops[j, 1]
             c = ops[j, 2]
             if partial and (s + c > bl or ver < ops[j, 3]):
                 continue
-            for b in range(c):
-                out[row + d + b] = buf[src + s + b]
+            so = src + np.uint64(s)
+            do = row + np.uint64(ops[j, 1])
+            for b in range(np.uint64(c)):
+                out[do + b] = buf[so + b]
         out_count[o] += 1
 
 
