@@ -75,15 +75,27 @@ def _trade(r) -> dict:
 
 
 def _quote(r) -> dict:
-    return {**_head(r), "bid_px": r.bid_px_00, "ask_px": r.ask_px_00, "bid_sz": r.bid_sz_00,
-            "ask_sz": r.ask_sz_00}
+    return {
+        **_head(r),
+        "bid_px": r.bid_px_00,
+        "ask_px": r.ask_px_00,
+        "bid_sz": r.bid_sz_00,
+        "ask_sz": r.ask_sz_00,
+    }
 
 
 def _book(r, depth: int) -> dict:
     """The level update the mapping documents, computed record by record from the reference."""
     side, action = _code(r.side), _code(r.action)
-    out = {**_head(r), "side": side, "depth": r.depth, "flags": r.flags, "price": r.price,
-           "action": action, "size": r.size}
+    out = {
+        **_head(r),
+        "side": side,
+        "depth": r.depth,
+        "flags": r.flags,
+        "price": r.price,
+        "action": action,
+        "size": r.size,
+    }
     if chr(action) in "AMC":
         prefix = "bid" if chr(side) == "B" else "ask"
         level = [i for i in range(depth) if getattr(r, f"{prefix}_px_{i:02d}") == r.price]
@@ -106,9 +118,17 @@ def _bar(r, seq: int, schema: str) -> dict:
     rtype = _code(r.rtype)
     timeframe = OHLCV_RTYPES[rtype]
     close = r.ts_event + timeframe
-    return {**_head(r, seq=seq, ts_event=close, ts_recv=close), "timeframe_ns": timeframe,
-            "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume,
-            "trade_count": 0, "synthetic": 0}
+    return {
+        **_head(r, seq=seq, ts_event=close, ts_recv=close),
+        "timeframe_ns": timeframe,
+        "open": r.open,
+        "high": r.high,
+        "low": r.low,
+        "close": r.close,
+        "volume": r.volume,
+        "trade_count": 0,
+        "synthetic": 0,
+    }
 
 
 def _fields_of(schema_dtype) -> list[str]:
@@ -119,17 +139,47 @@ def _generic(r, names, seq=None) -> dict:
     out = _head(r, seq=seq)
     for name in names:
         value = getattr(r, name)
-        out[name] = value if isinstance(value, str) and len(value) != 1 else _code(value) \
-            if not isinstance(value, str) or len(value) == 1 else value
+        text = isinstance(value, str) and len(value) != 1
+        out[name] = value if text else _code(value)
     return out
+
+
+def _market_data(r, rtype: int, schema: str, add) -> None:
+    if rtype == RType.MBO:
+        add(
+            "mbo",
+            {
+                **_head(r),
+                "order_id": r.order_id,
+                "price": r.price,
+                "size": r.size,
+                "action": _code(r.action),
+                "side": _code(r.side),
+                "flags": r.flags,
+            },
+        )
+    elif rtype == RType.MBP_0:
+        add("trades", _trade(r))
+    elif rtype == RType.MBP_1:
+        if schema == "tbbo" or _code(r.action) == ord("T"):
+            add("trades", _trade(r))
+        add("quotes", _quote(r))
+        if schema != "tbbo":
+            add("book", _book(r, 1))
+    elif rtype == RType.MBP_10:
+        if _code(r.action) == ord("T"):
+            add("trades", _trade(r))
+        add("book", _book(r, 10))
+        add("depth", _mbp10(r))
+    else:
+        add("quotes", _quote(r))  # bbo-1s / bbo-1m
 
 
 def expected(metadata, records) -> dict[str, list[dict]]:
     """hftagg records per port, derived from the reference's records."""
     from hftagg.protocols.dbn import IMBALANCE, INSTRUMENT_DEFINITION, STATISTICS
 
-    schema = metadata.schema
-    schema = getattr(schema, "value", schema)
+    schema = str(getattr(metadata.schema, "value", metadata.schema))
     out: dict[str, list[dict]] = {}
     counts: dict[str, int] = {}
 
@@ -140,31 +190,18 @@ def expected(metadata, records) -> dict[str, list[dict]]:
         counts[port] = counts.get(port, 0) + 1
         return counts[port] - 1
 
+    market = (RType.MBO, RType.MBP_0, RType.MBP_1, RType.MBP_10, RType.BBO_1S, RType.BBO_1M)
     for r in records:
         rtype = _code(r.rtype)
-        if rtype == RType.MBO:
-            add("mbo", {**_head(r), "order_id": r.order_id, "price": r.price, "size": r.size,
-                        "action": _code(r.action), "side": _code(r.side), "flags": r.flags})
-        elif rtype == RType.MBP_0:
-            add("trades", _trade(r))
-        elif rtype == RType.MBP_1:
-            if schema == "tbbo" or _code(r.action) == ord("T"):
-                add("trades", _trade(r))
-            add("quotes", _quote(r))
-            if schema != "tbbo":
-                add("book", _book(r, 1))
-        elif rtype == RType.MBP_10:
-            if _code(r.action) == ord("T"):
-                add("trades", _trade(r))
-            add("book", _book(r, 10))
-            add("depth", _mbp10(r))
-        elif rtype in (RType.BBO_1S, RType.BBO_1M):
-            add("quotes", _quote(r))
+        if rtype in market:
+            _market_data(r, rtype, schema, add)
         elif rtype in OHLCV_RTYPES:
             add("ohlcv", _bar(r, count("ohlcv"), schema))
         elif rtype == RType.INSTRUMENT_DEF:
-            add("definitions", _generic(r, _fields_of(INSTRUMENT_DEFINITION.dtype),
-                                        seq=count("definitions")))
+            add(
+                "definitions",
+                _generic(r, _fields_of(INSTRUMENT_DEFINITION.dtype), seq=count("definitions")),
+            )
         elif rtype == RType.STATISTICS:
             add("statistics", _generic(r, _fields_of(STATISTICS.dtype)))
         elif rtype == RType.IMBALANCE:
@@ -265,8 +302,12 @@ def _old_definition(cls, r, version: int, i: int):
         if hasattr(r, field):
             value = getattr(r, field)
         else:  # fields DBN 3 dropped
-            value = {"trading_reference_price": 12_345 + i, "trading_reference_date": 19000 + i,
-                     "md_security_trading_status": 17, "settl_price_type": 3}[field]
+            value = {
+                "trading_reference_price": 12_345 + i,
+                "trading_reference_date": 19000 + i,
+                "md_security_trading_status": 17,
+                "settl_price_type": 3,
+            }[field]
         if field == "raw_instrument_id":
             value = value & 0xFFFFFFFF
         if field == "raw_symbol" and version == 1:
@@ -285,17 +326,31 @@ def test_older_dbn_versions_decode_like_the_reference(tmp_path, version):
     def_cls = dbn_ref.InstrumentDefMsgV1 if version == 1 else dbn_ref.InstrumentDefMsgV2
     definitions = [_old_definition(def_cls, r, version, i) for i, r in enumerate(source)]
     stats = [
-        dbn_ref.StatMsgV1(publisher_id=1, instrument_id=7 + i, ts_event=1_000 + i,
-                          ts_recv=2_000 + i, ts_ref=3_000, price=4_000 * (i + 1),
-                          quantity=(_I32_MAX if i == 0 else -5 * i),
-                          stat_type=dbn_ref.StatType.SETTLEMENT_PRICE, sequence=40 + i,
-                          ts_in_delta=11, channel_id=2,
-                          update_action=dbn_ref.StatUpdateAction.NEW, stat_flags=i)
+        dbn_ref.StatMsgV1(
+            publisher_id=1,
+            instrument_id=7 + i,
+            ts_event=1_000 + i,
+            ts_recv=2_000 + i,
+            ts_ref=3_000,
+            price=4_000 * (i + 1),
+            quantity=(_I32_MAX if i == 0 else -5 * i),
+            stat_type=dbn_ref.StatType.SETTLEMENT_PRICE,
+            sequence=40 + i,
+            ts_in_delta=11,
+            channel_id=2,
+            update_action=dbn_ref.StatUpdateAction.NEW,
+            stat_flags=i,
+        )
         for i in range(3)
     ]
     metadata = dbn_ref.Metadata(
-        dataset="GLBX.MDP3", start=1, stype_in=dbn_ref.SType.RAW_SYMBOL,
-        stype_out=dbn_ref.SType.INSTRUMENT_ID, schema=None, symbols=["ESH1"], version=version,
+        dataset="GLBX.MDP3",
+        start=1,
+        stype_in=dbn_ref.SType.RAW_SYMBOL,
+        stype_out=dbn_ref.SType.INSTRUMENT_ID,
+        schema=None,
+        symbols=["ESH1"],
+        version=version,
     )
     raw = bytes(metadata) + b"".join(bytes(r) for r in definitions + stats + list(trades))
     path = tmp_path / f"mixed.v{version}.dbn"

@@ -97,11 +97,11 @@ class ScriptSource(SourceStage):
         return self.next >= len(self.script)
 
 
-def run(stage: RiskChecks, script, before=None) -> dict[str, np.ndarray]:
+def run(stage: RiskChecks, script, before=None, max_batch: int = 5) -> dict[str, np.ndarray]:
     outs: dict[str, list] = {port: [] for port in stage.output_topics}
     sinks = [TestingSink(outs[port], stage_id=f"sink_{port}", topic=topic)
              for port, topic in stage.output_topics.items()]  # fmt: skip
-    run_pipeline([ScriptSource(script, before), stage, *sinks], wire=False, max_batch=5)
+    run_pipeline([ScriptSource(script, before), stage, *sinks], wire=False, max_batch=max_batch)
     empty = {"accepted": ORDER.empty(), "rejected": ORDER.empty(), "alerts": ALERT.empty()}
     return {port: np.concatenate(parts) if parts else empty[port] for port, parts in outs.items()}
 
@@ -507,13 +507,15 @@ def test_snapshot_restore_continues_identically(steps, gaps, cuts, limits, cut):
 # --------------------------------------------------------------------------- stage surface
 
 
-def test_many_instruments_grow_the_state():
+def test_many_instruments_and_large_batches_grow_the_state_and_the_buffers():
     n = 3000
     script = [("quotes", quotes([(i, 99 * PX, 101 * PX) for i in range(n)])),
-              ("orders", orders([(i, i, B, L, 100 * PX, 1) for i in range(n)]))]  # fmt: skip
-    stage = RiskChecks()
-    out = run(stage, script)
-    assert len(out["accepted"]) == n and stage.kernel.position(n - 1) == 1
+              ("orders", orders([(i, i, B, L, 100 * PX, 1 + i % 2) for i in range(n)])),
+              ("fills", fills([(i, i, B, 100 * PX, 1) for i in range(n)]))]  # fmt: skip
+    stage = RiskChecks(position_source="fills", max_order_size=1)
+    out = run(stage, script, max_batch=4096)
+    assert len(out["accepted"]) == len(out["rejected"]) == len(out["alerts"]) == n // 2
+    assert stage.kernel.position(n - 1) == 1 and stage.counts["fills"] == n
 
 
 @pytest.mark.parametrize(("name", "value"), [("max_order_size", -1), ("price_band_bps", -2.0),

@@ -186,10 +186,14 @@ prometheus_address = "127.0.0.1:{port}"
     running.serve(pipeline)
     try:
         time.sleep(1.5)
-        families = scrape(f"127.0.0.1:{port}")
-    finally:
+        live = scrape(f"127.0.0.1:{port}")  # while running
         pipeline.stop()
+        families = scrape(f"127.0.0.1:{port}")  # after the drain: every counter final
+    finally:
+        if pipeline.running:
+            pipeline.stop()
         running.stop()
+    assert live["hftagg_stage_records"].samples[0].value > 0
     records = {s.labels["stage"]: s.value for s in families["hftagg_stage_records"].samples}
     assert records["sim"] > 30_000 and records["ema"] > 5_000
     assert records["out"] >= records["ema"]  # ind.ema and md.trades both reach the sink
@@ -231,17 +235,21 @@ target = "ipc://{tmp_path}/x.ipc"
 [telemetry]
 prometheus_address = "127.0.0.1:{port}"
 """)
-    pipeline = subprocess.Popen(hftagg_cmd("run", "--config", str(config), "--duration", "8",
+    pipeline = subprocess.Popen(hftagg_cmd("run", "--config", str(config), "--duration", "30",
                                            "--quiet"), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 20
-        while time.time() < deadline:
+        deadline = time.time() + 30
+        while time.time() < deadline:  # wait until the pipeline is up and EMA is flowing
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics.json", timeout=1)
-                break
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics.json",
+                                            timeout=1) as response:
+                    stages = json.loads(response.read())["stages"]
+                if any(st["stage"] == "ema" and st["records_in"] > 0 for st in stages):
+                    break
             except OSError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         top = subprocess.run(hftagg_cmd("top", "--address", f"127.0.0.1:{port}", "--iterations",
                                         "3", "--interval", "0.5"),
                              capture_output=True, text=True, timeout=60,

@@ -13,8 +13,15 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["FRAME_BAD_LENGTH", "FRAME_NEED_MORE", "FRAME_OK", "frame_records", "gather_rows",
-           "gather_u64", "warm"]
+__all__ = [
+    "FRAME_BAD_LENGTH",
+    "FRAME_NEED_MORE",
+    "FRAME_OK",
+    "frame_records",
+    "gather_rows",
+    "gather_u64",
+    "warm",
+]
 
 _NJIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 

@@ -138,11 +138,16 @@ def _find_begin(buf, p, n):
 
 
 @numba.njit(**_NJIT)
-def _find_inner_begin(buf, a, b):
-    """First ``SOH 8=FIX`` in ``[a, b)``: the index of the ``8``, or -1."""
-    for q in range(a, b - 5):
-        if buf[q] == SOH and buf[q + 1] == 56 and _is_begin(buf, q + 1, b):
-            return q + 1
+def _find_inner_begin(buf, a, b, n):
+    """First message start inside ``[a, b)``: ``8=FIX`` followed by ``SOH 9=`` within its
+    BeginString (so a stray ``8=FIX`` inside a value is not taken for one); -1 if none."""
+    for q in range(a, min(b, n - 5)):
+        if buf[q] == 56 and _is_begin(buf, q, n):
+            for k in range(q + 5, min(q + 24, n - 2)):
+                if buf[k] == SOH:
+                    if buf[k + 1] == 57 and buf[k + 2] == 61:
+                        return q
+                    break
     return -1
 
 
@@ -222,18 +227,15 @@ def _frame_one(buf, p, n, begin, max_body, final):  # noqa: C901 - one pass, ear
     body = soh + 1
     stop = body + length
     if stop + 7 > n:
-        inner = _find_inner_begin(buf, body, n)
+        inner = _find_inner_begin(buf, body, n, n)
         if inner >= 0:
             return _overshoot(buf, p, inner)
         return (TRUNCATED, n) if final else (OK, -1)
     checksum = _is_trailer(buf, stop, n)
     if checksum < 0 or length == 0 or buf[stop - 1] != SOH:
-        inner = _find_inner_begin(buf, body, stop + 7)
+        inner = _find_inner_begin(buf, body, stop + 7, n)
         if inner >= 0:
             return _overshoot(buf, p, inner)
-        inner = _find_begin(buf, stop, min(stop + 12, n))
-        if inner >= 0:  # the next message starts inside this one's trailer
-            return TRUNCATED, inner
         return BAD_BODY_LENGTH, _resync(buf, p, n, final)
     total = 0
     for k in range(p, stop):

@@ -326,11 +326,15 @@ class RiskKernel:
         self._codes = np.zeros(capacity, dtype=np.uint8)
         self._alerts = ALERT.empty(capacity)
 
-    def _run(self, kernel, batch: np.ndarray, fields: tuple, tail: tuple) -> np.ndarray:
-        n = len(batch)
-        if n > self._accepted.shape[0]:
-            self._buffers(n)
+    def _reserve(self, batch: np.ndarray, schema) -> None:
+        """Check the batch and make the output buffers hold it (before they are passed on)."""
+        if batch.dtype != schema.dtype:
+            raise ValueError(f"risk kernel expected {schema.key} records, got dtype {batch.dtype}")
+        if len(batch) > self._accepted.shape[0]:
+            self._buffers(len(batch))
         self._nout[:] = 0
+
+    def _run(self, kernel, batch: np.ndarray, fields: tuple, tail: tuple) -> np.ndarray:
         done = 0
         slots = self._slots
         while True:
@@ -349,7 +353,7 @@ class RiskKernel:
 
     def orders(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Check a batch of orders; return ``(accepted, rejected, alerts)``."""
-        _check_dtype(batch, ORDER)
+        self._reserve(batch, ORDER)
         fields = (batch["ts_recv"], batch["price"], batch["size"], batch["side"],
                   batch["order_type"])  # fmt: skip
         tail = (self._ip, self._fp, self._accepted, self._rejected, self._codes, self._alerts,
@@ -364,13 +368,13 @@ class RiskKernel:
 
     def fills(self, batch: np.ndarray) -> np.ndarray:
         """Apply fills to positions and cash; return alerts for fills that were ignored."""
-        _check_dtype(batch, FILL)
+        self._reserve(batch, FILL)
         fields = (batch["ts_recv"], batch["price"], batch["size"], batch["side"])
         return self._run(_fills, batch, fields, (self._ip, self._alerts, self._nout, self._counts))
 
     def quotes(self, batch: np.ndarray) -> np.ndarray:
         """Update books and marks; returns an empty alert array (quotes raise none)."""
-        _check_dtype(batch, QUOTE)
+        self._reserve(batch, QUOTE)
         return self._run(_quotes, batch, (batch["bid_px"], batch["ask_px"]),
                          (self._ip, self._counts))  # fmt: skip
 
@@ -417,11 +421,6 @@ class RiskKernel:
         self._acct[:] = state["account"]
         self._meta[1:] = state["meta"][1:]
         self._counts[:] = state["counts"]
-
-
-def _check_dtype(batch: np.ndarray, schema) -> None:
-    if batch.dtype != schema.dtype:
-        raise ValueError(f"risk kernel expected {schema.key} records, got dtype {batch.dtype}")
 
 
 # --------------------------------------------------------------------------- warm-up

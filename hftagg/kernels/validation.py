@@ -41,7 +41,9 @@ every record but runs only when the stream time passes the earliest deadline of 
 Prices that cannot be logged (<= 0, or a one-sided quote) never enter the return history. Live
 changes (``configure``) apply from the next record; a new ``jump_window`` keeps each instrument's
 newest ``min(held, window)`` returns (a larger window re-enters warm-up until it is full).
-Every alert ``seq`` counts that instrument's alerts from 0.
+Every alert ``seq`` counts that instrument's alerts from 0. At one accepted record the alerts
+come in this order: its ``STALE_RECOVERED``, the ``STALE`` alerts it revealed, its
+``JUMP_REBASED``.
 """
 
 from __future__ import annotations

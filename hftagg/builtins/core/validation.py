@@ -15,21 +15,20 @@ and splits its input three ways; nothing is dropped silently:
 
 Rules, in the order they are checked (the first broken one is the reason):
 
-====================  ==========================================================================
-``UNDEFINED_PRICE``   price is ``UNDEF_PRICE`` (fixed-point "non-finite"); quotes: an empty side
-                      is allowed when ``allow_one_sided``
-``NON_POSITIVE_PRICE`` price <= 0
-``ZERO_SIZE``         size 0 (of a present quote side)
-``CROSSED``/``LOCKED`` quotes: bid > ask / bid == ask (unless ``allow_locked``)
-``OUT_OF_ORDER``      ts_event more than ``out_of_order_tolerance_us`` before the instrument's
-                      newest accepted ts_event
-``PRICE_JUMP``        |log return| > max(``jump_sigmas`` x rolling std of the last
-                      ``jump_window`` returns, ``jump_min_bps``); no check until the window is
-                      full; after ``jump_rebase_after`` consecutive jumps the next is accepted
-                      as the new level (``JUMP_REBASED`` alert, warm-up restarts)
-``STALE``             alert only: no accepted update for more than ``stale_after_ms`` of event
-                      time behind the newest accepted ts_event of the stream
-====================  ==========================================================================
+- ``UNDEFINED_PRICE``: price is ``UNDEF_PRICE`` (the fixed-point "non-finite"); for quotes an
+  empty side is allowed when ``allow_one_sided``;
+- ``NON_POSITIVE_PRICE``: price <= 0;
+- ``ZERO_SIZE``: size 0 (of a present quote side);
+- ``CROSSED`` / ``LOCKED``: quotes with bid > ask / bid == ask (unless ``allow_locked``);
+- ``OUT_OF_ORDER``: ts_event more than ``out_of_order_tolerance_us`` before the instrument's
+  newest accepted ts_event;
+- ``PRICE_JUMP``: |log return| > max(``jump_sigmas`` x the std of the instrument's last
+  ``jump_window`` returns, ``jump_min_bps``); no check until the window is full (warm-up);
+  after ``jump_rebase_after`` consecutive jumps the next one is accepted as the new level
+  (``JUMP_REBASED`` alert; the warm-up starts again);
+- ``STALE`` (alert only, never a rejection): no accepted update for more than
+  ``stale_after_ms`` of event time behind the newest accepted ts_event of the stream; one alert
+  per episode, ended by the instrument's next accepted record (``STALE_RECOVERED``).
 
 Every parameter is live (applied from the next batch by ``reconfigure``). ``counts`` is a dict
 of records passed and rejected per reason, alert-only events and alerts emitted / suppressed.

@@ -1,1 +1,1 @@
-"""Built-in protocol plugins: codec families (and their schemas) registered like any plugin's."""
+"""Built-in protocol plugins (codec families and their encode/decode stages)."""

@@ -74,13 +74,18 @@ _PORT_CACHE: dict[tuple, tuple[str, ...]] = {}
 
 class DbnReplayParams(Params):
     path: str = restart(description="a DBN file (.dbn or .dbn.zst) or a glob of them")
-    speed: float = live(0.0, ge=0, le=1e9,
-                        description="0 = as fast as possible, 1.0 = recorded pace, N = N x faster")
+    speed: float = live(
+        0.0,
+        ge=0,
+        le=1e9,
+        description="0 = as fast as possible, 1.0 = recorded pace, N = N x faster",
+    )
     pace_by: Literal["ts_recv", "ts_event"] = live("ts_recv", description="timestamp paced by")
     batch_records: int = live(4096, ge=1, le=1 << 20, description="largest batch per call")
     loop: bool = live(False, description="start again from the first file after the last")
-    chunk_bytes: int = restart(1 << 20, ge=4096, le=1 << 30,
-                               description="bytes read from the file per piece")
+    chunk_bytes: int = restart(
+        1 << 20, ge=4096, le=1 << 30, description="bytes read from the file per piece"
+    )
 
 
 def _file_ports(paths: list[str]) -> tuple[str, ...]:
@@ -105,15 +110,18 @@ class DbnReplay(SourceStage):
     type_name = "dbn_replay"
     Params = DbnReplayParams
     outputs = {port: Port(schema, f"md.{port}", _DOCS[port]) for port, schema in PORTS.items()}
-    outputs[DEAD_LETTER_PORT] = Port("dead_letter", "md.dbn_dead_letters",
-                                     "undecodable input, with a reason code")
+    outputs[DEAD_LETTER_PORT] = Port(
+        "dead_letter", "md.dbn_dead_letters", "undecodable input, with a reason code"
+    )
 
     def __init__(self, params: DbnReplayParams | None = None, **kwargs) -> None:
         super().__init__(params, **kwargs)
         self._paths = expand_paths(self.params.path)
         if not self._paths:
-            raise ValueError(f"path {self.params.path!r} matches no file; give a .dbn or "
-                             f".dbn.zst file or a glob such as 'data/*.dbn.zst'")
+            raise ValueError(
+                f"path {self.params.path!r} matches no file; give a .dbn or "
+                f".dbn.zst file or a glob such as 'data/*.dbn.zst'"
+            )
 
     @classmethod
     def ports(cls, params: DbnReplayParams) -> tuple[dict[str, Port], dict[str, Port]]:

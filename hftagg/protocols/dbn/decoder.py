@@ -38,8 +38,32 @@ __all__ = ["DEAD_LETTER_PORT", "DbnDecoder"]
 
 DEAD_LETTER_PORT = "dead_letters"
 _KNOWN_RTYPES = frozenset(
-    (0x00, 0x01, 0x0A, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x20, 0x21, 0x22, 0x23,
-     0x24, 0xA0, 0xB1, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5)
+    (
+        0x00,
+        0x01,
+        0x0A,
+        0x11,
+        0x12,
+        0x13,
+        0x14,
+        0x15,
+        0x16,
+        0x17,
+        0x18,
+        0x20,
+        0x21,
+        0x22,
+        0x23,
+        0x24,
+        0xA0,
+        0xB1,
+        0xC0,
+        0xC1,
+        0xC2,
+        0xC3,
+        0xC4,
+        0xC5,
+    )
 )
 _FRAME_AHEAD = 1 << 16  # records framed per frame() call at most
 
@@ -73,9 +97,11 @@ class DbnDecoder:
         if self.failed or self.finished or not data:
             return
         self.stats["bytes"] += len(data)
-        keep = int(self._offsets[self._next]) if self._next < len(self._offsets) else self._frame_pos
+        keep = (
+            int(self._offsets[self._next]) if self._next < len(self._offsets) else self._frame_pos
+        )
         if keep:
-            self._offsets = self._offsets[self._next:] - keep
+            self._offsets = self._offsets[self._next :] - keep
             self._next = 0
             self._frame_pos -= keep
             self._base += keep
@@ -94,16 +120,28 @@ class DbnDecoder:
             return
         rest = len(self._buf) - self._frame_pos
         if self.metadata is None:
-            self._fail(Reason.TRUNCATED, 0, len(self._buf),
-                       f"stream ends inside the metadata ({len(self._buf)} bytes)")
+            self._fail(
+                Reason.TRUNCATED,
+                0,
+                len(self._buf),
+                f"stream ends inside the metadata ({len(self._buf)} bytes)",
+            )
         elif rest:
             header = self._header_at(self._frame_pos)
-            self._dead_letter(Reason.TRUNCATED, self._frame_pos, rest,
-                              f"last record needs {self._buf[self._frame_pos] * 4} bytes, "
-                              f"{rest} left", *header)
+            self._dead_letter(
+                Reason.TRUNCATED,
+                self._frame_pos,
+                rest,
+                f"last record needs {self._buf[self._frame_pos] * 4} bytes, {rest} left",
+                *header,
+            )
         elif truncated_frame:
-            self._dead_letter(Reason.TRUNCATED, self._frame_pos, 0,
-                              "zstd frame ends early (records before it decoded)")
+            self._dead_letter(
+                Reason.TRUNCATED,
+                self._frame_pos,
+                0,
+                "zstd frame ends early (records before it decoded)",
+            )
 
     def fail(self, reason: int, detail: str) -> None:
         """Mark the stream unusable from the current position (e.g. corrupt compression)."""
@@ -184,8 +222,12 @@ class DbnDecoder:
                 self._offsets = np.concatenate((self._offsets[self._next :], room[:count]))
                 self._next = 0
             if status == FRAME_BAD_LENGTH:
-                self._fail(Reason.BAD_LENGTH, self._frame_pos, end - self._frame_pos,
-                           f"record length byte {raw[self._frame_pos]} (< 4 words)")
+                self._fail(
+                    Reason.BAD_LENGTH,
+                    self._frame_pos,
+                    end - self._frame_pos,
+                    f"record length byte {raw[self._frame_pos]} (< 4 words)",
+                )
                 return
             if count < len(room) or pos >= end:
                 return
@@ -214,8 +256,10 @@ class DbnDecoder:
             groups = [(int(rtypes[0]), int(lengths[0]) * 4, None)]
         else:
             keys = rtypes.astype(np.int32) << 8 | lengths
-            groups = [(int(k) >> 8, (int(k) & 0xFF) * 4, np.flatnonzero(keys == k))
-                      for k in np.unique(keys)]
+            groups = [
+                (int(k) >> 8, (int(k) & 0xFF) * 4, np.flatnonzero(keys == k))
+                for k in np.unique(keys)
+            ]
         parts: dict[str, list[tuple[np.ndarray | None, np.ndarray]]] = {}
         for rtype, length, rows in groups:
             group_offs = offs if rows is None else offs[rows]
@@ -275,8 +319,15 @@ class DbnDecoder:
         self.stats["dead_letters"] += n
         self._dead.append(dead)
 
-    def _dead_letter(self, reason: int, pos: int, length: int, why: str,
-                     ts_event: int = 0, instrument_id: int = 0) -> None:
+    def _dead_letter(
+        self,
+        reason: int,
+        pos: int,
+        length: int,
+        why: str,
+        ts_event: int = 0,
+        instrument_id: int = 0,
+    ) -> None:
         dead = DEAD_LETTER.empty(1)
         dead["ts_event"] = np.uint64(ts_event).astype(np.int64)
         dead["ts_recv"] = time.time_ns()

@@ -104,8 +104,14 @@ _MBP_BODY = [
 
 
 def _levels(n: int) -> list[tuple]:
-    level = [("bid_px", "<i8"), ("ask_px", "<i8"), ("bid_sz", "<u4"), ("ask_sz", "<u4"),
-             ("bid_ct", "<u4"), ("ask_ct", "<u4")]
+    level = [
+        ("bid_px", "<i8"),
+        ("ask_px", "<i8"),
+        ("bid_sz", "<u4"),
+        ("ask_sz", "<u4"),
+        ("bid_ct", "<u4"),
+        ("ask_ct", "<u4"),
+    ]
     return [("levels", np.dtype(level), (n,))]
 
 
@@ -124,17 +130,21 @@ MBO = _HEADER + [
 TRADE = _HEADER + _MBP_BODY
 MBP1 = _HEADER + _MBP_BODY + _levels(1)
 MBP10 = _HEADER + _MBP_BODY + _levels(10)
-BBO = _HEADER + [
-    ("price", "<i8"),
-    ("size", "<u4"),
-    ("_reserved1", "u1"),
-    ("side", "u1"),
-    ("flags", "u1"),
-    ("_reserved2", "u1"),
-    ("ts_recv", "<u8"),
-    ("_reserved3", "V4"),
-    ("sequence", "<u4"),
-] + _levels(1)
+BBO = (
+    _HEADER
+    + [
+        ("price", "<i8"),
+        ("size", "<u4"),
+        ("_reserved1", "u1"),
+        ("side", "u1"),
+        ("flags", "u1"),
+        ("_reserved2", "u1"),
+        ("ts_recv", "<u8"),
+        ("_reserved3", "V4"),
+        ("sequence", "<u4"),
+    ]
+    + _levels(1)
+)
 OHLCV = _HEADER + [
     ("open", "<i8"),
     ("high", "<i8"),
@@ -218,127 +228,151 @@ _DEF_TAIL_FLAGS = [
     ("flow_schedule_type", "i1"),
     ("tick_rule", "u1"),
 ]
-DEF_V1 = _HEADER + _DEF_PRICES + _DEF_V12_MID + [
-    ("inst_attrib_value", "<i4"),
-    ("underlying_id", "<u4"),
-    ("raw_instrument_id", "<u4"),
-] + _DEF_INTS + [
-    ("_reserved2", "V4"),
-    ("contract_multiplier", "<i4"),
-    ("decay_quantity", "<i4"),
-    ("original_contract_size", "<i4"),
-    ("_reserved3", "V4"),
-    ("trading_reference_date", "<u2"),
-    ("appl_id", "<i2"),
-    ("maturity_year", "<u2"),
-    ("decay_start_date", "<u2"),
-    ("channel_id", "<u2"),
-    ("currency", "S4"),
-    ("settl_currency", "S4"),
-    ("secsubtype", "S6"),
-    ("raw_symbol", "S22"),
-    ("group", "S21"),
-    ("exchange", "S5"),
-    ("asset", "S7"),
-    ("cfi", "S7"),
-    ("security_type", "S7"),
-    ("unit_of_measure", "S31"),
-    ("underlying", "S21"),
-    ("strike_price_currency", "S4"),
-    ("instrument_class", "u1"),
-    ("_reserved4", "V2"),
-    ("strike_price", "<i8"),
-    ("_reserved5", "V6"),
-    ("match_algorithm", "u1"),
-    ("md_security_trading_status", "u1"),
-] + _DEF_TAIL_FLAGS + [("_dummy", "V3")]
-DEF_V2 = _HEADER + _DEF_PRICES + _DEF_V12_MID + [
-    ("strike_price", "<i8"),
-    ("inst_attrib_value", "<i4"),
-    ("underlying_id", "<u4"),
-    ("raw_instrument_id", "<u4"),
-] + _DEF_INTS + [
-    ("contract_multiplier", "<i4"),
-    ("decay_quantity", "<i4"),
-    ("original_contract_size", "<i4"),
-    ("trading_reference_date", "<u2"),
-    ("appl_id", "<i2"),
-    ("maturity_year", "<u2"),
-    ("decay_start_date", "<u2"),
-    ("channel_id", "<u2"),
-    ("currency", "S4"),
-    ("settl_currency", "S4"),
-    ("secsubtype", "S6"),
-    ("raw_symbol", "S71"),
-    ("group", "S21"),
-    ("exchange", "S5"),
-    ("asset", "S7"),
-    ("cfi", "S7"),
-    ("security_type", "S7"),
-    ("unit_of_measure", "S31"),
-    ("underlying", "S21"),
-    ("strike_price_currency", "S4"),
-    ("instrument_class", "u1"),
-    ("match_algorithm", "u1"),
-    ("md_security_trading_status", "u1"),
-] + _DEF_TAIL_FLAGS + [("_reserved", "V10")]
-DEF_V3 = _HEADER + _DEF_PRICES + [
-    ("unit_of_measure_qty", "<i8"),
-    ("min_price_increment_amount", "<i8"),
-    ("price_ratio", "<i8"),
-    ("strike_price", "<i8"),
-    ("raw_instrument_id", "<u8"),
-    ("leg_price", "<i8"),
-    ("leg_delta", "<i8"),
-    ("inst_attrib_value", "<i4"),
-    ("underlying_id", "<u4"),
-] + _DEF_INTS + [
-    ("contract_multiplier", "<i4"),
-    ("decay_quantity", "<i4"),
-    ("original_contract_size", "<i4"),
-    ("leg_instrument_id", "<u4"),
-    ("leg_ratio_price_numerator", "<i4"),
-    ("leg_ratio_price_denominator", "<i4"),
-    ("leg_ratio_qty_numerator", "<i4"),
-    ("leg_ratio_qty_denominator", "<i4"),
-    ("leg_underlying_id", "<u4"),
-    ("appl_id", "<i2"),
-    ("maturity_year", "<u2"),
-    ("decay_start_date", "<u2"),
-    ("channel_id", "<u2"),
-    ("leg_count", "<u2"),
-    ("leg_index", "<u2"),
-    ("currency", "S4"),
-    ("settl_currency", "S4"),
-    ("secsubtype", "S6"),
-    ("raw_symbol", "S71"),
-    ("group", "S21"),
-    ("exchange", "S5"),
-    ("asset", "S11"),
-    ("cfi", "S7"),
-    ("security_type", "S7"),
-    ("unit_of_measure", "S31"),
-    ("underlying", "S21"),
-    ("strike_price_currency", "S4"),
-    ("leg_raw_symbol", "S71"),
-    ("instrument_class", "u1"),
-    ("match_algorithm", "u1"),
-    ("main_fraction", "u1"),
-    ("price_display_format", "u1"),
-    ("sub_fraction", "u1"),
-    ("underlying_product", "u1"),
-    ("security_update_action", "u1"),
-    ("maturity_month", "u1"),
-    ("maturity_day", "u1"),
-    ("maturity_week", "u1"),
-    ("user_defined_instrument", "u1"),
-    ("contract_multiplier_unit", "i1"),
-    ("flow_schedule_type", "i1"),
-    ("tick_rule", "u1"),
-    ("leg_instrument_class", "u1"),
-    ("leg_side", "u1"),
-    ("_reserved", "V17"),
-]
+DEF_V1 = (
+    _HEADER
+    + _DEF_PRICES
+    + _DEF_V12_MID
+    + [
+        ("inst_attrib_value", "<i4"),
+        ("underlying_id", "<u4"),
+        ("raw_instrument_id", "<u4"),
+    ]
+    + _DEF_INTS
+    + [
+        ("_reserved2", "V4"),
+        ("contract_multiplier", "<i4"),
+        ("decay_quantity", "<i4"),
+        ("original_contract_size", "<i4"),
+        ("_reserved3", "V4"),
+        ("trading_reference_date", "<u2"),
+        ("appl_id", "<i2"),
+        ("maturity_year", "<u2"),
+        ("decay_start_date", "<u2"),
+        ("channel_id", "<u2"),
+        ("currency", "S4"),
+        ("settl_currency", "S4"),
+        ("secsubtype", "S6"),
+        ("raw_symbol", "S22"),
+        ("group", "S21"),
+        ("exchange", "S5"),
+        ("asset", "S7"),
+        ("cfi", "S7"),
+        ("security_type", "S7"),
+        ("unit_of_measure", "S31"),
+        ("underlying", "S21"),
+        ("strike_price_currency", "S4"),
+        ("instrument_class", "u1"),
+        ("_reserved4", "V2"),
+        ("strike_price", "<i8"),
+        ("_reserved5", "V6"),
+        ("match_algorithm", "u1"),
+        ("md_security_trading_status", "u1"),
+    ]
+    + _DEF_TAIL_FLAGS
+    + [("_dummy", "V3")]
+)
+DEF_V2 = (
+    _HEADER
+    + _DEF_PRICES
+    + _DEF_V12_MID
+    + [
+        ("strike_price", "<i8"),
+        ("inst_attrib_value", "<i4"),
+        ("underlying_id", "<u4"),
+        ("raw_instrument_id", "<u4"),
+    ]
+    + _DEF_INTS
+    + [
+        ("contract_multiplier", "<i4"),
+        ("decay_quantity", "<i4"),
+        ("original_contract_size", "<i4"),
+        ("trading_reference_date", "<u2"),
+        ("appl_id", "<i2"),
+        ("maturity_year", "<u2"),
+        ("decay_start_date", "<u2"),
+        ("channel_id", "<u2"),
+        ("currency", "S4"),
+        ("settl_currency", "S4"),
+        ("secsubtype", "S6"),
+        ("raw_symbol", "S71"),
+        ("group", "S21"),
+        ("exchange", "S5"),
+        ("asset", "S7"),
+        ("cfi", "S7"),
+        ("security_type", "S7"),
+        ("unit_of_measure", "S31"),
+        ("underlying", "S21"),
+        ("strike_price_currency", "S4"),
+        ("instrument_class", "u1"),
+        ("match_algorithm", "u1"),
+        ("md_security_trading_status", "u1"),
+    ]
+    + _DEF_TAIL_FLAGS
+    + [("_reserved", "V10")]
+)
+DEF_V3 = (
+    _HEADER
+    + _DEF_PRICES
+    + [
+        ("unit_of_measure_qty", "<i8"),
+        ("min_price_increment_amount", "<i8"),
+        ("price_ratio", "<i8"),
+        ("strike_price", "<i8"),
+        ("raw_instrument_id", "<u8"),
+        ("leg_price", "<i8"),
+        ("leg_delta", "<i8"),
+        ("inst_attrib_value", "<i4"),
+        ("underlying_id", "<u4"),
+    ]
+    + _DEF_INTS
+    + [
+        ("contract_multiplier", "<i4"),
+        ("decay_quantity", "<i4"),
+        ("original_contract_size", "<i4"),
+        ("leg_instrument_id", "<u4"),
+        ("leg_ratio_price_numerator", "<i4"),
+        ("leg_ratio_price_denominator", "<i4"),
+        ("leg_ratio_qty_numerator", "<i4"),
+        ("leg_ratio_qty_denominator", "<i4"),
+        ("leg_underlying_id", "<u4"),
+        ("appl_id", "<i2"),
+        ("maturity_year", "<u2"),
+        ("decay_start_date", "<u2"),
+        ("channel_id", "<u2"),
+        ("leg_count", "<u2"),
+        ("leg_index", "<u2"),
+        ("currency", "S4"),
+        ("settl_currency", "S4"),
+        ("secsubtype", "S6"),
+        ("raw_symbol", "S71"),
+        ("group", "S21"),
+        ("exchange", "S5"),
+        ("asset", "S11"),
+        ("cfi", "S7"),
+        ("security_type", "S7"),
+        ("unit_of_measure", "S31"),
+        ("underlying", "S21"),
+        ("strike_price_currency", "S4"),
+        ("leg_raw_symbol", "S71"),
+        ("instrument_class", "u1"),
+        ("match_algorithm", "u1"),
+        ("main_fraction", "u1"),
+        ("price_display_format", "u1"),
+        ("sub_fraction", "u1"),
+        ("underlying_product", "u1"),
+        ("security_update_action", "u1"),
+        ("maturity_month", "u1"),
+        ("maturity_day", "u1"),
+        ("maturity_week", "u1"),
+        ("user_defined_instrument", "u1"),
+        ("contract_multiplier_unit", "i1"),
+        ("flow_schedule_type", "i1"),
+        ("tick_rule", "u1"),
+        ("leg_instrument_class", "u1"),
+        ("leg_side", "u1"),
+        ("_reserved", "V17"),
+    ]
+)
 
 
 def _packed(fields: list[tuple]) -> np.dtype:
@@ -392,11 +426,13 @@ def record_dtype(rtype: int, version: int, length: int) -> np.dtype | None:
         if base is None or length < base.itemsize:
             return None
         names = list(base.names)
-        dtype = np.dtype({
-            "names": names,
-            "formats": [base.fields[n][0] for n in names],
-            "offsets": [base.fields[n][1] for n in names],
-            "itemsize": length,
-        })
+        dtype = np.dtype(
+            {
+                "names": names,
+                "formats": [base.fields[n][0] for n in names],
+                "offsets": [base.fields[n][1] for n in names],
+                "itemsize": length,
+            }
+        )
         _CACHE[key] = dtype
     return dtype

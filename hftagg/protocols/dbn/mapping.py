@@ -132,8 +132,11 @@ def _copy(out: np.ndarray, rec: np.ndarray, names) -> np.ndarray:
 
 
 def _mbo(rec, ctx) -> dict[str, Output]:
-    out = _copy(_header(MBO_SCHEMA, rec, None), rec,
-                ("order_id", "price", "size", "action", "side", "flags"))
+    out = _copy(
+        _header(MBO_SCHEMA, rec, None),
+        rec,
+        ("order_id", "price", "size", "action", "side", "flags"),
+    )
     return {"mbo": (None, out)}
 
 
@@ -179,8 +182,11 @@ def _mbp1(rec, ctx) -> dict[str, Output]:
     levels = rec["levels"]
     if ctx.tbbo:
         return {"trades": _trades(rec, None), "quotes": _quotes(rec, levels)}
-    return {"trades": _trades(rec, _trade_rows(rec)), "quotes": _quotes(rec, levels),
-            "book": _book(rec, levels)}
+    return {
+        "trades": _trades(rec, _trade_rows(rec)),
+        "quotes": _quotes(rec, levels),
+        "book": _book(rec, levels),
+    }
 
 
 def _mbp10(rec, ctx) -> dict[str, Output]:
@@ -188,8 +194,11 @@ def _mbp10(rec, ctx) -> dict[str, Output]:
     depth = _header(MBP10, rec, None)
     for name in ("bid_px", "ask_px", "bid_sz", "ask_sz", "bid_ct", "ask_ct"):
         depth[name] = levels[name]
-    return {"trades": _trades(rec, _trade_rows(rec)), "book": _book(rec, levels),
-            "depth": (None, depth)}
+    return {
+        "trades": _trades(rec, _trade_rows(rec)),
+        "book": _book(rec, levels),
+        "depth": (None, depth),
+    }
 
 
 def _bbo(rec, ctx) -> dict[str, Output]:
@@ -214,7 +223,8 @@ def _ohlcv(rec, ctx) -> dict[str, Output]:
 
 
 _DEF_FIELDS = tuple(
-    n for n in INSTRUMENT_DEFINITION.dtype.names
+    n
+    for n in INSTRUMENT_DEFINITION.dtype.names
     if n not in ("ts_event", "ts_recv", "seq", "instrument_id")
 )
 
@@ -225,8 +235,16 @@ def _definition(rec, ctx) -> dict[str, Output]:
     return {"definitions": (None, out)}
 
 
-_STAT_FIELDS = ("ts_ref", "price", "ts_in_delta", "stat_type", "channel_id", "publisher_id",
-                "update_action", "stat_flags")
+_STAT_FIELDS = (
+    "ts_ref",
+    "price",
+    "ts_in_delta",
+    "stat_type",
+    "channel_id",
+    "publisher_id",
+    "update_action",
+    "stat_flags",
+)
 
 
 def _statistics(rec, ctx) -> dict[str, Output]:
@@ -275,7 +293,8 @@ class MapContext:
         self.tbbo = rtype == RType.TBBO or (rtype == RType.MBP_1 and schema == "tbbo")
 
 
-def map_records(rec: np.ndarray, rtype: int, schema: str | None,
-                counters: Counters) -> dict[str, Output]:
+def map_records(
+    rec: np.ndarray, rtype: int, schema: str | None, counters: Counters
+) -> dict[str, Output]:
     """hftagg batches for DBN records ``rec`` of one ``rtype``; ``{port: (rows, batch)}``."""
     return _MAPPERS[rtype](rec, MapContext(rtype, schema, counters))

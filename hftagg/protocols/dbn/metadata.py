@@ -101,8 +101,9 @@ def metadata_size(head: bytes) -> int | None:
         return None
     if bytes(head[:3]) != MAGIC:
         raise DbnFormatError(
-            Reason.BAD_MAGIC, f"not DBN: starts with {bytes(head[:4])!r}, expected b'DBN' "
-            f"followed by the version (or a zstd frame)"
+            Reason.BAD_MAGIC,
+            f"not DBN: starts with {bytes(head[:4])!r}, expected b'DBN' "
+            f"followed by the version (or a zstd frame)",
         )
     if head[3] not in SUPPORTED_VERSIONS:
         raise DbnFormatError(
@@ -147,8 +148,9 @@ class _Cursor:
 
     def check_count(self, count: int, each: int) -> None:
         if count * max(each, 1) > self.end - self.pos:
-            raise DbnFormatError(Reason.BAD_METADATA,
-                                 f"metadata count {count} does not fit in its length")
+            raise DbnFormatError(
+                Reason.BAD_METADATA, f"metadata count {count} does not fit in its length"
+            )
 
 
 def parse_metadata(buf: bytes) -> DbnMetadata:
@@ -160,8 +162,9 @@ def parse_metadata(buf: bytes) -> DbnMetadata:
     if size is None or len(buf) < size:
         raise DbnFormatError(Reason.TRUNCATED, "the stream ends inside the DBN metadata")
     if size < _FIXED_END:
-        raise DbnFormatError(Reason.BAD_METADATA,
-                             f"metadata length {size - 8} is shorter than DBN's fixed part")
+        raise DbnFormatError(
+            Reason.BAD_METADATA, f"metadata length {size - 8} is shorter than DBN's fixed part"
+        )
     version = buf[3]
     dataset = bytes(buf[8:24]).split(b"\0", 1)[0].decode("utf-8", "replace")
     schema, start, end, limit = struct.unpack_from("<HQQQ", buf, 24)

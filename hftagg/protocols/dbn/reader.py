@@ -107,15 +107,22 @@ def read_metadata(path: str | os.PathLike, max_bytes: int = 1 << 24):
             if size is not None and len(buf) >= size:
                 return parse_metadata(buf[:size])
             if len(buf) > max_bytes:
-                raise DbnFormatError(Reason.BAD_METADATA, f"{path}: metadata over {max_bytes} bytes")
+                raise DbnFormatError(
+                    Reason.BAD_METADATA, f"{path}: metadata over {max_bytes} bytes"
+                )
             piece = f.read()
             if piece is None:
                 raise DbnFormatError(Reason.TRUNCATED, f"{path}: ends inside the metadata")
             buf += piece
 
 
-def decode_file(path: str | os.PathLike, batch_records: int = 1 << 16, *, source_id: int = 0,
-                counters: Counters | None = None) -> Iterator[dict]:
+def decode_file(
+    path: str | os.PathLike,
+    batch_records: int = 1 << 16,
+    *,
+    source_id: int = 0,
+    counters: Counters | None = None,
+) -> Iterator[dict]:
     """Decode a whole DBN file: yields ``{port: batch}`` dicts in file order (a convenience for
     tools and tests; the replay source paces the same decoder)."""
     decoder = DbnDecoder(source_id=source_id, name=str(Path(path).name), counters=counters)

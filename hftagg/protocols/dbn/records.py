@@ -60,7 +60,7 @@ INSTRUMENT_DEFINITION = Schema(
         ]
     ),
     doc="An instrument definition (DBN definition schema): symbol, tick, expiry, limits. "
-        "seq counts definitions per source; ts_recv/ts_event are DBN's.",
+    "seq counts definitions per source; ts_recv/ts_event are DBN's.",
 )
 
 STATISTICS = Schema(

@@ -50,6 +50,7 @@ class Reason:
     GROUP_OVERRUN = 7  # group dimensions or var data run past the frame
     LENGTH_MISMATCH = 8  # the message ends before its frame does
     TOO_DEEP = 9  # groups nested deeper than the decoder's stack
+    END_OF_STREAM = 10  # an incomplete frame was left when the stream ended
 
     NAMES = {
         1: "truncated",
@@ -61,6 +62,7 @@ class Reason:
         7: "group/data overrun",
         8: "length mismatch",
         9: "groups nested too deep",
+        10: "end of stream",
     }
 
 
@@ -415,13 +417,15 @@ def scan(buf, seg_start, seg_end, framing, final, hdr, tid_slot, slot_root, node
 def gather_rows(buf, starts, lengths, null, out):
     """``out[i] = null`` then the first ``min(lengths[i], width)`` bytes from ``starts[i]``."""
     width = out.shape[1]
+    flat = out.reshape(-1)
     for i in range(starts.shape[0]):
-        s = starts[i]
-        n = min(lengths[i], width)
+        s = np.uint64(starts[i])
+        row = np.uint64(i * width)
+        n = np.uint64(min(lengths[i], width))
         for b in range(n):
-            out[i, b] = buf[s + b]
-        for b in range(n, width):
-            out[i, b] = null[b]
+            flat[row + b] = buf[s + b]
+        for b in range(n, np.uint64(width)):
+            flat[row + b] = null[b]
 
 
 @numba.njit(**_NJIT)
@@ -463,10 +467,10 @@ def gather_records(buf, m_hdr, m_slot, m_bl, m_ver, n, hsize, slot_out, slot_blo
 @numba.njit(**_NJIT)
 def compact_chunks(data, lengths, out):
     """Concatenate ``data[i, :lengths[i]]`` into ``out``; return the byte count."""
-    p = 0
+    p = np.uint64(0)
     for i in range(data.shape[0]):
-        n = min(lengths[i], data.shape[1])
+        n = np.uint64(min(lengths[i], data.shape[1]))
         for b in range(n):
             out[p + b] = data[i, b]
         p += n
-    return p
+    return np.int64(p)

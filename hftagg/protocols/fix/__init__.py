@@ -1,0 +1,41 @@
+"""FIX: validated framing, a compiled market-data decoder, a FIX 4.4 session layer and stores.
+
+- :mod:`~hftagg.protocols.fix.decoder`: :class:`Framer` and :class:`MarketDataDecoder` (35=W/X
+  to ``book_update``/``trade``/``dead_letter`` batches; kernels in :mod:`hftagg.kernels.fix`).
+- :mod:`~hftagg.protocols.fix.session`: FIX 4.4 sessions over asyncio TCP (:func:`connect`,
+  :class:`Acceptor`), with :mod:`~hftagg.protocols.fix.store` (memory or file stores).
+- :mod:`~hftagg.protocols.fix.messages`: message building with simplefix.
+
+Dead-letter reason codes 0x0F00..0x0FFF belong to FIX (:data:`REASONS`).
+"""
+
+from hftagg.kernels.fix import REASONS
+from hftagg.protocols.fix.decoder import Decoded, Framer, MarketDataDecoder, reason_name
+from hftagg.protocols.fix.messages import MdEntry, market_data_request
+from hftagg.protocols.fix.session import (
+    Acceptor,
+    Application,
+    RejectMessage,
+    Session,
+    SessionSettings,
+    connect,
+)
+from hftagg.protocols.fix.store import FileStore, MemoryStore
+
+__all__ = [
+    "REASONS",
+    "Acceptor",
+    "Application",
+    "Decoded",
+    "FileStore",
+    "Framer",
+    "MarketDataDecoder",
+    "MdEntry",
+    "MemoryStore",
+    "RejectMessage",
+    "Session",
+    "SessionSettings",
+    "connect",
+    "market_data_request",
+    "reason_name",
+]
