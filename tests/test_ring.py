@@ -547,8 +547,11 @@ def test_subscribing_earliest_while_the_writer_publishes_never_sees_an_overwritt
             drain(keeper)
 
     writer = start_thread(write)
-    try:
-        for _ in range(2000):
+    deadline = time.monotonic() + 30
+    rounds = 0
+    try:  # at least 2000 rounds, and until the writer has lapped the ring many times
+        while (rounds < 2000 or ring.published <= 2000) and time.monotonic() < deadline:
+            rounds += 1
             late = ring.subscribe("late", start="earliest")
             start = late.cursor
             batch = late.read(64)

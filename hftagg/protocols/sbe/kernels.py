@@ -320,7 +320,11 @@ def scan(buf, seg_start, seg_end, framing, final, hdr, tid_slot, slot_root, node
                                   end - pos, 1 if length != -2 else 2, length, s):  # fmt: skip
                         return
                     break
-            elif length == -1 or (length > 0 and pos + length > end):
+            if framing != MDP3 and length > 0 and pos + length > end:
+                if _plausible(buf, pos, end, framing, hdr, tid_slot, slot_root, nodes,
+                              min_bl) == 0:  # fmt: skip
+                    length = -2  # an impossible header: do not wait for this "frame"
+            if framing != MDP3 and (length == -1 or (length > 0 and pos + length > end)):
                 if not final and s == seg_start.shape[0] - 1:
                     counts[C_CONSUMED] = pos  # incomplete frame: wait for more bytes
                     break
