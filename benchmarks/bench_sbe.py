@@ -91,7 +91,7 @@ def _hftagg_md(quick: bool) -> Result:
     t0 = time.perf_counter()
     decoded = [ref.decode(m) for m in msgs]
     baseline = sample / (time.perf_counter() - t0)
-    first_trade = next(d for d in decoded if d.name == "Trade").value
+    first_trade = next(d for d in decoded if d.message_name == "Trade").value
     assert first_trade["price"] == trades["price"][0]
     return Result("sbe-decode-hftagg-md", rate, baseline, "sbe (PyPI) Schema.decode", "msg/s",
                   target=TARGET, extra={"messages": n, "batch": BATCH,

@@ -42,8 +42,10 @@ def problems_of(text: str, host, tmp_path) -> list[str]:
 def test_default_config_is_valid(host):
     assembled = assemble(ROOT / "config.toml", environ={}, host=host)
     ids = [n.id for n in assembled.graph.nodes]
-    assert ids == ["sim", "ema", "mid", "delivery"]
-    assert [n.id for n in assembled.graph.core] == ["ema", "mid"]
+    assert ids == ["sim", "sbe_out", "sbe_in", "ema", "mid", "delivery"]
+    # topological: the decoder feeds the EMA, whatever the order in the file
+    core = [n.id for n in assembled.graph.core]
+    assert core.index("sbe_out") < core.index("sbe_in") < core.index("ema")
 
 
 def test_no_config_file_runs_on_embedded_defaults(host):

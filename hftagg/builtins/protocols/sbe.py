@@ -252,7 +252,7 @@ class SbeDecode(Stage):
         dl["raw_length"] = np.minimum(length, 2**32 - 1)
         dl["source_id"] = stream
         dl["detail"] = [f"sbe: {Reason.NAMES[int(r)]} ({int(d)})".encode()[:64]
-                        for r, d in zip(reason.tolist(), detail.tolist())]  # fmt: skip
+                        for r, d in zip(reason.tolist(), detail.tolist(), strict=True)]  # fmt: skip
         for r in reason.tolist():
             key = Reason.NAMES[r]
             self.dead_letter_counts[key] = self.dead_letter_counts.get(key, 0) + 1

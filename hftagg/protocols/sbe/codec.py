@@ -27,6 +27,7 @@ from hftagg.protocols.sbe.schema import (
     Data,
     EnumType,
     Field,
+    Group,
     Message,
     MessageSchema,
     Primitive,
@@ -108,7 +109,7 @@ class DataBatch:
 
     def values(self) -> list[bytes]:
         b = self.buffer
-        return [b[o : o + n].tobytes() for o, n in zip(self.offset.tolist(), self.length.tolist())]
+        return [b[o : o + n].tobytes() for o, n in zip(self.offset.tolist(), self.length.tolist(), strict=True)]
 
 
 @dataclass

@@ -156,7 +156,7 @@ def _plausible(buf, q, end, framing, hdr, tid_slot, slot_root, nodes, min_bl):
 
 
 @numba.njit(**_NJIT)
-def _walk(buf, p, fe, ver, root, nodes, children, min_bl, big, max_version, msg,
+def _walk(buf, p, fe, ver, root, nodes, children, min_bl, big, max_version, msg,  # noqa: C901
           e_node, e_parent, e_msg, e_off, e_bl, d_node, d_parent, d_msg, d_off, d_len,
           counts, st_node, st_child, st_left, st_bl, st_entry):  # fmt: skip
     """Walk groups and var data after the root block at ``p``; return (end, reason)."""
@@ -253,7 +253,7 @@ def _error(counts, r_off, r_len, r_reason, r_detail, r_seg, off, length, reason,
 
 
 @numba.njit(**_NJIT)
-def scan(buf, seg_start, seg_end, framing, final, hdr, tid_slot, slot_root, nodes, children,
+def scan(buf, seg_start, seg_end, framing, final, hdr, tid_slot, slot_root, nodes, children,  # noqa: C901
          min_bl, m_frame, m_hdr, m_end, m_slot, m_ver, m_bl, m_seg,
          e_node, e_parent, e_msg, e_off, e_bl, d_node, d_parent, d_msg, d_off, d_len,
          r_off, r_len, r_reason, r_detail, r_seg, counts):  # fmt: skip

@@ -285,19 +285,7 @@ class _Parser:
                 t.constant = _number(prim, el.text or "")
             return t
         if kind in ("enum", "set"):
-            base = self.resolve(el.get("encodingType", ""))
-            if not isinstance(base, Primitive):
-                raise self.error(f"{kind} {name!r}: encodingType must be a primitive type")
-            values = {}
-            for v in el:
-                text = (v.text or "").strip()
-                if kind == "enum" and base.primitive == "char":
-                    values[v.get("name", "")] = ord(text)
-                else:
-                    values[v.get("name", "")] = int(text)
-            if kind == "enum":
-                return EnumType(name, base, values, since)
-            return SetType(name, base, values, since)
+            return self._enum_or_set(el, kind, name, since)
         if kind == "composite":
             members, offset = [], 0
             for m in el:
@@ -312,6 +300,21 @@ class _Parser:
                 offset += t.size
             return Composite(name, members, offset, since)
         raise self.error(f"unknown type element <{kind}> for {name!r}")
+
+    def _enum_or_set(self, el: ET.Element, kind: str, name: str, since: int) -> Encoding:
+        base = self.resolve(el.get("encodingType", ""))
+        if not isinstance(base, Primitive):
+            raise self.error(f"{kind} {name!r}: encodingType must be a primitive type")
+        values = {}
+        for v in el:
+            text = (v.text or "").strip()
+            if kind == "enum" and base.primitive == "char":
+                values[v.get("name", "")] = ord(text)
+            else:
+                values[v.get("name", "")] = int(text)
+        if kind == "enum":
+            return EnumType(name, base, values, since)
+        return SetType(name, base, values, since)
 
     def fields(self, el: ET.Element, messages_constants: dict) -> tuple[list, list, list, int]:
         fields, groups, datas = [], [], []
