@@ -1,7 +1,7 @@
 """Interoperability with QuickFIX (the reference FIX engine), in both session roles.
 
 QuickFIX runs in this process (its own threads) with temporary config files, its FIX44 data
-dictionary (validation on) and a memory store. In both roles QuickFIX is the market-data provider: it answers a
+dictionary (validation on) and a file store. In both roles QuickFIX is the market-data provider: it answers a
 MarketDataRequest (35=V) with a snapshot (W) and an incremental refresh (X) that hftagg's
 compiled decoder turns into records. Each test also drives heartbeats and test requests, a
 sequence gap in each direction (ResendRequest answered by resend with PossDupFlag=Y and by
@@ -138,15 +138,15 @@ class HftMd(Application):
 
 def _config(tmp_path: Path, role: str, port: int) -> fix.SessionSettings:
     """QuickFIX settings from a temporary file. QuickFIX keeps raw pointers to the settings and
-    factories it is given: the caller must keep them referenced while it runs. QuickFIX uses a
-    MemoryStoreFactory: with the python binding's FileStoreFactory, ``stop()`` segfaults
-    (quickfix 1.16.0); hftagg's own file store is tested in test_fix_session.py."""
+    factories it is given: the caller must keep them referenced while it runs. The tests use the
+    Threaded* connectors: with the python binding's SocketAcceptor, ``stop()`` segfaults after
+    callbacks have run (quickfix 1.16.0)."""
     connection = (f"SocketAcceptPort={port}\nSocketAcceptHost=127.0.0.1\n" if role == "acceptor"
                   else f"SocketConnectHost=127.0.0.1\nSocketConnectPort={port}\n"
                        "HeartBtInt=1\nReconnectInterval=1\n")  # fmt: skip
     text = (
         f"[DEFAULT]\nConnectionType={role}\n{connection}"
-        f"FileLogPath={tmp_path / 'qf-log'}\n"
+        f"FileStorePath={tmp_path / 'qf-store'}\nFileLogPath={tmp_path / 'qf-log'}\n"
         f"StartTime=00:00:00\nEndTime=00:00:00\nUseDataDictionary=Y\n"
         f"DataDictionary={DICTIONARY}\nValidateUserDefinedFields=N\n"
         f"[SESSION]\nBeginString=FIX.4.4\nSenderCompID=QF\nTargetCompID=HFT\n"
@@ -212,8 +212,8 @@ def test_hftagg_initiator_with_quickfix_acceptor(tmp_path):
     port = free_port()
     qf = QuickFixMd()
     settings = _config(tmp_path, "acceptor", port)
-    factories = (fix.MemoryStoreFactory(), fix.FileLogFactory(settings))  # keep alive
-    acceptor = fix.SocketAcceptor(qf, factories[0], settings, factories[1])
+    factories = (fix.FileStoreFactory(settings), fix.FileLogFactory(settings))  # keep alive
+    acceptor = fix.ThreadedSocketAcceptor(qf, factories[0], settings, factories[1])
     acceptor.start()
 
     async def scenario():
@@ -240,8 +240,8 @@ def test_quickfix_initiator_with_hftagg_acceptor(tmp_path):
         server = Acceptor([SessionSettings("HFT", "QF", heartbeat_secs=30)], hft)
         port = await server.start("127.0.0.1", 0)
         settings = _config(tmp_path, "initiator", port)
-        factories = (fix.MemoryStoreFactory(), fix.FileLogFactory(settings))  # keep alive
-        initiator = fix.SocketInitiator(qf, factories[0], settings, factories[1])
+        factories = (fix.FileStoreFactory(settings), fix.FileLogFactory(settings))  # keep alive
+        initiator = fix.ThreadedSocketInitiator(qf, factories[0], settings, factories[1])
         initiator.start()
         try:
             await _until(lambda: server.sessions and server.sessions[-1].active, what="logon")

@@ -509,8 +509,17 @@ class Session:
         await self._drain_queue()
 
     async def _on_gap_fill(self, msg, seq: int) -> None:
-        """A SequenceReset-GapFill in sequence (``_process`` already counted it)."""
+        """A SequenceReset-GapFill in sequence (``_process`` already counted it).
+
+        Messages queued inside the filled range were really sent and are valid: they are
+        processed (in order) rather than dropped, even when the counterparty chose to fill over
+        them (QuickFIX's memory store does so for messages sent after a sequence jump).
+        """
         new_seq = int(msg.get(36))
+        for held in sorted(n for n in self._queue if seq < n < new_seq):
+            held_msg, held_raw = self._queue.pop(held)
+            self.store.next_target_seq = held
+            await self._process(held_msg, held_raw, (held_msg.get(35) or b"").decode(), held)
         if new_seq > self.store.next_target_seq:
             self.store.next_target_seq = new_seq
 

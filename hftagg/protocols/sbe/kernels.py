@@ -366,9 +366,9 @@ def scan(buf, seg_start, seg_end, framing, final, hdr, tid_slot, slot_root, node
             if reason == 0 and msg >= m_frame.shape[0]:
                 counts[C_STATUS] = FULL_MSGS
                 return
+            e0 = counts[C_ENTRIES]  # a rejected message must leave no entries behind
+            d0 = counts[C_DATAS]
             if reason == 0 and not nodes[slot_root[slot], N_FIXED]:
-                e0 = counts[C_ENTRIES]
-                d0 = counts[C_DATAS]
                 p, reason = _walk(buf, p, fe, ver, slot_root[slot], nodes, children, min_bl,
                                   big, hdr[H_MAX_VERSION], msg, e_node, e_parent, e_msg, e_off,
                                   e_bl, d_node, d_parent, d_msg, d_off, d_len, counts,
@@ -378,10 +378,11 @@ def scan(buf, seg_start, seg_end, framing, final, hdr, tid_slot, slot_root, node
                     return
                 if reason != 0:
                     detail = p - h
-                    counts[C_ENTRIES] = e0
-                    counts[C_DATAS] = d0
             if reason == 0 and p != fe:
                 reason, detail = 8, p - h
+            if reason != 0:
+                counts[C_ENTRIES] = e0
+                counts[C_DATAS] = d0
             if reason == 8 and framing != MDP3:
                 # the length prefix disagrees with the message: resynchronise after it
                 pos_err = pos
