@@ -68,7 +68,7 @@ import re
 import numba
 import numpy as np
 
-from hftagg.kernels.ema import _build_table, _slot_of
+from hftagg.kernels.instruments import build_table, slot_of
 from hftagg.records.catalog import BAR, TRADE
 
 __all__ = [
@@ -315,7 +315,7 @@ def _time_run(inp, start, table, shift, slot_ids, st, lo, pqf, prm, meta, out, p
                 meta[M_ERR] = i
                 return i
         n = meta[M_SLOTS]
-        s = _slot_of(key, table, shift, slot_ids, n)
+        s = slot_of(key, table, shift, slot_ids, n)
         if s < 0:
             meta[M_STATUS] = ST_SLOTS
             return i
@@ -456,7 +456,7 @@ def _count_run(inp, start, table, shift, slot_ids, st, lo, pqf, prm, meta, out, 
     for i in range(start, inp.shape[0]):
         rec = inp[i]
         n = meta[M_SLOTS]
-        s = _slot_of(np.int64(rec["instrument_id"]), table, shift, slot_ids, n)
+        s = slot_of(np.int64(rec["instrument_id"]), table, shift, slot_ids, n)
         if s < 0:
             meta[M_STATUS] = ST_SLOTS
             return i
@@ -566,7 +566,7 @@ class _BarKernel:
         self._allocate(max(_INITIAL_SLOTS, 1 << max(n - 1, 0).bit_length()))
         self._slot_ids[:n], self._st[:n], self._lo[:n], self._pqf[:n] = ids, st, lo, pqf
         self._meta[M_SLOTS] = n
-        _build_table(self._slot_ids, n, self._table, self._shift)
+        build_table(self._slot_ids, n, self._table, self._shift)
 
     def _grow_slots(self) -> None:
         n = int(self._meta[M_SLOTS])

@@ -49,7 +49,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from hftagg.kernels.ema import _build_table, _probe, _slot_of
+from hftagg.kernels.instruments import build_table, probe, slot_of
 
 __all__ = [
     "ALERT_BAD_RECORD",
@@ -425,7 +425,7 @@ def _apply(batch, start, table, shift, slot_ids, meta, params, inst, keys, sizes
             break
         rec = batch[i]
         iid = rec["instrument_id"]
-        found = _slot_of(np.int64(iid), table, shift, slot_ids, n_slots)
+        found = slot_of(np.int64(iid), table, shift, slot_ids, n_slots)
         if found < 0:
             meta[1] = _NEED_SLOTS
             stop = i
@@ -511,7 +511,7 @@ class BookKernel:
         for new, old in zip((self._keys, self._sizes, self._orders), levels, strict=True):
             new[: 2 * n, :depth] = old
         self._meta[0] = n
-        _build_table(self._slot_ids, n, self._table, self._shift)
+        build_table(self._slot_ids, n, self._table, self._shift)
 
     def _grow(self, slots: int, depth: int) -> None:
         n = int(self._meta[0])
@@ -572,7 +572,7 @@ class BookKernel:
         key = int(instrument_id)
         if not 0 <= key <= 0xFFFFFFFF:
             raise ValueError(f"instrument_id must be a uint32 (0..4294967295), got {key}")
-        entry = int(self._table[_probe(self._table, self._shift, key)])
+        entry = int(self._table[probe(self._table, self._shift, key)])
         return (entry >> 32) - 1
 
     @property

@@ -57,7 +57,7 @@ from hftagg.kernels.book import (
     _side,
     _unknown_level,
 )
-from hftagg.kernels.ema import _GOLDEN, _slot_of
+from hftagg.kernels.instruments import GOLDEN, slot_of
 from hftagg.records.schema import Schema, make_dtype
 
 __all__ = ["MBO", "MboBookKernel", "warm"]
@@ -88,7 +88,7 @@ _U40 = np.uint64(40)
 
 @numba.njit(inline="always", **_NJIT)
 def _home(order_id, slot, shift):
-    return np.int64(((order_id ^ (slot << _U40)) * _GOLDEN) >> np.uint64(shift))
+    return np.int64(((order_id ^ (slot << _U40)) * GOLDEN) >> np.uint64(shift))
 
 
 @numba.njit(inline="always", **_NJIT)
@@ -260,7 +260,7 @@ def _apply_mbo(batch, start, table, shift, slot_ids, meta, params, book, pool, q
             break
         rec = batch[i]
         iid = rec["instrument_id"]
-        found = _slot_of(np.int64(iid), table, shift, slot_ids, n_slots)
+        found = slot_of(np.int64(iid), table, shift, slot_ids, n_slots)
         if found < 0:
             meta[1] = _NEED_SLOTS
             stop = i

@@ -45,7 +45,7 @@ import math
 import numba
 import numpy as np
 
-from hftagg.kernels.ema import _build_table, _slot_of
+from hftagg.kernels.instruments import build_table, slot_of
 from hftagg.records.schema import PRICE_SCALE
 
 __all__ = [
@@ -105,7 +105,7 @@ def price_scale(values: np.ndarray, n: int, name: str = "price") -> float:
 def _find(key, table, shift, slot_ids, meta):
     """Slot of instrument ``key`` (inserted when new); -1 when the state arrays are full."""
     n = meta[0]
-    slot = _slot_of(key, table, shift, slot_ids, n)
+    slot = slot_of(key, table, shift, slot_ids, n)
     if slot == n:
         meta[0] = n + 1
     return slot
@@ -172,7 +172,7 @@ class KeyedKernel:
         for new, values in zip(self._arrays(), old, strict=True):
             new[:n] = values
         self._meta[0] = n
-        _build_table(self._slot_ids, n, self._table, self._shift)
+        build_table(self._slot_ids, n, self._table, self._shift)
 
     def _run(self, kernel, ids: np.ndarray, args: tuple, extra: tuple = ()) -> None:
         """Call ``kernel`` until the batch is done, growing the state when it runs out of slots."""
@@ -255,7 +255,7 @@ class KeyedKernel:
         self._state[:n] = state["state"]
         self._ints[:n] = state["ints"]
         self._meta[0] = n
-        _build_table(self._slot_ids, n, self._table, self._shift)
+        build_table(self._slot_ids, n, self._table, self._shift)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(window={self.window}, instruments={self.instrument_count})"

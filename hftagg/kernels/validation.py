@@ -55,7 +55,7 @@ from enum import IntEnum
 import numba
 import numpy as np
 
-from hftagg.kernels.ema import _build_table
+from hftagg.kernels.instruments import build_table
 from hftagg.kernels.rolling import _find, _moment_sums, _resize_ring, _set_held
 from hftagg.records.catalog import ALERT, DEAD_LETTER, QUOTE, TRADE
 from hftagg.records.schema import PRICE_SCALE
@@ -181,7 +181,7 @@ class Slots:
         for new, old in zip(self.arrays, arrays, strict=True):
             new[:n] = old
         self.meta[0] = n
-        _build_table(self.ids, n, self.table, self.shift)
+        build_table(self.ids, n, self.table, self.shift)
 
     def grow(self) -> None:
         n = self.count
