@@ -247,22 +247,46 @@ def wrong_body_length(msg: bytes, delta: int) -> bytes:
         (b"\x00garbage\xff\x01 58=8=", kernels.GARBAGE),
         (GOOD.replace(b"FIX.4.4", b"FIX.4.2"), kernels.BAD_BEGIN_STRING),
         (GOOD.replace(b"\x019=", b"\x019=x"), kernels.BAD_BODY_LENGTH),
-        (wire("X", [(268, 2), (279, 0), (269, 0), (55, "EURUSD"), (270, 1), (271, 1)]),
-         kernels.BAD_GROUP),
-        (wire("X", [(268, 1), (279, 0), (269, 0), (55, "EURUSD"), (270, "1.x"), (271, 1)]),
-         kernels.BAD_VALUE),
-        (wire("X", [(268, 1), (279, 0), (269, 0), (55, "EURUSD"), (271, 1)]),
-         kernels.MISSING_FIELD),
-        (wire("X", [(268, 1), (279, 0), (269, 0), (55, "NOPE"), (270, 1), (271, 1)]),
-         kernels.UNKNOWN_INSTRUMENT),
-        (wire("X", [(268, 1), (279, 9), (269, 0), (55, "EURUSD"), (270, 1), (271, 1)]),
-         kernels.BAD_VALUE),
+        (
+            wire("X", [(268, 2), (279, 0), (269, 0), (55, "EURUSD"), (270, 1), (271, 1)]),
+            kernels.BAD_GROUP,
+        ),
+        (
+            wire("X", [(268, 1), (279, 0), (269, 0), (55, "EURUSD"), (270, "1.x"), (271, 1)]),
+            kernels.BAD_VALUE,
+        ),
+        (
+            wire("X", [(268, 1), (279, 0), (269, 0), (55, "EURUSD"), (271, 1)]),
+            kernels.MISSING_FIELD,
+        ),
+        (
+            wire("X", [(268, 1), (279, 0), (269, 0), (55, "NOPE"), (270, 1), (271, 1)]),
+            kernels.UNKNOWN_INSTRUMENT,
+        ),
+        (
+            wire("X", [(268, 1), (279, 9), (269, 0), (55, "EURUSD"), (270, 1), (271, 1)]),
+            kernels.BAD_VALUE,
+        ),
         (reframe(GOOD.replace(b"\x01270=", b"\x01x70=")), kernels.BAD_FIELD),
         (reframe(GOOD.replace(b"\x0152=2026", b"\x0152=x026")), kernels.BAD_VALUE),
     ],
-    ids=["checksum", "body_short", "body_long", "truncated_half", "truncated_trailer", "garbage",
-         "begin_string", "body_not_number", "group_count", "price", "missing_price",
-         "unknown_symbol", "action", "tag", "sending_time"],  # fmt: skip
+    ids=[
+        "checksum",
+        "body_short",
+        "body_long",
+        "truncated_half",
+        "truncated_trailer",
+        "garbage",
+        "begin_string",
+        "body_not_number",
+        "group_count",
+        "price",
+        "missing_price",
+        "unknown_symbol",
+        "action",
+        "tag",
+        "sending_time",
+    ],  # fmt: skip
 )
 def test_bad_input_is_dead_lettered_and_good_messages_around_it_decode(bad, reason):
     decoder = MarketDataDecoder(SYMBOLS, source_id=9)

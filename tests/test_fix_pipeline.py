@@ -1,4 +1,4 @@
-"""FIX in pipelines: the ``fix`` codec family, the ``fix_decode`` stage and the ``fix_md`` source."""
+"""FIX in pipelines: the ``fix`` codec family, ``fix_decode`` stage and ``fix_md`` source."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Interoperability with QuickFIX (the reference FIX engine), in both session roles.
 
 QuickFIX runs in this process (its own threads) with temporary config files, its FIX44 data
-dictionary (validation on) and a file store. In both roles QuickFIX is the market-data provider: it answers a
-MarketDataRequest (35=V) with a snapshot (W) and an incremental refresh (X) that hftagg's
-compiled decoder turns into records. Each test also drives heartbeats and test requests, a
-sequence gap in each direction (ResendRequest answered by resend with PossDupFlag=Y and by
-SequenceReset-GapFill) and logout.
+dictionary (validation on) and a file store. In both roles QuickFIX is the market-data
+provider: it answers a MarketDataRequest (35=V) with a snapshot (W) and an incremental
+refresh (X) that hftagg's compiled decoder turns into records. Each test also drives
+heartbeats and test requests, a sequence gap in each direction (ResendRequest answered by
+resend with PossDupFlag=Y and by SequenceReset-GapFill) and logout.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.conftest import free_port
 fix = pytest.importorskip(
     "quickfix",
     reason="QUICKFIX NOT INSTALLED: the QuickFIX interop tests did not run. Install the "
-           "reference peer with `pip install quickfix` (builds from source, ~6.5 min).",
+    "reference peer with `pip install quickfix` (builds from source, ~6.5 min).",
 )
 fix44 = pytest.importorskip("quickfix44")
 

@@ -73,8 +73,11 @@ class MdServer(Recorder):
 
 
 async def _pair(server_app=None, client_app=None, client_store=None, server_store=None):
-    acceptor = Acceptor([SERVER], server_app or Recorder(),
-                        store_factory=(lambda s: server_store) if server_store else None)
+    acceptor = Acceptor(
+        [SERVER],
+        server_app or Recorder(),
+        store_factory=(lambda s: server_store) if server_store else None,
+    )
     port = await acceptor.start("127.0.0.1", 0)
     client = await connect("127.0.0.1", port, CLIENT, client_app or Recorder(), client_store)
     await acceptor.new_session.wait()
@@ -133,8 +136,12 @@ def test_possdup_duplicate_is_dropped_and_low_seq_without_possdup_logs_out():
         acceptor, client, server = await _pair(server_app)
         seq = await client.send(*m.market_data_request("R1", ["EURUSD"]))
         await _until(lambda: len(server_app.app) == 1)
-        dup = client._encode("V", seq, m.market_data_request("R1", ["EURUSD"])[1],
-                             orig_sending_time=m.utc_timestamp())
+        dup = client._encode(
+            "V",
+            seq,
+            m.market_data_request("R1", ["EURUSD"])[1],
+            orig_sending_time=m.utc_timestamp(),
+        )
         client._write(dup)
         await client.send("0")
         await _until(lambda: server.counters["possdup_dropped"] == 1)
@@ -196,8 +203,9 @@ def test_file_store_persists_sequence_numbers_and_messages_across_restarts(tmp_p
         reopened = FileStore(tmp_path, CLIENT.session_id)
         assert (reopened.next_sender_seq, reopened.next_target_seq) == (sent, received)
         assert b"35=V" in reopened.get(1, sent)[2]
-        client2 = await connect("127.0.0.1", acceptor.server.sockets[0].getsockname()[1], CLIENT,
-                                Recorder(), reopened)  # same session continues its numbers
+        client2 = await connect(
+            "127.0.0.1", acceptor.server.sockets[0].getsockname()[1], CLIENT, Recorder(), reopened
+        )  # same session continues its numbers
         assert client2.active and acceptor.sessions[-1].store.next_target_seq == sent + 1
         await client2.logout()
         reopened.close()
@@ -241,6 +249,40 @@ def test_password_comes_from_the_environment(monkeypatch):
         client = await connect("127.0.0.1", port, right)
         assert client.active
         await client.logout()
+        await acceptor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_silent_counterparty_gets_a_test_request_then_is_disconnected():
+    async def scenario():
+        acceptor = Acceptor([SERVER], Recorder())
+        port = await acceptor.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(m.encode("FIX.4.4", "A", "CLIENT", "SERVER", 1, [(98, 0), (108, 1)]))
+        received = b""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while data := await asyncio.wait_for(reader.read(4096), 6):  # never answer anything
+            received += data
+        elapsed = loop.time() - started
+        assert b"35=A\x01" in received and b"35=1\x01" in received  # Logon, then TestRequest
+        assert 2.0 < elapsed < 5.0  # 1.2 x HeartBtInt to the TestRequest, as long again to close
+        assert acceptor.sessions[-1].closed.is_set()
+        writer.close()
+        await acceptor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_logon_from_an_unknown_comp_id_is_refused():
+    async def scenario():
+        acceptor = Acceptor([SERVER], Recorder())
+        port = await acceptor.start()
+        stranger = SessionSettings("STRANGER", "SERVER", logon_timeout_secs=2)
+        with pytest.raises((ConnectionError, TimeoutError)):
+            await connect("127.0.0.1", port, stranger)
+        assert acceptor.sessions == []
         await acceptor.stop()
 
     asyncio.run(scenario())

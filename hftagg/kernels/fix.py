@@ -40,7 +40,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from hftagg.kernels.ema import _build_table, _slot_of
+from hftagg.kernels.instruments import build_table, slot_of
 
 __all__ = [
     "OK",
@@ -255,13 +255,14 @@ def _overshoot(buf, p, inner):
 
 
 @numba.njit(**_NJIT)
-def frame(buf, n, begin, max_body, final, spans):
-    """Cut ``buf[:n]`` into spans ``(start, end, status)``; returns ``(spans written, consumed)``.
+def frame(buf, start, n, begin, max_body, final, spans):
+    """Cut ``buf[start:n]`` into spans ``(start, end, status)`` (indices into ``buf``); returns
+    ``(spans written, stop)``.
 
-    Stops early when ``spans`` is full (call again from ``consumed``). Bytes from ``consumed``
-    on are an incomplete message (or a possible start of one) to keep for the next call.
+    Stops early when ``spans`` is full (call again from ``stop``). Bytes from ``stop`` on are an
+    incomplete message (or a possible start of one) to keep for the next call.
     """
-    p = 0
+    p = start
     count = 0
     cap = spans.shape[0]
     while p < n and count < cap:
@@ -339,7 +340,7 @@ def parse_decimal(buf, a, b):
     return True, -value if neg else value
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _parse_uint(buf, a, b, limit):
     """Digits only (``0 <= value <= limit``), optionally followed by ``.0...``; -1 if not."""
     if a >= b:
@@ -362,7 +363,7 @@ def _parse_uint(buf, a, b, limit):
     return v
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _days_from_civil(y, m, d):
     y -= m <= 2
     era = (y if y >= 0 else y - 399) // 400
@@ -372,7 +373,7 @@ def _days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _digits(buf, a, k):
     v = np.int64(0)
     for q in range(a, a + k):
@@ -383,7 +384,7 @@ def _digits(buf, a, k):
     return v
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _parse_utc(buf, a, b):
     """``YYYYMMDD-HH:MM:SS[.f{1,9}]`` as UNIX ns; -1 if malformed."""
     if b - a < 17 or buf[a + 8] != 45 or buf[a + 11] != 58 or buf[a + 14] != 58:
@@ -411,7 +412,7 @@ def _parse_utc(buf, a, b):
     return secs * 1_000_000_000 + frac
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _lookup(hashes, ids, h):
     """Binary search of ``h`` in sorted ``hashes``: its id, or -1."""
     lo = 0
@@ -430,7 +431,7 @@ def _lookup(hashes, ids, h):
 # --------------------------------------------------------------------------- decoder
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _dead(dead, nd, aux, reason, start, end, base, ts_recv, source_id, a0, a1):
     rec = dead[nd]
     rec["ts_event"] = ts_recv
@@ -446,7 +447,7 @@ def _dead(dead, nd, aux, reason, start, end, base, ts_recv, source_id, a0, a1):
     return nd + 1
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _instrument(buf, a, b, tag, by_security_id, hashes, ids):
     """Instrument id of a 55/48 value, or -1 (unknown), -2 (this tag is not the key)."""
     if by_security_id:
@@ -461,7 +462,7 @@ def _instrument(buf, a, b, tag, by_security_id, hashes, ids):
     return _lookup(hashes, ids, h)
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _emit_entry(e, book, nb, trades, nt, slot_seq, slot, snapshot, ts_event, ts_recv):
     """Write one entry (``e`` = [kind, action, side, price, size, depth, instrument, extra_gap])
     as a book update or a trade; returns the new counts."""
@@ -492,7 +493,7 @@ def _emit_entry(e, book, nb, trades, nt, slot_seq, slot, snapshot, ts_event, ts_
     return nb + 1, nt
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _entry_fail(e):
     """Why a finished entry cannot be used (0: it can): missing type/action or price."""
     if e[0] < 0:
@@ -508,10 +509,10 @@ def _entry_fail(e):
     return 0, 0
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, meta,  # noqa: C901
-                slot_seq, book, nb, trades, nt, ts_recv, counters, info):  # fmt: skip
-    """Decode one framed message ``buf[a:z]``.
+                slot_seq, book, nb, trades, nt, ts_recv, counters, info, e):  # fmt: skip
+    """Decode one framed message ``buf[a:z]``; ``e`` is scratch space for the current entry.
 
     Returns ``(status, nb, nt)``: status 0 = records written (or message skipped), > 0 = a
     reason code (``info`` holds the tag and a detail value), -1 = slots full. ``info[2]`` is set
@@ -524,10 +525,11 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
     have_time = False
     declared = np.int64(-1)
     entries = 0
-    # current entry: kind, action, side, price, size, depth, instrument, extra_gap, has_price
-    e = np.full(9, -1, dtype=np.int64)
+    # e, the current entry: kind, action, side, price, size, depth, instrument, extra_gap,
+    # has_price
     top_instrument = np.int64(-1)
     cur_instrument = np.int64(-1)
+    have_cur = False  # an entry named its instrument: later entries default to it
     rpt = np.int64(-1)
     in_entry = False
     snapshot_cleared = False
@@ -597,9 +599,25 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
         # inside the group
         if (msg == 2 and tag == 279) or (msg == 1 and tag == 269):
             if in_entry:
-                status, nb, nt, last_book = _finish_entry(e, rpt, msg, table, shift, slot_ids, meta,
-                                                          slot_seq, book, nb, trades, nt, ts_event,
-                                                          ts_recv, counters, info, last_book)  # fmt: skip
+                status, nb, nt, last_book = _finish_entry(
+                    e,
+                    rpt,
+                    msg,
+                    table,
+                    shift,
+                    slot_ids,
+                    meta,
+                    slot_seq,
+                    book,
+                    nb,
+                    trades,
+                    nt,
+                    ts_event,
+                    ts_recv,
+                    counters,
+                    info,
+                    last_book,
+                )
                 if status != 0:
                     return status, nb0, nt0
             elif msg == 1 and not snapshot_cleared:
@@ -615,8 +633,7 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
             e[5] = 0
             e[7] = 0
             e[8] = 0
-            cur_instrument = top_instrument if cur_instrument < 0 else cur_instrument
-            e[6] = cur_instrument
+            e[6] = cur_instrument if have_cur else top_instrument
             rpt = -1
         if not in_entry:
             continue
@@ -671,11 +688,28 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
             inst = _instrument(buf, v, w, tag, by_security_id, hashes, ids)
             if inst != -2:
                 cur_instrument = inst
+                have_cur = True
                 e[6] = inst
     if in_entry:
-        status, nb, nt, last_book = _finish_entry(e, rpt, msg, table, shift, slot_ids, meta,
-                                                  slot_seq, book, nb, trades, nt, ts_event,
-                                                  ts_recv, counters, info, last_book)  # fmt: skip
+        status, nb, nt, last_book = _finish_entry(
+            e,
+            rpt,
+            msg,
+            table,
+            shift,
+            slot_ids,
+            meta,
+            slot_seq,
+            book,
+            nb,
+            trades,
+            nt,
+            ts_event,
+            ts_recv,
+            counters,
+            info,
+            last_book,
+        )
         if status != 0:
             return status, nb0, nt0
     elif msg == 1 and declared == 0 and top_instrument >= 0:
@@ -699,15 +733,21 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
     return 0, nb, nt
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _slot(inst, table, shift, slot_ids, meta):
-    slot = _slot_of(inst, table, shift, slot_ids, meta[1])
+    """State slot of instrument ``inst`` (``meta[2:4]`` caches the last one looked up)."""
+    if inst == meta[2]:
+        return meta[3]
+    slot = slot_of(inst, table, shift, slot_ids, meta[1])
     if slot == meta[1] and slot >= 0:
         meta[1] += 1
+    if slot >= 0:
+        meta[2] = inst
+        meta[3] = slot
     return slot
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _snapshot_clear(inst, table, shift, slot_ids, meta, slot_seq, book, nb, ts_event, ts_recv):
     slot = _slot(inst, table, shift, slot_ids, meta)
     if slot < 0:
@@ -728,7 +768,7 @@ def _snapshot_clear(inst, table, shift, slot_ids, meta, slot_seq, book, nb, ts_e
     return 0, nb + 1, nb
 
 
-@numba.njit(**_NJIT)
+@numba.njit(inline="always", **_NJIT)
 def _finish_entry(e, rpt, msg, table, shift, slot_ids, meta, slot_seq, book, nb, trades, nt,
                   ts_event, ts_recv, counters, info, last_book):  # fmt: skip
     """Validate and emit the entry in ``e``; ``(status, nb, nt, index of last book record)``."""
@@ -769,8 +809,29 @@ def _finish_entry(e, rpt, msg, table, shift, slot_ids, meta, slot_seq, book, nb,
 
 
 @numba.njit(**_NJIT)
-def decode_md(buf, spans, first, count, base, ts_recv, source_id, by_security_id, hashes, ids,
-              table, shift, slot_ids, slot_seq, meta, book, trades, dead, aux, counts, counters):  # fmt: skip
+def decode_md(
+    buf,
+    spans,
+    first,
+    count,
+    base,
+    ts_recv,
+    source_id,
+    by_security_id,
+    hashes,
+    ids,
+    table,
+    shift,
+    slot_ids,
+    slot_seq,
+    meta,
+    book,
+    trades,
+    dead,
+    aux,
+    counts,
+    counters,
+):
     """Decode spans ``first..count`` of ``buf``; ``counts = [book, trades, dead]`` written so far.
 
     Framing errors (span status != OK) become dead letters; OK spans are decoded by
@@ -783,6 +844,7 @@ def decode_md(buf, spans, first, count, base, ts_recv, source_id, by_security_id
     nt = counts[1]
     nd = counts[2]
     info = np.zeros(4, dtype=np.int64)
+    entry = np.zeros(9, dtype=np.int64)
     meta[0] = _DONE
     i = first
     while i < count:
@@ -800,7 +862,7 @@ def decode_md(buf, spans, first, count, base, ts_recv, source_id, by_security_id
         info[:] = 0
         status, nb2, nt2 = _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift,
                                        slot_ids, meta, slot_seq, book, nb, trades, nt, ts_recv,
-                                       counters, info)  # fmt: skip
+                                       counters, info, entry)  # fmt: skip
         if status < 0:
             meta[0] = _NEED_SLOTS
             break
@@ -828,16 +890,19 @@ def warm() -> None:
     """Compile (and cache on disk) the framing and decoding kernels."""
     from hftagg.protocols.fix.decoder import MarketDataDecoder
 
-    msg = (b"8=FIX.4.4\x019=%d\x01%s10=%03d\x01")
-    body = (b"35=X\x0134=2\x0152=20260101-00:00:00.000\x01268=2\x01279=0\x01269=0\x0155=A\x01"
-            b"270=1.5\x01271=3\x011023=1\x0183=1\x01279=0\x01269=2\x01270=1.5\x01271=1\x01")
+    msg = b"8=FIX.4.4\x019=%d\x01%s10=%03d\x01"
+    body = (
+        b"35=X\x0134=2\x0152=20260101-00:00:00.000\x01268=2\x01279=0\x01269=0\x0155=A\x01"
+        b"270=1.5\x01271=3\x011023=1\x0183=1\x01279=0\x01269=2\x01270=1.5\x01271=1\x01"
+    )
     head = b"8=FIX.4.4\x019=%d\x01" % len(body)
     raw = msg % (len(body), body, sum(head + body) % 256)
     for by_security_id in (False, True):
-        decoder = MarketDataDecoder({"A": 1}, instrument_key="security_id" if by_security_id
-                                    else "symbol")
+        decoder = MarketDataDecoder(
+            {"A": 1}, instrument_key="security_id" if by_security_id else "symbol"
+        )
         decoder.feed(raw + b"xx" + raw[:20])
         decoder.finish()
     parse_decimal(np.frombuffer(b"1.5", dtype=np.uint8), 0, 3)
     table = np.zeros(16, dtype=np.int64)
-    _build_table(np.zeros(1, dtype=np.uint32), 0, table, 60)
+    build_table(np.zeros(1, dtype=np.uint32), 0, table, 60)

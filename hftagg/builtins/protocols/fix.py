@@ -21,6 +21,7 @@ from hftagg.stages import Params, Port, Stage, restart
 
 __all__ = ["FIX_FAMILY", "FixCodecFamily", "FixDecode", "FixDecodeParams"]
 
+
 @dataclass(frozen=True)
 class FixCodecFamily:
     """The FIX tag=value codec family.

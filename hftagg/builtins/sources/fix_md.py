@@ -14,7 +14,6 @@ The password is never a parameter: ``password_env`` names the environment variab
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -108,6 +107,7 @@ class FixMarketData(SourceStage):
         self.session: Session | None = None
         self.connected = threading.Event()
         self._stop = threading.Event()
+        self._shutdown_task: asyncio.Future | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=f"fix_md:{self.stage_id}",
                                         daemon=True)  # fmt: skip
@@ -135,10 +135,17 @@ class FixMarketData(SourceStage):
             except (OSError, TimeoutError, ConnectionError) as exc:
                 log.warning("fix_md %s: %s; retrying in %gs", self.stage_id, exc, p.reconnect_secs)
             self.connected.clear()
-            for _ in range(int(p.reconnect_secs / 0.05) or 1):
-                if self._stop.is_set():
-                    return
+            waited = 0.0
+            while waited < p.reconnect_secs and not self._stop.is_set():
                 await asyncio.sleep(0.05)
+                waited += 0.05
+        if self._shutdown_task is not None:
+            await self._shutdown_task
+
+    def _begin_shutdown(self) -> None:
+        """On the session loop: no more reconnects; unsubscribe and log out."""
+        self._stop.set()
+        self._shutdown_task = asyncio.ensure_future(self._shutdown())
 
     async def _shutdown(self) -> None:
         session = self.session
@@ -175,11 +182,10 @@ class FixMarketData(SourceStage):
     def close(self) -> None:
         if not hasattr(self, "_thread"):
             return
-        self._stop.set()
         if self._loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-            with contextlib.suppress(Exception):
-                future.result(timeout=5.0)
+            self._loop.call_soon_threadsafe(self._begin_shutdown)
+        else:
+            self._stop.set()
         self._thread.join(timeout=5.0)
         self._store.close()
 

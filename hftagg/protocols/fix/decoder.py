@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from hftagg.kernels import fix as kernels
-from hftagg.kernels.ema import _build_table
+from hftagg.kernels.instruments import build_table
 from hftagg.records.catalog import BOOK_UPDATE, DEAD_LETTER, TRADE
 
 __all__ = ["Decoded", "Framer", "MarketDataDecoder", "build_symbol_table", "reason_name"]
@@ -96,14 +96,15 @@ class Framer:
         s = self._stream
         s.append(data)
         out = []
+        at = 0
         while True:
-            count, used = kernels.frame(s.buf, s.n, self._begin, self._max_body, final,
+            count, stop = kernels.frame(s.buf, at, s.n, self._begin, self._max_body, final,
                                         self._spans)  # fmt: skip
-            raw = s.buf[:used].tobytes()
             for a, z, status in self._spans[:count].tolist():
-                out.append((status, raw[a:z]))
-            s.consume(used)
-            if count < self._spans.shape[0] or s.n == 0:
+                out.append((status, s.buf[a:z].tobytes()))
+            at = stop
+            if count < self._spans.shape[0] or at == s.n:
+                s.consume(at)
                 return out
 
 
@@ -154,7 +155,8 @@ class MarketDataDecoder:
         self._aux = np.zeros((256, 2), dtype=np.int64)
         self._counts = np.zeros(3, dtype=np.int64)
         self._counters = np.zeros(len(self.COUNTER_NAMES), dtype=np.int64)
-        self._meta = np.zeros(2, dtype=np.int64)  # [status, slots in use]
+        # [status, slots in use, last instrument looked up (-1: none), its slot]
+        self._meta = np.array([0, 0, -1, 0], dtype=np.int64)
         self._allocate_slots(64)
         self.dead_letter_counts: dict[str, int] = {}
 
@@ -171,7 +173,7 @@ class MarketDataDecoder:
         self._shift = 64 - bits
         self._slot_ids[:n] = old_ids
         self._slot_seq[:n] = old_seq
-        _build_table(self._slot_ids, n, self._table, self._shift)
+        build_table(self._slot_ids, n, self._table, self._shift)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -194,7 +196,8 @@ class MarketDataDecoder:
         self._slot_ids[: len(ids)] = ids
         self._slot_seq[: len(ids)] = state["seq"]
         self._meta[1] = len(ids)
-        _build_table(self._slot_ids, len(ids), self._table, self._shift)
+        self._meta[2] = -1
+        build_table(self._slot_ids, len(ids), self._table, self._shift)
 
     # ----------------------------------------------------------------- hot path
 
@@ -206,14 +209,16 @@ class MarketDataDecoder:
         ts = time.time_ns() if ts_recv is None else int(ts_recv)
         self._counts[:] = 0
         messages = 0
+        at = 0
         while True:
-            count, used = kernels.frame(s.buf, s.n, self._begin, self._max_body, final,
+            count, stop = kernels.frame(s.buf, at, s.n, self._begin, self._max_body, final,
                                         self._spans)  # fmt: skip
             messages += count
             self._decode_spans(count, ts)
-            s.consume(used)
-            if count < self._spans.shape[0] or s.n == 0:
+            at = stop
+            if count < self._spans.shape[0] or at == s.n:
                 break
+        s.consume(at)
         nb, nt, nd = self._counts.tolist()
         return Decoded(self._book[:nb], self._trades[:nt], self._dead[:nd], messages)
 

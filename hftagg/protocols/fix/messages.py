@@ -29,8 +29,39 @@ Pairs = list[tuple[int, str | bytes | int]]
 ADMIN_TYPES = frozenset({"0", "1", "2", "3", "4", "5", "A"})
 
 #: Tags of the standard header (kept in front, in this order, when a message is rebuilt).
-HEADER_TAGS = frozenset({8, 9, 35, 49, 56, 34, 43, 97, 52, 122, 115, 128, 50, 57, 142, 143,
-                         144, 145, 116, 129, 90, 91, 212, 213, 347, 369, 627, 1128, 1129})  # fmt: skip
+HEADER_TAGS = frozenset(
+    {
+        8,
+        9,
+        35,
+        49,
+        56,
+        34,
+        43,
+        97,
+        52,
+        122,
+        115,
+        128,
+        50,
+        57,
+        142,
+        143,
+        144,
+        145,
+        116,
+        129,
+        90,
+        91,
+        212,
+        213,
+        347,
+        369,
+        627,
+        1128,
+        1129,
+    }
+)
 
 
 def utc_timestamp(when: dt.datetime | None = None) -> str:
@@ -100,7 +131,9 @@ class MdEntry:
         self.action, self.symbol, self.level, self.rpt_seq = action, symbol, level, rpt_seq
 
 
-def snapshot(symbol: str, entries: Sequence[MdEntry], req_id: str | None = None) -> tuple[str, Pairs]:
+def snapshot(
+    symbol: str, entries: Sequence[MdEntry], req_id: str | None = None
+) -> tuple[str, Pairs]:
     """MarketDataSnapshotFullRefresh (W) for one instrument."""
     body: Pairs = [] if req_id is None else [(262, req_id)]
     body += [(55, symbol), (268, len(entries))]

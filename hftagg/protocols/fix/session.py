@@ -1,4 +1,4 @@
-"""A FIX 4.4 session over asyncio TCP, as initiator (:func:`connect`) or acceptor (:class:`Acceptor`).
+"""FIX 4.4 sessions over asyncio TCP: initiator (:func:`connect`) or acceptor (:class:`Acceptor`).
 
 The session layer does what FIX's session protocol asks:
 
@@ -56,6 +56,7 @@ INCORRECT_DATA_FORMAT = 6
 COMP_ID_PROBLEM = 9
 INVALID_MSG_TYPE = 11
 
+_HIGH_WATER = 1 << 20  # bytes buffered for the socket before send() waits
 _REQUIRED = {"0": (), "1": (112,), "2": (7, 16), "3": (45,), "4": (36,), "5": (), "A": (98, 108)}
 _INT_TAGS = frozenset({7, 16, 34, 36, 45, 98, 108, 146, 264, 267, 268, 371, 373})
 
@@ -166,6 +167,14 @@ class Session:
         self.store.next_sender_seq = seq + 1
         if transmit:
             self._write(raw)
+            if (
+                self._writer is not None
+                and self._writer.transport.get_write_buffer_size() > _HIGH_WATER
+            ):
+                with contextlib.suppress(ConnectionError):
+                    await (
+                        self._writer.drain()
+                    )  # a slow reader: wait rather than buffer without bound
         return seq
 
     async def test_request(self, test_id: str | None = None) -> str:
@@ -271,9 +280,15 @@ class Session:
         while not self.closed.is_set():
             await asyncio.sleep(tick)
             now = time.monotonic()
-            if self.state == "logon_sent" and now - self._started > self.settings.logon_timeout_secs:
+            if (
+                self.state == "logon_sent"
+                and now - self._started > self.settings.logon_timeout_secs
+            ):
                 self.disconnect("no Logon answer")
-            elif self.state == "logout_sent" and now - self._logout_at > self.settings.logout_timeout_secs:  # noqa: E501
+            elif (
+                self.state == "logout_sent"
+                and now - self._logout_at > self.settings.logout_timeout_secs
+            ):
                 self.disconnect("no Logout answer")
             elif self.state == "active":
                 await self._heartbeat_check(now)
@@ -400,6 +415,8 @@ class Session:
             return "MsgType (35) missing", REQUIRED_TAG_MISSING, 35
         if msg.get(52) is None:
             return "SendingTime (52) missing", REQUIRED_TAG_MISSING, 52
+        if msg.get(43) == b"Y" and msg.get(122) is None and msg_type != "4":
+            return "OrigSendingTime (122) missing on a PossDup", REQUIRED_TAG_MISSING, 122
         allowed = self.settings.app_message_types
         if msg_type not in m.ADMIN_TYPES and allowed and msg_type not in allowed:
             return f"unsupported MsgType {msg_type!r}", INVALID_MSG_TYPE, 35
@@ -566,8 +583,10 @@ async def connect(host: str, port: int, settings: SessionSettings,
     if not session.logged_on.is_set():
         session.disconnect("logon failed")
         if wait_closed in done:
-            raise ConnectionError(f"FIX {settings.session_id}: the counterparty ended the session "
-                                  f"before Logon completed ({session.last_logout_text or 'no text'})")
+            raise ConnectionError(
+                f"FIX {settings.session_id}: the counterparty ended the session "
+                f"before Logon completed ({session.last_logout_text or 'no text'})"
+            )
         raise TimeoutError(f"FIX {settings.session_id}: no Logon answer from {host}:{port}")
     return session
 
@@ -581,9 +600,12 @@ class Acceptor:
     reconnects of the same session).
     """
 
-    def __init__(self, sessions: Iterable[SessionSettings],
-                 application: Application | Callable[[], Application] | None = None,
-                 store_factory: Callable[[SessionSettings], MemoryStore] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sessions: Iterable[SessionSettings],
+        application: Application | Callable[[], Application] | None = None,
+        store_factory: Callable[[SessionSettings], MemoryStore] | None = None,
+    ) -> None:
         self.settings = {s.target_comp_id: s for s in sessions}
         self._application = application
         self._store_factory = store_factory or (lambda s: MemoryStore())
@@ -599,7 +621,13 @@ class Acceptor:
 
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:  # fmt: skip
-        first = await reader.read(1 << 16)
+        first = b""
+        while _sender_of(first) is None and len(first) < 4096:  # enough to see 49= of Logon
+            data = await reader.read(1 << 16)
+            if not data:
+                writer.close()
+                return
+            first += data
         target = _sender_of(first)
         settings = self.settings.get(target or "")
         if settings is None:
