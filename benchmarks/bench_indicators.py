@@ -90,7 +90,9 @@ def bench_ols(n: int, repeat: int) -> Result:
     worst = _check("rolling-ols intercept", out[1], theirs_values[1])
     fitted = np.abs(theirs_values[0]) > 1e-3
     for row, what in ((0, "slope"), (2, "r2")):
-        worst = max(worst, _check(f"rolling-ols {what}", out[row][fitted], theirs_values[row][fitted]))
+        worst = max(
+            worst, _check(f"rolling-ols {what}", out[row][fitted], theirs_values[row][fitted])
+        )
     ours = best_rate(ours_once, repeat)
     theirs = best_rate(lambda: numpy_rolling_ols(y, OLS_WINDOW).shape[1], max(2, repeat // 2))
     kernel = OlsKernel(OLS_WINDOW)

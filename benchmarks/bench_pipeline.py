@@ -84,8 +84,9 @@ def _address() -> str:
 
 
 def _subscriber(address: str, mode: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, address, mode],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUBSCRIBER, address, mode], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -122,8 +123,13 @@ def run_baseline(events: int) -> float:
     sock = pynng.Push0(listen=address, send_buffer_size=8192)
     sub = _subscriber(address, "events")
     rng = np.random.default_rng(1)
-    events_list = list(zip(rng.integers(0, 16, events).tolist(),
-                           (100 + rng.normal(0, 0.01, events)).tolist(), strict=True))
+    events_list = list(
+        zip(
+            rng.integers(0, 16, events).tolist(),
+            (100 + rng.normal(0, 0.01, events)).tolist(),
+            strict=True,
+        )
+    )
     alpha = 2 / 21
     ema: dict[int, float] = {}
     pack = struct.Struct("<Iqd").pack
@@ -149,7 +155,9 @@ def run(quick: bool) -> list[Result]:
             baseline_name="per-event Python loop + pynng msg",
             unit="rec/s",
             target=5e6,
-            extra={"mean batch (ema)": round(ema["mean_batch"], 1),
-                   "records through ema": ema["records"]},
+            extra={
+                "mean batch (ema)": round(ema["mean_batch"], 1),
+                "records through ema": ema["records"],
+            },
         )
     ]

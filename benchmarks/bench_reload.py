@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks.harness import Result
 
-SINK_PLUGIN = '''
+SINK_PLUGIN = """
 import time
 from hftagg import Params, Port, SinkStage, hookimpl
 
@@ -38,7 +38,7 @@ class TimingSink(SinkStage):
 @hookimpl
 def hftagg_register_stage_types(register):
     register(TimingSink)
-'''
+"""
 
 CONFIG = """
 [runtime]
@@ -88,8 +88,12 @@ def _first_arrival_at_or_after(offset: int, timeout: float = 5.0) -> float:
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
     a = np.array(samples) * 1e3
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "max_ms": float(a.max()), "n": len(a)}
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+        "n": len(a),
+    }
 
 
 def _live(edits: int, consul_edits: int) -> tuple[list[float], list[float]]:
@@ -100,8 +104,13 @@ def _live(edits: int, consul_edits: int) -> tuple[list[float], list[float]]:
     config = root / "config.toml"
     assembled = assemble(config, environ={})
     pipeline = assembled.pipeline()
-    reloader = Reloader(pipeline, assembled.host, config,
-                        plugin_dirs=plugin_dirs(assembled.spec.raw, config), environ={})
+    reloader = Reloader(
+        pipeline,
+        assembled.host,
+        config,
+        plugin_dirs=plugin_dirs(assembled.spec.raw, config),
+        environ={},
+    )
     pipeline.start()
     reloader.start()
     file_lat: list[float] = []
@@ -137,8 +146,7 @@ def _consul(reloader, edits: int, rng) -> list[float]:
     latencies = []
     server = FakeConsul().start()
     if True:
-        source = ConsulSource(server.address, prefix="hftagg/",
-                              on_change=reloader.set_consul_layer)
+        source = ConsulSource(server.address, prefix="hftagg/", on_change=reloader.set_consul_layer)
         source.start()
         try:
             window = 20
@@ -186,16 +194,29 @@ def run(quick: bool) -> list[Result]:
     live = _percentiles(file_lat)
     base = _percentiles(restart)
     results = [
-        Result(name="reload-file p99", hftagg=live["p99_ms"], baseline=base["p99_ms"],
-               baseline_name="stop + rebuild + start", unit="ms", target=100.0,
-               lower_is_better=True,
-               extra={"hftagg": live, "baseline (restart)": base})
+        Result(
+            name="reload-file p99",
+            hftagg=live["p99_ms"],
+            baseline=base["p99_ms"],
+            baseline_name="stop + rebuild + start",
+            unit="ms",
+            target=100.0,
+            lower_is_better=True,
+            extra={"hftagg": live, "baseline (restart)": base},
+        )
     ]
     if consul_lat:
         c = _percentiles(consul_lat)
         results.append(
-            Result(name="reload-consul p99", hftagg=c["p99_ms"], baseline=base["p99_ms"],
-                   baseline_name="stop + rebuild + start", unit="ms", target=100.0,
-                   lower_is_better=True, extra={"hftagg": c})
+            Result(
+                name="reload-consul p99",
+                hftagg=c["p99_ms"],
+                baseline=base["p99_ms"],
+                baseline_name="stop + rebuild + start",
+                unit="ms",
+                target=100.0,
+                lower_is_better=True,
+                extra={"hftagg": c},
+            )
         )
     return results

@@ -93,9 +93,15 @@ def _hftagg_md(quick: bool) -> Result:
     baseline = sample / (time.perf_counter() - t0)
     first_trade = next(d for d in decoded if d.message_name == "Trade").value
     assert first_trade["price"] == trades["price"][0]
-    return Result("sbe-decode-hftagg-md", rate, baseline, "sbe (PyPI) Schema.decode", "msg/s",
-                  target=TARGET, extra={"messages": n, "batch": BATCH,
-                                        "bytes_per_message": round(len(buf) / n, 1)})
+    return Result(
+        "sbe-decode-hftagg-md",
+        rate,
+        baseline,
+        "sbe (PyPI) Schema.decode",
+        "msg/s",
+        target=TARGET,
+        extra={"messages": n, "batch": BATCH, "bytes_per_message": round(len(buf) / n, 1)},
+    )
 
 
 def _mdp3(quick: bool) -> Result | None:
@@ -105,8 +111,16 @@ def _mdp3(quick: bool) -> Result | None:
 
     codec = SbeCodec(parse_schema(MDP3))
     rng = np.random.default_rng(1)
-    entry = {"MDEntryPx": {"mantissa": 0}, "MDEntrySize": 5, "SecurityID": 7, "RptSeq": 1,
-             "NumberOfOrders": 1, "MDPriceLevel": 1, "MDUpdateAction": 1, "MDEntryType": "0"}
+    entry = {
+        "MDEntryPx": {"mantissa": 0},
+        "MDEntrySize": 5,
+        "SecurityID": 7,
+        "RptSeq": 1,
+        "NumberOfOrders": 1,
+        "MDPriceLevel": 1,
+        "MDUpdateAction": 1,
+        "MDEntryType": "0",
+    }
     templates = []
     for k in range(64):
         entries = [dict(entry, MDEntryPx={"mantissa": int(rng.integers(1, 10**6)) * 10**7},
@@ -148,8 +162,14 @@ def _mdp3(quick: bool) -> Result | None:
                 e.md_entry_size.value  # noqa: B018
             count += 1
     baseline = count / (time.perf_counter() - t0)
-    return Result("sbe-decode-cme-mdp3", rate, baseline, "sbedecoder (PyPI)", "msg/s",
-                  extra={"messages": n_msgs, "entries_per_message": 4})
+    return Result(
+        "sbe-decode-cme-mdp3",
+        rate,
+        baseline,
+        "sbedecoder (PyPI)",
+        "msg/s",
+        extra={"messages": n_msgs, "entries_per_message": 4},
+    )
 
 
 def run(quick: bool = False) -> list[Result]:

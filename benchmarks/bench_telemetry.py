@@ -85,8 +85,11 @@ def _latency(seconds: float) -> tuple[dict, dict]:
         pipeline = assembled.pipeline(telemetry=running.telemetry)
         pipeline.open()
         # both sides see exactly the same records (push is lossless), from first to last
-        sub = subprocess.Popen([sys.executable, "-c", LATENCY_SUBSCRIBER, address, "0"],
-                               stdout=subprocess.PIPE, text=True)
+        sub = subprocess.Popen(
+            [sys.executable, "-c", LATENCY_SUBSCRIBER, address, "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert sub.stdout.readline().strip() == "ready"
         pipeline.start()
         time.sleep(seconds)
@@ -104,11 +107,24 @@ def run(quick: bool) -> list[Result]:
     fmt = {k: (f"{v / 1e3:.1f} us" if k != "n" else v) for k, v in ours.items()}
     ind = {k: (f"{v / 1e3:.1f} us" if k != "n" else v) for k, v in independent.items()}
     return [
-        Result(name="telemetry on (1% traced)", hftagg=on, baseline=off,
-               baseline_name="telemetry off", unit="rec/s",
-               extra={"cost": f"{cost * 100:.1f}% (target <= 5%)"}),
-        Result(name="e2e latency p99 @100k/s", hftagg=ours[99], baseline=independent["99"],
-               baseline_name="subscriber's own clock", unit="ns", lower_is_better=True,
-               extra={"hftagg metrics (ts_recv -> publisher)": fmt,
-                      "independent (ts_recv -> subscriber process)": ind}),
+        Result(
+            name="telemetry on (1% traced)",
+            hftagg=on,
+            baseline=off,
+            baseline_name="telemetry off",
+            unit="rec/s",
+            extra={"cost": f"{cost * 100:.1f}% (target <= 5%)"},
+        ),
+        Result(
+            name="e2e latency p99 @100k/s",
+            hftagg=ours[99],
+            baseline=independent["99"],
+            baseline_name="subscriber's own clock",
+            unit="ns",
+            lower_is_better=True,
+            extra={
+                "hftagg metrics (ts_recv -> publisher)": fmt,
+                "independent (ts_recv -> subscriber process)": ind,
+            },
+        ),
     ]

@@ -54,15 +54,18 @@ def _start_consul_layer():
         logging.getLogger("hftagg.consul").info("Consul %s: using keys under %r", address, prefix)
     except ConfigError as exc:
         logging.getLogger("hftagg.consul").warning(
-            "%s; running on the other layers and retrying in the background", exc)
+            "%s; running on the other layers and retrying in the background", exc
+        )
     return source
 
 
 def _report_failed_plugins(host) -> None:
     for record in host.failed:
         last = record.error.strip().splitlines()[-1] if record.error else ""
-        print(f"hftagg: plugin {record.name!r} ({record.location}) failed to load, skipped: "
-              f"{last}", file=sys.stderr)
+        print(
+            f"hftagg: plugin {record.name!r} ({record.location}) failed to load, skipped: {last}",
+            file=sys.stderr,
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -77,8 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         assembled = assemble(path, consul=consul.layer if consul else None)
     except ConfigError as exc:
         _print_problems(exc)
-        print(f"hftagg: {path or 'defaults'}: not started ({len(exc.problems)} problem(s))",
-              file=sys.stderr)
+        print(
+            f"hftagg: {path or 'defaults'}: not started ({len(exc.problems)} problem(s))",
+            file=sys.stderr,
+        )
         return 1
     _report_failed_plugins(assembled.host)
     session = Session(assembled, path, consul=consul, watch=not args.no_watch)
@@ -88,8 +93,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in assembled.graph.describe():
         print(f"  {line}", flush=True)
     session.start()
-    session.run_until(args.duration, args.status_interval,
-                      None if args.quiet else lambda line: print(line, flush=True))
+    session.run_until(
+        args.duration,
+        args.status_interval,
+        None if args.quiet else lambda line: print(line, flush=True),
+    )
     try:
         summary = session.stop()
     except HftaggError as exc:
@@ -164,8 +172,10 @@ def cmd_config_params(args: argparse.Namespace) -> int:
         print(f"{name} ({cls.kind}, from {host.stage_origin[name]})")
         for p in cls.Params.describe():
             mode = "live" if p["live"] else "restart"
-            print(f"    {p['name']:<22} {p['type']:<10} default {p['default']!r:<14} {mode:<8}"
-                  f"{p['description']}")
+            print(
+                f"    {p['name']:<22} {p['type']:<10} default {p['default']!r:<14} {mode:<8}"
+                f"{p['description']}"
+            )
     return 0
 
 
@@ -192,8 +202,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 break
         gaps = sub.gaps
     if args.timeout and seen == 0:
-        print(f"hftagg tail: nothing on {args.topic!r} at {address} within {args.timeout}s "
-              f"(is the pipeline running and delivering that topic?)", file=sys.stderr)
+        print(
+            f"hftagg tail: nothing on {args.topic!r} at {address} within {args.timeout}s "
+            f"(is the pipeline running and delivering that topic?)",
+            file=sys.stderr,
+        )
         return 1
     if gaps:
         print(f"hftagg tail: {gaps} records were lost between frames", file=sys.stderr)
@@ -228,20 +241,29 @@ def cmd_warm(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hftagg", description="High-frequency market-data pipelines")
+    parser = argparse.ArgumentParser(
+        prog="hftagg", description="High-frequency market-data pipelines"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the pipeline from config.toml (or built-in defaults)")
     run.add_argument("--config", "-c", help="config file (default: ./config.toml if present)")
-    run.add_argument("--duration", type=float, help="stop after SECS seconds (default: until Ctrl-C)")
+    run.add_argument(
+        "--duration", type=float, help="stop after SECS seconds (default: until Ctrl-C)"
+    )
     run.add_argument("--status-interval", type=float, help="seconds between status lines")
     run.add_argument("--quiet", action="store_true", help="no status lines, only the summary")
     run.add_argument("--summary-json", help="also write the summary as JSON to this file")
-    run.add_argument("--no-watch", action="store_true",
-                     help="do not watch config.toml and plugin folders for live changes")
+    run.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="do not watch config.toml and plugin folders for live changes",
+    )
     run.set_defaults(func=cmd_run)
 
-    plugins = sub.add_parser("plugins", help="list plugins, where they came from, what they provide")
+    plugins = sub.add_parser(
+        "plugins", help="list plugins, where they came from, what they provide"
+    )
     plugins.add_argument("--json", action="store_true")
     plugins.add_argument("--config", "-c")
     plugins.add_argument("--plugin-dir", action="append", default=[], help="extra plugin folder")
@@ -254,9 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_config_validate)
     add_config_commands(config_sub)
     params = config_sub.add_parser(
-        "params", help="list stage types' parameters and whether each is live or restart-only",
+        "params",
+        help="list stage types' parameters and whether each is live or restart-only",
         description="live: applied to the running stage from its next batch when the config "
-        "changes; restart: the stage is rebuilt (state carried by snapshot/restore).")
+        "changes; restart: the stage is rebuilt (state carried by snapshot/restore).",
+    )
     params.add_argument("type", nargs="?", help="one stage type (default: all)")
     params.add_argument("--config", "-c")
     params.set_defaults(func=cmd_config_params)

@@ -55,7 +55,9 @@ class Subscription:
     def next_frame(self, timeout_secs: float | None = None) -> Frame | None:
         """The next valid frame, or ``None`` on timeout. Malformed frames are counted, skipped."""
         while True:
-            data = self._socket.recv(timeout_secs if timeout_secs is not None else self.timeout_secs)
+            data = self._socket.recv(
+                timeout_secs if timeout_secs is not None else self.timeout_secs
+            )
             if data is None:
                 return None
             try:

@@ -62,8 +62,9 @@ class TestingSource(SourceStage):
             if not self._batches:
                 raise ValueError("TestingSource: pass schema= when giving no batches")
             schema = _host().schemas.by_dtype(self._batches[0].dtype).key
-        super().__init__(TestingSourceParams(schema_name=schema), stage_id=stage_id,
-                         topics={"output": topic})
+        super().__init__(
+            TestingSourceParams(schema_name=schema), stage_id=stage_id, topics={"output": topic}
+        )
         self._next = 0
 
     @classmethod
@@ -127,11 +128,15 @@ def run_pipeline(
         _wire_linear(stages)
     graph = graph_from_stages(stages, _host())
     if not threaded:  # one thread: a ring must hold what a source batch produces before it drains
-        largest = max((len(b) for s in stages if isinstance(s, TestingSource)
-                       for b in s._batches), default=0)
+        largest = max(
+            (len(b) for s in stages if isinstance(s, TestingSource) for b in s._batches), default=0
+        )
         ring_capacity = max(ring_capacity, 4 * largest)
-    runtime = RuntimeSection(max_batch=max_batch, ring_capacity=min(ring_capacity, 1 << 26),
-                             drain_timeout_secs=timeout_secs)
+    runtime = RuntimeSection(
+        max_batch=max_batch,
+        ring_capacity=min(ring_capacity, 1 << 26),
+        drain_timeout_secs=timeout_secs,
+    )
     pipeline = Pipeline(graph, runtime, host=_host(), telemetry=telemetry)
     if threaded:
         pipeline.start()
@@ -142,9 +147,11 @@ def run_pipeline(
     try:
         _step_until_done(pipeline)
     except BusTimeout as exc:
-        raise BusTimeout(f"{exc} -- run_pipeline steps everything in one thread, so a ring "
-                         f"smaller than what one source batch produces cannot drain; raise "
-                         f"ring_capacity or use threaded=True") from exc
+        raise BusTimeout(
+            f"{exc} -- run_pipeline steps everything in one thread, so a ring "
+            f"smaller than what one source batch produces cannot drain; raise "
+            f"ring_capacity or use threaded=True"
+        ) from exc
     summary = pipeline.summary()
     for node in graph.nodes:
         node.stage.close()

@@ -42,7 +42,9 @@ def hftagg_cmd(*args: str) -> list[str]:
     return [PYTHON, "-m", "hftagg", *args]
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HFTAGG__")}
     return subprocess.run(
         hftagg_cmd(*args), cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=env

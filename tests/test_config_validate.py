@@ -63,8 +63,10 @@ def test_unknown_key_names_the_key_and_lists_known_ones(host, tmp_path):
 
 def test_unknown_stage_parameter_names_the_source_key(host, tmp_path):
     lines = problems_of(BASE.replace("rate = 1000", "raet = 1000"), host, tmp_path)
-    assert lines == [f"{tmp_path / 'config.toml'}: data_sources.sim.raet = 1000: unknown key; "
-                     f"known keys: " + lines[0].split("known keys: ")[1]]
+    assert lines == [
+        f"{tmp_path / 'config.toml'}: data_sources.sim.raet = 1000: unknown key; "
+        f"known keys: " + lines[0].split("known keys: ")[1]
+    ]
     assert "rate" in lines[0].split("known keys: ")[1]
 
 
@@ -83,30 +85,37 @@ def test_value_out_of_range_names_the_bound(host, tmp_path):
 def test_unknown_stage_type_suggests_the_close_one(host, tmp_path):
     lines = problems_of(BASE + '\n[stages.x]\ntype = "example_midprise"\n', host, tmp_path)
     assert len(lines) == 1
-    assert "stages.x.type = 'example_midprise': unknown stage type (did you mean " \
-           "'example_midprice'?); known stage types:" in lines[0]
+    assert (
+        "stages.x.type = 'example_midprise': unknown stage type (did you mean "
+        "'example_midprice'?); known stage types:" in lines[0]
+    )
 
 
 def test_topic_nobody_produces_lists_produced_topics(host, tmp_path):
     text = BASE + '\n[stages.mid]\ntype = "example_midprice"\ntopics = { quotes = "md.quote" }\n'
     lines = problems_of(text, host, tmp_path)
     assert len(lines) == 1
-    assert "stages.mid input 'quotes' = 'md.quote': no stage produces this topic " \
-           "(did you mean 'md.quotes'?); produced topics: ind.ema, ind.mid, ind.spread, md.book, " \
-           "md.quotes, md.trades" \
-           in lines[0]
+    assert (
+        "stages.mid input 'quotes' = 'md.quote': no stage produces this topic "
+        "(did you mean 'md.quotes'?); produced topics: ind.ema, ind.mid, ind.spread, md.book, "
+        "md.quotes, md.trades" in lines[0]
+    )
 
 
 def test_schema_mismatch_names_both_stages_and_schemas(host, tmp_path):
     text = BASE + '\n[stages.mid]\ntype = "example_midprice"\ntopics = { quotes = "md.trades" }\n'
     lines = problems_of(text, host, tmp_path)
     assert len(lines) == 1
-    assert "stages.mid input 'quotes' = 'md.trades': schema mismatch: stage 'mid' expects quote " \
-           "records but 'sim' produces trade@1" in lines[0]
+    assert (
+        "stages.mid input 'quotes' = 'md.trades': schema mismatch: stage 'mid' expects quote "
+        "records but 'sim' produces trade@1" in lines[0]
+    )
 
 
 def test_cycle_is_reported_with_its_path(host, tmp_path):
-    text = BASE + """
+    text = (
+        BASE
+        + """
 [stages.a]
 type = "example_midprice"
 topics = { quotes = "x.b", mid = "x.a", spread = "x.a_spread" }
@@ -115,11 +124,14 @@ topics = { quotes = "x.b", mid = "x.a", spread = "x.a_spread" }
 type = "example_midprice"
 topics = { quotes = "x.a", mid = "x.b", spread = "x.b_spread" }
 """
+    )
     lines = problems_of(text, host, tmp_path)
     cycle = [line for line in lines if "cycle in the graph" in line]
     assert len(cycle) == 1
-    assert "stages = 'a -> b -> a': cycle in the graph" in cycle[0] or \
-           "stages = 'b -> a -> b': cycle in the graph" in cycle[0]
+    assert (
+        "stages = 'a -> b -> a': cycle in the graph" in cycle[0]
+        or "stages = 'b -> a -> b': cycle in the graph" in cycle[0]
+    )
     # the cycle's topics are ind.* -> quote schemas mismatch as well; both reported at once
     assert all("schema mismatch" in line or "cycle in the graph" in line for line in lines)
 
@@ -127,7 +139,9 @@ topics = { quotes = "x.a", mid = "x.b", spread = "x.b_spread" }
 def test_topic_with_two_writers_is_rejected(host, tmp_path):
     text = BASE + '\n[stages.mid]\ntype = "example_midprice"\ntopics = { mid = "ind.ema" }\n'
     lines = problems_of(text, host, tmp_path)
-    assert any("stages.mid = 'ind.ema': topic is already produced by stage 'ema'" in x for x in lines)
+    assert any(
+        "stages.mid = 'ind.ema': topic is already produced by stage 'ema'" in x for x in lines
+    )
 
 
 def test_all_problems_are_reported_at_once(host, tmp_path):
@@ -146,14 +160,20 @@ def test_toml_syntax_error_names_file_and_line(host, tmp_path):
 
 
 def test_bad_delivery_value_is_keyed_under_delivery(host, tmp_path):
-    lines = problems_of(BASE.replace('target = "tcp://127.0.0.1:5999"', "target = 5"), host, tmp_path)
+    lines = problems_of(
+        BASE.replace('target = "tcp://127.0.0.1:5999"', "target = 5"), host, tmp_path
+    )
     assert len(lines) == 1
     assert "delivery.target = 5: input should be a valid string" in lines[0]
 
 
 def test_environment_overrides_file_values():
-    env = {"HFTAGG__PROCESSING__EMA_WINDOW": "7", "HFTAGG__DATA_SOURCES__SIM__SEED": "3",
-           "HFTAGG__DELIVERY__TARGET": "ipc:///tmp/x", "OTHER": "1"}
+    env = {
+        "HFTAGG__PROCESSING__EMA_WINDOW": "7",
+        "HFTAGG__DATA_SOURCES__SIM__SEED": "3",
+        "HFTAGG__DELIVERY__TARGET": "ipc:///tmp/x",
+        "OTHER": "1",
+    }
     assert env_overrides(env) == {
         "processing": {"ema_window": 7},
         "data_sources": {"sim": {"seed": 3}},
@@ -175,12 +195,15 @@ def test_cli_validate_exits_0_for_valid_and_1_with_one_line_per_problem(tmp_path
     assert ok.returncode == 0, ok.stderr
     assert "valid" in ok.stdout
     bad = tmp_path / "bad.toml"
-    bad.write_text(BASE.replace("ema_window = 20", "ema_window = 0") + "\n[runtime]\nmax_bach = 1\n")
+    bad.write_text(
+        BASE.replace("ema_window = 20", "ema_window = 0") + "\n[runtime]\nmax_bach = 1\n"
+    )
     result = run_cli("config", "validate", str(bad), cwd=tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[0].endswith("processing.ema_window = 0: input should be greater than or equal to 1") \
-        or lines[1].endswith("processing.ema_window = 0: input should be greater than or equal to 1")
+    assert lines[0].endswith(
+        "processing.ema_window = 0: input should be greater than or equal to 1"
+    ) or lines[1].endswith("processing.ema_window = 0: input should be greater than or equal to 1")
     assert any("runtime.max_bach = 1: unknown key" in line for line in lines)
     assert lines[-1] == f"{bad}: invalid, 2 problem(s)"
 

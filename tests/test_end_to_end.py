@@ -34,14 +34,19 @@ topics = ["ind.ema"]
 """
 
 
-def start_pipeline(tmp_path: Path, address: str, pattern: str, rate: int = 50_000,
-                   extra: tuple[str, ...] = ()) -> subprocess.Popen:
+def start_pipeline(
+    tmp_path: Path, address: str, pattern: str, rate: int = 50_000, extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.format(address=address, pattern=pattern, rate=rate))
     proc = subprocess.Popen(
-        hftagg_cmd("run", "--config", str(config), "--summary-json", str(tmp_path / "s.json"),
-                   *extra),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        hftagg_cmd(
+            "run", "--config", str(config), "--summary-json", str(tmp_path / "s.json"), *extra
+        ),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     line = proc.stdout.readline()
     assert line.startswith("hftagg: running"), line + proc.stderr.read()
@@ -51,7 +56,9 @@ def start_pipeline(tmp_path: Path, address: str, pattern: str, rate: int = 50_00
 def start_subscriber(address: str, pattern: str, idle_secs: float = 3.0) -> subprocess.Popen:
     proc = subprocess.Popen(
         [PYTHON, str(HERE / "subscriber_process.py"), address, "ind.ema", pattern, str(idle_secs)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert json.loads(proc.stdout.readline()) == {"ready": True}
     return proc
@@ -63,7 +70,9 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def test_pub_subscriber_in_another_process_gets_contiguous_seq_and_sigterm_exits_0(tmp_path, address):
+def test_pub_subscriber_in_another_process_gets_contiguous_seq_and_sigterm_exits_0(
+    tmp_path, address
+):
     pipeline = start_pipeline(tmp_path, address, "pub")
     subscriber = start_subscriber(address, "pub")
     time.sleep(3.0)
@@ -111,7 +120,9 @@ def test_tail_prints_decoded_records_from_a_running_pipeline(tmp_path, address):
     try:
         tail = subprocess.run(
             hftagg_cmd("tail", "ind.ema", "--address", address, "--count", "5", "--timeout", "20"),
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     finally:
         stop(pipeline)
@@ -124,8 +135,12 @@ def test_tail_prints_decoded_records_from_a_running_pipeline(tmp_path, address):
 
 
 def test_tail_with_nothing_there_says_so(address):
-    tail = subprocess.run(hftagg_cmd("tail", "ind.ema", "--address", address, "--timeout", "1"),
-                          capture_output=True, text=True, timeout=60)
+    tail = subprocess.run(
+        hftagg_cmd("tail", "ind.ema", "--address", address, "--timeout", "1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert tail.returncode == 1
     assert f"nothing on 'ind.ema' at {address} within 1.0s" in tail.stderr
 
@@ -133,8 +148,9 @@ def test_tail_with_nothing_there_says_so(address):
 def test_invalid_config_does_not_start_and_exits_1(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text("[processing]\nema_window = 0\n")
-    result = subprocess.run(hftagg_cmd("run", "--config", str(config)), capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        hftagg_cmd("run", "--config", str(config)), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1
     assert "processing.ema_window = 0: input should be greater than or equal to 1" in result.stderr
 
@@ -143,7 +159,11 @@ def test_invalid_config_does_not_start_and_exits_1(tmp_path):
 def test_publisher_refuses_non_loopback_unless_allowed(tmp_path, target):
     config = tmp_path / "config.toml"
     config.write_text(f'[delivery]\ntarget = "{target}"\n[runtime]\nplugin_paths = []\n')
-    result = subprocess.run(hftagg_cmd("run", "--config", str(config), "--duration", "1"),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        hftagg_cmd("run", "--config", str(config), "--duration", "1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert f"delivery.target = '{target}' listens beyond loopback" in result.stderr

@@ -30,8 +30,9 @@ def trades(n: int) -> np.ndarray:
 
 def test_round_trip_is_zero_copy_and_exact(host):
     batch = trades(100)
-    (frame,) = FrameEncoder("md.trades", TRADE).encode(batch, first_offset=1234,
-                                                       trace=(b"\x01" * 16, 99, 1))
+    (frame,) = FrameEncoder("md.trades", TRADE).encode(
+        batch, first_offset=1234, trace=(b"\x01" * 16, 99, 1)
+    )
     assert len(frame) == HEADER_SIZE + 100 * TRADE.itemsize
     assert frame.startswith(topic_prefix("md.trades"))
     decoded = decode_frame(frame, host.schemas)

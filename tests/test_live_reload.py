@@ -53,9 +53,13 @@ class LivePipeline:
         self.config = root / "config.toml"
         self.assembled = assemble(self.config, environ={})
         self.pipeline = self.assembled.pipeline()
-        self.reloader = Reloader(self.pipeline, self.assembled.host, self.config,
-                                 plugin_dirs=plugin_dirs(self.assembled.spec.raw, self.config),
-                                 environ={})
+        self.reloader = Reloader(
+            self.pipeline,
+            self.assembled.host,
+            self.config,
+            plugin_dirs=plugin_dirs(self.assembled.spec.raw, self.config),
+            environ={},
+        )
 
     def __enter__(self) -> LivePipeline:
         self.pipeline.start()
@@ -145,7 +149,9 @@ def test_hundreds_of_edits_under_load_lose_nothing_and_take_effect(live_root):
                 structural += 1
             else:
                 window = int(rng.choice([w for w in range(2, 200) if w != window]))
-            event = live.write_and_wait(CONFIG.format(window=window, extra=MID_STAGE if mid else ""))
+            event = live.write_and_wait(
+                CONFIG.format(window=window, extra=MID_STAGE if mid else "")
+            )
             assert event.accepted, event.problems
             if "ema" in event.offsets:
                 windows.append((event.offsets["ema"]["input"], window))
@@ -175,8 +181,10 @@ def test_runtime_setting_that_needs_a_restart_is_refused(live_root):
         text = CONFIG.format(window=20, extra="").replace("max_batch = 512", "max_batch = 1024")
         event = live.write_and_wait(text)
     assert not event.accepted
-    assert event.problems == [f"{live.config.resolve()}: runtime.max_batch = 1024: cannot change "
-                              f"while running (was 512); restart hftagg to apply it"]
+    assert event.problems == [
+        f"{live.config.resolve()}: runtime.max_batch = 1024: cannot change "
+        f"while running (was 512); restart hftagg to apply it"
+    ]
 
 
 def counter_values() -> np.ndarray:
@@ -188,12 +196,15 @@ def test_plugin_file_added_changed_broken_and_removed_while_running(live_root):
     counter = plugins / "counter.py"
     v1 = (HERE / "plugin_files" / "counter_v1.py").read_text()
     with_counter = CONFIG.format(window=20, extra='[stages.count]\ntype = "counter"\n').replace(
-        'streams = ["md.trades", "ind.ema"]', 'streams = ["md.trades", "ind.ema", "ind.count"]')
+        'streams = ["md.trades", "ind.ema"]', 'streams = ["md.trades", "ind.ema", "ind.count"]'
+    )
     with LivePipeline(live_root) as live:
         # a config using a type nobody provides yet is refused
         event = live.write_and_wait(with_counter)
-        assert not event.accepted and "stages.count.type = 'counter': unknown stage type" in \
-            event.problems[0]
+        assert (
+            not event.accepted
+            and "stages.count.type = 'counter': unknown stage type" in event.problems[0]
+        )
         # add the plugin file: it loads, and re-applying the config now starts the stage
         before = len(live.reloader.history)
         counter.write_text(v1)
@@ -212,8 +223,10 @@ def test_plugin_file_added_changed_broken_and_removed_while_running(live_root):
         counter.write_text(v1.replace("VERSION = 1", "VERSION = ("))
         event = live.wait_event(before)
         assert not event.accepted
-        assert "new version failed to load, the old one keeps running: SyntaxError" in \
-            event.problems[0]
+        assert (
+            "new version failed to load, the old one keeps running: SyntaxError"
+            in event.problems[0]
+        )
         time.sleep(0.3)
         # remove it: unregistered; the config still uses it, so that is refused and it runs on
         before = len(live.reloader.history)
@@ -238,8 +251,9 @@ def test_consul_change_goes_through_the_same_validate_diff_apply_path(live_root)
     server = FakeConsul().start()
     try:
         with LivePipeline(live_root) as live:
-            source = ConsulSource(server.address, prefix="hftagg/",
-                                  on_change=live.reloader.set_consul_layer)
+            source = ConsulSource(
+                server.address, prefix="hftagg/", on_change=live.reloader.set_consul_layer
+            )
             live.reloader.consul_layer = source.fetch_once()
             source.start()
             try:
@@ -253,8 +267,9 @@ def test_consul_change_goes_through_the_same_validate_diff_apply_path(live_root)
                 server.put("hftagg/processing/ema_window", "0")  # invalid: rejected, kept
                 event = live.wait_event(before)
                 assert not event.accepted
-                assert event.problems == ["consul: processing.ema_window = 0: input should be "
-                                          "greater than or equal to 1"]
+                assert event.problems == [
+                    "consul: processing.ema_window = 0: input should be greater than or equal to 1"
+                ]
                 assert live.pipeline.graph.node("ema").stage.params.window == 33
                 before = len(live.reloader.history)
                 server.put("hftagg/processing/ema_window", "40")
@@ -285,7 +300,8 @@ def test_a_change_that_fails_while_applying_rolls_back_to_the_old_graph(live_roo
 
     good = f"tcp://127.0.0.1:{free_port()}"
     text = CONFIG.format(window=20, extra="").replace(
-        "[delivery]\nenabled = false", f'[delivery]\ntarget = "{good}"\npattern = "push"')
+        "[delivery]\nenabled = false", f'[delivery]\ntarget = "{good}"\npattern = "push"'
+    )
     (live_root / "config.toml").write_text(text)
     with LivePipeline(live_root) as live:
         with subscribe(good, "ind.ema", pattern="push", timeout_secs=5) as sub:

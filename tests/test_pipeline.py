@@ -18,7 +18,9 @@ from hftagg.testing import TestingSink, TestingSource, run_pipeline
 def random_trades(n: int, instruments: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     trades = TRADE.empty(n)
-    trades["instrument_id"] = rng.choice(np.array([7, 42, 2**32 - 1, 0][:instruments], np.uint32), n)
+    trades["instrument_id"] = rng.choice(
+        np.array([7, 42, 2**32 - 1, 0][:instruments], np.uint32), n
+    )
     trades["price"] = (100 + np.cumsum(rng.normal(0, 0.05, n))) * 1e9
     trades["ts_event"] = np.arange(n) * 1000
     for iid in np.unique(trades["instrument_id"]):
@@ -35,7 +37,11 @@ def split_randomly(records: np.ndarray, seed: int = 2) -> list[np.ndarray]:
 
 def pandas_ema(trades: np.ndarray, window: int) -> np.ndarray:
     df = pd.DataFrame({"iid": trades["instrument_id"], "px": trades["price"] * 1e-9})
-    return df.groupby("iid")["px"].transform(lambda s: s.ewm(span=window, adjust=False).mean()).to_numpy()
+    return (
+        df.groupby("iid")["px"]
+        .transform(lambda s: s.ewm(span=window, adjust=False).mean())
+        .to_numpy()
+    )
 
 
 @pytest.mark.parametrize("threaded", [False, True])
@@ -44,7 +50,9 @@ def test_ema_stage_matches_pandas_across_batches_and_instruments(threaded):
     out: list[np.ndarray] = []
     summary = run_pipeline(
         [TestingSource(split_randomly(trades)), Ema(window=15), TestingSink(out)],
-        max_batch=97, ring_capacity=256, threaded=threaded,
+        max_batch=97,
+        ring_capacity=256,
+        threaded=threaded,
     )
     result = np.concatenate(out)
     assert result.dtype == INDICATOR.dtype
@@ -99,8 +107,9 @@ def test_diamond_graph_runs_each_stage_once_per_batch_in_topological_order():
     out: list[np.ndarray] = []
     source = TestingSource(split_randomly(trades), topic="md.trades")
     # listed out of order on purpose: the runtime orders core stages topologically
-    run_pipeline([source, join, right, left, TestingSink(out, topic="x.joined")], wire=False,
-                 max_batch=64)
+    run_pipeline(
+        [source, join, right, left, TestingSink(out, topic="x.joined")], wire=False, max_batch=64
+    )
     assert left.seen == right.seen == len(trades)
     by_port = {p: sum(n for q, n in join.calls if q == p) for p in ("left", "right")}
     assert by_port == {"left": len(trades), "right": len(trades)}
@@ -121,14 +130,23 @@ class Boom(Stage):
 
 def test_a_stage_that_raises_stops_the_pipeline_naming_the_stage():
     with pytest.raises(StageFailed) as info:
-        run_pipeline([TestingSource([random_trades(100, 1)]), Boom(stage_id="boomer"),
-                      TestingSink([])], threaded=True, timeout_secs=10)
+        run_pipeline(
+            [TestingSource([random_trades(100, 1)]), Boom(stage_id="boomer"), TestingSink([])],
+            threaded=True,
+            timeout_secs=10,
+        )
     assert "ValueError: broken invariant in boom" in str(info.value)
 
 
 def simulate(batch_records: int, seed: int = 7, events: int = 30_000) -> dict[str, np.ndarray]:
-    sim = Simulator(instruments=5, seed=seed, clock="simulated", rate=1e6,
-                    batch_records=batch_records, max_events=events)
+    sim = Simulator(
+        instruments=5,
+        seed=seed,
+        clock="simulated",
+        rate=1e6,
+        batch_records=batch_records,
+        max_events=events,
+    )
     sim.open(StageContext())
     sim._due = lambda: batch_records  # pace by count, not by wall clock
     streams: dict[str, list] = {"trades": [], "book": [], "quotes": []}
@@ -207,7 +225,7 @@ def test_a_lossy_sink_from_config_never_holds_the_pipeline_back(tmp_path):
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    (plugins / "slow.py").write_text('''
+    (plugins / "slow.py").write_text("""
 import time
 from hftagg import Port, SinkStage, hookimpl
 
@@ -221,7 +239,7 @@ class Slow(SinkStage):
 @hookimpl
 def hftagg_register_stage_types(register):
     register(Slow)
-''')
+""")
     config = tmp_path / "config.toml"
     config.write_text("""
 [runtime]
@@ -256,6 +274,8 @@ def test_unknown_policy_is_a_config_error(tmp_path):
 
     config = tmp_path / "config.toml"
     config.write_text('[runtime]\nplugin_paths = []\n[delivery]\npolicy = "sometimes"\n')
-    with pytest.raises(ConfigError, match="delivery.policy = 'sometimes': expected one of "
-                                          "lossless, drop_oldest, latest_only"):
+    with pytest.raises(
+        ConfigError,
+        match="delivery.policy = 'sometimes': expected one of lossless, drop_oldest, latest_only",
+    ):
         assemble(config, environ={})

@@ -15,7 +15,7 @@ from hftagg.plugins.manager import load_plugins
 
 from .conftest import PYTHON, ROOT
 
-STAGE_PLUGIN = '''
+STAGE_PLUGIN = """
 from hftagg import Params, Port, Stage, hookimpl
 
 
@@ -31,7 +31,7 @@ class {cls}(Stage):
 @hookimpl
 def hftagg_register_stage_types(register):
     register({cls})
-'''
+"""
 
 
 def make_entry_point_dist(root: Path) -> None:
@@ -71,14 +71,22 @@ def plugin_world(tmp_path):
 
 def test_plugins_json_lists_all_three_origins_and_the_broken_file(plugin_world):
     root, env = plugin_world
-    out = subprocess.run([PYTHON, "-m", "hftagg", "plugins", "--json"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PYTHON, "-m", "hftagg", "plugins", "--json"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     records = {r["name"]: r for r in json.loads(out.stdout)}
     assert records["hftagg.builtins.core.ema"]["origin"] == "built-in"
     assert records["hftagg.builtins.core.ema"]["provides"] == {"stage_types": ["ema (core)"]}
     assert "trade@1" in records["hftagg.builtins.records"]["provides"]["schemas"]
-    assert records["hftagg.builtins.delivery.pynng_transport"]["provides"] == {"transports": ["pynng"]}
+    assert records["hftagg.builtins.delivery.pynng_transport"]["provides"] == {
+        "transports": ["pynng"]
+    }
     assert records["ep_demo"]["origin"] == "entry point"
     assert records["ep_demo"]["location"] == "hftagg-ep-demo: hftagg_ep_demo"
     assert records["ep_demo"]["provides"] == {"stage_types": ["ep_stage (core)"]}
@@ -93,8 +101,14 @@ def test_plugins_json_lists_all_three_origins_and_the_broken_file(plugin_world):
 
 def test_plugins_text_output_shows_origin_and_error(plugin_world):
     root, env = plugin_world
-    out = subprocess.run([PYTHON, "-m", "hftagg", "plugins"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PYTHON, "-m", "hftagg", "plugins"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0
     assert f"good_stage  [file] {root / 'plugins' / 'good_stage.py'}  ok" in out.stdout
     assert "ep_demo  [entry point] hftagg-ep-demo: hftagg_ep_demo  ok" in out.stdout
@@ -104,8 +118,14 @@ def test_plugins_text_output_shows_origin_and_error(plugin_world):
 
 def test_pipeline_runs_with_a_broken_plugin_next_to_good_ones(plugin_world):
     root, env = plugin_world
-    out = subprocess.run([PYTHON, "-m", "hftagg", "run", "--duration", "1.5", "--quiet"],
-                         cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [PYTHON, "-m", "hftagg", "run", "--duration", "1.5", "--quiet"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "plugin 'broken'" in out.stderr and "RuntimeError: boom at import" in out.stderr
     summary = out.stdout.split("hftagg summary")[1].splitlines()
@@ -120,8 +140,10 @@ def test_duplicate_stage_type_is_an_error_naming_both_plugins(tmp_path):
     host = load_plugins([tmp_path], entry_points=False)
     failed = {r.name: r.error for r in host.failed}
     assert list(failed) == ["b_second"]
-    assert ("plugin 'b_second' registers stage type 'same', already registered by plugin "
-            "'a_first'; rename one of them") in failed["b_second"]
+    assert (
+        "plugin 'b_second' registers stage type 'same', already registered by plugin "
+        "'a_first'; rename one of them"
+    ) in failed["b_second"]
     assert host.stage_origin["same"] == "a_first"
 
 
@@ -147,7 +169,9 @@ def test_every_hookspec_is_documented_and_prefixed():
         doc = textwrap.dedent(spec.__doc__ or "")
         assert len(doc.split()) >= 15, f"{spec.__name__} needs a docstring saying when it is called"
         assert "Called" in doc, f"{spec.__name__}: say when it is called"
-    names = [n for n in vars(hookspecs) if callable(getattr(hookspecs, n)) and n.startswith("hftagg")]
+    names = [
+        n for n in vars(hookspecs) if callable(getattr(hookspecs, n)) and n.startswith("hftagg")
+    ]
     assert all(n.startswith("hftagg_") for n in names)
 
 
@@ -171,8 +195,17 @@ def test_public_api_exports_exist():
 
     for name in hftagg.__all__:
         assert hasattr(hftagg, name), name
-    assert set(hftagg.__all__) >= {"Stage", "SourceStage", "SinkStage", "Params", "Port",
-                                    "hookimpl", "HftaggError", "live", "restart"}
+    assert set(hftagg.__all__) >= {
+        "Stage",
+        "SourceStage",
+        "SinkStage",
+        "Params",
+        "Port",
+        "hookimpl",
+        "HftaggError",
+        "live",
+        "restart",
+    }
 
 
 def test_example_plugin_copied_and_edited_shows_up(tmp_path):

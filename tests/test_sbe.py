@@ -95,8 +95,14 @@ def test_record_batches_round_trip_through_sbe(md, framing):
     mbp["bid_px"] = np.arange(500).reshape(50, 10)
     mbp["ask_ct"] = 7
     enc = RecordEncoder(md, framing)
-    buf = np.concatenate([enc.encode("trade", trades), enc.encode("book_update", books),
-                          enc.encode("mbp10", mbp), enc.encode("trade", trades[:5])])
+    buf = np.concatenate(
+        [
+            enc.encode("trade", trades),
+            enc.encode("book_update", books),
+            enc.encode("mbp10", mbp),
+            enc.encode("trade", trades[:5]),
+        ]
+    )
     out = RecordDecoder(md, RECORDS).records(md.scan(buf, framing))
     np.testing.assert_array_equal(out["trade"], np.concatenate([trades, trades[:5]]))
     np.testing.assert_array_equal(out["book_update"], books)
@@ -133,12 +139,18 @@ def test_example_car_round_trip_with_groups_var_data_sets_and_constants(car_code
     assert car["discountedModel"] == ord("C")  # constant field via valueRef
     assert car["engine"]["maxRpm"] == 9000 and car["engine"]["fuel"] == "Petrol"
     assert car["engine"]["booster"] == {"BoostType": ord("N"), "horsePower": 200}
-    assert [f["usageDescription"] for f in car["fuelFigures"]] == [b"Urban Cycle", b"Combined Cycle"]
+    assert [f["usageDescription"] for f in car["fuelFigures"]] == [
+        b"Urban Cycle",
+        b"Combined Cycle",
+    ]
     assert [f["mpg"] for f in car["fuelFigures"]] == [35.5, 49.0]
     accel = [[a["mph"] for a in p["acceleration"]] for p in car["performanceFigures"]]
     assert accel == [[30, 60], [100]]
     assert (car["manufacturer"], car["model"], car["activationCode"]) == (
-        b"Honda", b"Civic VTi", b"abcdef")
+        b"Honda",
+        b"Civic VTi",
+        b"abcdef",
+    )
     # independent check of the wire layout with struct (SBE spec offsets)
     bl, tid, sid, ver = struct.unpack_from("<4H", msg)
     assert (bl, tid, sid, ver) == (car_codec.schema.message("Car").block_length, 1, 1, 0)
@@ -151,18 +163,24 @@ def test_example_car_round_trip_with_groups_var_data_sets_and_constants(car_code
 
 def _v1_example() -> str:
     xml = EXAMPLE.read_text().replace('version="0"', 'version="1"', 1)
-    xml = xml.replace('<field name="engine" id="9" type="Engine"/>',
-                      '<field name="engine" id="9" type="Engine"/>\n'
-                      '<field name="cupHolders" id="30" type="uint8" sinceVersion="1"/>')
-    return xml.replace('<field name="mpg" id="12" type="float"/>',
-                       '<field name="mpg" id="12" type="float"/>\n'
-                       '<field name="co2" id="31" type="uint16" sinceVersion="1"/>')
+    xml = xml.replace(
+        '<field name="engine" id="9" type="Engine"/>',
+        '<field name="engine" id="9" type="Engine"/>\n'
+        '<field name="cupHolders" id="30" type="uint8" sinceVersion="1"/>',
+    )
+    return xml.replace(
+        '<field name="mpg" id="12" type="float"/>',
+        '<field name="mpg" id="12" type="float"/>\n'
+        '<field name="co2" id="31" type="uint16" sinceVersion="1"/>',
+    )
 
 
 def test_newer_sender_blocks_are_skipped_and_older_sender_fields_read_null(car_codec):
     v1 = SbeCodec(parse_schema(_v1_example()))
-    newer = v1.encode("Car", {**CAR, "cupHolders": 3,
-                              "fuelFigures": [{**f, "co2": 99} for f in CAR["fuelFigures"]]})
+    newer = v1.encode(
+        "Car",
+        {**CAR, "cupHolders": 3, "fuelFigures": [{**f, "co2": 99} for f in CAR["fuelFigures"]]},
+    )
     older = car_codec.encode("Car", CAR)
     # a v0 decoder reads a v1 message: larger root and group blocks skipped past
     as_v0 = car_codec.decode(frame([newer, older]))
@@ -252,7 +270,9 @@ def test_mdp3_packets_decode_to_book_updates_and_trades_matching_sbedecoder():
         assert rec["action"] == action[ref["md_update_action"]]
     aggressor = {"No Aggressor": ord("N"), "Buy": ord("B"), "Sell": ord("A")}
     for rec, ref in zip(trade, ref_trade, strict=True):
-        assert rec["price"] == round(ref["md_entry_px"] * 1e9) and rec["size"] == ref["md_entry_size"]
+        assert (
+            rec["price"] == round(ref["md_entry_px"] * 1e9) and rec["size"] == ref["md_entry_size"]
+        )
         assert rec["side"] == aggressor[ref["aggressor_side"]] and rec["seq"] == ref["rpt_seq"]
     assert (book["flags"][np.r_[np.flatnonzero(np.diff(book["ts_event"])), len(book) - 1]]
             == 128).all()  # fmt: skip
@@ -293,8 +313,20 @@ def test_bad_messages_become_dead_letters_and_good_ones_around_them_decode(md):
     small_block[0:4] = struct.pack("<HH", 2 + 8 + 4, 4)
     small_block = small_block[: 2 + 8 + 4]
     bad_version = bytearray(good[0])
-    stream = b"".join([good[0], bytes(wrong_schema), good[1], bytes(unknown), good[2],
-                       bytes(small_block), good[3], b"\x01\x00", good[4], good[5][:-3]])
+    stream = b"".join(
+        [
+            good[0],
+            bytes(wrong_schema),
+            good[1],
+            bytes(unknown),
+            good[2],
+            bytes(small_block),
+            good[3],
+            b"\x01\x00",
+            good[4],
+            good[5][:-3],
+        ]
+    )
     sc = md.scan(np.frombuffer(stream, np.uint8), final=True)
     out = RecordDecoder(md, RECORDS).records(sc)
     np.testing.assert_array_equal(out["trade"], trades[:5])

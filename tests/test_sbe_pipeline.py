@@ -9,7 +9,7 @@ import numpy as np
 
 from hftagg.runtime.assemble import assemble
 
-CAPTURE_PLUGIN = '''
+CAPTURE_PLUGIN = """
 import numpy as np
 from hftagg import hookimpl
 from hftagg.stages import Params, Port, SinkStage
@@ -38,7 +38,7 @@ class Capture(SinkStage):
 @hookimpl
 def hftagg_register_stage_types(register):
     register(Capture)
-'''
+"""
 
 CONFIG = """
 [runtime]

@@ -48,21 +48,29 @@ def traced(ratio: float):
 def test_span_tree_of_one_batch_through_three_stages():
     running = traced(1.0)
     out: list[np.ndarray] = []
-    run_pipeline([TestingSource([trades(50)]), Ema(window=3), Double(), TestingSink(out)],
-                 telemetry=running.telemetry)
+    run_pipeline(
+        [TestingSource([trades(50)]), Ema(window=3), Double(), TestingSink(out)],
+        telemetry=running.telemetry,
+    )
     spans = running.handles.memory_exporter.get_finished_spans()
     by_name = {s.name: s for s in spans}
     assert sorted(by_name) == ["deliver sink", "process double", "process ema", "receive source"]
-    root, ema, double, sink = (by_name[n] for n in
-                               ("receive source", "process ema", "process double", "deliver sink"))
+    root, ema, double, sink = (
+        by_name[n] for n in ("receive source", "process ema", "process double", "deliver sink")
+    )
     assert root.parent is None
     assert ema.parent.span_id == root.context.span_id
     assert double.parent.span_id == ema.context.span_id
     assert sink.parent.span_id == double.context.span_id
     assert len({s.context.trace_id for s in spans}) == 1
-    assert dict(ema.attributes) == {"hftagg.stage": "ema", "hftagg.topic": "test.source",
-                                    "hftagg.records": 50, "hftagg.seq.first": 0,
-                                    "hftagg.seq.last": 49, "hftagg.instruments": 3}
+    assert dict(ema.attributes) == {
+        "hftagg.stage": "ema",
+        "hftagg.topic": "test.source",
+        "hftagg.records": 50,
+        "hftagg.seq.first": 0,
+        "hftagg.seq.last": 49,
+        "hftagg.instruments": 3,
+    }
     assert sink.attributes["hftagg.topic"] == "ind.double"
     assert all(s.end_time >= s.start_time for s in spans)
     assert running.telemetry.processing["ema"].count == 1
@@ -73,8 +81,11 @@ def test_span_tree_of_one_batch_through_three_stages():
 def test_sampling_ratio_is_respected(ratio):
     running = traced(ratio)
     batches = [trades(4, 4 * i) for i in range(800)]
-    run_pipeline([TestingSource(batches), Ema(window=3), TestingSink([])],
-                 telemetry=running.telemetry, max_batch=4)
+    run_pipeline(
+        [TestingSource(batches), Ema(window=3), TestingSink([])],
+        telemetry=running.telemetry,
+        max_batch=4,
+    )
     spans = running.handles.memory_exporter.get_finished_spans()
     roots = [s for s in spans if s.name == "receive source"]
     if ratio in (0.0, 1.0):
@@ -144,11 +155,15 @@ prometheus = false
     time.sleep(2.0)
     pipeline.stop()
     remote = json.loads(sub.communicate(timeout=60)[0].strip().splitlines()[-1])
-    delivered = [s for s in running.handles.memory_exporter.get_finished_spans()
-                 if s.name == "deliver delivery"]
+    delivered = [
+        s
+        for s in running.handles.memory_exporter.get_finished_spans()
+        if s.name == "deliver delivery"
+    ]
     assert len(delivered) >= 5 and len(remote) >= 5
-    ours = {(format(s.context.trace_id, "032x"), format(s.context.span_id, "016x"))
-            for s in delivered}
+    ours = {
+        (format(s.context.trace_id, "032x"), format(s.context.span_id, "016x")) for s in delivered
+    }
     for trace_id, parent_span in remote:
         assert (trace_id, parent_span) in ours  # same trace, parented on our delivery span
 
@@ -197,8 +212,11 @@ prometheus_address = "127.0.0.1:{port}"
     records = {s.labels["stage"]: s.value for s in families["hftagg_stage_records"].samples}
     assert records["sim"] > 30_000 and records["ema"] > 5_000
     assert records["out"] >= records["ema"]  # ind.ema and md.trades both reach the sink
-    lat = [s for s in families["hftagg_e2e_latency_seconds"].samples
-           if s.labels.get("origin") == "ts_recv"]
+    lat = [
+        s
+        for s in families["hftagg_e2e_latency_seconds"].samples
+        if s.labels.get("origin") == "ts_recv"
+    ]
     count = next(s.value for s in lat if s.name.endswith("_count"))
     total = next(s.value for s in lat if s.name.endswith("_sum"))
     inf = next(s.value for s in lat if s.labels.get("le") == "+Inf")
@@ -235,25 +253,34 @@ target = "ipc://{tmp_path}/x.ipc"
 [telemetry]
 prometheus_address = "127.0.0.1:{port}"
 """)
-    pipeline = subprocess.Popen(hftagg_cmd("run", "--config", str(config), "--duration", "30",
-                                           "--quiet"), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    pipeline = subprocess.Popen(
+        hftagg_cmd("run", "--config", str(config), "--duration", "30", "--quiet"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 30
         while time.time() < deadline:  # wait until the pipeline is up and EMA is flowing
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics.json",
-                                            timeout=1) as response:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/metrics.json", timeout=1
+                ) as response:
                     stages = json.loads(response.read())["stages"]
                 if any(st["stage"] == "ema" and st["records_in"] > 0 for st in stages):
                     break
             except OSError:
                 pass
             time.sleep(0.1)
-        top = subprocess.run(hftagg_cmd("top", "--address", f"127.0.0.1:{port}", "--iterations",
-                                        "3", "--interval", "0.5"),
-                             capture_output=True, text=True, timeout=60,
-                             env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"})
+        top = subprocess.run(
+            hftagg_cmd(
+                "top", "--address", f"127.0.0.1:{port}", "--iterations", "3", "--interval", "0.5"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
+        )
     finally:
         pipeline.terminate()
         pipeline.communicate(timeout=60)
@@ -268,9 +295,12 @@ prometheus_address = "127.0.0.1:{port}"
 
 
 def test_top_says_when_nothing_is_there():
-    result = subprocess.run(hftagg_cmd("top", "--address", f"127.0.0.1:{free_port()}",
-                                       "--iterations", "1"),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        hftagg_cmd("top", "--address", f"127.0.0.1:{free_port()}", "--iterations", "1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "cannot read" in result.stdout and "telemetry.prometheus = true" in result.stdout
 
@@ -282,7 +312,6 @@ def test_frames_carry_no_trace_context_when_not_sampled():
     schemas = load_plugins([], entry_points=False).schemas
     (frame,) = FrameEncoder("ind.ema", INDICATOR).encode(INDICATOR.empty(2), 0)
     assert decode_frame(frame, schemas).span_context() is None
-
 
 
 class _Collector:
@@ -309,8 +338,7 @@ class _Collector:
                     req = ExportTraceServiceRequest.FromString(body)
                     for rs in req.resource_spans:
                         for ss in rs.scope_spans:
-                            collector.spans.extend(
-                                (rs.resource, span) for span in ss.spans)
+                            collector.spans.extend((rs.resource, span) for span in ss.spans)
                 elif self.path == "/v1/metrics":
                     req = ExportMetricsServiceRequest.FromString(body)
                     for rm in req.resource_metrics:
@@ -367,4 +395,5 @@ prometheus = false
     service = next(a.value.string_value for a in resource.attributes if a.key == "service.name")
     assert service == "hftagg-test"
     assert {"hftagg.stage.records_in", "hftagg.reader.backlog", "hftagg.e2e.latency"} <= set(
-        collector.metrics)
+        collector.metrics
+    )

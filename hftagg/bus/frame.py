@@ -92,8 +92,12 @@ class Frame:
             return None
         from opentelemetry.trace import SpanContext, TraceFlags
 
-        return SpanContext(int.from_bytes(self.trace_id, "big"), self.span_id, is_remote=True,
-                           trace_flags=TraceFlags(self.trace_flags))
+        return SpanContext(
+            int.from_bytes(self.trace_id, "big"),
+            self.span_id,
+            is_remote=True,
+            trace_flags=TraceFlags(self.trace_flags),
+        )
 
 
 class FrameEncoder:
@@ -141,7 +145,9 @@ def decode_frame(
     if len(data) > max_frame_bytes:
         raise FrameError(f"frame of {len(data)} bytes exceeds max_frame_bytes={max_frame_bytes}")
     if len(data) < HEADER_SIZE:
-        raise FrameError(f"frame of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header")
+        raise FrameError(
+            f"frame of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header"
+        )
     (magic, version, topic, schema_id, size, count, first, ts_send, trace_id, span_id, flags) = (
         _HEADER.unpack_from(data)
     )

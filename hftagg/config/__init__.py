@@ -4,6 +4,12 @@ from hftagg.config.load import env_overrides, merge, read_config_file, read_laye
 from hftagg.config.spec import PipelineSpec, RuntimeSection, StageSpec, parse_spec
 
 __all__ = [
-    "PipelineSpec", "RuntimeSection", "StageSpec", "env_overrides", "merge", "parse_spec",
-    "read_config_file", "read_layers",
+    "PipelineSpec",
+    "RuntimeSection",
+    "StageSpec",
+    "env_overrides",
+    "merge",
+    "parse_spec",
+    "read_config_file",
+    "read_layers",
 ]

@@ -41,7 +41,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([Problem("(file)", MISSING, f"TOML syntax error: {exc}", str(path))]) from exc
+        raise ConfigError(
+            [Problem("(file)", MISSING, f"TOML syntax error: {exc}", str(path))]
+        ) from exc
 
 
 def parse_value(raw: str) -> Any:

@@ -123,7 +123,9 @@ def _section(model: type[_Section], raw: Any, name: str, source: str, problems: 
 
 def _source_specs(raw: Any, processing: ProcessingSection, source: str, problems: list[Problem]):
     if not isinstance(raw, dict):
-        problems.append(Problem("data_sources", raw, "expected a table of [data_sources.<name>]", source))
+        problems.append(
+            Problem("data_sources", raw, "expected a table of [data_sources.<name>]", source)
+        )
         return []
     specs = []
     for name, table in raw.items():
@@ -138,14 +140,32 @@ def _source_specs(raw: Any, processing: ProcessingSection, source: str, problems
         if processing.use_mock_data and type_name != "simulator":
             type_name, params = "simulator", {}
         if not isinstance(type_name, str):
-            problems.append(Problem(f"{key}.type", type_name, "required: the source's stage type, e.g. \"simulator\"", source))
+            problems.append(
+                Problem(
+                    f"{key}.type",
+                    type_name,
+                    'required: the source\'s stage type, e.g. "simulator"',
+                    source,
+                )
+            )
             continue
         fmt = table.get("format", "native")
         if fmt not in SUPPORTED_FORMATS:
-            problems.append(Problem(f"{key}.format", fmt, f"expected one of {list(SUPPORTED_FORMATS)}", source))
+            problems.append(
+                Problem(f"{key}.format", fmt, f"expected one of {list(SUPPORTED_FORMATS)}", source)
+            )
         fields = table.get("fields")
-        if fields is not None and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
-            problems.append(Problem(f"{key}.fields", fields, "expected a list of stream names, e.g. [\"trades\", \"book\"]", source))
+        if fields is not None and not (
+            isinstance(fields, list) and all(isinstance(f, str) for f in fields)
+        ):
+            problems.append(
+                Problem(
+                    f"{key}.fields",
+                    fields,
+                    'expected a list of stream names, e.g. ["trades", "book"]',
+                    source,
+                )
+            )
             fields = None
         prefix = table.get("topic_prefix", "md")
         specs.append(StageSpec(name, type_name, params, key, fields=fields, topics={"*": prefix}))
@@ -158,10 +178,16 @@ POLICIES = ("lossless", "drop_oldest", "latest_only")
 def _policy(table: dict, key: str, source: str, problems: list[Problem]) -> str | None:
     policy = table.get("policy")
     if policy is not None and policy not in POLICIES:
-        problems.append(Problem(f"{key}.policy", policy,
-                                f"expected one of {', '.join(POLICIES)} (how this stage reads its "
-                                f"input rings: lossless applies backpressure, the others skip "
-                                f"and count)", source))
+        problems.append(
+            Problem(
+                f"{key}.policy",
+                policy,
+                f"expected one of {', '.join(POLICIES)} (how this stage reads its "
+                f"input rings: lossless applies backpressure, the others skip "
+                f"and count)",
+                source,
+            )
+        )
         return None
     return policy
 
@@ -180,7 +206,9 @@ def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSp
             continue
         type_name = table.get("type")
         if not isinstance(type_name, str):
-            problems.append(Problem(f"{key}.type", type_name, "required: the stage type, e.g. \"ema\"", source))
+            problems.append(
+                Problem(f"{key}.type", type_name, 'required: the stage type, e.g. "ema"', source)
+            )
             continue
         topics = table.get("topics", {})
         reserved = ("type", "topics", "enabled", "policy")
@@ -188,11 +216,14 @@ def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSp
             topics, reserved = {}, ("type", "enabled", "policy")
         policy = _policy(table, key, source, problems)
         if not (isinstance(topics, dict) and all(isinstance(v, str) for v in topics.values())):
-            problems.append(Problem(f"{key}.topics", topics, "expected a table of port = \"topic\"", source))
+            problems.append(
+                Problem(f"{key}.topics", topics, 'expected a table of port = "topic"', source)
+            )
             topics = {}
         params = {k: v for k, v in table.items() if k not in reserved}
-        specs.append(StageSpec(stage_id, type_name, params, key, topics=dict(topics),
-                               policy=policy))
+        specs.append(
+            StageSpec(stage_id, type_name, params, key, topics=dict(topics), policy=policy)
+        )
     return specs
 
 
@@ -238,7 +269,12 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
     for name in raw:
         if name not in KNOWN_SECTIONS:
             problems.append(
-                Problem(name, raw[name], f"unknown section; known sections: {', '.join(KNOWN_SECTIONS)}", source)
+                Problem(
+                    name,
+                    raw[name],
+                    f"unknown section; known sections: {', '.join(KNOWN_SECTIONS)}",
+                    source,
+                )
             )
     runtime = _section(RuntimeSection, raw.get("runtime"), "runtime", source, problems)
     telemetry = _section(TelemetrySection, raw.get("telemetry"), "telemetry", source, problems)
@@ -248,8 +284,13 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
         stages.append(StageSpec("sim", "simulator", {}, "data_sources.sim", topics={"*": "md"}))
     elif not stages:
         problems.append(
-            Problem("data_sources", MISSING, "no data source configured: add [data_sources.<name>] "
-                    "or set processing.use_mock_data = true", source)
+            Problem(
+                "data_sources",
+                MISSING,
+                "no data source configured: add [data_sources.<name>] "
+                "or set processing.use_mock_data = true",
+                source,
+            )
         )
     stages += _processing_specs(processing)
     stages += _stage_specs(raw.get("stages", {}), source, problems)
@@ -257,11 +298,26 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
     ids = [s.stage_id for s in stages]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         keys = [s.key for s in stages if s.stage_id == dup]
-        problems.append(Problem(keys[-1], dup, f"stage id {dup!r} is used by {', '.join(keys)}; ids must be unique", source))
+        problems.append(
+            Problem(
+                keys[-1],
+                dup,
+                f"stage id {dup!r} is used by {', '.join(keys)}; ids must be unique",
+                source,
+            )
+        )
     for spec in stages:
         if "." in spec.stage_id or not spec.stage_id:
-            problems.append(Problem(spec.key, spec.stage_id, "a stage id must be non-empty and contain no '.' (dots belong to topics)", source))
+            problems.append(
+                Problem(
+                    spec.key,
+                    spec.stage_id,
+                    "a stage id must be non-empty and contain no '.' (dots belong to topics)",
+                    source,
+                )
+            )
     if problems and strict:
         raise ConfigError(problems)
-    return PipelineSpec(runtime, stages, source=source, raw=raw, problems=problems,
-                        telemetry=telemetry)
+    return PipelineSpec(
+        runtime, stages, source=source, raw=raw, problems=problems, telemetry=telemetry
+    )

@@ -63,8 +63,14 @@ class FileWatcher:
             self.ready.set()
             return
         watcher = watchfiles.watch(
-            *roots, watch_filter=self._wanted, debounce=self.debounce_ms, step=self.step_ms,
-            stop_event=self._stop, rust_timeout=200, yield_on_timeout=True, raise_interrupt=False,
+            *roots,
+            watch_filter=self._wanted,
+            debounce=self.debounce_ms,
+            step=self.step_ms,
+            stop_event=self._stop,
+            rust_timeout=200,
+            yield_on_timeout=True,
+            raise_interrupt=False,
         )
         for changes in watcher:
             self.ready.set()

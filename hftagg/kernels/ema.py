@@ -27,9 +27,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from hftagg.kernels.instruments import GOLDEN as _GOLDEN  # noqa: F401 (older imports)
 from hftagg.kernels.instruments import build_table as _build_table
-from hftagg.kernels.instruments import probe as _probe  # noqa: F401 (older imports)
+from hftagg.kernels.instruments import probe as _probe
 from hftagg.kernels.instruments import slot_of as _slot_of
 from hftagg.records.schema import PRICE_SCALE
 

@@ -136,7 +136,9 @@ class PluginHost:
 
     def _check_stage_type(self, cls: Any, plugin: str) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Stage)):
-            raise PluginError(f"plugin {plugin!r} registered {cls!r}, which is not a Stage subclass")
+            raise PluginError(
+                f"plugin {plugin!r} registered {cls!r}, which is not a Stage subclass"
+            )
         name = cls.type_name
         if not name or "." in name:
             raise PluginError(
@@ -173,9 +175,11 @@ class PluginHost:
         module = self.pm.get_plugin(name)
         if module is not None:
             self.pm.unregister(name=name)
-        for registry, origin in ((self.stage_types, self.stage_origin),
-                                 (self.transports, self.transport_origin),
-                                 (self.codecs, self.codec_origin)):
+        for registry, origin in (
+            (self.stage_types, self.stage_origin),
+            (self.transports, self.transport_origin),
+            (self.codecs, self.codec_origin),
+        ):
             for key in [k for k, owner in origin.items() if owner == name]:
                 registry.pop(key, None)
                 origin.pop(key, None)
@@ -183,15 +187,28 @@ class PluginHost:
         return module
 
     def _snapshot(self) -> tuple:
-        return (dict(self.stage_types), dict(self.stage_origin), dict(self.transports),
-                dict(self.transport_origin), dict(self.codecs), dict(self.codec_origin),
-                list(self.records))
+        return (
+            dict(self.stage_types),
+            dict(self.stage_origin),
+            dict(self.transports),
+            dict(self.transport_origin),
+            dict(self.codecs),
+            dict(self.codec_origin),
+            list(self.records),
+        )
 
     def _rollback(self, saved: tuple, name: str, module: Any) -> None:
         if self.pm.get_plugin(name) is not None:
             self.pm.unregister(name=name)
-        (self.stage_types, self.stage_origin, self.transports, self.transport_origin,
-         self.codecs, self.codec_origin, self.records) = saved
+        (
+            self.stage_types,
+            self.stage_origin,
+            self.transports,
+            self.transport_origin,
+            self.codecs,
+            self.codec_origin,
+            self.records,
+        ) = saved
         if module is not None:
             self.pm.register(module, name=name)
 

@@ -21,7 +21,25 @@ from hftagg.records.catalog import (
 from hftagg.records.schema import HEADER_FIELDS, PRICE_SCALE, Schema, SchemaRegistry, make_dtype
 
 __all__ = [
-    "ALERT", "BAR", "BOOK_UPDATE", "BUILTIN_SCHEMAS", "DEAD_LETTER", "FILL", "HEADER_FIELDS",
-    "INDICATOR", "MBP10", "ORDER", "PRICE_SCALE", "QUOTE", "RAW_CHUNK", "RAW_CHUNK_BYTES", "SIGNAL", "TRADE", "Action",
-    "Schema", "SchemaRegistry", "Side", "make_dtype",
+    "ALERT",
+    "BAR",
+    "BOOK_UPDATE",
+    "BUILTIN_SCHEMAS",
+    "DEAD_LETTER",
+    "FILL",
+    "HEADER_FIELDS",
+    "INDICATOR",
+    "MBP10",
+    "ORDER",
+    "PRICE_SCALE",
+    "QUOTE",
+    "RAW_CHUNK",
+    "RAW_CHUNK_BYTES",
+    "SIGNAL",
+    "TRADE",
+    "Action",
+    "Schema",
+    "SchemaRegistry",
+    "Side",
+    "make_dtype",
 ]

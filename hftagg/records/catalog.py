@@ -62,9 +62,7 @@ TRADE = Schema(
 QUOTE = Schema(
     "quote",
     1,
-    make_dtype(
-        [("bid_px", "<i8"), ("ask_px", "<i8"), ("bid_sz", "<u4"), ("ask_sz", "<u4")]
-    ),
+    make_dtype([("bid_px", "<i8"), ("ask_px", "<i8"), ("bid_sz", "<u4"), ("ask_sz", "<u4")]),
     doc="Best bid and offer (top of book).",
 )
 
@@ -191,8 +189,8 @@ RAW_CHUNK = Schema(
         ]
     ),
     doc="Raw protocol bytes as received: `length` bytes of `data`. flags bit 0 set: the chunk "
-        "is one whole datagram/packet; clear: a piece of a byte stream (messages may span "
-        "chunks). ts_recv = receive time, seq = chunk sequence, instrument_id = stream id.",
+    "is one whole datagram/packet; clear: a piece of a byte stream (messages may span "
+    "chunks). ts_recv = receive time, seq = chunk sequence, instrument_id = stream id.",
 )
 
 BUILTIN_SCHEMAS: tuple[Schema, ...] = (

@@ -45,7 +45,9 @@ class Schema:
 
     def __post_init__(self) -> None:
         if not self.name or "@" in self.name:
-            raise SchemaError(f"schema name {self.name!r} is invalid: use a non-empty name without '@'")
+            raise SchemaError(
+                f"schema name {self.name!r} is invalid: use a non-empty name without '@'"
+            )
         if self.dtype.names is None:
             raise SchemaError(f"schema {self.name!r}: dtype {self.dtype} is not a structured dtype")
         descr = repr(self.dtype.descr) + f"/{self.dtype.itemsize}"

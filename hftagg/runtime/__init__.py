@@ -5,6 +5,12 @@ from hftagg.runtime.pipeline import NodeStats, Pipeline, StageFailed
 from hftagg.runtime.status import StatusReporter, format_summary
 
 __all__ = [
-    "Graph", "Node", "NodeStats", "Pipeline", "StageFailed", "StatusReporter", "build_graph",
+    "Graph",
+    "Node",
+    "NodeStats",
+    "Pipeline",
+    "StageFailed",
+    "StatusReporter",
+    "build_graph",
     "format_summary",
 ]

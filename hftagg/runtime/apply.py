@@ -57,8 +57,9 @@ def _carry_state(change: Change, state: object, notes: list[str]) -> None:
     try:
         change.new.stage.restore(state)
     except Exception as exc:  # the new version does not accept the old state
-        notes.append(f"{change.stage_id}: new version refused the old state ({exc}); "
-                     f"it starts fresh")
+        notes.append(
+            f"{change.stage_id}: new version refused the old state ({exc}); it starts fresh"
+        )
 
 
 class _Transaction:
@@ -67,8 +68,9 @@ class _Transaction:
         self.graph = graph
         self.plan = plan
         base = pipeline.context()
-        self.ctx = StageContext(pipeline.max_batch, dict(graph.topics), base.transports,
-                                base.telemetry, base.codecs)
+        self.ctx = StageContext(
+            pipeline.max_batch, dict(graph.topics), base.transports, base.telemetry, base.codecs
+        )
         self.applied = Applied([c.describe() for c in plan if c.action != "keep"])
         self.opened: list[Node] = []
         self.parked: list[Worker] = []
@@ -95,8 +97,11 @@ class _Transaction:
 
     def park(self) -> None:
         p = self.pipeline
-        touched = {p.worker_name(c.old) for c in self.of("replace", "remove", "reconfigure")
-                   if c.old.role != "core"}
+        touched = {
+            p.worker_name(c.old)
+            for c in self.of("replace", "remove", "reconfigure")
+            if c.old.role != "core"
+        }
         order = [w for n, w in p.workers.items() if n in touched and n.startswith("source:")]
         order.append(p.workers["core"])
         order += [w for n, w in p.workers.items() if n in touched and n.startswith("sink:")]
@@ -104,9 +109,11 @@ class _Transaction:
             if not worker.park(PARK_TIMEOUT_SECS):
                 self.resume()
                 self.abort()
-                raise ApplyError(f"thread {worker.name!r} did not reach a batch boundary within "
-                                 f"{PARK_TIMEOUT_SECS:.0f}s (blocked on a slow consumer?); "
-                                 f"change not applied")
+                raise ApplyError(
+                    f"thread {worker.name!r} did not reach a batch boundary within "
+                    f"{PARK_TIMEOUT_SECS:.0f}s (blocked on a slow consumer?); "
+                    f"change not applied"
+                )
             self.parked.append(worker)
 
     def resume(self) -> None:
@@ -172,7 +179,8 @@ class _Transaction:
             p.ensure_ring(topic, schema)
         for change in self.of("reconfigure"):
             self.applied.offsets[change.stage_id] = {
-                port: r.cursor for port, r in p.readers.get(change.stage_id, [])}
+                port: r.cursor for port, r in p.readers.get(change.stage_id, [])
+            }
         for change in self.of("replace"):
             if change.stage_id in swapped_cursors:
                 cursors = swapped_cursors[change.stage_id]
@@ -180,9 +188,12 @@ class _Transaction:
                 _carry_state(change, change.old.stage.snapshot(), self.applied.notes)
                 cursors = p.detach(change.old)
                 retired.append(change.old)
-            keep = {port: c for port, c in cursors.items()
-                    if change.old.inputs.get(port) == change.new.inputs.get(port)
-                    and change.new.inputs.get(port) in p.rings}
+            keep = {
+                port: c
+                for port, c in cursors.items()
+                if change.old.inputs.get(port) == change.new.inputs.get(port)
+                and change.new.inputs.get(port) in p.rings
+            }
             p.attach(change.new, keep)
             self.applied.offsets[change.stage_id] = keep
         for change in self.of("remove"):

@@ -22,8 +22,7 @@ from hftagg.runtime.graph import Graph, Node
 
 __all__ = ["LIVE_KEYS", "Change", "plan_changes", "runtime_problems"]
 
-LIVE_KEYS = ("runtime.status_interval_secs", "runtime.drain_timeout_secs",
-             "telemetry.sample_ratio")
+LIVE_KEYS = ("runtime.status_interval_secs", "runtime.drain_timeout_secs", "telemetry.sample_ratio")
 
 
 @dataclass
@@ -37,8 +36,11 @@ class Change:
 
     def describe(self) -> str:
         if self.action == "reconfigure":
-            parts = [f"{f} {getattr(self.old.stage.params, f)!r} -> "
-                     f"{getattr(self.new.stage.params, f)!r}" for f in self.fields]
+            parts = [
+                f"{f} {getattr(self.old.stage.params, f)!r} -> "
+                f"{getattr(self.new.stage.params, f)!r}"
+                for f in self.fields
+            ]
             return f"{self.stage_id}: {', '.join(parts)} (live)"
         if self.action == "replace":
             return f"{self.stage_id}: replaced ({self.reason})"
@@ -52,8 +54,11 @@ class Change:
 def _compare(old: Node, new: Node) -> Change:
     if type(old.stage) is not type(new.stage):
         same_name = old.stage.type_name == new.stage.type_name
-        reason = "plugin code reloaded" if same_name else (
-            f"type {old.stage.type_name} -> {new.stage.type_name}")
+        reason = (
+            "plugin code reloaded"
+            if same_name
+            else (f"type {old.stage.type_name} -> {new.stage.type_name}")
+        )
         return Change("replace", new.id, old, new, reason=reason)
     if old.inputs != new.inputs or old.outputs != new.outputs:
         return Change("replace", new.id, old, new, reason="topics changed")
@@ -64,8 +69,14 @@ def _compare(old: Node, new: Node) -> Change:
         return Change("keep", new.id, old, new)
     restart = [f for f in changed if not type(new.stage.params).is_live(f)]
     if restart:
-        return Change("replace", new.id, old, new, fields=changed,
-                      reason=f"restart-only parameter(s) {', '.join(restart)} changed")
+        return Change(
+            "replace",
+            new.id,
+            old,
+            new,
+            fields=changed,
+            reason=f"restart-only parameter(s) {', '.join(restart)} changed",
+        )
     return Change("reconfigure", new.id, old, new, fields=changed)
 
 
@@ -76,7 +87,9 @@ def plan_changes(old: Graph, new: Graph) -> list[Change]:
     plan = []
     for node in new.nodes:
         previous = old_nodes.get(node.id)
-        plan.append(Change("add", node.id, new=node) if previous is None else _compare(previous, node))
+        plan.append(
+            Change("add", node.id, new=node) if previous is None else _compare(previous, node)
+        )
     plan += [Change("remove", n.id, old=n) for n in old.nodes if n.id not in new_ids]
     return plan
 
@@ -87,7 +100,13 @@ def runtime_problems(old: Any, new: Any, source: str, section: str = "runtime") 
     for name in type(old).model_fields:
         if f"{section}.{name}" in LIVE_KEYS or getattr(old, name) == getattr(new, name):
             continue
-        problems.append(Problem(f"{section}.{name}", getattr(new, name),
-                                f"cannot change while running (was {getattr(old, name)!r}); "
-                                f"restart hftagg to apply it", source))
+        problems.append(
+            Problem(
+                f"{section}.{name}",
+                getattr(new, name),
+                f"cannot change while running (was {getattr(old, name)!r}); "
+                f"restart hftagg to apply it",
+                source,
+            )
+        )
     return problems

@@ -93,8 +93,11 @@ class _Builder:
             known = sorted(self.host.stage_types)
             close = difflib.get_close_matches(spec.type_name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.problem(f"{spec.key}.type", spec.type_name,
-                         f"unknown stage type{hint}; known stage types: {', '.join(known)}")
+            self.problem(
+                f"{spec.key}.type",
+                spec.type_name,
+                f"unknown stage type{hint}; known stage types: {', '.join(known)}",
+            )
             self.failed_outputs = None
             return None
         try:
@@ -133,21 +136,30 @@ class _Builder:
         if spec.fields is not None:
             unknown = [f for f in spec.fields if f not in outputs]
             if unknown:
-                self.problem(f"{spec.key}.fields", spec.fields,
-                             f"unknown stream(s) {unknown}; type {spec.type_name!r} produces: "
-                             f"{', '.join(outputs)}")
+                self.problem(
+                    f"{spec.key}.fields",
+                    spec.fields,
+                    f"unknown stream(s) {unknown}; type {spec.type_name!r} produces: "
+                    f"{', '.join(outputs)}",
+                )
                 return None
         bad = [p for p in topics if p not in inputs and p not in outputs]
         if bad:
-            self.problem(f"{spec.key}.topics", spec.topics,
-                         f"unknown port(s) {bad}; type {spec.type_name!r} has ports: "
-                         f"{', '.join(list(inputs) + list(outputs))}")
+            self.problem(
+                f"{spec.key}.topics",
+                spec.topics,
+                f"unknown port(s) {bad}; type {spec.type_name!r} has ports: "
+                f"{', '.join(list(inputs) + list(outputs))}",
+            )
             return None
         for port, topic in topics.items():
             if not TOPIC_RE.match(topic) or len(topic.encode()) > MAX_TOPIC_BYTES:
-                self.problem(f"{spec.key}.topics.{port}", topic,
-                             f"a topic is dot-separated words of [A-Za-z0-9_-], at most "
-                             f"{MAX_TOPIC_BYTES} bytes")
+                self.problem(
+                    f"{spec.key}.topics.{port}",
+                    topic,
+                    f"a topic is dot-separated words of [A-Za-z0-9_-], at most "
+                    f"{MAX_TOPIC_BYTES} bytes",
+                )
                 return None
         return topics
 
@@ -158,9 +170,12 @@ class _Builder:
             _, outputs = node.stage.ports(node.stage.params)
             for port, topic in node.outputs.items():
                 if topic in producer:
-                    self.problem(f"{node.spec.key}", topic,
-                                 f"topic is already produced by stage {producer[topic]!r}; a topic "
-                                 f"has one writer: give one of them another topic")
+                    self.problem(
+                        f"{node.spec.key}",
+                        topic,
+                        f"topic is already produced by stage {producer[topic]!r}; a topic "
+                        f"has one writer: give one of them another topic",
+                    )
                     continue
                 try:
                     topics[topic] = self.host.schemas.get(outputs[port].schema or "")
@@ -182,19 +197,26 @@ class _Builder:
             known = ", ".join(sorted(producer)) or "none"
             close = difflib.get_close_matches(topic, list(producer), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.problem(f"{key} input {port!r}", topic,
-                         f"no stage produces this topic{hint}; produced topics: {known}")
+            self.problem(
+                f"{key} input {port!r}",
+                topic,
+                f"no stage produces this topic{hint}; produced topics: {known}",
+            )
             return
         have = topics[topic]
         if want is not None and want not in (have.name, have.key):
-            self.problem(f"{key} input {port!r}", topic,
-                         f"schema mismatch: stage {node.id!r} expects {want} records but "
-                         f"{producer[topic]!r} produces {have.key}")
+            self.problem(
+                f"{key} input {port!r}",
+                topic,
+                f"schema mismatch: stage {node.id!r} expects {want} records but "
+                f"{producer[topic]!r} produces {have.key}",
+            )
 
     def order(self, core: list[Node], producer: dict[str, str]) -> list[Node]:
         by_id = {n.id: n for n in core}
-        deps = {n.id: {producer[t] for t in n.inputs.values() if producer.get(t) in by_id}
-                for n in core}
+        deps = {
+            n.id: {producer[t] for t in n.inputs.values() if producer.get(t) in by_id} for n in core
+        }
         ordered: list[Node] = []
         ready = [n.id for n in core if not deps[n.id]]
         while ready:
@@ -208,9 +230,12 @@ class _Builder:
         if len(ordered) < len(core):
             stuck = [n.id for n in core if n not in ordered]
             cycle = self._find_cycle(stuck, by_id, producer)
-            self.problem("stages", " -> ".join(cycle),
-                         "cycle in the graph: a stage may not consume, directly or through "
-                         "others, a topic it produces; break the loop")
+            self.problem(
+                "stages",
+                " -> ".join(cycle),
+                "cycle in the graph: a stage may not consume, directly or through "
+                "others, a topic it produces; break the loop",
+            )
         return ordered
 
     def finish(self, nodes: list[Node]) -> Graph:
@@ -230,10 +255,13 @@ class _Builder:
         current = start
         while True:
             node = by_id[current]
-            nxt = next(producer[t] for t in node.inputs.values()
-                       if producer.get(t) in by_id and producer[t] in stuck)
+            nxt = next(
+                producer[t]
+                for t in node.inputs.values()
+                if producer.get(t) in by_id and producer[t] in stuck
+            )
             if nxt in seen:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             path.append(nxt)
             seen.add(nxt)
             current = nxt

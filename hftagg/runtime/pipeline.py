@@ -93,8 +93,13 @@ class Worker:
 class Pipeline:
     """A built graph wired to rings, ready to ``start()``; or stepped by hand with ``step_core()``."""
 
-    def __init__(self, graph: Graph, runtime: RuntimeSection | None = None, host: Any = None,
-                 telemetry: Any = None):
+    def __init__(
+        self,
+        graph: Graph,
+        runtime: RuntimeSection | None = None,
+        host: Any = None,
+        telemetry: Any = None,
+    ):
         self.graph = graph
         self.telemetry = telemetry  # hftagg.telemetry.Telemetry, or None: no per-batch cost
         self.runtime = runtime or RuntimeSection()
@@ -210,8 +215,12 @@ class Pipeline:
         first = next((b for b in out.values() if len(b)), None)
         if first is None:
             return False
-        span = tel.start_span(f"receive {node.id}", None, t0,
-                              tel.batch_attributes(node.id, ",".join(node.outputs.values()), first))
+        span = tel.start_span(
+            f"receive {node.id}",
+            None,
+            t0,
+            tel.batch_attributes(node.id, ",".join(node.outputs.values()), first),
+        )
         self._mark_outputs(node, out, span, tel)
         n = self._emit(node, out)
         span.end()
@@ -246,8 +255,12 @@ class Pipeline:
                 elapsed = time.perf_counter_ns() - t0
                 stats.busy_ns += elapsed
                 if parent is not None:
-                    span = tel.start_span(f"process {node.id}", parent, wall0,
-                                          tel.batch_attributes(node.id, reader.ring.name, batch))
+                    span = tel.start_span(
+                        f"process {node.id}",
+                        parent,
+                        wall0,
+                        tel.batch_attributes(node.id, reader.ring.name, batch),
+                    )
                     if out is not None:
                         out = self._as_ports(node, out)
                         self._mark_outputs(node, out, span, tel)
@@ -291,8 +304,12 @@ class Pipeline:
         parent = tel.parent_of(topic, offset, len(batch)) if tel.marks else None
         span = None
         if parent is not None:
-            span = tel.start_span(f"deliver {node.id}", parent, time.time_ns(),
-                                  tel.batch_attributes(node.id, topic, batch))
+            span = tel.start_span(
+                f"deliver {node.id}",
+                parent,
+                time.time_ns(),
+                tel.batch_attributes(node.id, topic, batch),
+            )
             tel.set_current(span.get_span_context())
         t0 = time.perf_counter_ns()
         try:
@@ -366,7 +383,9 @@ class Pipeline:
     def _spawn_worker(self, worker: Worker, loop, *args) -> None:
         worker.stop.clear()
         worker.thread = threading.Thread(
-            target=self._guard, args=(worker, loop, *args), name=f"hftagg-{worker.name}",
+            target=self._guard,
+            args=(worker, loop, *args),
+            name=f"hftagg-{worker.name}",
             daemon=True,
         )
         worker.thread.start()

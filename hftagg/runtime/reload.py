@@ -82,18 +82,26 @@ class Reloader:
             try:
                 applied = self._apply()
             except ConfigError as exc:
-                return self._record(ReloadEvent(source, False, time.time(),
-                                                problems=[str(p) for p in exc.problems]))
+                return self._record(
+                    ReloadEvent(source, False, time.time(), problems=[str(p) for p in exc.problems])
+                )
             except ApplyError as exc:
                 return self._record(ReloadEvent(source, False, time.time(), problems=[str(exc)]))
-            event = ReloadEvent(source, True, time.time(), changes=applied.changes + applied.notes,
-                                offsets=applied.offsets, pause_secs=applied.pause_secs)
+            event = ReloadEvent(
+                source,
+                True,
+                time.time(),
+                changes=applied.changes + applied.notes,
+                offsets=applied.offsets,
+                pause_secs=applied.pause_secs,
+            )
             return self._record(event)
 
     def _apply(self) -> Applied:
         where = str(self.config_path or "(defaults)")
-        assembled = assemble(self.config_path, self.environ, host=self.host,
-                             consul=self.consul_layer)  # ConfigError with every problem
+        assembled = assemble(
+            self.config_path, self.environ, host=self.host, consul=self.consul_layer
+        )  # ConfigError with every problem
         spec, graph = assembled.spec, assembled.graph
         problems: list[Problem] = runtime_problems(self.pipeline.runtime, spec.runtime, where)
         tel = self.pipeline.telemetry
@@ -116,15 +124,23 @@ class Reloader:
                 log.info("%s: applied: %s", event.source, "; ".join(event.changes))
         else:
             self.rejected += 1
-            log.warning("%s: change rejected, still running the previous config (%d problem%s)",
-                        event.source, len(event.problems), "" if len(event.problems) == 1 else "s")
+            log.warning(
+                "%s: change rejected, still running the previous config (%d problem%s)",
+                event.source,
+                len(event.problems),
+                "" if len(event.problems) == 1 else "s",
+            )
             for problem in event.problems:
                 log.warning("  %s", problem)
         if event.changes or not event.accepted:
             if self.host is not None:
                 self.host.pm.hook.hftagg_config_changed(
-                    pipeline=self.pipeline, source=event.source, accepted=event.accepted,
-                    changes=event.changes, problems=event.problems)
+                    pipeline=self.pipeline,
+                    source=event.source,
+                    accepted=event.accepted,
+                    changes=event.changes,
+                    problems=event.problems,
+                )
             if self.on_event is not None:
                 self.on_event(event)
         return event
@@ -147,15 +163,26 @@ class Reloader:
             users = [n.id for n in self.pipeline.graph.nodes if n.stage.type_name in provided]
             event = self.reload(source)
             if users:
-                log.warning("%s: file removed; stage(s) %s still use it and keep running the "
-                            "code already loaded until the config stops using them",
-                            source, ", ".join(users))
+                log.warning(
+                    "%s: file removed; stage(s) %s still use it and keep running the "
+                    "code already loaded until the config stops using them",
+                    source,
+                    ", ".join(users),
+                )
             return event
         record = self.host.load_file(path)
         if record.error:
             last = record.error.strip().splitlines()[-1]
-            return self._record(ReloadEvent(source, False, time.time(), problems=[
-                f"{path}: new version failed to load, the old one keeps running: {last}"]))
+            return self._record(
+                ReloadEvent(
+                    source,
+                    False,
+                    time.time(),
+                    problems=[
+                        f"{path}: new version failed to load, the old one keeps running: {last}"
+                    ],
+                )
+            )
         return self.reload(source)
 
     # -- watching ------------------------------------------------------------------------------

@@ -21,16 +21,26 @@ __all__ = ["Session"]
 
 
 class Session:
-    def __init__(self, assembled: Assembled, config_path: Path | None, *, consul: Any = None,
-                 watch: bool = True) -> None:
+    def __init__(
+        self,
+        assembled: Assembled,
+        config_path: Path | None,
+        *,
+        consul: Any = None,
+        watch: bool = True,
+    ) -> None:
         self.assembled = assembled
         self.telemetry = make_telemetry(assembled.spec.telemetry)
         self.pipeline = assembled.pipeline(telemetry=self.telemetry.telemetry)
         self.consul = consul
         self.reloader: Reloader | None = None
         if watch:
-            self.reloader = Reloader(self.pipeline, assembled.host, config_path,
-                                     plugin_dirs=plugin_dirs(assembled.spec.raw, config_path))
+            self.reloader = Reloader(
+                self.pipeline,
+                assembled.host,
+                config_path,
+                plugin_dirs=plugin_dirs(assembled.spec.raw, config_path),
+            )
             self.reloader.consul_layer = consul.layer if consul is not None else None
         self.stop_requested = threading.Event()
 
@@ -43,8 +53,12 @@ class Session:
                 self.consul.start()
         self.telemetry.serve(self.pipeline, self.reloader)
 
-    def run_until(self, duration: float | None, interval: float | None,
-                  on_status: Callable[[str], None] | None) -> None:
+    def run_until(
+        self,
+        duration: float | None,
+        interval: float | None,
+        on_status: Callable[[str], None] | None,
+    ) -> None:
         """Until a stop request, the duration, a failure, or every source has finished."""
         reporter = StatusReporter(self.pipeline)
         deadline = time.monotonic() + duration if duration else None

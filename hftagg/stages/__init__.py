@@ -3,4 +3,14 @@
 from hftagg.stages.base import KINDS, Port, SinkStage, SourceStage, Stage, StageContext
 from hftagg.stages.params import Params, live, restart
 
-__all__ = ["KINDS", "Params", "Port", "SinkStage", "SourceStage", "Stage", "StageContext", "live", "restart"]
+__all__ = [
+    "KINDS",
+    "Params",
+    "Port",
+    "SinkStage",
+    "SourceStage",
+    "Stage",
+    "StageContext",
+    "live",
+    "restart",
+]

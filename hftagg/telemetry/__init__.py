@@ -11,8 +11,13 @@ from hftagg.telemetry.otel import OtelHandles, register_observables, setup_otel
 from hftagg.telemetry.settings import TelemetrySection
 
 __all__ = [
-    "LATENCY_BOUNDS_NS", "Histogram", "OtelHandles", "Telemetry", "TelemetryRunning",
-    "TelemetrySection", "make_telemetry",
+    "LATENCY_BOUNDS_NS",
+    "Histogram",
+    "OtelHandles",
+    "Telemetry",
+    "TelemetryRunning",
+    "TelemetrySection",
+    "make_telemetry",
 ]
 
 log = logging.getLogger("hftagg.telemetry")
@@ -35,13 +40,19 @@ class TelemetryRunning:
         self.telemetry.otel_latency = self.handles.latency_histogram
         if settings.prometheus:
             try:
-                self.server = MetricsServer(pipeline, settings.prometheus_address,
-                                            reloader=reloader,
-                                            allow_remote=settings.allow_remote).start()
+                self.server = MetricsServer(
+                    pipeline,
+                    settings.prometheus_address,
+                    reloader=reloader,
+                    allow_remote=settings.allow_remote,
+                ).start()
                 log.info("metrics on http://%s/metrics (and /metrics.json)", self.server.address)
             except OSError as exc:
-                log.warning("metrics endpoint %s unavailable (%s); running without it",
-                            settings.prometheus_address, exc)
+                log.warning(
+                    "metrics endpoint %s unavailable (%s); running without it",
+                    settings.prometheus_address,
+                    exc,
+                )
 
     def stop(self) -> None:
         if self.server is not None:

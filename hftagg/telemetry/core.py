@@ -43,8 +43,9 @@ class TraceMark:
 class Telemetry:
     """Metrics and sampled tracing for one pipeline."""
 
-    def __init__(self, settings: TelemetrySection | None = None, tracer: Any = None,
-                 otel_latency: Any = None) -> None:
+    def __init__(
+        self, settings: TelemetrySection | None = None, tracer: Any = None, otel_latency: Any = None
+    ) -> None:
         self.settings = settings or TelemetrySection()
         self.tracer = tracer
         self.sample_ratio = self.settings.sample_ratio if tracer is not None else 0.0
@@ -129,8 +130,7 @@ class Telemetry:
         from opentelemetry import trace
 
         ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None
-        return self.tracer.start_span(name, context=ctx, start_time=start_ns,
-                                      attributes=attributes)
+        return self.tracer.start_span(name, context=ctx, start_time=start_ns, attributes=attributes)
 
     @staticmethod
     def batch_attributes(stage_id: str, topic: str, batch: np.ndarray) -> dict:

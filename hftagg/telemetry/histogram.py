@@ -60,8 +60,12 @@ class Histogram:
         return quantile_from_counts(self.bounds, self.counts, q)
 
     def as_dict(self) -> dict:
-        return {"bounds": self._bounds_list, "counts": self.counts.tolist(), "sum": self.sum,
-                "count": self.count}
+        return {
+            "bounds": self._bounds_list,
+            "counts": self.counts.tolist(),
+            "sum": self.sum,
+            "count": self.count,
+        }
 
 
 def quantile_from_counts(bounds: np.ndarray, counts: np.ndarray, q: float) -> float:

@@ -95,7 +95,8 @@ def setup_otel(settings: TelemetrySection) -> OtelHandles:
 
         reader = PeriodicExportingMetricReader(
             _metric_exporter(settings.metrics_export),
-            export_interval_millis=settings.export_interval_secs * 1e3)
+            export_interval_millis=settings.export_interval_secs * 1e3,
+        )
         handles.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
     return handles
 
@@ -108,6 +109,7 @@ def _per_stage(pipeline: Any, field: str):
             stats = pipeline.stats.get(node.id)
             if stats is not None:
                 yield Observation(getattr(stats, field), {"stage": node.id, "role": node.role})
+
     return callback
 
 
@@ -118,6 +120,7 @@ def _per_reader(pipeline: Any, value):
         for node in list(pipeline.graph.nodes):
             for port, reader in list(pipeline.readers.get(node.id, [])):
                 yield Observation(value(reader), {"stage": node.id, "port": port})
+
     return callback
 
 
@@ -127,6 +130,7 @@ def _reloads(reloader: Any):
     def callback(_options):
         yield Observation(reloader.applied, {"result": "applied"})
         yield Observation(reloader.rejected, {"result": "rejected"})
+
     return callback
 
 
@@ -136,16 +140,21 @@ def register_observables(handles: OtelHandles, pipeline: Any, reloader: Any = No
         return
     meter = handles.meter_provider.get_meter("hftagg")
     meter.create_observable_counter("hftagg.stage.records_in", [_per_stage(pipeline, "records_in")])
-    meter.create_observable_counter("hftagg.stage.records_out",
-                                    [_per_stage(pipeline, "records_out")])
+    meter.create_observable_counter(
+        "hftagg.stage.records_out", [_per_stage(pipeline, "records_out")]
+    )
     meter.create_observable_counter("hftagg.stage.batches", [_per_stage(pipeline, "batches_in")])
-    meter.create_observable_gauge("hftagg.reader.backlog",
-                                  [_per_reader(pipeline, lambda r: r.backlog())])
-    meter.create_observable_counter("hftagg.reader.dropped",
-                                    [_per_reader(pipeline, lambda r: r.skipped)])
+    meter.create_observable_gauge(
+        "hftagg.reader.backlog", [_per_reader(pipeline, lambda r: r.backlog())]
+    )
+    meter.create_observable_counter(
+        "hftagg.reader.dropped", [_per_reader(pipeline, lambda r: r.skipped)]
+    )
     if reloader is not None:
         meter.create_observable_counter("hftagg.reloads", [_reloads(reloader)])
     handles.latency_histogram = meter.create_histogram(
-        "hftagg.e2e.latency", unit="s",
+        "hftagg.e2e.latency",
+        unit="s",
         description="ts_recv to sink, three records sampled per delivered batch "
-                    "(exact histograms: the Prometheus endpoint)")
+        "(exact histograms: the Prometheus endpoint)",
+    )

@@ -33,22 +33,37 @@ def snapshot(pipeline: Any, reloader: Any = None) -> dict:
         s = pipeline.stats.get(node.id)
         if s is None:
             continue
-        readers = [{"port": port, "topic": r.ring.name, "backlog": r.backlog(),
-                    "dropped": r.skipped} for port, r in list(pipeline.readers.get(node.id, []))]
-        stages.append({
-            "stage": node.id, "type": node.stage.type_name, "role": node.role,
-            "records_in": s.records_in, "batches_in": s.batches_in,
-            "records_out": s.records_out, "batches_out": s.batches_out,
-            "busy_ns": s.busy_ns, "readers": readers,
-            "processing_ns": _hist_json(tel.processing.get(node.id)) if tel else None,
-            "latency_recv_ns": _hist_json(tel.latency_recv.get(node.id)) if tel else None,
-            "latency_event_ns": _hist_json(tel.latency_event.get(node.id)) if tel else None,
-        })
-    out = {"time": time.time(), "elapsed_secs": pipeline.elapsed(), "stages": stages,
-           "dead_letters": [], "reloads": None}
+        readers = [
+            {"port": port, "topic": r.ring.name, "backlog": r.backlog(), "dropped": r.skipped}
+            for port, r in list(pipeline.readers.get(node.id, []))
+        ]
+        stages.append(
+            {
+                "stage": node.id,
+                "type": node.stage.type_name,
+                "role": node.role,
+                "records_in": s.records_in,
+                "batches_in": s.batches_in,
+                "records_out": s.records_out,
+                "batches_out": s.batches_out,
+                "busy_ns": s.busy_ns,
+                "readers": readers,
+                "processing_ns": _hist_json(tel.processing.get(node.id)) if tel else None,
+                "latency_recv_ns": _hist_json(tel.latency_recv.get(node.id)) if tel else None,
+                "latency_event_ns": _hist_json(tel.latency_event.get(node.id)) if tel else None,
+            }
+        )
+    out = {
+        "time": time.time(),
+        "elapsed_secs": pipeline.elapsed(),
+        "stages": stages,
+        "dead_letters": [],
+        "reloads": None,
+    }
     if tel is not None:
-        out["dead_letters"] = [{"topic": t, "reason": r, "count": c}
-                               for (t, r), c in sorted(tel.dead_letters.items())]
+        out["dead_letters"] = [
+            {"topic": t, "reason": r, "count": c} for (t, r), c in sorted(tel.dead_letters.items())
+        ]
     if reloader is not None:
         out["reloads"] = {"applied": reloader.applied, "rejected": reloader.rejected}
     return out
@@ -96,30 +111,38 @@ def render_prometheus(pipeline: Any, reloader: Any = None) -> str:
         lab = {"stage": st["stage"], "type": st["type"], "role": st["role"]}
         series["hftagg_stage_records_total"].append(
             f"hftagg_stage_records_total{_label(**lab)} "
-            f"{st['records_out'] if out else st['records_in']}")
+            f"{st['records_out'] if out else st['records_in']}"
+        )
         series["hftagg_stage_batches_total"].append(
             f"hftagg_stage_batches_total{_label(**lab)} "
-            f"{st['batches_out'] if out else st['batches_in']}")
+            f"{st['batches_out'] if out else st['batches_in']}"
+        )
         if st["processing_ns"]:
             series["hftagg_stage_processing_seconds"] += _histogram_lines(
-                "hftagg_stage_processing_seconds", st["processing_ns"], {"stage": st["stage"]})
+                "hftagg_stage_processing_seconds", st["processing_ns"], {"stage": st["stage"]}
+            )
         for r in st["readers"]:
             rl = _label(stage=st["stage"], port=r["port"], topic=r["topic"])
             series["hftagg_reader_backlog_records"].append(
-                f"hftagg_reader_backlog_records{rl} {r['backlog']}")
+                f"hftagg_reader_backlog_records{rl} {r['backlog']}"
+            )
             series["hftagg_reader_dropped_records_total"].append(
-                f"hftagg_reader_dropped_records_total{rl} {r['dropped']}")
+                f"hftagg_reader_dropped_records_total{rl} {r['dropped']}"
+            )
         for origin, key in (("ts_recv", "latency_recv_ns"), ("ts_event", "latency_event_ns")):
             if st[key]:
                 series["hftagg_e2e_latency_seconds"] += _histogram_lines(
-                    "hftagg_e2e_latency_seconds", st[key], {"sink": st["stage"], "origin": origin})
+                    "hftagg_e2e_latency_seconds", st[key], {"sink": st["stage"], "origin": origin}
+                )
     for d in data["dead_letters"]:
         series["hftagg_dead_letters_total"].append(
-            f"hftagg_dead_letters_total{_label(topic=d['topic'], reason=d['reason'])} {d['count']}")
+            f"hftagg_dead_letters_total{_label(topic=d['topic'], reason=d['reason'])} {d['count']}"
+        )
     if data["reloads"] is not None:
         for result, count in data["reloads"].items():
             series["hftagg_reloads_total"].append(
-                f"hftagg_reloads_total{_label(result=result)} {count}")
+                f"hftagg_reloads_total{_label(result=result)} {count}"
+            )
     series["hftagg_uptime_seconds"].append(f"hftagg_uptime_seconds {data['elapsed_secs']:.3f}")
     lines = []
     for name, (kind, text) in _HELP.items():
@@ -131,8 +154,14 @@ def render_prometheus(pipeline: Any, reloader: Any = None) -> str:
 class MetricsServer:
     """A tiny HTTP server on loopback serving ``/metrics`` and ``/metrics.json``."""
 
-    def __init__(self, pipeline: Any, address: str = "127.0.0.1:9464", *, reloader: Any = None,
-                 allow_remote: bool = False) -> None:
+    def __init__(
+        self,
+        pipeline: Any,
+        address: str = "127.0.0.1:9464",
+        *,
+        reloader: Any = None,
+        allow_remote: bool = False,
+    ) -> None:
         host, _, port = address.rpartition(":")
         check_loopback(f"tcp://{host}:{port}", allow_remote, key="telemetry.prometheus_address")
         self.pipeline = pipeline
@@ -163,8 +192,9 @@ class MetricsServer:
         self._httpd = ThreadingHTTPServer((host, int(port)), Handler)
         self._httpd.daemon_threads = True
         self.address = f"{host}:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hftagg-metrics",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="hftagg-metrics", daemon=True
+        )
 
     def start(self) -> MetricsServer:
         self._thread.start()

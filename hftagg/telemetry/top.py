@@ -69,36 +69,53 @@ def render(new: dict, old: dict | None, address: str) -> Group:
         latency.add_column(col, justify="left" if col == "sink" else "right")
     for st in new["stages"]:
         prev = before.get(st["stage"], {})
-        key_r, key_b = ("records_out", "batches_out") if st["role"] == "source" else (
-            "records_in", "batches_in")
+        key_r, key_b = (
+            ("records_out", "batches_out")
+            if st["role"] == "source"
+            else ("records_in", "batches_in")
+        )
         d_rec = st[key_r] - prev.get(key_r, 0)
         d_bat = st[key_b] - prev.get(key_b, 0)
         proc = _delta_hist(st.get("processing_ns"), prev.get("processing_ns"))
         stages.add_row(
-            st["stage"], st["type"], _fmt_rate(d_rec / dt), f"{d_rec / d_bat:.1f}" if d_bat else "-",
-            _fmt_ns(_q(proc, 0.5)), _fmt_ns(_q(proc, 0.99)),
+            st["stage"],
+            st["type"],
+            _fmt_rate(d_rec / dt),
+            f"{d_rec / d_bat:.1f}" if d_bat else "-",
+            _fmt_ns(_q(proc, 0.5)),
+            _fmt_ns(_q(proc, 0.99)),
             str(sum(r["backlog"] for r in st["readers"])),
-            str(sum(r["dropped"] for r in st["readers"])))
+            str(sum(r["dropped"] for r in st["readers"])),
+        )
         lat = _delta_hist(st.get("latency_recv_ns"), prev.get("latency_recv_ns"))
         if lat is not None:
-            latency.add_row(st["stage"], _fmt_ns(_q(lat, 0.5)), _fmt_ns(_q(lat, 0.99)),
-                            _fmt_ns(_q(lat, 0.999)), str(int(lat[1].sum())))
+            latency.add_row(
+                st["stage"],
+                _fmt_ns(_q(lat, 0.5)),
+                _fmt_ns(_q(lat, 0.99)),
+                _fmt_ns(_q(lat, 0.999)),
+                str(int(lat[1].sum())),
+            )
     parts: list[Any] = [stages, latency]
     if new.get("reloads"):
-        parts.append(f"reloads: {new['reloads']['applied']} applied, "
-                     f"{new['reloads']['rejected']} rejected")
+        parts.append(
+            f"reloads: {new['reloads']['applied']} applied, {new['reloads']['rejected']} rejected"
+        )
     return Group(*parts)
 
 
-def run_top(address: str, interval: float = 1.0, iterations: int = 0,
-            console: Console | None = None) -> int:
+def run_top(
+    address: str, interval: float = 1.0, iterations: int = 0, console: Console | None = None
+) -> int:
     """Refresh every ``interval`` seconds; ``iterations`` > 0 stops after that many."""
     console = console or Console()
     try:
         old = fetch(address)
     except OSError as exc:
-        console.print(f"hftagg top: cannot read http://{address}/metrics.json ({exc}); is the "
-                      f"pipeline running with telemetry.prometheus = true at that address?")
+        console.print(
+            f"hftagg top: cannot read http://{address}/metrics.json ({exc}); is the "
+            f"pipeline running with telemetry.prometheus = true at that address?"
+        )
         return 1
     count = 0
     live = Live(console=console, auto_refresh=False) if console.is_terminal else None

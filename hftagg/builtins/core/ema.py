@@ -23,8 +23,12 @@ _HEADER = ("ts_event", "ts_recv", "seq", "instrument_id")
 
 
 class EmaParams(Params):
-    window: int = live(20, ge=1, le=1_000_000, description="EMA span in records (alpha = 2/(window+1))")
-    seed: Literal["first", "sma"] = restart("first", description="warm-up: pandas (first) or TA-Lib (sma)")
+    window: int = live(
+        20, ge=1, le=1_000_000, description="EMA span in records (alpha = 2/(window+1))"
+    )
+    seed: Literal["first", "sma"] = restart(
+        "first", description="warm-up: pandas (first) or TA-Lib (sma)"
+    )
 
 
 class Ema(Stage):

@@ -58,7 +58,9 @@ class Publisher(SinkStage):
             port: FrameEncoder(topic, ctx.topic_schemas[topic], p.max_frame_bytes)
             for port, topic in self.input_topics.items()
         }
-        self._socket = transport.publisher(p.target, pattern=p.pattern, buffer_frames=p.buffer_frames)
+        self._socket = transport.publisher(
+            p.target, pattern=p.pattern, buffer_frames=p.buffer_frames
+        )
         self._telemetry = ctx.telemetry
         self.frames_sent = 0
 

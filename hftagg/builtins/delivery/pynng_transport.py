@@ -50,7 +50,9 @@ class PynngTransport:
     def publisher(self, address: str, *, pattern: str = "pub", buffer_frames: int = 1024):
         cls = {"pub": pynng.Pub0, "push": pynng.Push0}.get(pattern)
         if cls is None:
-            raise TransportError(f"pynng pattern {pattern!r} is unknown; use one of {self.patterns}")
+            raise TransportError(
+                f"pynng pattern {pattern!r} is unknown; use one of {self.patterns}"
+            )
         try:
             socket = cls(listen=address, send_buffer_size=buffer_frames)
         except pynng.NNGException as exc:
@@ -72,7 +74,9 @@ class PynngTransport:
         elif pattern == "push":
             socket = pynng.Pull0(recv_buffer_size=buffer_frames)
         else:
-            raise TransportError(f"pynng pattern {pattern!r} is unknown; use one of {self.patterns}")
+            raise TransportError(
+                f"pynng pattern {pattern!r} is unknown; use one of {self.patterns}"
+            )
         try:
             socket.dial(address, block=False)
         except pynng.NNGException as exc:

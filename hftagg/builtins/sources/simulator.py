@@ -38,10 +38,14 @@ _STREAMS = ("instrument", "kind", "move", "side", "depth", "size", "arrival", "l
 class SimulatorParams(Params):
     instruments: int = restart(8, ge=1, le=100_000, description="number of instruments")
     first_instrument_id: int = restart(1, ge=0, le=2**32 - 100_001)
-    rate: float = live(100_000.0, ge=0, le=1e9, description="events per second; 0 = as fast as possible")
+    rate: float = live(
+        100_000.0, ge=0, le=1e9, description="events per second; 0 = as fast as possible"
+    )
     seed: int = restart(42, ge=0, description="random seed; same seed, same events")
     trade_probability: float = live(0.25, ge=0, le=1)
-    move_probability: float = live(0.1, ge=0, le=1, description="chance a book event moves the touch")
+    move_probability: float = live(
+        0.1, ge=0, le=1, description="chance a book event moves the touch"
+    )
     start_price: float = restart(100.0, gt=0)
     tick_size: float = restart(0.01, gt=0)
     latency_us: float = live(50.0, ge=0, le=1e6, description="mean venue-to-local latency")
@@ -49,7 +53,9 @@ class SimulatorParams(Params):
     start_ns: int = restart(DEFAULT_START_NS, ge=0, description="simulated clock start")
     batch_records: int = live(4096, ge=1, le=1 << 20, description="largest batch per call")
     max_events: int = restart(0, ge=0, description="stop after this many events; 0 = never")
-    pregenerate: int = restart(0, ge=0, le=100_000, description="batches drawn up front and replayed")
+    pregenerate: int = restart(
+        0, ge=0, le=100_000, description="batches drawn up front and replayed"
+    )
 
 
 class Simulator(SourceStage):
@@ -91,8 +97,12 @@ class Simulator(SourceStage):
             ts_recv = self._clock_ns + np.cumsum(gaps)  # integer sums: split-invariant
         else:
             now = time.time_ns()
-            ts_recv = np.sort(r["arrival"].integers(self._clock_ns, max(now, self._clock_ns + 1), n))
-        latency = (p.latency_us * 1e3 * (0.5 + 0.5 * r["latency"].exponential(1.0, n))).astype(np.int64)
+            ts_recv = np.sort(
+                r["arrival"].integers(self._clock_ns, max(now, self._clock_ns + 1), n)
+            )
+        latency = (p.latency_us * 1e3 * (0.5 + 0.5 * r["latency"].exponential(1.0, n))).astype(
+            np.int64
+        )
         self._clock_ns = int(ts_recv[-1]) if n else self._clock_ns
         counts = simulate_batch(
             (r["instrument"].random(n) * p.instruments).astype(np.int64),
@@ -104,7 +114,10 @@ class Simulator(SourceStage):
             self._state.bid, self._state.spread, self._state.bid_sz, self._state.ask_sz,
             self._state.seq, self._buffers["trades"], self._buffers["book"], self._buffers["quotes"],
         )  # fmt: skip
-        out = {port: self._buffers[port][:c] for port, c in zip(("trades", "book", "quotes"), counts, strict=True)}
+        out = {
+            port: self._buffers[port][:c]
+            for port, c in zip(("trades", "book", "quotes"), counts, strict=True)
+        }
         return out, n
 
     def _pregenerate(self, batches: int) -> list[dict[str, np.ndarray]]:

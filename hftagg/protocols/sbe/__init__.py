@@ -1,7 +1,7 @@
 """Simple Binary Encoding (FIX SBE 1.0): schemas, runtime codecs, compiled decoding, encoding.
 
-    codec = SbeCodec(parse_schema("protocols/sbe/hftagg-md.xml"))
-    decoded = codec.decode(buffer, framing="length2")   # per-template structured arrays
+codec = SbeCodec(parse_schema("protocols/sbe/hftagg-md.xml"))
+decoded = codec.decode(buffer, framing="length2")   # per-template structured arrays
 """
 
 from hftagg.protocols.sbe.codec import FRAMINGS, Decoded, SbeCodec, TemplateBatch, frame

@@ -109,7 +109,10 @@ class DataBatch:
 
     def values(self) -> list[bytes]:
         b = self.buffer
-        return [b[o : o + n].tobytes() for o, n in zip(self.offset.tolist(), self.length.tolist(), strict=True)]
+        return [
+            b[o : o + n].tobytes()
+            for o, n in zip(self.offset.tolist(), self.length.tolist(), strict=True)
+        ]
 
 
 @dataclass
@@ -157,8 +160,9 @@ class SbeCodec:
         self.messages = [schema.messages[k] for k in sorted(schema.messages)]
         self.slot_of = {m.id: i for i, m in enumerate(self.messages)}
         self.nodes: list[Node] = []
-        self.slot_root = np.array([self._add(K.K_ROOT, m, m.name, s)
-                                   for s, m in enumerate(self.messages)], dtype=np.int64)
+        self.slot_root = np.array(
+            [self._add(K.K_ROOT, m, m.name, s) for s, m in enumerate(self.messages)], dtype=np.int64
+        )
         self._tables()
 
     # ------------------------------------------------------------------ tables
@@ -263,8 +267,24 @@ class SbeCodec:
             e = self._arrays("e", 5, caps["e"])
             d = self._arrays("d", 5, caps["d"])
             r = self._arrays("r", 5, caps["r"])
-            K.scan(buf, starts, ends, code, final, self.hdr, self.tid_slot, self.slot_root,
-                   self.node_table, self.children, self.min_bl, *m, *e, *d, *r, counts)
+            K.scan(
+                buf,
+                starts,
+                ends,
+                code,
+                final,
+                self.hdr,
+                self.tid_slot,
+                self.slot_root,
+                self.node_table,
+                self.children,
+                self.min_bl,
+                *m,
+                *e,
+                *d,
+                *r,
+                counts,
+            )
             status = int(counts[K.C_STATUS])
             if status == 0:
                 break

@@ -28,7 +28,9 @@ H_SCHEMA_ID, H_BIG, H_MAX_VERSION, H_MAX_FRAME = 9, 10, 11, 12
 HEADER_COLUMNS = 13
 
 # node table columns (node 0.. : message roots, groups, var data)
-N_KIND, N_FIRST, N_COUNT, N_DIM, N_BL_OFF, N_BL_SZ, N_NUM_OFF, N_NUM_SZ, N_SINCE, N_FIXED = range(10)
+N_KIND, N_FIRST, N_COUNT, N_DIM, N_BL_OFF, N_BL_SZ, N_NUM_OFF, N_NUM_SZ, N_SINCE, N_FIXED = range(
+    10
+)
 NODE_COLUMNS = 10
 K_ROOT, K_GROUP, K_DATA = 0, 1, 2
 
@@ -74,8 +76,12 @@ def _rd(buf, o, size, big):
         if size == 1:
             return np.int64(buf[o])
         if size == 4:
-            return (np.int64(buf[o]) | (np.int64(buf[o + 1]) << 8)
-                    | (np.int64(buf[o + 2]) << 16) | (np.int64(buf[o + 3]) << 24))
+            return (
+                np.int64(buf[o])
+                | (np.int64(buf[o + 1]) << 8)
+                | (np.int64(buf[o + 2]) << 16)
+                | (np.int64(buf[o + 3]) << 24)
+            )
     v = np.uint64(0)
     if big:
         for i in range(size):

@@ -150,8 +150,10 @@ class RecordEncoder:
         """Framed messages for ``batch`` (records of schema ``record``) as uint8 bytes."""
         msg = self.messages.get(record)
         if msg is None:
-            raise KeyError(f"SBE schema {self.codec.schema.path!r} has no group-less message for "
-                           f"record schema {record!r}; messages: {sorted(self.messages)}")
+            raise KeyError(
+                f"SBE schema {self.codec.schema.path!r} has no group-less message for "
+                f"record schema {record!r}; messages: {sorted(self.messages)}"
+            )
         frames = self.codec.frame_array(msg, len(batch), self.framing)
         body = frames["body"].view(self.codec.root_dtype(msg.id))
         node = self.codec.nodes[self.codec.slot_root[self.codec.slot_of[msg.id]]]

@@ -216,8 +216,9 @@ class MessageSchema:
                 if m.name == key:
                     return m
         known = ", ".join(f"{m.name}({i})" for i, m in sorted(self.messages.items()))
-        raise SchemaError(f"SBE schema {self.path or self.package!r} has no message {key!r}; "
-                          f"messages: {known}")
+        raise SchemaError(
+            f"SBE schema {self.path or self.package!r} has no message {key!r}; messages: {known}"
+        )
 
 
 # --------------------------------------------------------------------------- parsing
@@ -277,8 +278,16 @@ class _Parser:
             prim = el.get("primitiveType", "")
             if prim not in PRIMITIVES:
                 raise self.error(f"type {name!r}: unknown primitiveType {prim!r}")
-            t = Primitive(name, prim, _int(el.get("length"), 1), el.get("presence", "required"),
-                          None, None, el.get("characterEncoding"), since)
+            t = Primitive(
+                name,
+                prim,
+                _int(el.get("length"), 1),
+                el.get("presence", "required"),
+                None,
+                None,
+                el.get("characterEncoding"),
+                since,
+            )
             if el.get("nullValue") is not None:
                 t.null_value = _number(prim, el.get("nullValue", ""))
             if t.presence == "constant":
@@ -375,8 +384,9 @@ def parse_schema(source: str | Path) -> MessageSchema:
     except (OSError, ET.ParseError) as exc:
         raise SchemaError(f"cannot read SBE schema {text[:200]!r}: {exc}") from exc
     if _local(root.tag) != "messageSchema":
-        raise SchemaError(f"SBE schema {path}: root element is <{_local(root.tag)}>, "
-                          f"expected <messageSchema>")
+        raise SchemaError(
+            f"SBE schema {path}: root element is <{_local(root.tag)}>, expected <messageSchema>"
+        )
     p = _Parser(root, path)
     header_name = root.get("headerType", "messageHeader")
     header = p.resolve(header_name)
@@ -397,13 +407,29 @@ def parse_schema(source: str | Path) -> MessageSchema:
         bl = _int(el.get("blockLength"), size)
         if bl < size:
             raise p.error(f"message {el.get('name')!r}: blockLength {bl} < its fields' {size}")
-        messages[mid] = Message(el.get("name", ""), mid, bl, fields, groups, datas,
-                                _int(el.get("sinceVersion")), el.get("description", ""))
+        messages[mid] = Message(
+            el.get("name", ""),
+            mid,
+            bl,
+            fields,
+            groups,
+            datas,
+            _int(el.get("sinceVersion")),
+            el.get("description", ""),
+        )
     byte_order = root.get("byteOrder", "littleEndian")
     if byte_order not in ("littleEndian", "bigEndian"):
         raise p.error(f"byteOrder {byte_order!r}: expected littleEndian or bigEndian")
-    return MessageSchema(root.get("package", ""), _int(root.get("id")),
-                         _int(root.get("version")), byte_order, header, p.types, messages, path)
+    return MessageSchema(
+        root.get("package", ""),
+        _int(root.get("id")),
+        _int(root.get("version")),
+        byte_order,
+        header,
+        p.types,
+        messages,
+        path,
+    )
 
 
 # --------------------------------------------------------------------------- numpy layouts
@@ -429,8 +455,7 @@ def type_dtype(t: Encoding, endian: str) -> np.dtype | None:
             names.append(m.name)
             formats.append(dt)
             offsets.append(m.offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": t.size})
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": t.size})
 
 
 def block_dtype(fields: list[Field], block_length: int, endian: str) -> np.dtype:
@@ -442,8 +467,9 @@ def block_dtype(fields: list[Field], block_length: int, endian: str) -> np.dtype
         names.append(f.name)
         formats.append(type_dtype(f.type, endian))
         offsets.append(f.offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": block_length})
+    return np.dtype(
+        {"names": names, "formats": formats, "offsets": offsets, "itemsize": block_length}
+    )
 
 
 def _fill_null(arr: np.ndarray, t: Encoding) -> None:
@@ -470,5 +496,11 @@ def null_row(fields: list[Field], dtype: np.dtype) -> np.ndarray:
 
 def min_block_length(fields: list[Field], version: int) -> int:
     """The smallest block that holds every field a sender of ``version`` must send."""
-    return max((f.offset + f.type.size for f in fields
-                if not f.is_constant and f.since_version <= version), default=0)
+    return max(
+        (
+            f.offset + f.type.size
+            for f in fields
+            if not f.is_constant and f.since_version <= version
+        ),
+        default=0,
+    )
