@@ -16,6 +16,14 @@ The session layer does what FIX's session protocol asks:
   of the wrong format, a tag without a value, an unsupported MsgType, wrong CompIDs); garbled
   messages (bad checksum, body length, truncated) are ignored, as the standard says, and
   reported to ``Application.on_garbled``.
+- With ``validate=True``, application messages are also checked against the data dictionary
+  (``dictionary``, default ``protocols/fix/FIX44.xml``) as QuickFIX does
+  (:mod:`~hftagg.protocols.fix.validate`: 373 = 11, 1, 4, 6, 5, 0, 2, 16), and a MsgType the
+  dictionary knows but ``app_message_types`` excludes gets a BusinessMessageReject (35=j,
+  380=3 Unsupported message type), as QuickFIX answers an application's UnsupportedMessageType.
+  Without it, such a MsgType gets Reject 373=11. ``validate`` is off by default: QuickFIX's FIX
+  4.4 dictionary defines neither RptSeq (83) in the X entries nor MDPriceLevel (1023), which
+  market-data venues send; turn it on with a venue dictionary (or for order flow).
 
 Framing uses the validated compiled framer; message parsing and encoding use simplefix. The
 application sees every application message (and, for information, admin messages).
@@ -35,7 +43,9 @@ import simplefix
 
 from hftagg.protocols.fix import messages as m
 from hftagg.protocols.fix.decoder import Framer, reason_name
+from hftagg.protocols.fix.dictionary import DEFAULT_DICTIONARY, load_dictionary
 from hftagg.protocols.fix.store import MemoryStore
+from hftagg.protocols.fix.validate import validate as validate_message
 
 __all__ = [
     "Acceptor",
@@ -55,6 +65,7 @@ VALUE_OUT_OF_RANGE = 5
 INCORRECT_DATA_FORMAT = 6
 COMP_ID_PROBLEM = 9
 INVALID_MSG_TYPE = 11
+UNSUPPORTED_MESSAGE_TYPE = 3  # BusinessRejectReason (380)
 
 _HIGH_WATER = 1 << 20  # bytes buffered for the socket before send() waits
 _REQUIRED = {"0": (), "1": (112,), "2": (7, 16), "3": (45,), "4": (36,), "5": (), "A": (98, 108)}
@@ -76,6 +87,9 @@ class SessionSettings:
     logon_timeout_secs: float = 10.0
     logout_timeout_secs: float = 2.0
     app_message_types: frozenset[str] = field(default_factory=frozenset)  # empty: any
+    dictionary: str = DEFAULT_DICTIONARY  # relative to protocols/, or absolute
+    validate: bool = False  # check application messages against the dictionary
+    validate_user_defined_fields: bool = False  # also check tags >= 5000 (QuickFIX's default: N)
 
     @property
     def session_id(self) -> str:
@@ -136,6 +150,7 @@ class Session:
                          "possdup_dropped": 0, "test_requests_sent": 0}  # fmt: skip
         self.last_logout_text = ""
         self._framer = Framer(settings.begin_string)
+        self.dictionary = load_dictionary(settings.dictionary) if settings.validate else None
         self._writer: asyncio.StreamWriter | None = None
         self._queue: dict[int, tuple[simplefix.FixMessage, bytes]] = {}
         self._resend_pending = False
@@ -396,7 +411,10 @@ class Session:
         problem = self._validate(msg, msg_type)
         self.store.next_target_seq = seq + 1
         if problem is not None:
-            await self._reject(seq, msg_type, *problem)
+            if problem[1] is None:
+                await self._business_reject(seq, msg_type, problem[0])
+            else:
+                await self._reject(seq, msg_type, *problem)
             return
         if msg_type in m.ADMIN_TYPES:
             await self._on_admin(msg, msg_type, seq)
@@ -418,6 +436,13 @@ class Session:
         if msg.get(43) == b"Y" and msg.get(122) is None and msg_type != "4":
             return "OrigSendingTime (122) missing on a PossDup", REQUIRED_TAG_MISSING, 122
         allowed = self.settings.app_message_types
+        if msg_type not in m.ADMIN_TYPES and self.dictionary is not None:
+            problem = validate_message(self.dictionary, msg.pairs,
+                                       user_defined=self.settings.validate_user_defined_fields)
+            if problem is not None:
+                return tuple(problem)
+            if allowed and msg_type not in allowed:
+                return f"Unsupported Message Type {msg_type!r}", None, None
         if msg_type not in m.ADMIN_TYPES and allowed and msg_type not in allowed:
             return f"unsupported MsgType {msg_type!r}", INVALID_MSG_TYPE, 35
         for tag in _REQUIRED.get(msg_type, ()):
@@ -442,6 +467,14 @@ class Session:
             body.append((373, reason))
         body.append((58, text))
         await self.send("3", body)
+
+    async def _business_reject(self, ref_seq: int, msg_type: str, text: str) -> None:
+        """BusinessMessageReject (35=j) 380=3: a MsgType valid in FIX but not served here."""
+        self.counters["rejects_sent"] += 1
+        log.warning("FIX %s: business-rejecting %s #%d: %s", self.settings.session_id, msg_type,
+                    ref_seq, text)  # fmt: skip
+        body = [(45, ref_seq), (372, msg_type), (380, UNSUPPORTED_MESSAGE_TYPE), (58, text)]
+        await self.send("j", body)
 
     async def _fatal(self, text: str) -> None:
         """A session-level error that ends the session: Logout with the reason, disconnect."""
