@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,114 @@ def test_quickfix_initiator_with_hftagg_acceptor(tmp_path):
             await asyncio.to_thread(initiator.stop)  # QuickFIX logs out
         await _until(lambda: session.closed.is_set(), what="logout")
         assert qf.logged_out.is_set()
+        await server.stop()
+
+    asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------- validation
+
+#: (defect, SessionRejectReason (373), RefTagID (371)) checked in both directions.
+DEFECTS = [
+    ("no SubscriptionRequestType", 1, 263),  # required tag missing
+    ("OrderQty in a V", 2, 38),  # tag not defined for this message type
+    ("tag 4999", 0, 4999),  # undefined tag (below 5000: ValidateUserDefinedFields=N is moot)
+    ("263=9", 5, 263),  # value not in the enum
+    ("264=deep", 6, 264),  # incorrect data format (INT)
+]
+
+
+def _defective_body(defect: str) -> list[tuple[int, object]]:
+    body: list[tuple[int, object]] = [(262, "BAD"), (263, "1"), (264, 0), (267, 1), (269, "0"),
+                                      (146, 1), (55, "EURUSD")]  # fmt: skip
+    if defect == "no SubscriptionRequestType":
+        return [t for t in body if t[0] != 263]
+    if defect == "263=9":
+        return [(263, "9") if t[0] == 263 else t for t in body]
+    if defect == "264=deep":
+        return [(264, "deep") if t[0] == 264 else t for t in body]
+    return [*body, (38, "5") if defect == "OrderQty in a V" else (4999, "x")]
+
+
+def _quickfix_message(body: list[tuple[int, object]]):
+    """A QuickFIX MarketDataRequest with the body's fields (groups built as groups: QuickFIX
+    does not check what it sends, so the defect goes out as is)."""
+    msg = fix44.MarketDataRequest()
+    for tag, value in body:
+        if tag == 269:
+            group = fix44.MarketDataRequest.NoMDEntryTypes()
+            group.setField(fix.MDEntryType(str(value)))
+            msg.addGroup(group)
+        elif tag == 55:
+            group = fix44.MarketDataRequest.NoRelatedSym()
+            group.setField(fix.Symbol(str(value)))
+            msg.addGroup(group)
+        elif tag not in (267, 146):
+            msg.setField(fix.StringField(tag, str(value)))
+    return msg
+
+
+def _reject_of(text: str) -> tuple[int, int] | None:
+    fields = dict(f.split("=", 1) for f in text.strip("|").split("|"))
+    return (int(fields["373"]), int(fields["371"])) if fields.get("35") == "3" else None
+
+
+@pytest.mark.parametrize("quickfix_role", ["acceptor", "initiator"])
+def test_validation_rejects_match_quickfix_in_both_directions(tmp_path, quickfix_role):
+    """Each defective V goes hftagg -> QuickFIX (QuickFIX's Reject is the reference) and
+    QuickFIX -> hftagg (hftagg, validating with the same FIX44 dictionary, must answer alike).
+    QuickFIX does not validate what it sends, so its defective messages are built with its own
+    API (no raw socket needed)."""
+    qf = QuickFixMd()
+    hft = HftMd()
+    ours = SessionSettings("HFT", "QF", heartbeat_secs=1, validate=True)
+
+    async def exchange(session):
+        for defect, _, _ in DEFECTS:
+            await session.send("V", _defective_body(defect))
+            fix.Session.sendToTarget(_quickfix_message(_defective_body(defect)), qf.session_id)
+        await _until(lambda: len([a for a in qf.admin if _reject_of(a)]) == len(DEFECTS) and
+                     len([a for a in hft.admin if a.get(35) == b"3"]) == len(DEFECTS),
+                     what="the Rejects")  # fmt: skip
+        from_hftagg = [_reject_of(a) for a in qf.admin if _reject_of(a)]
+        from_quickfix = [(int(a.get(373)), int(a.get(371))) for a in hft.admin
+                         if a.get(35) == b"3"]  # fmt: skip
+        expected = [(reason, tag) for _, reason, tag in DEFECTS]
+        assert from_quickfix == expected  # QuickFIX's answers to hftagg's defective messages
+        assert from_hftagg == expected  # hftagg's answers to QuickFIX's
+        assert qf.requests == [] and qf.errors == []
+
+    if quickfix_role == "acceptor":
+        port = free_port()
+        settings = _config(tmp_path, "acceptor", port)
+        factories = (fix.FileStoreFactory(settings), fix.FileLogFactory(settings))  # keep alive
+        acceptor = fix.ThreadedSocketAcceptor(qf, factories[0], settings, factories[1])
+        acceptor.start()
+
+        async def scenario():
+            session = await connect("127.0.0.1", port, ours, hft)
+            assert qf.logged_on.wait(5)
+            await exchange(session)
+            await session.logout("done")
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            acceptor.stop()
+        return
+
+    async def scenario():
+        server = Acceptor([replace(ours, heartbeat_secs=30)], hft)
+        port = await server.start("127.0.0.1", 0)
+        settings = _config(tmp_path, "initiator", port)
+        factories = (fix.FileStoreFactory(settings), fix.FileLogFactory(settings))  # keep alive
+        initiator = fix.ThreadedSocketInitiator(qf, factories[0], settings, factories[1])
+        initiator.start()
+        try:
+            await _until(lambda: server.sessions and server.sessions[-1].active, what="logon")
+            await exchange(server.sessions[-1])
+        finally:
+            await asyncio.to_thread(initiator.stop)
         await server.stop()
 
     asyncio.run(scenario())

@@ -22,10 +22,20 @@ Mapping (DBN's MBP vocabulary):
 
 - W: a clear (``R``, ``F_SNAPSHOT``) for the instrument, then one ``A`` per bid/offer entry
   (``F_SNAPSHOT``); the last book record of the message has ``F_LAST``. Trade entries in a
-  snapshot (the last trade, informational) are not emitted.
+  snapshot are counted (``other_entry_types``) and not emitted, whatever the dictionary calls
+  them: a snapshot's trade entry is the last trade, repeated in every snapshot of the
+  instrument, not a new print; emitting it would double-count volume in bars and VWAP.
 - X: 279 MDUpdateAction 0/1/2/5 -> ``A``/``M``/``D``/``M``; 269 MDEntryType 0 -> side ``B``,
   1 -> side ``A``, 2 -> a ``trade`` record (side ``N``); other entry types are counted and
   skipped. An entry's instrument (55 Symbol or 48 SecurityID) defaults to the previous entry's.
+  Tag numbers and the two enums come in as arrays built from the data dictionary
+  (``tags``/``kinds``/``actions``, see :func:`hftagg.protocols.fix.decoder.md_tables`); the
+  numbers above are FIX 4.4's.
+- 279=3 Delete Thru and 279=4 Delete From are dead letters (``bad_value``) unless a dictionary
+  maps them otherwise: they delete book *levels by position* (1..n, n..end), and a
+  ``book_update`` delete names a price, which this decoder does not know for a level (it keeps
+  no book); mapping them needs a per-instrument level ladder here or a delete-by-depth action in
+  the book.
 - ``depth`` is MDPriceLevel (1023) - 1 (0 when absent); ``seq`` is a contiguous per-instrument
   counter per output. When entries carry RptSeq (83), a jump in it (a lost update) is a dead
   letter and the book ``seq`` skips one, so a downstream book turns invalid until the next
@@ -43,8 +53,14 @@ import numpy as np
 from hftagg.kernels.instruments import build_table, slot_of
 
 __all__ = [
+    "KIND_BID",
+    "KIND_OFFER",
+    "KIND_OTHER",
+    "KIND_TRADE",
+    "N_TAGS",
     "OK",
     "REASONS",
+    "STANDARD_TAGS",
     "decode_md",
     "frame",
     "parse_decimal",
@@ -87,6 +103,28 @@ REASONS: dict[int, tuple[str, str]] = {
     MISSING_FIELD: ("missing_field", "a required field is missing"),
     BAD_GROUP: ("bad_group", "NoMDEntries (268) does not match the entries present"),
 }
+
+# The tag numbers decode_md reads (``tags[T_*]``), taken from the data dictionary.
+T_COUNT = 0  # NoMDEntries (268)
+T_ACTION = 1  # MDUpdateAction (279)
+T_TYPE = 2  # MDEntryType (269)
+T_PRICE = 3  # MDEntryPx (270)
+T_SIZE = 4  # MDEntrySize (271)
+T_LEVEL = 5  # MDPriceLevel (1023)
+T_RPTSEQ = 6  # RptSeq (83)
+T_SYMBOL = 7  # Symbol (55)
+T_SECURITY_ID = 8  # SecurityID (48)
+T_TIME = 9  # TransactTime (60)
+T_X_DELIMITER = 10  # first field of an X entry (279)
+T_W_DELIMITER = 11  # first field of a W entry (269)
+N_TAGS = 12
+#: Standard FIX numbers, used for what a dictionary does not define.
+STANDARD_TAGS = (268, 279, 269, 270, 271, 1023, 83, 55, 48, 60, 279, 269)
+# kinds[byte of MDEntryType] and actions[byte of MDUpdateAction]
+KIND_BID = 0
+KIND_OFFER = 1
+KIND_TRADE = 2
+KIND_OTHER = 9
 
 # decode_md status (meta[0]) and aux for detail text
 _DONE = 0
@@ -448,13 +486,14 @@ def _dead(dead, nd, aux, reason, start, end, base, ts_recv, source_id, a0, a1):
 
 
 @numba.njit(inline="always", **_NJIT)
-def _instrument(buf, a, b, tag, by_security_id, hashes, ids):
-    """Instrument id of a 55/48 value, or -1 (unknown), -2 (this tag is not the key)."""
+def _instrument(buf, a, b, is_symbol, by_security_id, hashes, ids):
+    """Instrument id of a Symbol/SecurityID value, or -1 (unknown), -2 (this tag is not the
+    key)."""
     if by_security_id:
-        if tag != 48:
+        if is_symbol:
             return np.int64(-2)
         return _parse_uint(buf, a, b, np.int64(0xFFFFFFFF))
-    if tag != 55:
+    if not is_symbol:
         return np.int64(-2)
     h = _FNV_OFFSET
     for q in range(a, b):
@@ -511,7 +550,8 @@ def _entry_fail(e):
 
 @numba.njit(inline="always", **_NJIT)
 def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, meta,  # noqa: C901
-                slot_seq, book, nb, trades, nt, ts_recv, counters, info, e):  # fmt: skip
+                slot_seq, book, nb, trades, nt, ts_recv, counters, info, e, tg, kinds,
+                actions):  # fmt: skip
     """Decode one framed message ``buf[a:z]``; ``e`` is scratch space for the current entry.
 
     Returns ``(status, nb, nt)``: status 0 = records written (or message skipped), > 0 = a
@@ -568,16 +608,16 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
             continue
         if msg == 0:
             continue
-        if tag == 52 or tag == 60:
+        if tag == 52 or tag == tg[T_TIME]:
             t = _parse_utc(buf, v, w)
             if t < 0:
                 info[0] = tag
                 return BAD_VALUE, nb0, nt0
-            if tag == 60 or not have_time:
+            if tag == tg[T_TIME] or not have_time:
                 ts_event = t
                 have_time = True
             continue
-        if tag == 268:
+        if tag == tg[T_COUNT]:
             declared = _parse_uint(buf, v, w, np.int64(1_000_000))
             if declared < 0:
                 info[0] = tag
@@ -588,8 +628,8 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
                     return MISSING_FIELD, nb0, nt0
             continue
         if declared < 0:
-            if tag == 55 or tag == 48:
-                inst = _instrument(buf, v, w, tag, by_security_id, hashes, ids)
+            if tag == tg[T_SYMBOL] or tag == tg[T_SECURITY_ID]:
+                inst = _instrument(buf, v, w, tag == tg[T_SYMBOL], by_security_id, hashes, ids)
                 if inst == -1:
                     info[0] = tag
                     return UNKNOWN_INSTRUMENT, nb0, nt0
@@ -597,7 +637,7 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
                     top_instrument = inst
             continue
         # inside the group
-        if (msg == 2 and tag == 279) or (msg == 1 and tag == 269):
+        if (msg == 2 and tag == tg[T_X_DELIMITER]) or (msg == 1 and tag == tg[T_W_DELIMITER]):
             if in_entry:
                 status, nb, nt, last_book = _finish_entry(
                     e,
@@ -637,55 +677,46 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
             rpt = -1
         if not in_entry:
             continue
-        if tag == 279:
-            act = _parse_uint(buf, v, w, np.int64(9))
-            if act == 0:
-                e[1] = _ACT_ADD
-            elif act == 1 or act == 5:
-                e[1] = _ACT_MODIFY
-            elif act == 2:
-                e[1] = _ACT_DELETE
-            else:
+        if tag == tg[T_ACTION]:
+            act = actions[buf[v]] if w - v == 1 else np.int64(-1)
+            if act < 0:
                 info[0] = tag
-                info[1] = act
+                info[1] = np.int64(buf[v]) - 48 if w > v else -1
                 return BAD_VALUE, nb0, nt0
+            e[1] = _ACT_ADD if msg == 1 else act
+        elif tag == tg[T_TYPE]:
+            # a multi-character entry type is skipped (counted)
+            kind = kinds[buf[v]] if w - v == 1 else np.int64(KIND_OTHER)
+            e[0] = kind
+            e[2] = _SIDE_BID if kind == 0 else (_SIDE_ASK if kind == 1 else _SIDE_NONE)
             if msg == 1:
                 e[1] = _ACT_ADD
-        elif tag == 269:
-            if w - v != 1:
-                e[0] = 9  # a multi-character entry type: skipped
-            else:
-                kind = np.int64(buf[v]) - 48
-                e[0] = kind if 0 <= kind <= 2 else 9
-                e[2] = _SIDE_BID if kind == 0 else (_SIDE_ASK if kind == 1 else _SIDE_NONE)
-            if msg == 1:
-                e[1] = _ACT_ADD
-        elif tag == 270:
+        elif tag == tg[T_PRICE]:
             ok, price = parse_decimal(buf, v, w)
             if not ok:
                 info[0] = tag
                 return BAD_VALUE, nb0, nt0
             e[3] = price
             e[8] = 1
-        elif tag == 271:
+        elif tag == tg[T_SIZE]:
             size = _parse_uint(buf, v, w, np.int64(0xFFFFFFFF))
             if size < 0:
                 info[0] = tag
                 return BAD_VALUE, nb0, nt0
             e[4] = size
-        elif tag == 1023:
+        elif tag == tg[T_LEVEL]:
             level = _parse_uint(buf, v, w, np.int64(256))
             if level < 0:
                 info[0] = tag
                 return BAD_VALUE, nb0, nt0
             e[5] = level - 1 if level > 0 else 0
-        elif tag == 83:
+        elif tag == tg[T_RPTSEQ]:
             rpt = _parse_uint(buf, v, w, _INT64_MAX)
             if rpt < 0:
                 info[0] = tag
                 return BAD_VALUE, nb0, nt0
-        elif tag == 55 or tag == 48:
-            inst = _instrument(buf, v, w, tag, by_security_id, hashes, ids)
+        elif tag == tg[T_SYMBOL] or tag == tg[T_SECURITY_ID]:
+            inst = _instrument(buf, v, w, tag == tg[T_SYMBOL], by_security_id, hashes, ids)
             if inst != -2:
                 cur_instrument = inst
                 have_cur = True
@@ -721,7 +752,7 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
         info[0] = 35
         return MISSING_FIELD, nb0, nt0
     if declared < 0:
-        info[0] = 268
+        info[0] = tg[T_COUNT]
         return MISSING_FIELD, nb0, nt0
     if declared != entries:
         info[0] = declared
@@ -783,7 +814,8 @@ def _finish_entry(e, rpt, msg, table, shift, slot_ids, meta, slot_seq, book, nb,
     if e[6] < 0:
         info[0] = 55
         return MISSING_FIELD, nb, nt, last_book
-    if e[0] > 2 or (msg == 1 and e[0] == 2):
+    skip = e[0] > 2 or (msg == 1 and e[0] == 2)
+    if skip and rpt < 0:
         counters[2] += 1
         return 0, nb, nt, last_book
     slot = _slot(e[6], table, shift, slot_ids, meta)
@@ -799,6 +831,10 @@ def _finish_entry(e, rpt, msg, table, shift, slot_ids, meta, slot_seq, book, nb,
             counters[5] += 1
             e[7] = 1
         slot_seq[slot, 2] = rpt
+    if skip:  # a skipped entry still advances RptSeq; a gap before it skips a book seq
+        counters[2] += 1
+        slot_seq[slot, 0] += e[7]
+        return 0, nb, nt, last_book
     if e[4] < 0:
         e[4] = 0
     if e[0] == 2:
@@ -831,6 +867,9 @@ def decode_md(
     aux,
     counts,
     counters,
+    tags,
+    kinds,
+    actions,
 ):
     """Decode spans ``first..count`` of ``buf``; ``counts = [book, trades, dead]`` written so far.
 
@@ -838,7 +877,8 @@ def decode_md(
     ``_decode_one``. Stops before a span that might not fit the outputs (``meta[0] =
     _NEED_OUTPUT``) or when the instrument slots are full (``_NEED_SLOTS``); returns the index of
     the next span to decode. ``counters``: [md messages, other messages, other entry types,
-    unknown-instrument entries, duplicate RptSeq, RptSeq gaps].
+    unknown-instrument entries, duplicate RptSeq, RptSeq gaps]. ``tags``, ``kinds`` and
+    ``actions`` come from the data dictionary (:func:`md_tables`).
     """
     nb = counts[0]
     nt = counts[1]
@@ -862,7 +902,7 @@ def decode_md(
         info[:] = 0
         status, nb2, nt2 = _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift,
                                        slot_ids, meta, slot_seq, book, nb, trades, nt, ts_recv,
-                                       counters, info, entry)  # fmt: skip
+                                       counters, info, entry, tags, kinds, actions)  # fmt: skip
         if status < 0:
             meta[0] = _NEED_SLOTS
             break

@@ -5,6 +5,11 @@ whole datagrams when the chunk's flags bit 0 is set), keeps one decoder per stre
 (``instrument_id`` of the chunk), and emits ``book_update``, ``trade`` and ``dead_letter``
 batches. The ``fix_md`` source (:mod:`hftagg.builtins.sources.fix_md`) runs a FIX session and
 decodes in the same way.
+
+FIX dictionaries are data: ``dictionary = "fix/FIX44.xml"`` (the default) is resolved against
+the repository's ``protocols/`` folder (an absolute path is used as is), so a venue's
+QuickFIX-format dictionary dropped there (its own MDEntryPx tag, extra MDEntryType values) is
+usable from config with no code.
 """
 
 from __future__ import annotations
@@ -14,12 +19,23 @@ from typing import Literal
 
 import numpy as np
 
+from hftagg.errors import ConfigError, Problem, SchemaError
 from hftagg.hookspecs import hookimpl
 from hftagg.protocols import fix
+from hftagg.protocols.fix.dictionary import DEFAULT_DICTIONARY, Dictionary, load_dictionary
 from hftagg.records.catalog import BOOK_UPDATE, DEAD_LETTER, TRADE
 from hftagg.stages import Params, Port, Stage, restart
 
-__all__ = ["FIX_FAMILY", "FixCodecFamily", "FixDecode", "FixDecodeParams"]
+__all__ = ["FIX_FAMILY", "FixCodecFamily", "FixDecode", "FixDecodeParams", "open_dictionary"]
+
+
+def open_dictionary(path: str, stage_id: str) -> Dictionary:
+    """Load a stage's ``dictionary``; a missing or broken file is a config error naming both."""
+    try:
+        return load_dictionary(path)
+    except SchemaError as exc:
+        raise ConfigError([Problem(f"dictionary (stage {stage_id!r})", path,
+                                   str(exc))]) from exc  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,10 @@ class FixDecodeParams(Params):
     )
     begin_string: str = restart("FIX.4.4", description="expected BeginString (8=)")
     max_body_bytes: int = restart(1 << 20, ge=64, le=1 << 30, description="largest BodyLength")
+    dictionary: str = restart(
+        DEFAULT_DICTIONARY,
+        description="QuickFIX XML data dictionary (MD tags, entry types), relative to protocols/",
+    )
 
 
 class FixDecode(Stage):
@@ -77,6 +97,7 @@ class FixDecode(Stage):
 
     def open(self, ctx) -> None:
         self._decoders: dict[int, fix.MarketDataDecoder] = {}
+        self._dictionary = open_dictionary(self.params.dictionary, self.stage_id)
 
     def _decoder(self, stream: int) -> fix.MarketDataDecoder:
         decoder = self._decoders.get(stream)
@@ -84,7 +105,7 @@ class FixDecode(Stage):
             p = self.params
             decoder = self._decoders[stream] = fix.MarketDataDecoder(
                 p.symbols, instrument_key=p.instrument_key, begin_string=p.begin_string,
-                source_id=stream, max_body=p.max_body_bytes,
+                source_id=stream, max_body=p.max_body_bytes, dictionary=self._dictionary,
             )  # fmt: skip
         return decoder
 

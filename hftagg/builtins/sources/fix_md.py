@@ -8,6 +8,11 @@ thread, where ``next_batch`` decodes them in one compiled pass per call into ``b
 with ``store_path`` set, sequence numbers survive restarts and gaps are recovered by resend.
 On close it unsubscribes (263=2) and logs out.
 
+``dictionary`` (default ``fix/FIX44.xml``, relative to ``protocols/``) is the QuickFIX-format
+data dictionary the decoder takes its tag numbers and entry types from and, with ``validate``,
+the session checks application messages against (QuickFIX's rules and Reject reasons; off by
+default because QuickFIX's FIX 4.4 dictionary lacks RptSeq in X entries and MDPriceLevel).
+
 The password is never a parameter: ``password_env`` names the environment variable holding it.
 """
 
@@ -17,13 +22,16 @@ import asyncio
 import logging
 import threading
 import time
+import warnings
 from typing import Literal
 
 import numpy as np
 
+from hftagg.builtins.protocols.fix import open_dictionary
 from hftagg.hookspecs import hookimpl
 from hftagg.protocols.fix import messages
 from hftagg.protocols.fix.decoder import MarketDataDecoder
+from hftagg.protocols.fix.dictionary import DEFAULT_DICTIONARY
 from hftagg.protocols.fix.session import Application, Session, SessionSettings, connect
 from hftagg.protocols.fix.store import FileStore, MemoryStore
 from hftagg.stages import Params, Port, SourceStage, StageContext, restart
@@ -31,6 +39,11 @@ from hftagg.stages import Params, Port, SourceStage, StageContext, restart
 __all__ = ["FixMarketData", "FixMarketDataParams"]
 
 log = logging.getLogger("hftagg.fix")
+
+
+# ``validate`` is the parameter's name in config (QuickFIX's word); it shadows pydantic's
+# deprecated ``BaseModel.validate()`` classmethod, which nothing here uses.
+warnings.filterwarnings("ignore", message='Field name "validate"', category=UserWarning)
 
 
 class FixMarketDataParams(Params):
@@ -52,6 +65,12 @@ class FixMarketDataParams(Params):
     market_depth: int = restart(0, ge=0, description="MarketDepth (264), 0 = full book")
     reconnect_secs: float = restart(5.0, ge=0.05, le=3600)
     begin_string: str = restart("FIX.4.4")
+    dictionary: str = restart(
+        DEFAULT_DICTIONARY, description="QuickFIX XML data dictionary, relative to protocols/"
+    )
+    validate: bool = restart(
+        False, description="Reject application messages the dictionary does not allow"
+    )
 
 
 class _Feed(Application):
@@ -95,10 +114,13 @@ class FixMarketData(SourceStage):
             p.sender_comp_id, p.target_comp_id, begin_string=p.begin_string,
             heartbeat_secs=p.heartbeat_secs, reset_on_logon=p.reset_on_logon,
             username=p.username or None, password_env=p.password_env or None,
+            dictionary=p.dictionary, validate=p.validate,
         )  # fmt: skip
         self.settings.password()  # fail now, naming the variable, if it is not set
+        dictionary = open_dictionary(p.dictionary, self.stage_id)
         self._decoder = MarketDataDecoder(p.symbols, instrument_key=p.instrument_key,
-                                          begin_string=p.begin_string)  # fmt: skip
+                                          begin_string=p.begin_string,
+                                          dictionary=dictionary)  # fmt: skip
         self._store: MemoryStore = (FileStore(p.store_path, self.settings.session_id)
                                     if p.store_path else MemoryStore())  # fmt: skip
         self._lock = threading.Lock()

@@ -5,12 +5,16 @@
 - :mod:`~hftagg.protocols.fix.session`: FIX 4.4 sessions over asyncio TCP (:func:`connect`,
   :class:`Acceptor`), with :mod:`~hftagg.protocols.fix.store` (memory or file stores).
 - :mod:`~hftagg.protocols.fix.messages`: message building with simplefix.
+- :mod:`~hftagg.protocols.fix.dictionary`: QuickFIX-format data dictionaries, data in
+  ``protocols/fix/`` (:func:`load_dictionary`), and :mod:`~hftagg.protocols.fix.validate`,
+  message validation with QuickFIX's rules and Reject reasons.
 
 Dead-letter reason codes 0x0F00..0x0FFF belong to FIX (:data:`REASONS`).
 """
 
 from hftagg.kernels.fix import REASONS
 from hftagg.protocols.fix.decoder import Decoded, Framer, MarketDataDecoder, reason_name
+from hftagg.protocols.fix.dictionary import Dictionary, load_dictionary
 from hftagg.protocols.fix.messages import MdEntry, market_data_request
 from hftagg.protocols.fix.session import (
     Acceptor,
@@ -27,6 +31,7 @@ __all__ = [
     "Acceptor",
     "Application",
     "Decoded",
+    "Dictionary",
     "FileStore",
     "Framer",
     "MarketDataDecoder",
@@ -36,6 +41,7 @@ __all__ = [
     "Session",
     "SessionSettings",
     "connect",
+    "load_dictionary",
     "market_data_request",
     "reason_name",
 ]

@@ -8,6 +8,19 @@ batches; Python runs once per ``feed`` and once per dead letter (to write its de
     decoder = MarketDataDecoder({"EURUSD": 1, "GBPUSD": 2})
     out = decoder.feed(chunk, ts_recv=time.time_ns())
     out.book, out.trades, out.dead_letters
+
+The tag numbers and enum values the decoder reads come from a data dictionary
+(:func:`md_tables`; default ``protocols/fix/FIX44.xml``), handed to the compiled code as arrays
+once: the fields are looked up by name (``NoMDEntries``, ``MDUpdateAction``, ``MDEntryType``,
+``MDEntryPx``, ``MDEntrySize``, ``MDPriceLevel``, ``RptSeq``, ``Symbol``, ``SecurityID``,
+``TransactTime``; a name the dictionary lacks keeps its standard number, e.g. MDPriceLevel 1023
+in FIX 4.4) and the entry delimiters are those of the W and X NoMDEntries groups. MDEntryType
+values map by their description: ``BID`` -> bid, ``OFFER``/``ASK`` -> offer, ``TRADE`` -> trade,
+anything else is skipped (counted); values 0/1/2 are bid/offer/trade unless the dictionary says
+otherwise. MDUpdateAction: ``NEW`` -> ``A``, ``CHANGE``/``OVERLAY`` -> ``M``, ``DELETE`` ->
+``D`` (0/1/2/5 by default); other values are dead letters (``bad_value``), including 3 (Delete
+Thru) and 4 (Delete From): see :mod:`hftagg.kernels.fix`. A venue dictionary with its own tag
+numbers or entry types is used by pointing ``dictionary`` at it.
 """
 
 from __future__ import annotations
@@ -15,15 +28,24 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from hftagg.kernels import fix as kernels
 from hftagg.kernels.instruments import build_table
+from hftagg.protocols.fix.dictionary import DEFAULT_DICTIONARY, Dictionary, load_dictionary
 from hftagg.records.catalog import BOOK_UPDATE, DEAD_LETTER, TRADE
 
-__all__ = ["Decoded", "Framer", "MarketDataDecoder", "build_symbol_table", "reason_name"]
+__all__ = [
+    "Decoded",
+    "Framer",
+    "MarketDataDecoder",
+    "build_symbol_table",
+    "md_tables",
+    "reason_name",
+]
 
 _SPANS_PER_BYTE = 1 / 16
 
@@ -46,6 +68,38 @@ def build_symbol_table(symbols: Mapping[str, int]) -> tuple[np.ndarray, np.ndarr
     hashes = np.array(sorted(pairs), dtype=np.uint64)
     ids = np.array([pairs[int(h)][1] for h in hashes], dtype=np.uint32)
     return hashes, ids
+
+
+_TAG_NAMES = ("NoMDEntries", "MDUpdateAction", "MDEntryType", "MDEntryPx", "MDEntrySize",
+              "MDPriceLevel", "RptSeq", "Symbol", "SecurityID", "TransactTime")  # fmt: skip
+_KIND_OF = {"BID": kernels.KIND_BID, "OFFER": kernels.KIND_OFFER, "ASK": kernels.KIND_OFFER,
+            "TRADE": kernels.KIND_TRADE}  # fmt: skip
+_ACTION_OF = {"NEW": ord("A"), "CHANGE": ord("M"), "OVERLAY": ord("M"), "DELETE": ord("D")}
+
+
+def md_tables(dictionary: Dictionary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(tags, kinds, actions)`` for :func:`hftagg.kernels.fix.decode_md` from a dictionary:
+    tag numbers (``kernels.T_*`` order), MDEntryType byte -> kind, MDUpdateAction byte ->
+    book action (-1: invalid)."""
+    tags = np.array(kernels.STANDARD_TAGS, dtype=np.int64)
+    for i, name in enumerate(_TAG_NAMES):
+        tags[i] = dictionary.tag(name, default=int(tags[i]))
+    for i, msg_type, fallback in ((kernels.T_X_DELIMITER, "X", kernels.T_ACTION),
+                                  (kernels.T_W_DELIMITER, "W", kernels.T_TYPE)):  # fmt: skip
+        group = dictionary.group(msg_type, int(tags[kernels.T_COUNT]))
+        tags[i] = group.delimiter if group is not None else tags[fallback]
+    kinds = np.full(256, kernels.KIND_OTHER, dtype=np.int64)
+    kinds[ord("0")], kinds[ord("1")], kinds[ord("2")] = 0, 1, 2
+    for value, description in dictionary.values("MDEntryType").items():
+        if len(value.encode()) == 1:
+            kinds[ord(value)] = _KIND_OF.get(description.upper(), kernels.KIND_OTHER)
+    actions = np.full(256, -1, dtype=np.int64)
+    for value, action in (("0", "A"), ("1", "M"), ("2", "D"), ("5", "M")):
+        actions[ord(value)] = ord(action)
+    for value, description in dictionary.values("MDUpdateAction").items():
+        if len(value.encode()) == 1:
+            actions[ord(value)] = _ACTION_OF.get(description.upper(), -1)
+    return tags, kinds, actions
 
 
 class _Stream:
@@ -123,8 +177,10 @@ class MarketDataDecoder:
     """Frames and decodes a FIX market-data byte stream into record batches.
 
     ``symbols`` maps Symbol (55) to instrument id; with ``instrument_key="security_id"`` the
-    numeric SecurityID (48) is the id and ``symbols`` is not needed. ``counters`` has running
-    totals: messages, dead letters by reason name, skipped entries. Not thread-safe.
+    numeric SecurityID (48) is the id and ``symbols`` is not needed. ``dictionary`` (a path,
+    relative to ``protocols/``, or a loaded :class:`Dictionary`) gives the tag numbers and
+    enum values (module docstring). ``counters`` has running totals: messages, dead letters by
+    reason name, skipped entries. Not thread-safe.
     """
 
     COUNTER_NAMES = ("md_messages", "other_messages", "other_entry_types",
@@ -138,7 +194,12 @@ class MarketDataDecoder:
         begin_string: str = "FIX.4.4",
         source_id: int = 0,
         max_body: int = 1 << 20,
+        dictionary: str | Path | Dictionary = DEFAULT_DICTIONARY,
     ) -> None:
+        if not isinstance(dictionary, Dictionary):
+            dictionary = load_dictionary(dictionary)
+        self.dictionary = dictionary
+        self._tags, self._kinds, self._actions = md_tables(dictionary)
         if instrument_key not in ("symbol", "security_id"):
             raise ValueError(f"instrument_key must be 'symbol' or 'security_id', got "
                              f"{instrument_key!r}")  # fmt: skip
@@ -235,7 +296,7 @@ class MarketDataDecoder:
                 s.buf, self._spans, i, count, s.offset, ts, self.source_id, self._by_security_id,
                 self._hashes, self._ids, self._table, self._shift, self._slot_ids, self._slot_seq,
                 self._meta, self._book, self._trades, self._dead, self._aux, self._counts,
-                self._counters,
+                self._counters, self._tags, self._kinds, self._actions,
             )  # fmt: skip
             if i < count:
                 if self._meta[0] == 2:

@@ -425,7 +425,8 @@ class Session:
         except RejectMessage as exc:
             await self._reject(seq, msg_type, exc.text, exc.reason, exc.tag)
 
-    def _validate(self, msg, msg_type: str) -> tuple[str, int, int | None] | None:
+    def _validate(self, msg, msg_type: str) -> tuple[str, int | None, int | None] | None:
+        """``(text, 373 reason, tag)``; reason None: a BusinessMessageReject."""
         for tag, value in msg.pairs:
             if value == b"":
                 return f"tag {int(tag)} has no value", TAG_WITHOUT_VALUE, int(tag)
@@ -435,22 +436,32 @@ class Session:
             return "SendingTime (52) missing", REQUIRED_TAG_MISSING, 52
         if msg.get(43) == b"Y" and msg.get(122) is None and msg_type != "4":
             return "OrigSendingTime (122) missing on a PossDup", REQUIRED_TAG_MISSING, 122
-        allowed = self.settings.app_message_types
-        if msg_type not in m.ADMIN_TYPES and self.dictionary is not None:
-            problem = validate_message(self.dictionary, msg.pairs,
-                                       user_defined=self.settings.validate_user_defined_fields)
+        if msg_type not in m.ADMIN_TYPES:
+            problem = self._validate_app(msg, msg_type)
             if problem is not None:
-                return tuple(problem)
-            if allowed and msg_type not in allowed:
-                return f"Unsupported Message Type {msg_type!r}", None, None
-        if msg_type not in m.ADMIN_TYPES and allowed and msg_type not in allowed:
-            return f"unsupported MsgType {msg_type!r}", INVALID_MSG_TYPE, 35
+                return problem
         for tag in _REQUIRED.get(msg_type, ()):
             if msg.get(tag) is None:
                 return f"required tag {tag} missing", REQUIRED_TAG_MISSING, tag
         for tag, value in msg.pairs:
             if int(tag) in _INT_TAGS and not value.lstrip(b"-").isdigit():
                 return f"tag {int(tag)} must be an integer", INCORRECT_DATA_FORMAT, int(tag)
+        return None
+
+    def _validate_app(self, msg, msg_type: str) -> tuple[str, int | None, int | None] | None:
+        """An application message against the dictionary (with ``validate``) and the types
+        served (``app_message_types``)."""
+        allowed = self.settings.app_message_types
+        if self.dictionary is not None:
+            problem = validate_message(
+                self.dictionary, msg.pairs, user_defined=self.settings.validate_user_defined_fields
+            )
+            if problem is not None:
+                return problem.text, problem.reason, problem.tag
+            if allowed and msg_type not in allowed:
+                return f"Unsupported Message Type {msg_type!r}", None, None
+        if allowed and msg_type not in allowed:
+            return f"unsupported MsgType {msg_type!r}", INVALID_MSG_TYPE, 35
         return None
 
     async def _reject(self, ref_seq: int, msg_type: str, text: str, reason: int | None,
