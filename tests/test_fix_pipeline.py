@@ -122,7 +122,7 @@ def test_fix_md_source_subscribes_and_publishes_decoded_records(md_server, monke
                         host=host)  # fmt: skip
     pipeline.start()
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # generous: a cold numba cache compiles here
         while sum(len(b) for b in book) < 6 or not trades:
             assert time.monotonic() < deadline, "no market data from the fix_md source"
             time.sleep(0.02)
