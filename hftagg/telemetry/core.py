@@ -1,8 +1,8 @@
 """Per-batch telemetry: metrics always, spans for a sampled share of batches.
 
 The runtime calls these methods once per batch (never per record), only when a pipeline has
-telemetry. Metrics are hftagg's own numpy histograms and counters (every record of batches up to 1024
-records; a weighted strided sample of larger ones), exported to Prometheus and read by
+telemetry. Metrics are hftagg's own numpy histograms and counters (every record of batches up to
+512 records; a weighted strided sample of larger ones), exported to Prometheus and read by
 ``hftagg top``. Traces use the OpenTelemetry SDK: a source
 batch is sampled with probability ``sample_ratio``; its span's context is remembered for the
 ring range the batch occupies, so every stage that later reads any of those records makes a
@@ -28,7 +28,14 @@ _MARKS_PER_TOPIC = 256
 #: Latency is observed for every record of batches up to this size; larger batches (which only
 #: occur under heavy load, when per-record cost matters most) contribute an evenly strided
 #: sample of this many records, each weighted so that counts still add up to the records seen.
-_EXACT_UP_TO = 1024
+_EXACT_UP_TO = 512
+
+
+def _distinct(ids: np.ndarray) -> int:
+    """How many different instrument ids (bincount when ids are small: ~20x faster than unique)."""
+    if int(ids.max()) < (1 << 20):
+        return int(np.count_nonzero(np.bincount(ids)))
+    return int(len(np.unique(ids)))
 
 
 class TraceMark:
@@ -115,9 +122,17 @@ class Telemetry:
         if not marks:
             return None
         end = start + count
-        for mark in list(marks):
-            if mark.start < end and start < mark.end:
-                return mark.context
+        # marks are appended in stream order (one writer per topic), so walk back from the
+        # newest: skip marks after the range, and the first one before it decides. O(1) mostly,
+        # and index access stays valid while the writer appends (no iterator to invalidate).
+        try:
+            for k in range(1, len(marks) + 1):
+                mark = marks[-k]
+                if mark.start >= end:
+                    continue
+                return mark.context if mark.end > start else None
+        except IndexError:
+            pass
         return None
 
     def mark(self, topic: str, start: int, count: int, context: Any) -> None:
@@ -140,7 +155,7 @@ class Telemetry:
             attrs["hftagg.seq.first"] = int(batch["seq"][0])
             attrs["hftagg.seq.last"] = int(batch["seq"][-1])
         if len(batch) and "instrument_id" in names:
-            attrs["hftagg.instruments"] = int(len(np.unique(batch["instrument_id"])))
+            attrs["hftagg.instruments"] = _distinct(batch["instrument_id"])
         return attrs
 
     # the publisher asks for the context of the delivery span it is running under
