@@ -561,7 +561,8 @@ class VolatilityKernel(ZScoreKernel):
 
 
 @numba.njit(inline="always", **_NJIT)
-def _ols_sums(rx, ry, s, held, state):
+def _ols_exact(rx, ry, s, held):
+    """Sums of deviations from the newest point, recomputed exactly from the ring."""
     xr = rx[s, held - 1]
     yr = ry[s, held - 1]
     sx = sy = sxx = sxy = syy = 0.0
@@ -573,6 +574,12 @@ def _ols_sums(rx, ry, s, held, state):
         sxx += dx * dx
         sxy += dx * dy
         syy += dy * dy
+    return xr, yr, sx, sy, sxx, sxy, syy
+
+
+@numba.njit(inline="always", **_NJIT)
+def _ols_sums(rx, ry, s, held, state):
+    xr, yr, sx, sy, sxx, sxy, syy = _ols_exact(rx, ry, s, held)
     state[s, 0] = xr
     state[s, 1] = yr
     state[s, 2] = sx
@@ -592,77 +599,96 @@ def _ols_rebuild(rx, ry, state, ints, n_slots):
 @numba.njit(**_NJIT)
 def _ols_update(ids, ts, y, scale, slope, intercept, r2, use_time, start, table, shift, slot_ids,
                 meta, rx, ry, state, ints):  # fmt: skip
+    """Runs of consecutive records of one instrument keep its state in locals (registers)."""
     w = rx.shape[1]
-    last = np.int64(-1)
-    s = 0
-    for i in range(start, ids.shape[0]):
+    inv_w = 1.0 / w
+    n = ids.shape[0]
+    i = start
+    while i < n:
         key = np.int64(ids[i])
-        if key != last:
-            s = _find(key, table, shift, slot_ids, meta)
-            if s < 0:
-                return i
-            last = key
-        v = np.float64(y[i]) * scale
-        if use_time:
-            if ints[s, 0] == 0:
-                ints[s, 3] = ts[i]
-            u = np.float64(ts[i] - ints[s, 3]) * 1e-9
-        else:
-            u = np.float64(ints[s, 0])
-        ints[s, 0] += 1
+        s = _find(key, table, shift, slot_ids, meta)
+        if s < 0:
+            return i
+        count = ints[s, 0]
         held = ints[s, 1]
         head = ints[s, 2]
-        if held == 0:
-            state[s, 0] = u
-            state[s, 1] = v
+        t0 = ints[s, 3]
         xr = state[s, 0]
         yr = state[s, 1]
-        if held == w:
-            dx = rx[s, head] - xr
-            dy = ry[s, head] - yr
-            state[s, 2] -= dx
-            state[s, 3] -= dy
-            state[s, 4] -= dx * dx
-            state[s, 5] -= dx * dy
-            state[s, 6] -= dy * dy
-        else:
-            held += 1
-        dx = u - xr
-        dy = v - yr
-        state[s, 2] += dx
-        state[s, 3] += dy
-        state[s, 4] += dx * dx
-        state[s, 5] += dx * dy
-        state[s, 6] += dy * dy
-        rx[s, head] = u
-        ry[s, head] = v
-        head += 1
-        if head == w:
-            head = 0
+        sx = state[s, 2]
+        sy = state[s, 3]
+        sxx = state[s, 4]
+        sxy = state[s, 5]
+        syy = state[s, 6]
+        while i < n and np.int64(ids[i]) == key:
+            v = np.float64(y[i]) * scale
+            if use_time:
+                if count == 0:
+                    t0 = ts[i]
+                u = np.float64(ts[i] - t0) * 1e-9
+            else:
+                u = np.float64(count)
+            count += 1
+            if held == 0:
+                xr = u
+                yr = v
             if held == w:
-                _ols_sums(rx, ry, s, w, state)
+                dx = rx[s, head] - xr
+                dy = ry[s, head] - yr
+                sx -= dx
+                sy -= dy
+                sxx -= dx * dx
+                sxy -= dx * dy
+                syy -= dy * dy
+            else:
+                held += 1
+            dx = u - xr
+            dy = v - yr
+            sx += dx
+            sy += dy
+            sxx += dx * dx
+            sxy += dx * dy
+            syy += dy * dy
+            rx[s, head] = u
+            ry[s, head] = v
+            head += 1
+            if head == w:
+                head = 0
+                if held == w:  # exact recomputation once per window: drift stays bounded
+                    xr, yr, sx, sy, sxx, sxy, syy = _ols_exact(rx, ry, s, w)
+            if held < w:
+                slope[i] = _NAN
+                intercept[i] = _NAN
+                r2[i] = _NAN
+                i += 1
+                continue
+            mx = sx * inv_w
+            my = sy * inv_w
+            cxx = sxx - sx * mx
+            cxy = sxy - sx * my
+            cyy = syy - sy * my
+            if cxx > 0:
+                b = cxy / cxx
+                slope[i] = b
+                intercept[i] = (my + yr) + b * ((rx[s, head] - xr) - mx)
+                r2[i] = b * (cxy / cyy) if cyy > 0 else _NAN
+            else:
+                slope[i] = _NAN
+                intercept[i] = _NAN
+                r2[i] = _NAN
+            i += 1
+        ints[s, 0] = count
         ints[s, 1] = held
         ints[s, 2] = head
-        if held < w:
-            slope[i] = _NAN
-            intercept[i] = _NAN
-            r2[i] = _NAN
-            continue
-        mx = state[s, 2] / w
-        my = state[s, 3] / w
-        cxx = state[s, 4] - state[s, 2] * mx
-        cxy = state[s, 5] - state[s, 2] * my
-        cyy = state[s, 6] - state[s, 3] * my
-        if cxx > 0:
-            b = cxy / cxx
-            slope[i] = b
-            intercept[i] = (my + state[s, 1]) + b * ((rx[s, head] - state[s, 0]) - mx)
-            r2[i] = cxy / cxx * (cxy / cyy) if cyy > 0 else _NAN
-        else:
-            slope[i] = _NAN
-            intercept[i] = _NAN
-            r2[i] = _NAN
-    return ids.shape[0]
+        ints[s, 3] = t0
+        state[s, 0] = xr
+        state[s, 1] = yr
+        state[s, 2] = sx
+        state[s, 3] = sy
+        state[s, 4] = sxx
+        state[s, 5] = sxy
+        state[s, 6] = syy
+    return n
 
 
 class OlsKernel(KeyedKernel):
