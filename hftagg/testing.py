@@ -57,11 +57,11 @@ class TestingSource(SourceStage):
         stage_id: str = "source",
         topic: str = "test.source",
     ) -> None:
-        self._batches = [np.asarray(b) for b in batches]
+        self.batches = [np.asarray(b) for b in batches]
         if schema is None:
-            if not self._batches:
+            if not self.batches:
                 raise ValueError("TestingSource: pass schema= when giving no batches")
-            schema = _host().schemas.by_dtype(self._batches[0].dtype).key
+            schema = _host().schemas.by_dtype(self.batches[0].dtype).key
         super().__init__(
             TestingSourceParams(schema_name=schema), stage_id=stage_id, topics={"output": topic}
         )
@@ -72,15 +72,15 @@ class TestingSource(SourceStage):
         return {}, {"output": Port(params.schema_name, "test.source")}
 
     def next_batch(self) -> np.ndarray | None:
-        if self._next >= len(self._batches):
+        if self._next >= len(self.batches):
             return None
-        batch = self._batches[self._next]
+        batch = self.batches[self._next]
         self._next += 1
         return batch
 
     @property
     def exhausted(self) -> bool:
-        return self._next >= len(self._batches)
+        return self._next >= len(self.batches)
 
 
 class TestingSink(SinkStage):
@@ -122,14 +122,16 @@ def run_pipeline(
     timeout_secs: float = 60.0,
     wire: bool = True,
     telemetry: Any = None,
+    host: PluginHost | None = None,
 ) -> dict[str, Any]:
     """Run ``stages`` until every source is exhausted and everything drained; return the summary."""
     if wire:
         _wire_linear(stages)
-    graph = graph_from_stages(stages, _host())
+    host = host or _host()
+    graph = graph_from_stages(stages, host)
     if not threaded:  # one thread: a ring must hold what a source batch produces before it drains
         largest = max(
-            (len(b) for s in stages if isinstance(s, TestingSource) for b in s._batches), default=0
+            (len(b) for s in stages if isinstance(s, TestingSource) for b in s.batches), default=0
         )
         ring_capacity = max(ring_capacity, 4 * largest)
     runtime = RuntimeSection(
@@ -137,7 +139,7 @@ def run_pipeline(
         ring_capacity=min(ring_capacity, 1 << 26),
         drain_timeout_secs=timeout_secs,
     )
-    pipeline = Pipeline(graph, runtime, host=_host(), telemetry=telemetry)
+    pipeline = Pipeline(graph, runtime, host=host, telemetry=telemetry)
     if threaded:
         pipeline.start()
         pipeline.wait(timeout_secs)
