@@ -15,7 +15,7 @@ runs once per batch.
 import numpy as np
 
 from hftagg import Params, Port, Stage, hookimpl, live
-from hftagg.records import INDICATOR, PRICE_SCALE
+from hftagg.records import INDICATOR, PRICE_SCALE, copy_header
 
 
 class MidPriceParams(Params):
@@ -30,12 +30,10 @@ class MidPrice(Stage):
     outputs = {"mid": Port("indicator", "ind.mid"), "spread": Port("indicator", "ind.spread")}
 
     def process(self, batch):
-        header = ["ts_event", "ts_recv", "seq", "instrument_id"]
         mid = INDICATOR.empty(len(batch))
         spread = INDICATOR.empty(len(batch))
-        for name in header:
-            mid[name] = batch[name]
-            spread[name] = batch[name]
+        copy_header(batch, mid)
+        copy_header(batch, spread)
         bid = batch["bid_px"] * PRICE_SCALE
         ask = batch["ask_px"] * PRICE_SCALE
         mid["value"] = (bid + ask) / 2

@@ -185,8 +185,7 @@ def test_hooks_are_not_called_per_batch():
     calls = []
     undo = host.pm.add_hookcall_monitoring(lambda name, *_: calls.append(name), lambda *_: None)
     batches = [TRADE.empty(10) for _ in range(50)]
-    run_pipeline([TestingSource(batches), Ema(window=3), TestingSink([])], host=host,
-                 threaded=True)
+    run_pipeline([TestingSource(batches), Ema(window=3), TestingSink([])], host=host, threaded=True)
     undo()
     # the lifecycle hooks run (so the monitor sees this host), once each -- nothing per batch
     assert sorted(calls) == ["hftagg_pipeline_started", "hftagg_pipeline_stopping"]

@@ -17,6 +17,7 @@ from hftagg.records.catalog import (
     TRADE,
     Action,
     Side,
+    copy_header,
 )
 from hftagg.records.schema import HEADER_FIELDS, PRICE_SCALE, Schema, SchemaRegistry, make_dtype
 
@@ -41,5 +42,6 @@ __all__ = [
     "Schema",
     "SchemaRegistry",
     "Side",
+    "copy_header",
     "make_dtype",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hftagg.records.schema import Schema, make_dtype
+from hftagg.records.schema import HEADER_FIELDS, Schema, make_dtype
 
 __all__ = [
     "ALERT",
@@ -31,6 +31,7 @@ __all__ = [
     "TRADE",
     "Action",
     "Side",
+    "copy_header",
 ]
 
 
@@ -209,6 +210,10 @@ BUILTIN_SCHEMAS: tuple[Schema, ...] = (
 )
 
 
-def header_view(batch: np.ndarray) -> np.ndarray:
-    """The header fields of any market-data batch, as a view."""
-    return batch[["ts_event", "ts_recv", "seq", "instrument_id"]]
+def copy_header(source: np.ndarray, target: np.ndarray) -> None:
+    """Copy the common header fields of ``source`` into ``target`` (same length), per field.
+
+    For a derived record (an indicator, a bar) that keeps the header of the record it came from.
+    """
+    for name, _ in HEADER_FIELDS:
+        target[name] = source[name]

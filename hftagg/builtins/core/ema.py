@@ -14,12 +14,10 @@ import numpy as np
 
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.ema import EmaKernel
-from hftagg.records.catalog import INDICATOR
+from hftagg.records.catalog import INDICATOR, copy_header
 from hftagg.stages import Params, Port, Stage, StageContext, live, restart
 
 __all__ = ["Ema", "EmaParams"]
-
-_HEADER = ("ts_event", "ts_recv", "seq", "instrument_id")
 
 
 class EmaParams(Params):
@@ -48,8 +46,7 @@ class Ema(Stage):
             self._out = INDICATOR.empty(n)
             self._values = np.empty(n, dtype=np.float64)
         out = self._out[:n]
-        for name in _HEADER:
-            out[name] = batch[name]
+        copy_header(batch, out)
         out["value"] = self.kernel.update(batch["instrument_id"], batch["price"], out=self._values)
         return out
 

@@ -58,7 +58,7 @@ from hftagg.kernels.indicators import (
     WmaKernel,
     ZScoreKernel,
 )
-from hftagg.records.catalog import INDICATOR
+from hftagg.records.catalog import INDICATOR, copy_header
 from hftagg.stages import Params, Port, Stage, StageContext, live, restart
 
 __all__ = [
@@ -73,7 +73,6 @@ __all__ = [
     "ZScore",
 ]
 
-_HEADER = ("ts_event", "ts_recv", "seq", "instrument_id")
 _MAX_WINDOW = 100_000  # TA-Lib's bound too; a ring costs 8 bytes per record per instrument
 InputKind = Literal["trade", "indicator"]
 _INPUTS = {
@@ -107,8 +106,7 @@ class _Output:
             self._allocate(n)
         out = [records[:n] for records in self.records]
         for records in out:
-            for name in _HEADER:
-                records[name] = batch[name]
+            copy_header(batch, records)
         return out, self.values[:, :n]
 
 
