@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hftagg import hookimpl
 from hftagg.runtime.assemble import assemble, plugin_dirs
 from hftagg.runtime.reload import Reloader
 
@@ -176,14 +177,36 @@ def test_hundreds_of_edits_under_load_lose_nothing_and_take_effect(live_root):
     assert live.summary["stages"]["sim"]["records"] / live.summary["elapsed_secs"] > 100_000
 
 
-def test_runtime_setting_that_needs_a_restart_is_refused(live_root):
+class _Observer:
+    """A plugin implementing the reload hook, as a third party would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool, list, list]] = []
+
+    @hookimpl
+    def hftagg_config_changed(self, source, accepted, changes, problems):
+        self.calls.append((source, accepted, changes, problems))
+
+
+def test_runtime_setting_that_needs_a_restart_is_refused_and_plugins_hear_of_each_change(
+    live_root,
+):
     with LivePipeline(live_root) as live:
+        observer = _Observer()
+        live.assembled.host.pm.register(observer, name="observer")
         text = CONFIG.format(window=20, extra="").replace("max_batch = 512", "max_batch = 1024")
         event = live.write_and_wait(text)
+        applied = live.write_and_wait(CONFIG.format(window=30, extra=""))
     assert not event.accepted
     assert event.problems == [
         f"{live.config.resolve()}: runtime.max_batch = 1024: cannot change "
         f"while running (was 512); restart hftagg to apply it"
+    ]
+    source = str(live.config.resolve())
+    assert applied.accepted
+    assert observer.calls == [
+        (source, False, [], event.problems),
+        (source, True, ["ema: window 20 -> 30 (live)"], []),
     ]
 
 
