@@ -58,7 +58,7 @@ class ScriptedSource(TestingSource):
         self.before = before
 
     def next_batch(self):
-        if self.before is not None and self._next < len(self._batches):
+        if self.before is not None and self._next < len(self.batches):
             self.before(self._next)
         return super().next_batch()
 

@@ -52,6 +52,7 @@ import numpy as np
 from hftagg.kernels.rolling import _find
 from hftagg.kernels.validation import UNDEF_PRICE, Slots
 from hftagg.records.catalog import ALERT, FILL, ORDER, QUOTE
+from hftagg.records.reasons import reason_arrays
 
 __all__ = ["OrderStatus", "OrderType", "RiskKernel", "RiskLimits", "RiskReason", "warm"]
 
@@ -102,10 +103,7 @@ REASON_TEXT = {
     RiskReason.DAILY_LOSS: (2, b"risk: daily loss limit reached"),
     RiskReason.BAD_FILL: (2, b"risk: fill with bad side or size ignored"),
 }
-_SEVERITY = np.zeros(_NCODES, dtype=np.uint8)
-_TEXT = np.zeros(_NCODES, dtype="S48")
-for _code, (_sev, _txt) in REASON_TEXT.items():
-    _SEVERITY[_code - _BASE], _TEXT[_code - _BASE] = _sev, _txt
+_SEVERITY, _TEXT = reason_arrays(REASON_TEXT, _BASE, _NCODES)
 _ACCEPTED, _FILLS, _QUOTES = 0, 14, 15  # counts[code - 200] per reason, these three besides
 _INVALID, _SIZE, _NOMD, _BAND, _NOTIONAL, _POSITION, _LOSS, _BADFILL = range(1, 9)
 

@@ -58,6 +58,7 @@ import numpy as np
 from hftagg.kernels.instruments import build_table
 from hftagg.kernels.rolling import _find, _moment_sums, _resize_ring, _set_held
 from hftagg.records.catalog import ALERT, DEAD_LETTER, QUOTE, TRADE
+from hftagg.records.reasons import reason_arrays
 from hftagg.records.schema import PRICE_SCALE
 
 __all__ = [
@@ -107,11 +108,8 @@ REASON_TEXT = {
     ValidationReason.STALE_RECOVERED: (0, b"stale instrument updated again"),
     ValidationReason.JUMP_REBASED: (1, b"repeated jumps accepted as the new price level"),
 }
-_SEVERITY = np.zeros(_NCODES, dtype=np.uint8)
-_TEXT = np.zeros(_NCODES, dtype="S48")
-_DETAIL = np.zeros(_NCODES, dtype="S64")
-for _code, (_sev, _txt) in REASON_TEXT.items():
-    _SEVERITY[_code - _BASE], _TEXT[_code - _BASE], _DETAIL[_code - _BASE] = _sev, _txt, _txt
+_SEVERITY, _TEXT = reason_arrays(REASON_TEXT, _BASE, _NCODES)
+_DETAIL = _TEXT  # the dead letter's detail is the same text
 _PASSED = 0  # counts[0]: accepted records; counts[code - 100] per reason
 _ALERTS, _SUPPRESSED = 14, 15  # alerts emitted, rejection alerts throttled away
 
