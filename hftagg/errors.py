@@ -4,14 +4,17 @@ Every error derives from one root, so ``except HftaggError`` catches anything hf
 on purpose. Library exceptions are translated at the boundary (``raise ConfigError(...) from exc``).
 
     HftaggError
-    ├── ConfigError          a config file, key or value is wrong (carries a list of Problems)
+    ├── ConfigError          a config, or the graph it describes, is wrong (a list of Problems:
+    │                        bad keys and values, unknown topics, schema mismatches, cycles)
     ├── PluginError          a plugin failed to import or registered something invalid
     ├── SchemaError          an unknown schema, or a dtype that does not match its schema
-    ├── GraphError           the pipeline graph cannot be built (cycle, unknown topic, ...)
     ├── BusError             misuse of a ring (wrong dtype, unknown reader)
     │   └── BusTimeout       a blocking ring operation ran out of time
     ├── FrameError           a wire frame is malformed (bad magic, size, schema id, ...)
-    └── TransportError       a network transport could not open, send or receive
+    ├── TransportError       a network transport could not open, send or receive
+    ├── StageFailed          (hftagg.runtime) a stage raised; the pipeline stopped
+    └── ApplyError           (hftagg.runtime.apply) a live change could not be applied; the
+                             pipeline runs on with its previous config
 
 Messages name the thing (file, key, stage id, plugin, topic), the value found, and how to fix it.
 """
@@ -25,7 +28,6 @@ __all__ = [
     "BusTimeout",
     "ConfigError",
     "FrameError",
-    "GraphError",
     "HftaggError",
     "PluginError",
     "Problem",
@@ -75,10 +77,6 @@ class PluginError(HftaggError):
 
 class SchemaError(HftaggError):
     """A schema is unknown, duplicated, or does not match the data given."""
-
-
-class GraphError(HftaggError):
-    """The pipeline graph cannot be built."""
 
 
 class BusError(HftaggError):
