@@ -8,19 +8,11 @@ import stat
 
 import pytest
 
-from hftagg.cli_config import full_validator
+from hftagg.cli.config import full_validator
 from hftagg.config.edit import parse_value, set_value
 from hftagg.errors import ConfigError
 
 from .conftest import ROOT, run_cli
-
-# The lead wires hftagg.cli_config.add_config_commands into hftagg/cli.py; until then the
-# `python -m hftagg config set/show` tests are expected to fail (argparse: invalid choice).
-needs_cli_wiring = pytest.mark.xfail(
-    "add_config_commands" not in (ROOT / "hftagg" / "cli.py").read_text(),
-    reason="hftagg/cli.py does not call hftagg.cli_config.add_config_commands yet",
-    strict=False,
-)
 
 ODD = """\
 # top comment
@@ -160,7 +152,6 @@ def test_crlf_line_endings_are_kept(tmp_path):
     )
 
 
-@needs_cli_wiring
 def test_cli_set_prints_old_new_and_liveness(config):
     result = run_cli("config", "set", "processing.ema_window", "30", "--file", str(config))
 
@@ -169,7 +160,6 @@ def test_cli_set_prints_old_new_and_liveness(config):
     assert "ema_window = 30              # live" in config.read_text()
 
 
-@needs_cli_wiring
 def test_cli_set_invalid_value_exits_1_and_names_the_key(config):
     before = config.read_bytes()
 

@@ -7,19 +7,11 @@ import shutil
 
 import pytest
 
-from hftagg.cli_config import effective_config
+from hftagg.cli.config import effective_config
 from hftagg.config.layers import merge_layers
 from hftagg.config.load import env_overrides, named_layers, read_layers
 
 from .conftest import ROOT, run_cli
-
-# The lead wires hftagg.cli_config.add_config_commands into hftagg/cli.py; until then the
-# `python -m hftagg config set/show` tests are expected to fail (argparse: invalid choice).
-needs_cli_wiring = pytest.mark.xfail(
-    "add_config_commands" not in (ROOT / "hftagg" / "cli.py").read_text(),
-    reason="hftagg/cli.py does not call hftagg.cli_config.add_config_commands yet",
-    strict=False,
-)
 
 CONFIG = """\
 [data_sources.sim]
@@ -123,7 +115,6 @@ def test_consul_values_are_marked_consul(config):
     assert rows["processing.ema_window"]["source"] == "consul"
 
 
-@needs_cli_wiring
 def test_cli_show_effective_prints_one_line_per_key(config):
     result = run_cli("config", "show", "--effective", "--file", str(config))
 
@@ -135,7 +126,6 @@ def test_cli_show_effective_prints_one_line_per_key(config):
     assert any(line.endswith("(defaults; restart)") for line in lines)
 
 
-@needs_cli_wiring
 def test_cli_show_effective_json(config):
     result = run_cli("config", "show", "--effective", "--json", "--file", str(config))
 
@@ -149,7 +139,6 @@ def test_cli_show_effective_json(config):
     }
 
 
-@needs_cli_wiring
 def test_cli_show_without_effective_prints_the_file(config):
     text = run_cli("config", "show", "--file", str(config))
     as_json = run_cli("config", "show", "--json", "--file", str(config))

@@ -1,4 +1,6 @@
-"""``hftagg config set`` and ``hftagg config show``: edit one key, show where values come from.
+"""``hftagg config``: validate, params, set, show.
+
+``validate`` reports every problem of a config at once; ``params`` lists stage types' parameters.
 
 ``set`` keeps comments and layout (tomlkit), validates the whole new config before writing and
 writes atomically. ``show --effective`` lists every leaf of the merged config (defaults, file,
@@ -18,11 +20,18 @@ from typing import Any
 
 import tomlkit
 
+from hftagg.cli.common import DEFAULT_CONFIG, config_path, print_problems
 from hftagg.errors import ConfigError
 
-__all__ = ["add_config_commands", "cmd_config_set", "cmd_config_show", "effective_config"]
-
-DEFAULT_CONFIG = Path("config.toml")
+__all__ = [
+    "add_parser",
+    "cmd_config_params",
+    "cmd_config_set",
+    "cmd_config_show",
+    "cmd_config_validate",
+    "effective_config",
+    "full_validator",
+]
 LIVE_HELP = (
     "Keys marked 'live' (e.g. processing.ema_window, data_sources.<name>.rate, "
     "runtime.status_interval_secs) apply to a running pipeline from its next batch; "
@@ -31,22 +40,51 @@ LIVE_HELP = (
 )
 
 
-def _print_problems(exc: ConfigError) -> None:
-    for problem in exc.problems:
-        print(problem, file=sys.stderr)
-
-
-def _show_path(value: str | None) -> Path | None:
-    if value:
-        return Path(value)
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
-
-
 def _format_value(value: Any) -> str:
     try:
         return tomlkit.item(value).as_string()
     except Exception:  # not representable in TOML (should not happen for parsed config)
         return repr(value)
+
+
+# -- validate, params ----------------------------------------------------------------------------
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    from hftagg.runtime.assemble import assemble
+
+    path = Path(args.file) if args.file else config_path(None)
+    try:
+        assembled = assemble(path)
+    except ConfigError as exc:
+        print_problems(exc)
+        print(f"{path or '(defaults)'}: invalid, {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{path or '(defaults)'}: valid, {len(assembled.graph.nodes)} stages")
+    for line in assembled.graph.describe():
+        print(f"  {line}")
+    return 0
+
+
+def cmd_config_params(args: argparse.Namespace) -> int:
+    """Every stage type's parameters: type, default, live or restart, description."""
+    from hftagg.config.load import read_layers
+    from hftagg.plugins.manager import load_plugins
+    from hftagg.runtime.assemble import plugin_dirs
+
+    path = config_path(args.config)
+    host = load_plugins(plugin_dirs(read_layers(path), path))
+    types = [args.type] if args.type else sorted(host.stage_types)
+    for name in types:
+        cls = host.stage_type(name)
+        print(f"{name} ({cls.kind}, from {host.stage_origin[name]})")
+        for p in cls.Params.describe():
+            mode = "live" if p["live"] else "restart"
+            print(
+                f"    {p['name']:<22} {p['type']:<10} default {p['default']!r:<14} {mode:<8}"
+                f"{p['description']}"
+            )
+    return 0
 
 
 # -- set ------------------------------------------------------------------------------------------
@@ -74,7 +112,7 @@ def cmd_config_set(args: argparse.Namespace) -> int:
     try:
         old, new = set_value(path, args.key, args.value, validate=full_validator(path))
     except ConfigError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         print(f"{path}: not changed ({len(exc.problems)} problem(s))", file=sys.stderr)
         return 1
     mode = _liveness_after_set(path, args.key)
@@ -107,7 +145,7 @@ def _consul_layer(environ: dict[str, str]) -> dict[str, Any] | None:
     try:
         return ConsulSource(address, prefix).fetch_once()
     except ConfigError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         print("hftagg config show: going on without the Consul layer", file=sys.stderr)
         return None
 
@@ -150,7 +188,7 @@ def _print_effective(rows: dict[str, dict[str, Any]]) -> None:
 def cmd_config_show(args: argparse.Namespace) -> int:
     from hftagg.config.load import read_config_file
 
-    path = _show_path(args.file)
+    path = config_path(args.file)
     try:
         if not args.effective:
             if path is None:
@@ -169,7 +207,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         environ = dict(os.environ)
         rows = effective_config(path, environ, _consul_layer(environ))
     except ConfigError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         return 1
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -181,8 +219,13 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 # -- wiring ---------------------------------------------------------------------------------------
 
 
-def add_config_commands(config_subparsers: Any) -> None:
-    """Add ``set`` and ``show`` to the ``hftagg config`` sub-parser group."""
+def add_parser(sub: Any) -> None:
+    """Add ``hftagg config`` and its commands: validate, params, set, show."""
+    config = sub.add_parser("config", help="work with config files")
+    config_subparsers = config.add_subparsers(dest="config_command", required=True)
+    validate = config_subparsers.add_parser("validate", help="check a config; one line per problem")
+    validate.add_argument("file", nargs="?")
+    validate.set_defaults(func=cmd_config_validate)
     set_parser = config_subparsers.add_parser(
         "set",
         help="set one key in config.toml, keeping comments and layout (validated first)",
@@ -207,3 +250,13 @@ def add_config_commands(config_subparsers: Any) -> None:
     show.add_argument("--json", action="store_true", help="JSON instead of text")
     show.add_argument("--file", "-f", help="config file (default: ./config.toml if present)")
     show.set_defaults(func=cmd_config_show)
+
+    params = config_subparsers.add_parser(
+        "params",
+        help="list stage types' parameters and whether each is live or restart-only",
+        description="live: applied to the running stage from its next batch when the config "
+        "changes; restart: the stage is rebuilt (state carried by snapshot/restore).",
+    )
+    params.add_argument("type", nargs="?", help="one stage type (default: all)")
+    params.add_argument("--config", "-c")
+    params.set_defaults(func=cmd_config_params)

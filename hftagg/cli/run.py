@@ -1,0 +1,101 @@
+"""``hftagg run``: run the pipeline until Ctrl-C, SIGTERM or ``--duration``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from hftagg.cli.common import config_path, print_problems, setup_logging
+from hftagg.errors import ConfigError, HftaggError
+
+__all__ = ["add_parser", "cmd_run"]
+
+
+def _start_consul_layer():
+    """A Consul KV config source when ``CONSUL_HTTP_ADDR`` is set; unreachable is not fatal."""
+    from hftagg.config.consul import ConsulSource, consul_settings
+
+    settings = consul_settings()
+    if settings is None:
+        return None
+    address, prefix = settings
+    source = ConsulSource(address, prefix)
+    try:
+        source.fetch_once()
+        logging.getLogger("hftagg.consul").info("Consul %s: using keys under %r", address, prefix)
+    except ConfigError as exc:
+        logging.getLogger("hftagg.consul").warning(
+            "%s; running on the other layers and retrying in the background", exc
+        )
+    return source
+
+
+def _report_failed_plugins(host) -> None:
+    for record in host.failed:
+        last = record.error.strip().splitlines()[-1] if record.error else ""
+        print(
+            f"hftagg: plugin {record.name!r} ({record.location}) failed to load, skipped: {last}",
+            file=sys.stderr,
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hftagg.runtime.assemble import assemble
+    from hftagg.runtime.session import Session
+    from hftagg.runtime.status import format_summary
+
+    setup_logging()
+    path = config_path(args.config)
+    consul = _start_consul_layer()
+    try:
+        assembled = assemble(path, consul=consul.layer if consul else None)
+    except ConfigError as exc:
+        print_problems(exc)
+        print(
+            f"hftagg: {path or 'defaults'}: not started ({len(exc.problems)} problem(s))",
+            file=sys.stderr,
+        )
+        return 1
+    _report_failed_plugins(assembled.host)
+    session = Session(assembled, path, consul=consul, watch=not args.no_watch)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: session.stop_requested.set())
+    print(f"hftagg: running {path or 'built-in defaults'}", flush=True)
+    for line in assembled.graph.describe():
+        print(f"  {line}", flush=True)
+    session.start()
+    session.run_until(
+        args.duration,
+        args.status_interval,
+        None if args.quiet else lambda line: print(line, flush=True),
+    )
+    try:
+        summary = session.stop()
+    except HftaggError as exc:
+        print(f"hftagg: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(summary), flush=True)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def add_parser(sub) -> None:
+    run = sub.add_parser("run", help="run the pipeline from config.toml (or built-in defaults)")
+    run.add_argument("--config", "-c", help="config file (default: ./config.toml if present)")
+    run.add_argument(
+        "--duration", type=float, help="stop after SECS seconds (default: until Ctrl-C)"
+    )
+    run.add_argument("--status-interval", type=float, help="seconds between status lines")
+    run.add_argument("--quiet", action="store_true", help="no status lines, only the summary")
+    run.add_argument("--summary-json", help="also write the summary as JSON to this file")
+    run.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="do not watch config.toml and plugin folders for live changes",
+    )
+    run.set_defaults(func=cmd_run)
