@@ -342,3 +342,37 @@ def test_a_change_that_fails_while_applying_rolls_back_to_the_old_graph(live_roo
             assert live.pipeline.graph.node("delivery").stage.params.target == good
         event = live.write_and_wait(text.replace("ema_window = 20", "ema_window = 21"))
         assert event.accepted  # and the pipeline still takes valid changes
+
+
+@pytest.mark.slow
+def test_two_hundred_source_replacements_under_load_keep_data_flowing_and_seq_contiguous(
+    live_root,
+):
+    """Issue #9.1: a restart-only source parameter toggled under load used to end the core loop
+    (it saw no live source between the old thread's retirement and the new one's start)."""
+    with LivePipeline(live_root) as live:
+        time.sleep(0.2)
+        for i in range(200):
+            seed = 12 if i % 2 == 0 else 11
+            text = CONFIG.format(window=20, extra="").replace("seed = 11", f"seed = {seed}")
+            event = live.write_and_wait(text)
+            assert event.accepted, event.problems
+            assert event.changes == ["sim: replaced (restart-only parameter(s) seed changed)"], (
+                event.changes
+            )
+            # data flows after each replacement: the sink sees trades the new source produced
+            sink = live.pipeline.stats["capture"]
+            seen = sink.records_in
+            deadline = time.monotonic() + 5
+            while sink.records_in <= seen:
+                assert time.monotonic() < deadline, f"no data after replacement {i + 1}"
+                assert live.pipeline.failure is None, live.pipeline.failure
+                time.sleep(0.001)
+    assert live.summary["left_over"] == 0
+    trades = records("default:md.trades")
+    ema = records("default:ind.ema")
+    assert len(trades) > 50_000
+    np.testing.assert_array_equal(ema["seq"], trades["seq"])
+    for iid in np.unique(trades["instrument_id"]):
+        seq = trades["seq"][trades["instrument_id"] == iid]
+        np.testing.assert_array_equal(seq, np.arange(len(seq)))

@@ -12,7 +12,9 @@
    Then the infallible part: replaced stages take over their predecessors' ring cursors, so no
    record is skipped or processed twice; added stages read from the next record; removed ones
    are detached.
-4. Resume, start new source/sink threads, close retired instances.
+4. Start the new source/sink threads, then resume the parked ones, then close retired
+   instances. Starting them first matters: the core thread ends when every source thread has
+   ended, so it must never run while a replaced source's successor is not yet there.
 """
 
 from __future__ import annotations
@@ -223,12 +225,12 @@ def apply_changes(pipeline: Pipeline, new_graph: Graph, plan: list[Change]) -> A
     tx.park()
     try:
         retired = tx.swap()
+        if pipeline._started:  # new threads run before the core resumes: it never sees a gap
+            for change in tx.of("add", "replace"):
+                if change.new.role != "core":
+                    pipeline.spawn(change.new)
     finally:
         tx.resume()
-    if pipeline._started:
-        for change in tx.of("add", "replace"):
-            if change.new.role != "core":
-                pipeline.spawn(change.new)
     tx.applied.pause_secs = time.perf_counter() - t0
     for node in retired:
         _close_quietly(node)

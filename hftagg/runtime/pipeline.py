@@ -89,6 +89,12 @@ class Worker:
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
+    @property
+    def finished(self) -> bool:
+        """Its thread ran and ended. A worker whose thread has not started yet (a source added or
+        replaced by a live change, started just after the swap) is not finished."""
+        return self.thread is not None and not self.thread.is_alive()
+
 
 class Pipeline:
     """A built graph wired to rings, ready to ``start()``; or stepped by hand with ``step_core()``."""
@@ -413,10 +419,11 @@ class Pipeline:
                 other.bell.set()
 
     def _source_workers(self) -> list[Worker]:
-        return [w for name, w in self.workers.items() if name.startswith("source:")]
+        return [w for name, w in list(self.workers.items()) if name.startswith("source:")]
 
     def _sources_done(self) -> bool:
-        return not any(w.alive for w in self._source_workers())
+        """Every source thread has ended (none is running or about to be started)."""
+        return all(w.finished for w in self._source_workers())
 
     def _source_loop(self, worker: Worker, node: Node) -> None:
         stage = node.stage
