@@ -9,6 +9,7 @@ its window exactly at the batch boundary where each change was applied.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -74,7 +75,12 @@ class LivePipeline:
     def write_and_wait(self, text: str, timeout: float = 5.0):
         """Write the config and wait until the reloader has handled that edit."""
         before = len(self.reloader.history)
-        self.config.write_text(text)
+        # written whole and renamed over, as editors save: a plain write_text truncates first,
+        # and a reload that reads the empty file in between sees the defaults (seen as a rare
+        # "runtime.max_batch = 4096: cannot change" rejection on a loaded machine)
+        tmp = self.config.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.config)
         return self.wait_event(before, timeout)
 
     def wait_event(self, before: int, timeout: float = 5.0):
