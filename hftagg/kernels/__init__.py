@@ -20,7 +20,10 @@ def warm_all() -> None:
 
     Modules are found by listing the package, so a new kernel module only needs a ``warm()``.
     """
+    from hftagg.records import fixed
+
     ema.warm()
+    fixed.warm()  # the decimal parsers other kernels call
     for module in pkgutil.iter_modules(__path__):
         if module.name != "ema":
             warm = getattr(importlib.import_module(f"{__name__}.{module.name}"), "warm", None)

@@ -1,4 +1,5 @@
-"""Record schemas (numpy structured dtypes with a name and a version) and the built-in catalog."""
+"""Record schemas (numpy structured dtypes with a name and a version), the built-in catalog,
+and the fixed-point scales of prices and quantities with their exact decimal conversions."""
 
 from hftagg.records.catalog import (
     ALERT,
@@ -19,6 +20,18 @@ from hftagg.records.catalog import (
     Side,
     copy_header,
 )
+from hftagg.records.fixed import (
+    PRICE_DECIMALS,
+    PRICE_UNITS,
+    QTY_DECIMALS,
+    QTY_SCALE,
+    QTY_UNITS,
+    FixedPointError,
+    FixedReason,
+    format_fixed,
+    parse_decimals,
+    to_fixed,
+)
 from hftagg.records.schema import HEADER_FIELDS, PRICE_SCALE, Schema, SchemaRegistry, make_dtype
 
 __all__ = [
@@ -32,16 +45,26 @@ __all__ = [
     "INDICATOR",
     "MBP10",
     "ORDER",
+    "PRICE_DECIMALS",
     "PRICE_SCALE",
+    "PRICE_UNITS",
+    "QTY_DECIMALS",
+    "QTY_SCALE",
+    "QTY_UNITS",
     "QUOTE",
     "RAW_CHUNK",
     "RAW_CHUNK_BYTES",
     "SIGNAL",
     "TRADE",
     "Action",
+    "FixedPointError",
+    "FixedReason",
     "Schema",
     "SchemaRegistry",
     "Side",
     "copy_header",
+    "format_fixed",
     "make_dtype",
+    "parse_decimals",
+    "to_fixed",
 ]
