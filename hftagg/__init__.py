@@ -1,12 +1,17 @@
 """hftagg: high-frequency market-data pipelines."""
 
 from hftagg.errors import (
+    ApplyError,
     BusError,
+    BusTimeout,
     ConfigError,
+    DbnFormatError,
     FrameError,
     HftaggError,
     PluginError,
+    Problem,
     SchemaError,
+    StageFailed,
     TransportError,
 )
 from hftagg.hookspecs import hookimpl
@@ -16,19 +21,24 @@ from hftagg.stages import Params, Port, SinkStage, SourceStage, Stage, StageCont
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApplyError",
     "BusError",
+    "BusTimeout",
     "ConfigError",
+    "DbnFormatError",
     "FrameError",
     "HftaggError",
     "Params",
     "PluginError",
     "Port",
+    "Problem",
     "Schema",
     "SchemaError",
     "SinkStage",
     "SourceStage",
     "Stage",
     "StageContext",
+    "StageFailed",
     "TransportError",
     "hookimpl",
     "live",

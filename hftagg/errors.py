@@ -11,10 +11,17 @@ on purpose. Library exceptions are translated at the boundary (``raise ConfigErr
     ├── BusError             misuse of a ring (wrong dtype, unknown reader)
     │   └── BusTimeout       a blocking ring operation ran out of time
     ├── FrameError           a wire frame is malformed (bad magic, size, schema id, ...)
+    ├── DbnFormatError       a DBN stream's header or records break the format (also a
+    │                        ValueError; ``reason`` is its dead-letter reason code)
     ├── TransportError       a network transport could not open, send or receive
-    ├── StageFailed          (hftagg.runtime) a stage raised; the pipeline stopped
-    └── ApplyError           (hftagg.runtime.apply) a live change could not be applied; the
-                             pipeline runs on with its previous config
+    ├── StageFailed          a stage raised while opening or processing; the pipeline stopped
+    └── ApplyError           a live change could not be applied; the pipeline runs on with its
+                             previous config
+
+Every class is defined here and exported from ``hftagg`` (a test checks both). The one
+exception class elsewhere is ``hftagg.protocols.fix.session.RejectMessage``: not an error but a
+signal a FIX application handler raises to have the session answer with a Reject (35=3); the
+session catches it and it never leaves the session.
 
 Messages name the thing (file, key, stage id, plugin, topic), the value found, and how to fix it.
 """
@@ -24,14 +31,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "ApplyError",
     "BusError",
     "BusTimeout",
     "ConfigError",
+    "DbnFormatError",
     "FrameError",
     "HftaggError",
     "PluginError",
     "Problem",
     "SchemaError",
+    "StageFailed",
     "TransportError",
 ]
 
@@ -93,3 +103,19 @@ class FrameError(HftaggError):
 
 class TransportError(HftaggError):
     """A transport could not open, send or receive."""
+
+
+class DbnFormatError(HftaggError, ValueError):
+    """A DBN stream is not what DBN says it must be; ``reason`` is a dead-letter reason code."""
+
+    def __init__(self, reason: int, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StageFailed(HftaggError):
+    """A stage raised while opening or processing; the pipeline stopped."""
+
+
+class ApplyError(HftaggError):
+    """A live change could not be applied; the pipeline runs on as it was."""

@@ -12,6 +12,7 @@ import pytest
 from hftagg.builtins.protocols.fix import FixDecode
 from hftagg.builtins.sources.fix_md import FixMarketData
 from hftagg.config.spec import RuntimeSection
+from hftagg.errors import ConfigError
 from hftagg.kernels import fix as kernels
 from hftagg.plugins.manager import load_plugins
 from hftagg.protocols.fix import messages as m
@@ -152,5 +153,5 @@ async def _write(session, raw):
 def test_fix_md_refuses_to_start_without_its_password_variable(monkeypatch):
     monkeypatch.delenv("FIX_MD_MISSING", raising=False)
     source = FixMarketData(password_env="FIX_MD_MISSING")
-    with pytest.raises(KeyError, match="FIX_MD_MISSING"):
+    with pytest.raises(ConfigError, match="FIX_MD_MISSING"):
         source.open(None)

@@ -67,7 +67,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"hftagg: running {path or 'built-in defaults'}", flush=True)
     for line in assembled.graph.describe():
         print(f"  {line}", flush=True)
-    session.start()
+    try:
+        session.start()
+    except HftaggError as exc:
+        print(f"hftagg: {path or 'defaults'}: not started: {exc}", file=sys.stderr)
+        return 1
     session.run_until(
         args.duration,
         args.status_interval,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from hftagg.errors import HftaggError
+from hftagg.errors import ApplyError
 from hftagg.runtime.diff import Change
 from hftagg.runtime.graph import Graph, Node
 from hftagg.runtime.pipeline import Pipeline, Worker
@@ -31,10 +31,6 @@ from hftagg.stages.base import StageContext
 __all__ = ["Applied", "ApplyError", "apply_changes"]
 
 PARK_TIMEOUT_SECS = 5.0
-
-
-class ApplyError(HftaggError):
-    """A change could not be applied; the pipeline runs on as it was."""
 
 
 @dataclass

@@ -31,15 +31,24 @@ import numpy as np
 
 from hftagg.bus.ring import Reader, Ring
 from hftagg.config.spec import RuntimeSection
-from hftagg.errors import HftaggError
+from hftagg.errors import HftaggError, StageFailed
 from hftagg.runtime.graph import Graph, Node
 from hftagg.stages.base import StageContext
 
 __all__ = ["NodeStats", "Pipeline", "StageFailed", "Worker"]
 
 
-class StageFailed(HftaggError):
-    """A stage raised while processing; the pipeline stopped."""
+def _open_stage(node: Node, ctx: StageContext) -> None:
+    """Open one stage; a failure becomes ``StageFailed`` naming the stage (one line when the
+    stage raised an HftaggError, which already says what to fix; a traceback otherwise)."""
+    try:
+        node.stage.open(ctx)
+    except HftaggError as exc:
+        raise StageFailed(f"stage {node.id!r} ({node.stage.type_name}) cannot open: {exc}") from exc
+    except Exception as exc:
+        raise StageFailed(
+            f"stage {node.id!r} ({node.stage.type_name}) cannot open:\n{traceback.format_exc()}"
+        ) from exc
 
 
 @dataclass
@@ -199,7 +208,7 @@ class Pipeline:
         if not self._opened:
             ctx = self.context()
             for node in self.graph.nodes:
-                node.stage.open(ctx)
+                _open_stage(node, ctx)
             self._opened = True
 
     def pump_source(self, node: Node) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from hftagg.errors import DbnFormatError
 from hftagg.protocols.dbn.reasons import Reason
 
 __all__ = [
@@ -55,14 +56,6 @@ STYPES = (
     "instrument_id", "raw_symbol", "smart", "continuous", "parent", "nasdaq_symbol",
     "cms_symbol", "isin", "us_code", "bbg_comp_id", "bbg_comp_ticker", "figi", "figi_ticker",
 )  # fmt: skip
-
-
-class DbnFormatError(ValueError):
-    """A DBN stream is not what DBN says it must be; ``reason`` is a dead-letter reason code."""
-
-    def __init__(self, reason: int, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

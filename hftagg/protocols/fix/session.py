@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import simplefix
 
+from hftagg.errors import ConfigError, Problem
 from hftagg.protocols.fix import messages as m
 from hftagg.protocols.fix.decoder import Framer, reason_name
 from hftagg.protocols.fix.dictionary import DEFAULT_DICTIONARY, load_dictionary
@@ -100,8 +101,11 @@ class SessionSettings:
             return None
         value = os.environ.get(self.password_env)
         if value is None:
-            raise KeyError(f"FIX session {self.session_id}: environment variable "
-                           f"{self.password_env!r} (the password) is not set")  # fmt: skip
+            raise ConfigError([Problem(
+                "password_env", self.password_env,
+                f"FIX session {self.session_id}: this environment variable (the password) is "
+                f"not set; export {self.password_env}=... before starting",
+            )])  # fmt: skip
         return value
 
 
