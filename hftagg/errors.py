@@ -8,6 +8,8 @@ on purpose. Library exceptions are translated at the boundary (``raise ConfigErr
     │                        bad keys and values, unknown topics, schema mismatches, cycles)
     ├── PluginError          a plugin failed to import or registered something invalid
     ├── SchemaError          an unknown schema, or a dtype that does not match its schema
+    ├── FixedPointError      a value cannot be represented in its fixed-point field (also a
+    │                        ValueError)
     ├── BusError             misuse of a ring (wrong dtype, unknown reader)
     │   └── BusTimeout       a blocking ring operation ran out of time
     ├── FrameError           a wire frame is malformed (bad magic, size, schema id, ...)
@@ -36,6 +38,7 @@ __all__ = [
     "BusTimeout",
     "ConfigError",
     "DbnFormatError",
+    "FixedPointError",
     "FrameError",
     "HftaggError",
     "PluginError",
@@ -87,6 +90,10 @@ class PluginError(HftaggError):
 
 class SchemaError(HftaggError):
     """A schema is unknown, duplicated, or does not match the data given."""
+
+
+class FixedPointError(HftaggError, ValueError):
+    """A value cannot be represented in its fixed-point field."""
 
 
 class BusError(HftaggError):

@@ -25,6 +25,7 @@ PUBLIC_API = {
     "BusTimeout",
     "ConfigError",
     "DbnFormatError",
+    "FixedPointError",
     "FrameError",
     "HftaggError",
     "Params",

@@ -71,7 +71,7 @@ from decimal import Decimal
 import numba
 import numpy as np
 
-from hftagg.errors import HftaggError
+from hftagg.errors import FixedPointError
 
 __all__ = [
     "EMPTY",
@@ -148,10 +148,6 @@ class FixedReason:
     def of_status(status: int) -> int:
         """The reason code for a parse status (``OK`` has none: 0)."""
         return {OK: 0, EMPTY: 0x0101, SYNTAX: 0x0101, TOO_PRECISE: 0x0102}.get(status, 0x0103)
-
-
-class FixedPointError(HftaggError, ValueError):
-    """A value cannot be represented in its fixed-point field."""
 
 
 # --------------------------------------------------------------------------- parsing
