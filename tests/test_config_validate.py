@@ -208,12 +208,39 @@ def test_cli_validate_exits_0_for_valid_and_1_with_one_line_per_problem(tmp_path
     assert lines[-1] == f"{bad}: invalid, 2 problem(s)"
 
 
-def test_use_mock_data_replaces_a_real_source_with_the_simulator(host, tmp_path):
-    text = BASE.replace('type = "simulator"\nrate = 1000', 'type = "fix_feed"\nhost = "x"')
+def test_use_mock_data_replaces_a_real_source_with_the_simulator_and_says_so(host, tmp_path):
+    text = BASE.replace('type = "simulator"\nrate = 1000', 'type = "dbn_replay"\npath = "x.dbn"')
     path = tmp_path / "config.toml"
-    path.write_text(text)
+    path.write_text(text.replace("ema_window = 20", "ema_window = 20\nuse_mock_data = true"))
     assembled = assemble(path, environ={}, host=host)
     assert assembled.graph.node("sim").stage.type_name == "simulator"
-    without_mock = text.replace("ema_window = 20", "ema_window = 20\nuse_mock_data = false")
-    lines = problems_of(without_mock, host, tmp_path)
+    assert assembled.spec.notes == [
+        "data_sources.sim: processing.use_mock_data = true runs the simulator instead of type "
+        "'dbn_replay' (its parameters path are not used)"
+    ]
+    result = run_cli("config", "validate", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "use_mock_data = true runs the simulator instead of type 'dbn_replay'" in result.stdout
+
+
+def test_use_mock_data_still_checks_the_source_it_replaces(host, tmp_path):
+    text = BASE.replace('type = "simulator"\nrate = 1000', 'type = "fix_feed"\nhost = "x"')
+    lines = problems_of(
+        text.replace("ema_window = 20", "ema_window = 20\nuse_mock_data = true"), host, tmp_path
+    )
+    assert any(
+        "data_sources.sim.type = 'fix_feed': unknown stage type (did you mean 'fix_md'?)" in x
+        for x in lines
+    ), lines
+    replay = BASE.replace('type = "simulator"\nrate = 1000', 'type = "dbn_replay"\nspeed = -1')
+    lines = problems_of(
+        replay.replace("ema_window = 20", "ema_window = 20\nuse_mock_data = true"), host, tmp_path
+    )
+    assert any("data_sources.sim.path: required key is missing" in x for x in lines), lines
+    assert any("data_sources.sim.speed = -1: input should be greater" in x for x in lines), lines
+
+
+def test_use_mock_data_is_off_by_default(host, tmp_path):
+    text = BASE.replace('type = "simulator"\nrate = 1000', 'type = "fix_feed"\nhost = "x"')
+    lines = problems_of(text, host, tmp_path)
     assert any("data_sources.sim.type = 'fix_feed': unknown stage type" in x for x in lines)

@@ -63,6 +63,8 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     print(f"{path or '(defaults)'}: valid, {len(assembled.graph.nodes)} stages")
     for line in assembled.graph.describe():
         print(f"  {line}")
+    for note in assembled.spec.notes:
+        print(f"note: {note}")
     return 0
 
 

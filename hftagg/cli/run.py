@@ -67,6 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"hftagg: running {path or 'built-in defaults'}", flush=True)
     for line in assembled.graph.describe():
         print(f"  {line}", flush=True)
+    for note in assembled.spec.notes:
+        print(f"hftagg: note: {note}", flush=True)
     try:
         session.start()
     except HftaggError as exc:

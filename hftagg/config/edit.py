@@ -20,6 +20,7 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import AoT, InlineTable, Item, Table
 
+from hftagg.config.load import loads, read_text
 from hftagg.errors import MISSING, ConfigError, Problem
 
 __all__ = ["parse_value", "set_value", "write_atomic"]
@@ -40,12 +41,8 @@ def _plain(value: Any) -> Any:
 
 
 def _read_document(path: Path) -> tuple[str, tomlkit.TOMLDocument]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            [Problem(str(path), MISSING, "config file not found; pass --file FILE", "")]
-        ) from None
+    text = read_text(path)
+    loads(text, str(path))  # syntax and nesting depth, reported as for any config read
     try:
         return text, tomlkit.parse(text)
     except tomlkit.exceptions.TOMLKitError as exc:

@@ -27,13 +27,17 @@ from hftagg.config.spec import (
 )
 from hftagg.errors import PluginError, Problem
 from hftagg.plugins.manager import PluginHost
+from hftagg.telemetry.settings import TelemetrySection
 
 __all__ = ["Liveness", "defaults_layer", "flatten", "liveness_of", "merge_layers"]
 
 Liveness = Literal["live", "restart", "unknown"]
 
-# Runtime keys a running pipeline picks up without a restart.
-LIVE_RUNTIME_KEYS = frozenset({"status_interval_secs"})
+SECTION_MODELS = {
+    "runtime": RuntimeSection,
+    "processing": ProcessingSection,
+    "telemetry": TelemetrySection,
+}
 SOURCE_DEFAULTS = {"format": "native", "topic_prefix": "md"}
 
 
@@ -109,12 +113,10 @@ def _spec(raw: Mapping[str, Any]) -> PipelineSpec:
 
 
 def defaults_layer(raw: Mapping[str, Any], host: PluginHost) -> dict[str, Any]:
-    """Built-in defaults for ``raw`` (the merged config above defaults): the ``[runtime]`` and
-    ``[processing]`` sections, and each configured stage's parameters (from its Params model)."""
-    out: dict[str, Any] = {
-        "runtime": _model_defaults(RuntimeSection),
-        "processing": _model_defaults(ProcessingSection),
-    }
+    """Built-in defaults for ``raw`` (the merged config above defaults): the ``[runtime]``,
+    ``[processing]`` and ``[telemetry]`` sections, and each configured stage's parameters (from
+    its Params model)."""
+    out: dict[str, Any] = {name: _model_defaults(model) for name, model in SECTION_MODELS.items()}
     for stage in _spec(raw).stages:
         try:
             params = host.stage_type(stage.type_name).Params
@@ -150,21 +152,29 @@ def liveness_of(keys: list[str], raw: Mapping[str, Any], host: PluginHost) -> di
     return out
 
 
+STAGE_COMMON_KEYS = ("type", "topics", "enabled", "policy")
+
+
 def _liveness(key: str, params: dict[str, tuple[type, str]]) -> Liveness:
-    section, _, rest = key.partition(".")
-    if section == "runtime":
-        return "live" if rest in LIVE_RUNTIME_KEYS else "restart"
-    if section == "delivery":
-        return "restart"
+    """The marks on the models decide: a stage's Params for its parameters (``processing.*``
+    keys that feed the ema stage included), the section models for ``[runtime]``,
+    ``[processing]`` and ``[telemetry]``. Keys that choose or wire a stage (type, topics, ...)
+    rebuild it: ``restart``."""
     if key in params:
         model, name = params[key]
         return "live" if model.is_live(name) else "restart"
-    if section == "processing":
-        return "restart" if rest in ProcessingSection.model_fields else "unknown"
-    if section in ("data_sources", "stages"):
-        parts = rest.split(".")
-        common = SOURCE_COMMON_KEYS if section == "data_sources" else ("type", "topics", "enabled")
-        if len(parts) >= 2 and parts[1] in common:
+    section, _, rest = key.partition(".")
+    model = SECTION_MODELS.get(section)
+    if model is not None:
+        if rest not in model.model_fields:
+            return "unknown"
+        return "live" if model.is_live(rest) else "restart"
+    parts = rest.split(".")
+    if section == "delivery" and parts[0] in ("enabled", "policy"):
+        return "restart"
+    if section in ("data_sources", "stages") and len(parts) >= 2:
+        common = SOURCE_COMMON_KEYS if section == "data_sources" else STAGE_COMMON_KEYS
+        if parts[1] in common:
             return "restart"
     return "unknown"
 
@@ -174,5 +184,8 @@ def attribute(problems: list[Problem], provenance: Mapping[str, str]) -> list[Pr
     out = []
     for problem in problems:
         origin = provenance.get(problem.key)
+        if origin is None:  # a table: its leaves' layer, when they all come from one
+            under = {v for k, v in provenance.items() if k.startswith(problem.key + ".")}
+            origin = under.pop() if len(under) == 1 else None
         out.append(replace(problem, source=origin) if origin else problem)
     return out

@@ -30,28 +30,109 @@ __all__ = [
 ENV_PREFIX = "HFTAGG__"
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; a syntax error becomes a ConfigError naming the file and line."""
+MAX_DEPTH = 32  # tables and arrays nested deeper than this are refused (no config needs it)
+
+
+def _file_problem(path: Path, expected: str) -> ConfigError:
+    return ConfigError([Problem("(file)", MISSING, expected, str(path))])
+
+
+def read_text(path: Path) -> str:
+    """The file as text; a ConfigError naming the file, what is wrong and the fix otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             [Problem(str(path), MISSING, "config file not found; pass --config FILE", "")]
         ) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            [Problem("(file)", MISSING, f"TOML syntax error: {exc}", str(path))]
+    except IsADirectoryError:
+        raise _file_problem(
+            path, "is a directory, not a config file; pass the TOML file, e.g. DIR/config.toml"
+        ) from None
+    except OSError as exc:
+        raise _file_problem(
+            path, f"cannot be read ({exc.strerror}); check its permissions"
         ) from exc
+    if b"\0" in data:
+        at = data.index(b"\0")
+        raise _file_problem(
+            path,
+            f"is a binary file (a NUL byte at offset {at}), not TOML text; pass the config.toml",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise _file_problem(
+            path,
+            f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}, line "
+            f"{line}); save it as UTF-8",
+        ) from None
+
+
+def depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value`` (a scalar: 0)."""
+    stack, deepest = [(value, 0)], 0
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def loads(text: str, where: str = "") -> dict[str, Any]:
+    """TOML text -> dict; syntax errors and too-deep nesting become ConfigErrors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem("(file)", MISSING, f"TOML syntax error: {exc}", where)]) from exc
+    except RecursionError:
+        raise ConfigError(
+            [
+                Problem(
+                    "(file)",
+                    MISSING,
+                    f"tables or arrays are nested too deeply to read (hftagg reads at most "
+                    f"{MAX_DEPTH} levels); flatten them",
+                    where,
+                )
+            ]
+        ) from None
+    if depth(data) > MAX_DEPTH:
+        raise ConfigError(
+            [
+                Problem(
+                    "(file)",
+                    MISSING,
+                    f"tables or arrays are nested {depth(data)} levels deep; hftagg reads at "
+                    f"most {MAX_DEPTH}: flatten them",
+                    where,
+                )
+            ]
+        )
+    return data
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; every way it can be unreadable (missing, a directory, binary, not
+    UTF-8, a syntax error, nested too deeply) becomes a ConfigError naming the file."""
+    return loads(read_text(path), str(path))
 
 
 def parse_value(raw: str) -> Any:
-    """``raw`` read as a TOML value (``30``, ``true``, ``"x"``, ``[1, 2]``), else as a string."""
+    """``raw`` read as a TOML value (``30``, ``true``, ``"x"``, ``[1, 2]``), else as a string
+    (also when it is nested too deeply to read as a value)."""
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except (tomllib.TOMLDecodeError, RecursionError):
         return raw
+    return raw if depth(value) > MAX_DEPTH else value
 
 
 _parse_env_value = parse_value

@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from hftagg.errors import MISSING, ConfigError, Problem
+from hftagg.stages.params import Params, live, restart
 from hftagg.telemetry.settings import TelemetrySection
 
 __all__ = [
@@ -36,25 +37,35 @@ __all__ = [
 ]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+class _Section(Params):
+    """A config section: like stage parameters, each field is marked ``live`` (a running
+    pipeline applies a change) or ``restart``; the reloader and ``hftagg config show`` both read
+    these marks (:func:`hftagg.config.layers.liveness_of`)."""
 
 
 class RuntimeSection(_Section):
-    status_interval_secs: float = Field(1.0, gt=0, le=3600)
-    ring_capacity: int = Field(1 << 16, ge=16, le=1 << 26, description="records per topic ring")
-    max_batch: int = Field(4096, ge=1, le=1 << 20, description="largest batch a stage is given")
-    drain_timeout_secs: float = Field(5.0, ge=0, le=600)
-    plugin_paths: list[str] = Field(default_factory=lambda: ["plugins"])
+    status_interval_secs: float = live(1.0, gt=0, le=3600, description="status line interval")
+    ring_capacity: int = restart(1 << 16, ge=16, le=1 << 26, description="records per topic ring")
+    max_batch: int = restart(4096, ge=1, le=1 << 20, description="largest batch a stage is given")
+    drain_timeout_secs: float = live(5.0, ge=0, le=600, description="how long stop may drain")
+    plugin_paths: list[str] = restart(["plugins"], description="drop-in plugin folders")
+    allow_remove_all: bool = live(
+        False,
+        description="let a live change remove every data source or every [stages.*] stage, or "
+        "apply an empty file (refused by default: an editor part-way through a save looks so)",
+    )
 
 
 class ProcessingSection(_Section):
-    ema_window: int = Field(20, ge=1, le=1_000_000, description="EMA span, in records")
-    ema_seed: Literal["first", "sma"] = "first"
-    ema_input: str = "md.trades"
-    ema_output: str = "ind.ema"
-    use_mock_data: bool = True
-    enabled: bool = True
+    # ema_window and ema_seed are the ema stage's parameters: their marks are EmaParams'.
+    ema_window: int = live(20, ge=1, le=1_000_000, description="EMA span, in records")
+    ema_seed: Literal["first", "sma"] = restart("first")
+    ema_input: str = restart("md.trades")
+    ema_output: str = restart("ind.ema")
+    use_mock_data: bool = restart(
+        False, description="run every data source as the simulator (its parameters dropped)"
+    )
+    enabled: bool = restart(True)
 
 
 SOURCE_COMMON_KEYS = ("type", "format", "fields", "topic_prefix", "enabled")
@@ -73,6 +84,8 @@ class StageSpec:
     fields: list[str] | None = None  # sources: which output ports are active
     param_keys: dict[str, str] = field(default_factory=dict)  # param name -> config key
     policy: str | None = None  # ring reader policy for its inputs (None: the stage's default)
+    mocked: StageSpec | None = None  # the source as configured, when use_mock_data replaced it
+    builtin: bool = False  # added by hftagg's defaults, not declared in any config layer
 
     def key_of(self, param: str) -> str:
         return self.param_keys.get(param, f"{self.key}.{param}")
@@ -85,6 +98,7 @@ class PipelineSpec:
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)  # found while mapping (strict=False)
+    notes: list[str] = field(default_factory=list)  # defaults or replacements worth saying
     telemetry: TelemetrySection = field(default_factory=TelemetrySection)
 
 
@@ -133,11 +147,14 @@ def _source_specs(raw: Any, processing: ProcessingSection, source: str, problems
         if not isinstance(table, dict):
             problems.append(Problem(key, table, "expected a table", source))
             continue
-        if table.get("enabled", True) is False:
+        if not _enabled(table, key, source, problems):
             continue
         params = {k: v for k, v in table.items() if k not in SOURCE_COMMON_KEYS}
         type_name = table.get("type")
-        if processing.use_mock_data and type_name != "simulator":
+        mocked: StageSpec | None = None
+        if processing.use_mock_data and type_name != "simulator" and isinstance(type_name, str):
+            # still checked as configured (graph building validates it), then replaced
+            mocked = StageSpec(name, type_name, params, key)
             type_name, params = "simulator", {}
         if not isinstance(type_name, str):
             problems.append(
@@ -168,8 +185,23 @@ def _source_specs(raw: Any, processing: ProcessingSection, source: str, problems
             )
             fields = None
         prefix = table.get("topic_prefix", "md")
-        specs.append(StageSpec(name, type_name, params, key, fields=fields, topics={"*": prefix}))
+        spec = StageSpec(name, type_name, params, key, fields=fields, topics={"*": prefix})
+        spec.mocked = mocked
+        specs.append(spec)
     return specs
+
+
+def _enabled(table: dict, key: str, source: str, problems: list[Problem]) -> bool:
+    """``enabled`` must be a boolean: ``"no"`` or ``0`` is reported, not read as true."""
+    value = table.get("enabled", True)
+    if isinstance(value, bool):
+        return value
+    problems.append(
+        Problem(
+            f"{key}.enabled", value, "expected true or false (a TOML boolean, unquoted)", source
+        )
+    )
+    return False
 
 
 POLICIES = ("lossless", "drop_oldest", "latest_only")
@@ -202,7 +234,7 @@ def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSp
         if not isinstance(table, dict):
             problems.append(Problem(key, table, "expected a table", source))
             continue
-        if table.get("enabled", True) is False:
+        if not _enabled(table, key, source, problems):
             continue
         type_name = table.get("type")
         if not isinstance(type_name, str):
@@ -249,7 +281,7 @@ def _delivery_specs(raw: Any, source: str, problems: list[Problem]) -> list[Stag
     if not isinstance(raw, dict):
         problems.append(Problem("delivery", raw, "expected a table", source))
         return []
-    if raw.get("enabled", True) is False:
+    if not _enabled(raw, "delivery", source, problems):
         return []
     params = {k: v for k, v in raw.items() if k not in ("enabled", "policy")}
     policy = _policy(raw, "delivery", source, problems)
@@ -280,17 +312,24 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
     telemetry = _section(TelemetrySection, raw.get("telemetry"), "telemetry", source, problems)
     processing = _section(ProcessingSection, raw.get("processing"), "processing", source, problems)
     stages = _source_specs(raw.get("data_sources", {}), processing, source, problems)
-    if not stages and getattr(processing, "use_mock_data", True):
-        stages.append(StageSpec("sim", "simulator", {}, "data_sources.sim", topics={"*": "md"}))
-    elif not stages:
-        problems.append(
-            Problem(
-                "data_sources",
-                MISSING,
-                "no data source configured: add [data_sources.<name>] "
-                "or set processing.use_mock_data = true",
-                source,
-            )
+    notes = [
+        f"{s.key}: processing.use_mock_data = true runs the simulator instead of "
+        f"type {s.mocked.type_name!r}"
+        + (
+            f" (its parameters {', '.join(sorted(s.mocked.params))} are not used)"
+            if s.mocked.params
+            else ""
+        )
+        for s in stages
+        if s.mocked is not None
+    ]
+    if not stages and "data_sources" not in problem_keys(problems):
+        stages.append(
+            StageSpec("sim", "simulator", {}, "data_sources.sim", topics={"*": "md"}, builtin=True)
+        )
+        notes.append(
+            "data_sources: none configured (or all disabled), so the built-in simulator 'sim' "
+            "runs; add [data_sources.<name>] to use a real feed"
         )
     stages += _processing_specs(processing)
     stages += _stage_specs(raw.get("stages", {}), source, problems)
@@ -302,7 +341,14 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
             Problem(
                 keys[-1],
                 dup,
-                f"stage id {dup!r} is used by {', '.join(keys)}; ids must be unique",
+                f"stage id {dup!r} is used by {', '.join(keys)}; ids must be unique: "
+                f"rename [{keys[-1]}]"
+                + (
+                    " ([processing] runs the built-in 'ema' stage; set processing.enabled = "
+                    "false to run only yours)"
+                    if "processing" in keys
+                    else ""
+                ),
                 source,
             )
         )
@@ -319,5 +365,16 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
     if problems and strict:
         raise ConfigError(problems)
     return PipelineSpec(
-        runtime, stages, source=source, raw=raw, problems=problems, telemetry=telemetry
+        runtime,
+        stages,
+        source=source,
+        raw=raw,
+        problems=problems,
+        telemetry=telemetry,
+        notes=notes,
     )
+
+
+def problem_keys(problems: list[Problem]) -> set[str]:
+    """The top-level sections that ``problems`` are about."""
+    return {p.key.split(".")[0] for p in problems}

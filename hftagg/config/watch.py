@@ -4,20 +4,56 @@ watchfiles' default debounce is 1.6 s; an edit to ``config.toml`` should apply w
 100 ms, so hftagg groups events over ``debounce_ms`` (default 20) checked every ``step_ms``.
 Folders are watched rather than files, so editors that save by writing a new file and renaming
 it over the old one are seen too.
+
+Editors that save in place (and shell ``>`` redirection) truncate the file first and write it a
+few milliseconds later; :func:`wait_until_stable` waits for such a save to finish (size, mtime
+and inode unchanged for a quiet period) before the file is read.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import watchfiles
 
-__all__ = ["FileWatcher"]
+__all__ = ["FileWatcher", "wait_until_stable"]
 
 log = logging.getLogger("hftagg.watch")
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def wait_until_stable(
+    path: Path, quiet_secs: float = 0.05, timeout_secs: float = 2.0, step_secs: float = 0.005
+) -> bool:
+    """Wait until ``path``'s size, mtime and inode stay unchanged for ``quiet_secs``.
+
+    Returns True once settled, False when it was still changing after ``timeout_secs`` (the
+    caller reads it anyway: validation refuses a half-written file that does not parse)."""
+    deadline = time.monotonic() + timeout_secs
+    last = _fingerprint(path)
+    stable_since = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now - stable_since >= quiet_secs:
+            return True
+        if now >= deadline:
+            return False
+        time.sleep(step_secs)
+        current = _fingerprint(path)
+        if current != last:
+            last, stable_since = current, time.monotonic()
 
 
 class FileWatcher:

@@ -23,6 +23,7 @@ class Assembled:
     host: PluginHost
     spec: PipelineSpec
     graph: Graph
+    file_layer: dict[str, Any] | None = None  # the config file as read (None: no file)
 
     def pipeline(self, telemetry: Any = None) -> Pipeline:
         """A pipeline for this graph; ``telemetry``: a :class:`hftagg.telemetry.Telemetry`."""
@@ -46,11 +47,14 @@ def assemble(
     consul: Mapping[str, Any] | None = None,
 ) -> Assembled:
     """Config layers (file or built-in defaults, Consul, environment) -> plugins -> checked graph."""
-    raw, provenance = merge_layers(named_layers(config_path, environ, consul))
+    layers = named_layers(config_path, environ, consul)
+    raw, provenance = merge_layers(layers)
     if host is None:
         host = load_plugins(plugin_dirs(raw, config_path))
     spec = parse_spec(raw, str(config_path) if config_path else "(defaults)", strict=False)
+    spec.problems = attribute(spec.problems, provenance)
+    file_layer = layers[0][1] if config_path is not None else None
     try:
-        return Assembled(host, spec, build_graph(spec, host))
+        return Assembled(host, spec, build_graph(spec, host), file_layer)
     except ConfigError as exc:
         raise ConfigError(attribute(exc.problems, provenance)) from None

@@ -8,8 +8,9 @@ Per stage id:
   a new instance takes over, with ``restore(old.snapshot())`` and the old readers' cursors;
 - ``add`` / ``remove``: the stage appears or disappears.
 
-Runtime settings other than ``status_interval_secs`` and ``drain_timeout_secs`` need a restart,
-so a change to them is refused as a whole.
+Settings of ``[runtime]`` and ``[telemetry]`` carry their own marks (``live`` or ``restart``, on
+the section models, the same marks ``hftagg config show`` prints): a change to a restart-only
+one is refused as a whole.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from typing import Any
 from hftagg.errors import Problem
 from hftagg.runtime.graph import Graph, Node
 
-__all__ = ["LIVE_KEYS", "Change", "plan_changes", "runtime_problems"]
-
-LIVE_KEYS = ("runtime.status_interval_secs", "runtime.drain_timeout_secs", "telemetry.sample_ratio")
+__all__ = ["Change", "plan_changes", "removal_problems", "runtime_problems"]
 
 
 @dataclass
@@ -97,8 +96,9 @@ def plan_changes(old: Graph, new: Graph) -> list[Change]:
 def runtime_problems(old: Any, new: Any, source: str, section: str = "runtime") -> list[Problem]:
     """Settings of a section (``runtime``, ``telemetry``) that cannot change while running."""
     problems = []
-    for name in type(old).model_fields:
-        if f"{section}.{name}" in LIVE_KEYS or getattr(old, name) == getattr(new, name):
+    model = type(old)
+    for name in model.model_fields:
+        if model.is_live(name) or getattr(old, name) == getattr(new, name):
             continue
         problems.append(
             Problem(
@@ -109,4 +109,33 @@ def runtime_problems(old: Any, new: Any, source: str, section: str = "runtime") 
                 source,
             )
         )
+    return problems
+
+
+def _declared(graph: Graph, section: str) -> list[str]:
+    return [
+        n.id for n in graph.nodes if n.spec.key.startswith(section + ".") and not n.spec.builtin
+    ]
+
+
+def removal_problems(old: Graph, new: Graph, source: str) -> list[Problem]:
+    """A change that leaves no data source, or no ``[stages.*]`` stage, of those running.
+
+    An editor that truncates the file and writes it a moment later, or a half-written file,
+    looks exactly like this; ``runtime.allow_remove_all = true`` lets such a change through."""
+    problems = []
+    for section, what in (("data_sources", "data source"), ("stages", "[stages.*] stage")):
+        running, kept = _declared(old, section), _declared(new, section)
+        if running and not kept:
+            problems.append(
+                Problem(
+                    section,
+                    running,
+                    f"this change removes every {what} that runs ({', '.join(running)}); "
+                    f"refused, the pipeline keeps its current config: an editor part-way "
+                    f"through saving, or a truncated file, looks like this. To remove them all, "
+                    f"set runtime.allow_remove_all = true in the same change",
+                    source,
+                )
+            )
     return problems

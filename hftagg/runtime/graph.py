@@ -88,6 +88,8 @@ class _Builder:
         self.problems.append(Problem(key, value, expected, self.src))
 
     def instantiate(self, spec: StageSpec) -> Node | None:
+        if spec.mocked is not None:  # use_mock_data: the configured source is still checked
+            self._check_mocked(spec.mocked)
         cls = self.host.stage_types.get(spec.type_name)
         if cls is None:
             known = sorted(self.host.stage_types)
@@ -119,6 +121,25 @@ class _Builder:
         if spec.fields is not None:
             stage.output_topics = {p: t for p, t in stage.output_topics.items() if p in spec.fields}
         return Node(stage, spec, dict(stage.input_topics), dict(stage.output_topics))
+
+    def _check_mocked(self, spec: StageSpec) -> None:
+        cls = self.host.stage_types.get(spec.type_name)
+        if cls is None:
+            known = sorted(self.host.stage_types)
+            close = difflib.get_close_matches(spec.type_name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.problem(
+                f"{spec.key}.type",
+                spec.type_name,
+                f"unknown stage type{hint}; known stage types: {', '.join(known)} "
+                f"(processing.use_mock_data replaces this source, but only a valid one)",
+            )
+            return
+        try:
+            cls.Params.model_validate(spec.params)
+        except ValidationError as exc:
+            known = list(cls.Params.model_fields)
+            self.problems.extend(pydantic_problems(exc, spec.key_of, self.src, known))
 
     def _note_failed(self, spec: StageSpec, cls: type[Stage]) -> None:
         if self.failed_outputs is None:

@@ -6,6 +6,14 @@ change is rejected with one log line per problem (file, key, value, what is expe
 pipeline keeps its current config untouched. Every applied or rejected change is logged once,
 counted, kept in ``history``, and announced through the ``hftagg_config_changed`` hook.
 
+A config file is read only once it has settled (size, mtime and inode unchanged for
+``settle_secs``), so an editor that truncates the file and writes it a moment later is not read
+half-way. A file with no settings at all, or a change that removes every data source or every
+``[stages.*]`` stage, is refused unless ``runtime.allow_remove_all = true``: that is what an
+editor part-way through a save looks like, and applying it would tear the pipeline down. A file
+that cannot be read (not UTF-8, binary, nested too deeply, a directory) is a rejection like any
+other: logged with the file, what was found and the fix, counted, and announced.
+
 Plugin files: a new or changed file in a plugin folder is (re-)imported; if it imports and
 registers cleanly, the config is re-applied, so stages of a reloaded type are replaced with their
 state carried over; if not, it is reported and the old version keeps running. A deleted file
@@ -23,17 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hftagg.config.watch import FileWatcher
-from hftagg.errors import ConfigError, Problem
+from hftagg.config.watch import FileWatcher, wait_until_stable
+from hftagg.errors import MISSING, ConfigError, Problem
 from hftagg.plugins.manager import PluginHost, plugin_files
 from hftagg.runtime.apply import Applied, ApplyError, apply_changes
 from hftagg.runtime.assemble import assemble
-from hftagg.runtime.diff import plan_changes, runtime_problems
+from hftagg.runtime.diff import plan_changes, removal_problems, runtime_problems
 from hftagg.runtime.pipeline import Pipeline
 
 __all__ = ["ReloadEvent", "Reloader"]
 
 log = logging.getLogger("hftagg.reload")
+
+SETTLE_SECS = 0.05  # a save in progress: the file must stay unchanged this long before a read
+SETTLE_TIMEOUT_SECS = 2.0
 
 
 @dataclass
@@ -59,6 +70,7 @@ class Reloader:
         plugin_dirs: list[Path] = (),
         environ: Mapping[str, str] | None = None,
         on_event: Callable[[ReloadEvent], None] | None = None,
+        settle_secs: float = SETTLE_SECS,
     ) -> None:
         self.pipeline = pipeline
         self.host = host
@@ -67,6 +79,7 @@ class Reloader:
         self.environ = environ
         self.consul_layer: dict[str, Any] | None = None
         self.on_event = on_event
+        self.settle_secs = settle_secs
         self.applied = 0
         self.rejected = 0
         self.history: list[ReloadEvent] = []
@@ -87,6 +100,18 @@ class Reloader:
                 )
             except ApplyError as exc:
                 return self._record(ReloadEvent(source, False, time.time(), problems=[str(exc)]))
+            except Exception as exc:  # a bug, not the config: still a rejection, never a crash
+                log.exception("%s: validating the change failed unexpectedly", source)
+                problem = Problem(
+                    "(change)",
+                    MISSING,
+                    f"could not be validated ({type(exc).__name__}: {exc}); the pipeline keeps "
+                    f"its current config. Please report this with the file that caused it",
+                    source,
+                )
+                return self._record(
+                    ReloadEvent(source, False, time.time(), problems=[str(problem)])
+                )
             event = ReloadEvent(
                 source,
                 True,
@@ -103,10 +128,14 @@ class Reloader:
             self.config_path, self.environ, host=self.host, consul=self.consul_layer
         )  # ConfigError with every problem
         spec, graph = assembled.spec, assembled.graph
+        if assembled.file_layer == {} and not spec.runtime.allow_remove_all:
+            raise ConfigError([_empty_file_problem(where)])
         problems: list[Problem] = runtime_problems(self.pipeline.runtime, spec.runtime, where)
         tel = self.pipeline.telemetry
         if tel is not None:
             problems += runtime_problems(tel.settings, spec.telemetry, where, "telemetry")
+        if not spec.runtime.allow_remove_all:
+            problems += removal_problems(self.pipeline.graph, graph, where)
         if problems:
             raise ConfigError(problems)
         applied = apply_changes(self.pipeline, graph, plan_changes(self.pipeline.graph, graph))
@@ -201,6 +230,12 @@ class Reloader:
             if top.suffix == ".py" or top in plugin_files(top.parent) or not top.exists():
                 self.plugin_changed(top)
         if config_changed:
+            if not wait_until_stable(self.config_path, self.settle_secs, SETTLE_TIMEOUT_SECS):
+                log.warning(
+                    "%s: still changing after %.1fs; reading it as it is now",
+                    self.config_path,
+                    SETTLE_TIMEOUT_SECS,
+                )
             self.reload()
 
     def start(self) -> None:
@@ -211,3 +246,15 @@ class Reloader:
     def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
+
+
+def _empty_file_problem(where: str) -> Problem:
+    return Problem(
+        "(file)",
+        MISSING,
+        "has no settings (empty, or only comments): refused, the pipeline keeps its current "
+        "config (an editor or a '>' redirection part-way through writing the file looks like "
+        "this). To run on built-in defaults, restart hftagg, or write just "
+        "'[runtime]' and 'allow_remove_all = true' to the file to apply them live",
+        where,
+    )

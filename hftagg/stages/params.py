@@ -28,9 +28,12 @@ def restart(default: Any = ..., **kwargs: Any) -> Any:
 
 
 class Params(BaseModel):
-    """Base of every stage's parameter model: frozen, strict types, unknown keys rejected."""
+    """Base of every stage's parameter model (and of the config sections): frozen, strict
+    types, unknown keys rejected, NaN and infinities refused as "should be a finite number"
+    (TOML has ``nan`` and ``inf``; no parameter means them, and a bound such as ``le=3600``
+    would otherwise report NaN as "should be <= 3600")."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     @classmethod
     def is_live(cls, name: str) -> bool:
