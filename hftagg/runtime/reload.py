@@ -35,8 +35,8 @@ from hftagg.config.watch import FileWatcher, wait_until_stable
 from hftagg.errors import MISSING, ConfigError, Problem
 from hftagg.plugins.manager import PluginHost, plugin_files
 from hftagg.runtime.apply import Applied, ApplyError, apply_changes
-from hftagg.runtime.assemble import assemble
-from hftagg.runtime.diff import plan_changes, removal_problems, runtime_problems
+from hftagg.runtime.assemble import Assembled, assemble
+from hftagg.runtime.diff import Change, plan_changes, removal_problems, runtime_problems
 from hftagg.runtime.pipeline import Pipeline
 
 __all__ = ["ReloadEvent", "Reloader"]
@@ -122,7 +122,10 @@ class Reloader:
             )
             return self._record(event)
 
-    def _apply(self) -> Applied:
+    def plan(self) -> tuple[Assembled, list[Change]]:
+        """Read and validate every layer and diff it against what runs, changing nothing.
+
+        Raises ConfigError with every problem (restart-only settings that changed included)."""
         where = str(self.config_path or "(defaults)")
         assembled = assemble(
             self.config_path, self.environ, host=self.host, consul=self.consul_layer
@@ -138,7 +141,13 @@ class Reloader:
             problems += removal_problems(self.pipeline.graph, graph, where)
         if problems:
             raise ConfigError(problems)
-        applied = apply_changes(self.pipeline, graph, plan_changes(self.pipeline.graph, graph))
+        return assembled, plan_changes(self.pipeline.graph, graph)
+
+    def _apply(self) -> Applied:
+        assembled, changes = self.plan()
+        spec, graph = assembled.spec, assembled.graph
+        tel = self.pipeline.telemetry
+        applied = apply_changes(self.pipeline, graph, changes)
         self.pipeline.runtime = spec.runtime
         if tel is not None and tel.settings != spec.telemetry:
             tel.update(spec.telemetry)
