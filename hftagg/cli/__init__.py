@@ -1,35 +1,86 @@
 """The ``hftagg`` command: one module per command group.
 
-``run``, ``plugins``, ``config`` (validate, params, set, show), ``tail``, ``top``, ``warm``.
-Each module has an ``add_parser(subparsers)`` that wires its commands; ``main`` is the entry
-point (``hftagg = "hftagg.cli:main"``).
+``init``, ``run``, ``plugins``, ``config`` (validate, params, set, add-stage, remove, show),
+``graph``, ``tail``, ``top``, ``warm``. Each module has an ``add_parser(subparsers)`` that wires
+its commands; ``main`` is the entry point (``hftagg = "hftagg.cli:main"``).
+
+Every command that reads a config takes ``-c/--config FILE`` (also accepted before the command:
+``hftagg -c my.toml run``). Mistyped commands, choices and flags get a "did you mean" hint;
+bad values (``--duration -1``, a missing ``--plugin-dir``) are refused before anything runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
+from importlib import metadata
 
-from hftagg.cli import config, plugins, run, tail, top, warm
+from hftagg.cli import config, init, plugins, run, tail, top, warm
+from hftagg.cli.common import Parser
 from hftagg.errors import HftaggError
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_GROUPS = (run, plugins, config, tail, top, warm)
+COMMAND_GROUPS = (init, run, plugins, config, tail, top, warm)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hftagg", description="High-frequency market-data pipelines"
+def version_text() -> str:
+    """``hftagg 0.1.0 (Python 3.11.7, numpy 2.1.3, numba 0.60.0, pynng 0.8.0)``."""
+    from hftagg import __version__
+
+    parts = [f"Python {platform.python_version()}"]
+    for dist in ("numpy", "numba", "pynng"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} missing")
+    return f"hftagg {__version__} ({', '.join(parts)})"
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+def _tag_leaves(parser: argparse.ArgumentParser) -> None:
+    """Each sub-parser records itself in the namespace, so errors about unknown arguments come
+    from (and suggest the flags of) the command that was actually given."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(_parser=sub)
+                _tag_leaves(sub)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="hftagg", description="High-frequency market-data pipelines")
+    parser.add_argument(
+        "--version", action=_Version, help="print hftagg's version (and its key libraries')"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="config file for the command (default: ./config.toml if present)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.add_parser(sub)
+    parser.set_defaults(_parser=parser)
+    _tag_leaves(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extras = build_parser().parse_known_args(argv)
+    if extras:
+        args._parser.reject_unknown(extras)
     try:
         return args.func(args)
     except HftaggError as exc:

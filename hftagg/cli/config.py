@@ -1,11 +1,10 @@
-"""``hftagg config``: validate, params, set, show.
+"""``hftagg config``: validate, params, set, add-stage, remove, show.
 
-``validate`` reports every problem of a config at once; ``params`` lists stage types' parameters.
-
-``set`` keeps comments and layout (tomlkit), validates the whole new config before writing and
-writes atomically. ``show --effective`` lists every leaf of the merged config (defaults, file,
-Consul, environment) with the layer it came from and whether a running pipeline applies a change
-in place (``live``) or needs a restart (``restart``).
+``validate`` reports every problem of a config at once; ``params`` lists stage types' ports and
+parameters (:mod:`hftagg.cli.config_params`); ``set``, ``add-stage`` and ``remove`` edit the file
+(:mod:`hftagg.cli.config_edit`). ``show --effective`` lists every leaf of the merged config
+(defaults, file, Consul, environment) with the layer it came from and whether a running pipeline
+applies a change in place (``live``) or needs a restart (``restart``).
 """
 
 from __future__ import annotations
@@ -14,13 +13,13 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import tomlkit
-
-from hftagg.cli.common import DEFAULT_CONFIG, config_path, print_problems
+from hftagg.cli.common import add_config_option, config_path, print_problems
+from hftagg.cli.config_edit import add_edit_parsers, cmd_config_set, full_validator
+from hftagg.cli.config_edit import format_value as _format_value
+from hftagg.cli.config_params import cmd_config_params
 from hftagg.errors import ConfigError
 
 __all__ = [
@@ -32,6 +31,7 @@ __all__ = [
     "effective_config",
     "full_validator",
 ]
+
 LIVE_HELP = (
     "Keys marked 'live' (e.g. processing.ema_window, data_sources.<name>.rate, "
     "runtime.status_interval_secs) apply to a running pipeline from its next batch; "
@@ -40,20 +40,19 @@ LIVE_HELP = (
 )
 
 
-def _format_value(value: Any) -> str:
-    try:
-        return tomlkit.item(value).as_string()
-    except Exception:  # not representable in TOML (should not happen for parsed config)
-        return repr(value)
-
-
-# -- validate, params ----------------------------------------------------------------------------
+# -- validate ----------------------------------------------------------------------------------
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
     from hftagg.runtime.assemble import assemble
 
-    path = Path(args.file) if args.file else config_path(None)
+    if args.file and args.config and args.file != args.config:
+        print(
+            f"hftagg config validate: two files given ({args.file}, -c {args.config})",
+            file=sys.stderr,
+        )
+        return 2
+    path = config_path(args.file or args.config)
     try:
         assembled = assemble(path)
     except ConfigError as exc:
@@ -66,71 +65,6 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     for note in assembled.spec.notes:
         print(f"note: {note}")
     return 0
-
-
-def cmd_config_params(args: argparse.Namespace) -> int:
-    """Every stage type's parameters: type, default, live or restart, description."""
-    from hftagg.config.load import read_layers
-    from hftagg.plugins.manager import load_plugins
-    from hftagg.runtime.assemble import plugin_dirs
-
-    path = config_path(args.config)
-    host = load_plugins(plugin_dirs(read_layers(path), path))
-    types = [args.type] if args.type else sorted(host.stage_types)
-    for name in types:
-        cls = host.stage_type(name)
-        print(f"{name} ({cls.kind}, from {host.stage_origin[name]})")
-        for p in cls.Params.describe():
-            mode = "live" if p["live"] else "restart"
-            print(
-                f"    {p['name']:<22} {p['type']:<10} default {p['default']!r:<14} {mode:<8}"
-                f"{p['description']}"
-            )
-    return 0
-
-
-# -- set ------------------------------------------------------------------------------------------
-
-
-def full_validator(path: Path) -> Callable[[dict], None]:
-    """Validation a ``set`` must pass: the config maps onto a spec and its graph builds."""
-
-    def validate(raw: dict) -> None:
-        from hftagg.config.spec import parse_spec
-        from hftagg.plugins.manager import load_plugins
-        from hftagg.runtime.assemble import plugin_dirs
-        from hftagg.runtime.graph import build_graph
-
-        host = load_plugins(plugin_dirs(raw, path))
-        build_graph(parse_spec(raw, str(path), strict=False), host)
-
-    return validate
-
-
-def cmd_config_set(args: argparse.Namespace) -> int:
-    from hftagg.config.edit import set_value
-
-    path = Path(args.file) if args.file else DEFAULT_CONFIG
-    try:
-        old, new = set_value(path, args.key, args.value, validate=full_validator(path))
-    except ConfigError as exc:
-        print_problems(exc)
-        print(f"{path}: not changed ({len(exc.problems)} problem(s))", file=sys.stderr)
-        return 1
-    mode = _liveness_after_set(path, args.key)
-    was = "unset" if old is None else _format_value(old)
-    print(f"{path}: {args.key} = {_format_value(new)}    (was {was}; {mode})")
-    return 0
-
-
-def _liveness_after_set(path: Path, key: str) -> str:
-    from hftagg.config.layers import liveness_of
-    from hftagg.config.load import read_config_file
-    from hftagg.plugins.manager import load_plugins
-    from hftagg.runtime.assemble import plugin_dirs
-
-    raw = read_config_file(path)
-    return liveness_of([key], raw, load_plugins(plugin_dirs(raw, path)))[key]
 
 
 # -- show -----------------------------------------------------------------------------------------
@@ -190,7 +124,7 @@ def _print_effective(rows: dict[str, dict[str, Any]]) -> None:
 def cmd_config_show(args: argparse.Namespace) -> int:
     from hftagg.config.load import read_config_file
 
-    path = config_path(args.file)
+    path = config_path(args.config)
     try:
         if not args.effective:
             if path is None:
@@ -222,23 +156,30 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    """Add ``hftagg config`` and its commands: validate, params, set, show."""
-    config = sub.add_parser("config", help="work with config files")
-    config_subparsers = config.add_subparsers(dest="config_command", required=True)
-    validate = config_subparsers.add_parser("validate", help="check a config; one line per problem")
-    validate.add_argument("file", nargs="?")
-    validate.set_defaults(func=cmd_config_validate)
-    set_parser = config_subparsers.add_parser(
-        "set",
-        help="set one key in config.toml, keeping comments and layout (validated first)",
-        description="Set KEY (dotted, e.g. processing.ema_window) to VALUE (a TOML value: 30, "
-        "true, '\"x\"', '[1, 2]'; anything else is a string). The whole config is validated "
-        "before the file is written; an invalid value leaves the file untouched. " + LIVE_HELP,
+    """Add ``hftagg config`` and its commands."""
+    config = sub.add_parser("config", help="validate, inspect and edit the config")
+    config_subparsers = config.add_subparsers(
+        dest="config_command", required=True, metavar="COMMAND"
     )
-    set_parser.add_argument("key", help="dotted key, e.g. processing.ema_window")
-    set_parser.add_argument("value", help="TOML value, e.g. 30, true, '\"text\"', '[1, 2]'")
-    set_parser.add_argument("--file", "-f", help="config file (default: ./config.toml)")
-    set_parser.set_defaults(func=cmd_config_set)
+    validate = config_subparsers.add_parser("validate", help="check a config; one line per problem")
+    validate.add_argument("file", nargs="?", help="config file (same as -c FILE)")
+    add_config_option(validate, "default: ./config.toml if present, else built-in defaults")
+    validate.set_defaults(func=cmd_config_validate)
+
+    params = config_subparsers.add_parser(
+        "params",
+        help="list stage types: ports, parameters, allowed values, live or restart-only",
+        description="For every stage type (or TYPE): its input and output ports (record schema, "
+        "default topic) and its parameters (type, allowed values and bounds, default, live or "
+        "restart). live: applied to the running stage from its next batch when the config "
+        "changes; restart: the stage is rebuilt (state carried by snapshot/restore).",
+    )
+    params.add_argument("type", nargs="?", help="one stage type (default: all)")
+    params.add_argument("--json", action="store_true", help="JSON instead of text")
+    add_config_option(params, "its plugins' stage types are listed too; default: ./config.toml")
+    params.set_defaults(func=cmd_config_params)
+
+    add_edit_parsers(config_subparsers, LIVE_HELP)
 
     show = config_subparsers.add_parser(
         "show",
@@ -250,15 +191,8 @@ def add_parser(sub: Any) -> None:
     )
     show.add_argument("--effective", action="store_true", help="merged config with provenance")
     show.add_argument("--json", action="store_true", help="JSON instead of text")
-    show.add_argument("--file", "-f", help="config file (default: ./config.toml if present)")
-    show.set_defaults(func=cmd_config_show)
-
-    params = config_subparsers.add_parser(
-        "params",
-        help="list stage types' parameters and whether each is live or restart-only",
-        description="live: applied to the running stage from its next batch when the config "
-        "changes; restart: the stage is rebuilt (state carried by snapshot/restore).",
+    add_config_option(show, "default: ./config.toml if present")
+    show.add_argument(
+        "--file", "-f", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
-    params.add_argument("type", nargs="?", help="one stage type (default: all)")
-    params.add_argument("--config", "-c")
-    params.set_defaults(func=cmd_config_params)
+    show.set_defaults(func=cmd_config_show)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from hftagg.cli.common import config_path, print_problems
+from hftagg.cli.common import add_config_option, config_path, existing_dir, print_problems
 from hftagg.errors import ConfigError
 
 __all__ = ["add_parser", "cmd_plugins"]
@@ -23,7 +22,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_problems(exc)
         return 1
-    dirs = plugin_dirs(raw, path) + [Path(p) for p in args.plugin_dir]
+    dirs = plugin_dirs(raw, path) + list(args.plugin_dir)
     host = load_plugins(dirs)
     if args.json:
         print(json.dumps([r.as_dict() for r in host.records], indent=2))
@@ -43,7 +42,14 @@ def add_parser(sub) -> None:
     plugins = sub.add_parser(
         "plugins", help="list plugins, where they came from, what they provide"
     )
-    plugins.add_argument("--json", action="store_true")
-    plugins.add_argument("--config", "-c")
-    plugins.add_argument("--plugin-dir", action="append", default=[], help="extra plugin folder")
+    plugins.add_argument("--json", action="store_true", help="JSON instead of text")
+    add_config_option(plugins, "its plugin_paths are searched; default: ./config.toml")
+    plugins.add_argument(
+        "--plugin-dir",
+        action="append",
+        default=[],
+        type=existing_dir,
+        metavar="DIR",
+        help="also load plugins from DIR (repeatable)",
+    )
     plugins.set_defaults(func=cmd_plugins)

@@ -9,7 +9,13 @@ import signal
 import sys
 from pathlib import Path
 
-from hftagg.cli.common import config_path, print_problems, setup_logging
+from hftagg.cli.common import (
+    add_config_option,
+    config_path,
+    positive_float,
+    print_problems,
+    setup_logging,
+)
 from hftagg.errors import ConfigError, HftaggError
 
 __all__ = ["add_parser", "cmd_run"]
@@ -92,11 +98,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     run = sub.add_parser("run", help="run the pipeline from config.toml (or built-in defaults)")
-    run.add_argument("--config", "-c", help="config file (default: ./config.toml if present)")
+    add_config_option(run, "default: ./config.toml if present, else built-in defaults")
     run.add_argument(
-        "--duration", type=float, help="stop after SECS seconds (default: until Ctrl-C)"
+        "--duration",
+        type=positive_float,
+        metavar="SECS",
+        help="stop after SECS seconds (default: until Ctrl-C)",
     )
-    run.add_argument("--status-interval", type=float, help="seconds between status lines")
+    run.add_argument(
+        "--status-interval",
+        type=positive_float,
+        metavar="SECS",
+        help="seconds between status lines (default: runtime.status_interval_secs)",
+    )
     run.add_argument("--quiet", action="store_true", help="no status lines, only the summary")
     run.add_argument("--summary-json", help="also write the summary as JSON to this file")
     run.add_argument(

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from hftagg.cli.common import config_path
+from hftagg.cli.common import add_config_option, config_path, non_negative_int, positive_float
 
 __all__ = ["add_parser", "cmd_tail"]
 
@@ -47,8 +47,12 @@ def add_parser(sub) -> None:
     tail = sub.add_parser("tail", help="print records a running pipeline delivers on TOPIC")
     tail.add_argument("topic")
     tail.add_argument("--address", help="publisher address (default: delivery.target of config)")
-    tail.add_argument("--config", "-c")
+    add_config_option(tail, "its delivery.target is the default address")
     tail.add_argument("--pattern", default="pub", choices=["pub", "push"])
-    tail.add_argument("--count", type=int, default=0, help="stop after N records")
-    tail.add_argument("--timeout", type=float, help="give up after SECS without data")
+    tail.add_argument(
+        "--count", type=non_negative_int, default=0, help="stop after N records (0: never)"
+    )
+    tail.add_argument(
+        "--timeout", type=positive_float, metavar="SECS", help="give up after SECS without data"
+    )
     tail.set_defaults(func=cmd_tail)

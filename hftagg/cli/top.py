@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hftagg.cli.common import config_path
+from hftagg.cli.common import add_config_option, config_path, non_negative_int, positive_float
 
 __all__ = ["add_parser", "cmd_top"]
 
@@ -24,7 +24,15 @@ def cmd_top(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     top = sub.add_parser("top", help="live view of a running pipeline (rates, latency, backlog)")
     top.add_argument("--address", help="metrics endpoint host:port (default: from config)")
-    top.add_argument("--config", "-c")
-    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
-    top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes")
+    add_config_option(top, "its telemetry.prometheus_address is the default address")
+    top.add_argument(
+        "--interval",
+        type=positive_float,
+        default=1.0,
+        metavar="SECS",
+        help="seconds between refreshes",
+    )
+    top.add_argument(
+        "--iterations", type=non_negative_int, default=0, help="stop after N refreshes (0: never)"
+    )
     top.set_defaults(func=cmd_top)
