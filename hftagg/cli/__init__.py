@@ -16,13 +16,13 @@ import platform
 import sys
 from importlib import metadata
 
-from hftagg.cli import config, init, plugins, run, tail, top, warm
+from hftagg.cli import config, graph, init, plugins, run, tail, top, warm
 from hftagg.cli.common import Parser
 from hftagg.errors import HftaggError
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_GROUPS = (init, run, plugins, config, tail, top, warm)
+COMMAND_GROUPS = (init, run, plugins, config, graph, tail, top, warm)
 
 
 def version_text() -> str:
