@@ -8,7 +8,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Result", "best_rate", "format_result", "to_json"]
+__all__ = [
+    "TIME_UNITS",
+    "Result",
+    "best_rate",
+    "format_quantity",
+    "format_result",
+    "to_json",
+]
 
 
 @dataclass
@@ -55,21 +62,46 @@ def best_rate(work: Callable[[], int], repeat: int = 5) -> float:
     return best
 
 
-def _human(x: float) -> str:
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.2f} {suffix}"
-    return f"{x:.2f} "
+# seconds per unit, for results measured in time (latencies): shown in the readable unit
+TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def format_quantity(value: float, unit: str) -> str:
+    """``value`` in ``unit``, readable: times in ns/us/ms/s (``11400000, "ns"`` -> ``11.40 ms``,
+    never "11.40 Mns"), everything else with an SI prefix (``5.9e8, "el/s"`` -> ``592.12 Mel/s``)."""
+    if unit in TIME_UNITS:
+        secs = value * TIME_UNITS[unit]
+        for name, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+            if abs(secs) >= scale:
+                return f"{secs / scale:.2f} {name}"
+        return f"{secs / 1e-9:.2f} ns"
+    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= div:
+            return f"{value / div:.2f} {prefix}{unit}"
+    return f"{value:.2f} {unit}".rstrip()
+
+
+def _extra_value(key: str, value: object) -> str:
+    """Numbers in the details: counts with separators, rates with prefixes."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    unit = key.rsplit(" ", 1)[-1] if " " in key else ""
+    if unit.endswith("/s") or unit in TIME_UNITS:
+        return format_quantity(float(value), unit).removesuffix(" " + unit).removesuffix(unit)
+    if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1000:
+        return f"{int(value):,}"
+    return f"{value:,.4g}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def format_result(r: Result) -> str:
     target = ""
     if r.target is not None:
-        target = f"  (target {_human(r.target)}{r.unit}: {'met' if r.target_met else 'MISSED'})"
-    extra = "".join(f"\n      {k}: {v}" for k, v in r.extra.items())
+        verdict = "met" if r.target_met else "MISSED"
+        target = f"  (target {format_quantity(r.target, r.unit)}: {verdict})"
+    extra = "".join(f"\n      {k}: {_extra_value(k, v)}" for k, v in r.extra.items())
     return (
-        f"{r.name:<28} hftagg {_human(r.hftagg)}{r.unit:<7} | {r.baseline_name} "
-        f"{_human(r.baseline)}{r.unit} | ratio {r.ratio:,.1f}x{target}{extra}"
+        f"{r.name:<28} hftagg {format_quantity(r.hftagg, r.unit):<14} | {r.baseline_name} "
+        f"{format_quantity(r.baseline, r.unit)} | ratio {r.ratio:,.1f}x{target}{extra}"
     )
 
 
