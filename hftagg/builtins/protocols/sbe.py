@@ -24,6 +24,8 @@ import numpy as np
 
 from hftagg.hookspecs import hookimpl
 from hftagg.protocols.sbe import Reason, SbeCodec, parse_schema
+from hftagg.protocols.sbe import kernels as K
+from hftagg.protocols.sbe.codec import Scan
 from hftagg.protocols.sbe.kernels import compact_chunks
 from hftagg.protocols.sbe.mdp3 import mdp3_records
 from hftagg.protocols.sbe.records import RecordDecoder, RecordEncoder
@@ -165,26 +167,10 @@ class SbeDecode(Stage):
             mapping = "cme_mdp3" if self.codec.schema.package == "mktdata" else "records"
         self.mapping = mapping
         self.records = RecordDecoder(self.codec, {s.name: s for s in (TRADE, BOOK_UPDATE, MBP10)})
-        self._pending: dict[int, bytes] = {}  # stream id -> bytes of an incomplete frame
-        self._stream_pos: dict[int, int] = {}  # stream id -> stream offset of pending[0]
+        self._streams: dict[int, _StreamState] = {}
         self._buf = np.zeros(0, dtype=np.uint8)
         self.dead_letter_counts: dict[str, int] = {}
         self.messages = 0
-
-    # -- byte assembly ---------------------------------------------------------------------
-
-    def _bytes(self, chunks: np.ndarray, stream: int) -> tuple[np.ndarray, np.ndarray]:
-        """The stream's pending bytes + these chunks', and each chunk's start in that buffer."""
-        pending = self._pending.get(stream, b"")
-        lengths = np.minimum(chunks["length"].astype(np.int64), RAW_CHUNK_BYTES)
-        total = len(pending) + int(lengths.sum())
-        if len(self._buf) < total:
-            self._buf = np.zeros(max(total, 2 * len(self._buf)), dtype=np.uint8)
-        buf = self._buf[:total]
-        buf[: len(pending)] = np.frombuffer(pending, dtype=np.uint8)
-        compact_chunks(chunks["data"], lengths, buf[len(pending) :])
-        starts = len(pending) + np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
-        return buf, starts
 
     def process(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         out: dict[str, list[np.ndarray]] = {port: [] for port in self.outputs}
@@ -197,49 +183,112 @@ class SbeDecode(Stage):
             sel = batch if len(ids) == 1 else batch[streams == stream]
             dg = datagram if len(ids) == 1 else datagram[streams == stream]
             if dg.all():
-                self._decode(sel, stream, out, segments=True)
+                self._datagrams(sel, stream, out)
             elif not dg.any():
-                self._decode(sel, stream, out, segments=False)
+                self._stream(sel, stream, out)
             else:  # mixed: keep order, one run at a time
                 edges = np.flatnonzero(np.diff(dg.astype(np.int8))) + 1
                 for run in np.split(np.arange(len(sel)), edges):
-                    self._decode(sel[run], stream, out, segments=bool(dg[run[0]]))
-        return {port: (parts[0] if len(parts) == 1 else np.concatenate(parts))
-                for port, parts in out.items() if parts}  # fmt: skip
+                    if dg[run[0]]:
+                        self._datagrams(sel[run], stream, out)
+                    else:
+                        self._stream(sel[run], stream, out)
+        return _joined(out)
 
-    def _decode(self, chunks: np.ndarray, stream: int, out: dict, segments: bool) -> None:
-        buf, starts = self._bytes(chunks, stream)
-        base = self._stream_pos.get(stream, 0) - len(self._pending.get(stream, b""))
-        if segments:
-            ends = starts + np.minimum(chunks["length"].astype(np.int64), RAW_CHUNK_BYTES)
-            sc_args = (buf, self.params.framing, (starts, ends), True)
-        else:
-            sc_args = (buf, self.params.framing, None, False)
+    def flush_pending(self) -> dict[str, np.ndarray]:
+        """End every stream: decide on the bytes still waiting for the rest of a frame.
+
+        What they hold is decoded as if no more bytes will come: good messages after a frame
+        that can no longer complete still decode, a bad run still open ends at the end of the
+        stream, and a frame the stream really ends inside is an ``end of stream`` dead letter.
+        """
+        out: dict[str, list[np.ndarray]] = {port: [] for port in self.outputs}
+        for stream, st in self._streams.items():
+            if st.waiting:
+                self._end_stream(stream, st, out)
+        return _joined(out)
+
+    # -- a byte stream ---------------------------------------------------------------------
+
+    def _state(self, stream: int) -> _StreamState:
+        st = self._streams.get(stream)
+        if st is None:
+            st = self._streams[stream] = _StreamState()
+        return st
+
+    def _stream(self, chunks: np.ndarray, stream: int, out: dict) -> None:
+        st = self._state(stream)
+        buf, starts = self._bytes(chunks, st.pending)
+        base = st.position - len(st.pending)  # stream offset of buf[0]
+        marks = np.concatenate((st.mark_offsets, base + starts))
+        mark_ts = np.concatenate((st.mark_ts, chunks["ts_recv"]))
+        sc = self._scan(buf, None, False, st.run_at(base), Reason.TRUNCATED,
+                        chunks["ts_recv"][:1], out)  # fmt: skip
+        self._stream_dead_letters(sc.errors, base, marks, mark_ts, st, stream, out)
+        st.keep(buf, sc.consumed, sc.run, base, marks, mark_ts)
+
+    def _end_stream(self, stream: int, st: _StreamState, out: dict) -> None:
+        buf = np.frombuffer(st.pending, dtype=np.uint8)
+        base = st.position - len(buf)
+        sc = self._scan(buf, None, True, st.run_at(base), Reason.END_OF_STREAM,
+                        st.mark_ts[:1] if len(st.mark_ts) else np.zeros(1, np.int64),
+                        out)  # fmt: skip
+        self._stream_dead_letters(sc.errors, base, st.mark_offsets, st.mark_ts, st, stream, out)
+        st.keep(buf, len(buf), sc.run, base, st.mark_offsets, st.mark_ts)
+
+    def _stream_dead_letters(self, errors, base, marks, mark_ts, st, stream, out) -> None:
+        if not len(errors):
+            return
+        offsets = base + errors["offset"]
+        chunk = np.searchsorted(marks, offsets, side="right") - 1
+        ts = np.where(chunk >= 0, mark_ts[np.maximum(chunk, 0)] if len(marks) else 0, st.run_ts)
+        out["dead_letters"].append(self._dead(errors["reason"], offsets, errors["length"],
+                                              errors["detail"], ts, stream))  # fmt: skip
+
+    # -- datagrams -------------------------------------------------------------------------
+
+    def _datagrams(self, chunks: np.ndarray, stream: int, out: dict) -> None:
+        st = self._state(stream)
+        if st.waiting:  # stream bytes, then datagrams: that stream ends here
+            self._end_stream(stream, st, out)
+        buf, starts = self._bytes(chunks, b"")
+        ends = starts + np.minimum(chunks["length"].astype(np.int64), RAW_CHUNK_BYTES)
         ts_recv = chunks["ts_recv"]
+        sc = self._scan(buf, (starts, ends), True, None, Reason.TRUNCATED, ts_recv, out)
+        errors = sc.errors
+        if len(errors):
+            out["dead_letters"].append(self._dead(errors["reason"], st.position + errors["offset"],
+                                                  errors["length"], errors["detail"],
+                                                  ts_recv[errors["segment"]], stream))  # fmt: skip
+        st.position += len(buf)
+
+    # -- shared ----------------------------------------------------------------------------
+
+    def _bytes(self, chunks: np.ndarray, pending: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """Pending bytes + these chunks', and each chunk's start in that buffer."""
+        lengths = np.minimum(chunks["length"].astype(np.int64), RAW_CHUNK_BYTES)
+        total = len(pending) + int(lengths.sum())
+        if len(self._buf) < total:
+            self._buf = np.zeros(max(total, 2 * len(self._buf)), dtype=np.uint8)
+        buf = self._buf[:total]
+        buf[: len(pending)] = np.frombuffer(pending, dtype=np.uint8)
+        compact_chunks(chunks["data"], lengths, buf[len(pending) :])
+        starts = len(pending) + np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+        return buf, starts
+
+    def _scan(self, buf, segments, final, run, cut_reason, seg_ts, out) -> Scan:
+        """One compiled scan of ``buf``; its records go to ``out``."""
+        sc = self.codec.scan(buf, self.params.framing, segments, final, cut_reason, run)
         if self.mapping == "cme_mdp3":
-            decoded = self.codec.decode(*sc_args)
-            errors, consumed, count = decoded.errors, decoded.consumed, decoded.count
-            seg_ts = ts_recv if segments else np.full(1, ts_recv[0])
+            decoded = self.codec.decode_scan(sc)
             for name, records in mdp3_records(self.codec, decoded, seg_ts).items():
                 out[_PORT_OF[name]].append(records)
         else:
-            sc = self.codec.scan(*sc_args)
-            errors, consumed, count = sc.errors, sc.consumed, len(sc.msg_slot)
             for name, records in self.records.records(sc).items():
                 if len(records):
                     out[_PORT_OF[name]].append(records.copy())
-        self.messages += count
-        if segments:
-            self._pending.pop(stream, None)
-        else:
-            self._pending[stream] = buf[consumed:].tobytes()
-        self._stream_pos[stream] = base + len(buf)
-        if len(errors):
-            offsets = errors["offset"]
-            chunk = np.clip(np.searchsorted(starts, offsets, side="right") - 1, 0, len(chunks) - 1)
-            out["dead_letters"].append(self._dead(errors["reason"], base + offsets,
-                                                  errors["length"], errors["detail"],
-                                                  ts_recv[chunk], stream))  # fmt: skip
+        self.messages += len(sc.msg_slot)
+        return sc
 
     def _dead(self, reason, offset, length, detail, ts_recv, stream) -> np.ndarray:
         dl = DEAD_LETTER.empty(len(reason))
@@ -258,24 +307,78 @@ class SbeDecode(Stage):
             self.dead_letter_counts[key] = self.dead_letter_counts.get(key, 0) + 1
         return dl
 
-    def flush_pending(self) -> np.ndarray:
-        """Dead letters for bytes still waiting for the rest of their frame (end of stream)."""
-        parts = []
-        for stream, pending in self._pending.items():
-            if pending:
-                pos = self._stream_pos.get(stream, 0) - len(pending)
-                parts.append(self._dead(np.array([Reason.END_OF_STREAM]), np.array([pos]),
-                                        np.array([len(pending)]), np.array([len(pending)]),
-                                        np.zeros(1, np.int64), stream))  # fmt: skip
-        self._pending.clear()
-        return np.concatenate(parts) if parts else DEAD_LETTER.empty(0)
-
     def snapshot(self) -> dict:
-        return {"pending": dict(self._pending), "stream_pos": dict(self._stream_pos)}
+        return {"streams": {k: st.snapshot() for k, st in self._streams.items()}}
 
     def restore(self, state: dict) -> None:
-        self._pending = dict(state["pending"])
-        self._stream_pos = dict(state["stream_pos"])
+        self._streams = {k: _StreamState.restored(v) for k, v in state["streams"].items()}
+
+
+class _StreamState:
+    """What one byte stream leaves between batches.
+
+    ``pending``: the bytes from the first one the decoder could not decide on yet (a frame the
+    stream has not finished); ``run``: a bad run still open, as (reason, start, detail, end its
+    first frame declared or -1) in stream offsets, with the ``ts_recv`` of the chunk it started
+    in; ``mark_offsets``/``mark_ts``: where the chunks holding pending bytes start, and their
+    ``ts_recv``, so a dead letter carries the receive time of the chunk its bytes came in.
+    """
+
+    def __init__(self) -> None:
+        self.position = 0  # stream offset just past the last byte received
+        self.pending = b""
+        self.run: tuple[int, int, int, int] | None = None
+        self.run_ts = 0
+        self.mark_offsets = np.zeros(0, dtype=np.int64)
+        self.mark_ts = np.zeros(0, dtype=np.int64)
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self.pending) or self.run is not None
+
+    def run_at(self, base: int) -> np.ndarray | None:
+        """The open run in the coordinates of a buffer that starts at stream offset ``base``."""
+        if self.run is None:
+            return None
+        reason, start, detail, skip = self.run
+        return np.array([reason, start - base, detail, skip - base if skip >= 0 else -1])
+
+    def keep(self, buf, consumed, run, base, marks, mark_ts) -> None:
+        """After a scan of ``buf`` (at stream offset ``base``) that used ``consumed`` bytes."""
+        self.position = base + len(buf)
+        self.pending = buf[consumed:].tobytes()
+        first = max(int(np.searchsorted(marks, base + consumed, side="right")) - 1, 0)
+        keep = slice(first, None) if self.pending else slice(0, 0)
+        self.mark_offsets, self.mark_ts = marks[keep].copy(), mark_ts[keep].copy()
+        if not run[K.R_REASON]:
+            self.run = None
+            return
+        start = base + int(run[K.R_START])
+        if self.run is None or self.run[1] != start:  # a run that started in this buffer
+            chunk = int(np.searchsorted(marks, start, side="right")) - 1
+            self.run_ts = int(mark_ts[chunk]) if chunk >= 0 else self.run_ts
+        skip = int(run[K.R_SKIP])
+        self.run = (int(run[K.R_REASON]), start, int(run[K.R_DETAIL]),
+                    base + skip if skip >= 0 else -1)  # fmt: skip
+
+    def snapshot(self) -> dict:
+        return {"position": self.position, "pending": self.pending, "run": self.run,
+                "run_ts": self.run_ts, "mark_offsets": self.mark_offsets.tolist(),
+                "mark_ts": self.mark_ts.tolist()}  # fmt: skip
+
+    @classmethod
+    def restored(cls, state: dict) -> _StreamState:
+        st = cls()
+        st.position, st.pending, st.run_ts = state["position"], state["pending"], state["run_ts"]
+        st.run = tuple(state["run"]) if state["run"] else None
+        st.mark_offsets = np.array(state["mark_offsets"], dtype=np.int64)
+        st.mark_ts = np.array(state["mark_ts"], dtype=np.int64)
+        return st
+
+
+def _joined(out: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    return {port: (parts[0] if len(parts) == 1 else np.concatenate(parts))
+            for port, parts in out.items() if parts}  # fmt: skip
 
 
 @hookimpl

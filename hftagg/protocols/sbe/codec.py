@@ -85,6 +85,7 @@ class Scan:
     data_length: np.ndarray
     errors: np.ndarray  # ERROR_DTYPE
     consumed: int
+    run: np.ndarray  # a bad run left open (``run[0]`` reason, 0: none); see ``kernels._stream``
 
 
 @dataclass
@@ -251,8 +252,15 @@ class SbeCodec:
         return list(arr)
 
     def scan(self, buf: np.ndarray, framing: str = "length2", segments: Any = None,
-             final: bool = True) -> Scan:  # fmt: skip
-        """Find and check every message; ``segments`` = (starts, ends) of MDP3 packets."""
+             final: bool = True, cut_reason: int = K.Reason.TRUNCATED,
+             run: np.ndarray | None = None) -> Scan:  # fmt: skip
+        """Find and check every message; ``segments`` = (starts, ends) of packets or datagrams.
+
+        Unless ``final``, scanning stops at a frame the buffer ends inside (``Scan.consumed``)
+        and ``Scan.run`` holds a bad run still open there; pass the rest of the bytes and that
+        run (its start shifted to the new buffer) to the next scan. ``cut_reason`` is the reason
+        of data cut off by the end of the buffer or a segment.
+        """
         code = FRAMINGS[framing]
         buf = np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf
         if segments is None:
@@ -262,7 +270,9 @@ class SbeCodec:
             starts, ends = (np.asarray(a, dtype=np.int64) for a in segments)
         caps = {"m": len(buf) // (2 + self.header_size) + 1, "e": 256, "d": 64, "r": 64}
         counts = np.zeros(8, dtype=np.int64)
+        run_in = np.zeros(K.RUN_SIZE, dtype=np.int64) if run is None else np.asarray(run)
         while True:
+            run_out = run_in.astype(np.int64)  # a copy: a scan that ran out of room starts over
             m = self._arrays("m", 7, caps["m"])
             e = self._arrays("e", 5, caps["e"])
             d = self._arrays("d", 5, caps["d"])
@@ -273,6 +283,8 @@ class SbeCodec:
                 ends,
                 code,
                 final,
+                cut_reason,
+                run_out,
                 self.hdr,
                 self.tid_slot,
                 self.slot_root,
@@ -296,7 +308,7 @@ class SbeCodec:
         for name, col in zip(ERROR_DTYPE.names, r, strict=True):
             errors[name] = col[:nr]
         return Scan(buf, *(a[:nm] for a in m), *(a[:ne] for a in e), *(a[:nd] for a in d),
-                    errors, int(counts[K.C_CONSUMED]))  # fmt: skip
+                    errors, int(counts[K.C_CONSUMED]), run_out)  # fmt: skip
 
     # ------------------------------------------------------------------ decoding
 
@@ -317,7 +329,10 @@ class SbeCodec:
     def decode(self, buf: Any, framing: str = "length2", segments: Any = None,
                final: bool = True) -> Decoded:  # fmt: skip
         """Decode every message in ``buf`` into per-template structured arrays."""
-        sc = self.scan(buf, framing, segments, final)
+        return self.decode_scan(self.scan(buf, framing, segments, final))
+
+    def decode_scan(self, sc: Scan) -> Decoded:
+        """Per-template structured arrays from one scan."""
         buf = sc.buf
         templates: dict[str, TemplateBatch] = {}
         local = np.empty(len(sc.msg_slot), dtype=np.int64)

@@ -38,6 +38,10 @@ K_ROOT, K_GROUP, K_DATA = 0, 1, 2
 C_MSGS, C_ENTRIES, C_DATAS, C_ERRORS, C_CONSUMED, C_STATUS = range(6)
 FULL_MSGS, FULL_ENTRIES, FULL_DATAS, FULL_ERRORS = 1, 2, 3, 4
 MAX_DEPTH = 16
+# an open bad run (``run``): reason, start offset in the buffer (negative: in bytes an earlier
+# scan already consumed), detail, the end its first frame declared (-1: none)
+R_REASON, R_START, R_DETAIL, R_SKIP = range(4)
+RUN_SIZE = 4
 
 
 class Reason:
@@ -66,6 +70,9 @@ class Reason:
         9: "groups nested too deep",
         10: "end of stream",
     }
+
+
+TRUNCATED, BAD_FRAME, LENGTH_MISMATCH = Reason.TRUNCATED, Reason.BAD_FRAME, Reason.LENGTH_MISMATCH
 
 
 @numba.njit(inline="always", **_NJIT)
@@ -258,170 +265,281 @@ def _error(counts, r_off, r_len, r_reason, r_detail, r_seg, off, length, reason,
     return True
 
 
+@numba.njit(inline="always", **_NJIT)
+def _weak(buf, q, end, framing, hdr):
+    """Like ``_plausible`` but the template may be unknown: a frame header and this schema's id."""
+    length, pre = _frame(buf, q, end, framing, hdr, False)
+    if length == -1 or (length > 0 and end - q < pre + hdr[H_SIZE]):
+        return -1
+    if length < 0:
+        return 0
+    _, _, sid, _ = _header(buf, q + pre, hdr)
+    return 1 if sid == hdr[H_SCHEMA_ID] else 0
+
+
+@numba.njit(inline="always", **_NJIT)
+def _open(run, reason, start, detail, skip_to):
+    run[R_REASON] = reason
+    run[R_START] = start
+    run[R_DETAIL] = detail
+    run[R_SKIP] = skip_to
+
+
+@numba.njit(inline="always", **_NJIT)
+def _accept(counts, m_frame, m_hdr, m_end, m_slot, m_ver, m_bl, m_seg, pos, h, fe, slot, ver,
+            bl, s):  # fmt: skip
+    msg = counts[C_MSGS]
+    m_frame[msg] = pos
+    m_hdr[msg] = h
+    m_end[msg] = fe
+    m_slot[msg] = slot
+    m_ver[msg] = ver
+    m_bl[msg] = bl
+    m_seg[msg] = s
+    counts[C_MSGS] = msg + 1
+
+
 @numba.njit(**_NJIT)
-def scan(buf, seg_start, seg_end, framing, final, hdr, tid_slot, slot_root, nodes, children,  # noqa: C901
-         min_bl, m_frame, m_hdr, m_end, m_slot, m_ver, m_bl, m_seg,
+def _resync(buf, pos, end, framing, hdr, tid_slot, slot_root, nodes, min_bl, skip_to):
+    """(q, found): the first ``q >= pos`` where a frame is plausible (found 1), where more bytes
+    are needed to tell (found -1), or ``end`` (found 0). At ``skip_to`` (the end the bad frame
+    declared) a frame of this schema with an unknown template counts too, so consecutive frames
+    of unknown templates each become one dead letter."""
+    q = pos
+    while q < end:
+        found = _plausible(buf, q, end, framing, hdr, tid_slot, slot_root, nodes, min_bl)
+        if found == 0 and q == skip_to:
+            found = _weak(buf, q, end, framing, hdr)
+        if found != 0:
+            return q, found
+        q += 1
+    return end, 0
+
+
+@numba.njit(**_NJIT)
+def _stream(buf, pos, end, s, can_wait, cut_reason, run, framing, hdr, tid_slot,  # noqa: C901
+            slot_root, nodes, children, min_bl, m_frame, m_hdr, m_end, m_slot, m_ver, m_bl,
+            m_seg, e_node, e_parent, e_msg, e_off, e_bl, d_node, d_parent, d_msg, d_off, d_len,
+            r_off, r_len, r_reason, r_detail, r_seg, counts, stack):  # fmt: skip
+    """Scan ``buf[pos:end]``, a piece of a byte stream; False when an output array is full.
+
+    Every decision at a position depends only on the bytes from there to the end of what it
+    needs (the framing header, the message header, the whole frame); when those bytes are not
+    all here and ``can_wait``, the scan stops there (``counts[C_CONSUMED]``) and the next scan
+    resumes at that position. So the messages and dead letters of a stream do not depend on how
+    it was cut into pieces. Bytes that are not a frame form one *bad run*, from where the
+    trouble started to the next plausible frame; a run still open when the scan stops is left
+    in ``run`` for the next scan to continue (its start may then lie before ``buf``).
+    """
+    hsize = hdr[H_SIZE]
+    schema_id = hdr[H_SCHEMA_ID]
+    max_version = hdr[H_MAX_VERSION]
+    n_tid = tid_slot.shape[0]
+    fast = (framing == LENGTH2 and not hdr[H_BIG] and hsize == 8 and hdr[H_BL_OFF] == 0
+            and hdr[H_TID_OFF] == 2 and hdr[H_SID_OFF] == 4 and hdr[H_VER_OFF] == 6
+            and hdr[H_BL_SZ] == 2 and hdr[H_TID_SZ] == 2 and hdr[H_SID_SZ] == 2
+            and hdr[H_VER_SZ] == 2)  # fmt: skip
+    while True:
+        if run[R_REASON] != 0:
+            q, found = _resync(buf, pos, end, framing, hdr, tid_slot, slot_root, nodes, min_bl,
+                               run[R_SKIP])  # fmt: skip
+            if found == -1 and can_wait:
+                counts[C_CONSUMED] = q  # the run goes on: the next scan continues it
+                if 0 <= run[R_SKIP] < q:  # past the end its header declared: not a frame
+                    _open(run, BAD_FRAME, run[R_START], 0, -1)
+                return True
+            if found != 1:
+                q = end
+            reason, detail = run[R_REASON], run[R_DETAIL]
+            if run[R_SKIP] >= 0 and q != run[R_SKIP]:
+                reason, detail = BAD_FRAME, 0  # not the frame its header said: not a frame
+            if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, run[R_START],
+                          q - run[R_START], reason, detail, s):  # fmt: skip
+                return False
+            run[R_REASON] = 0
+            pos = q
+        if pos >= end:
+            counts[C_CONSUMED] = end
+            return True
+        if fast and end - pos >= 10:  # hftagg framing, standard little-endian header
+            length = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8)
+            bl = np.int64(buf[pos + 2]) | (np.int64(buf[pos + 3]) << 8)
+            tid = np.int64(buf[pos + 4]) | (np.int64(buf[pos + 5]) << 8)
+            sid = np.int64(buf[pos + 6]) | (np.int64(buf[pos + 7]) << 8)
+            ver = np.int64(buf[pos + 8]) | (np.int64(buf[pos + 9]) << 8)
+            if length == 10 + bl and pos + length <= end and sid == schema_id and tid < n_tid:
+                slot = tid_slot[tid]
+                if slot >= 0:
+                    root = slot_root[slot]
+                    if (nodes[root, N_FIXED] and ver >= nodes[root, N_SINCE]
+                            and bl >= min_bl[root, min(ver, max_version)]):  # fmt: skip
+                        if counts[C_MSGS] >= m_frame.shape[0]:
+                            counts[C_STATUS] = FULL_MSGS
+                            return False
+                        _accept(counts, m_frame, m_hdr, m_end, m_slot, m_ver, m_bl, m_seg, pos,
+                                pos + 2, pos + length, slot, ver, bl, s)  # fmt: skip
+                        pos += length
+                        continue
+        length, pre = _frame(buf, pos, end, framing, hdr, False)
+        if length == -2:  # an impossible framing header
+            _open(run, BAD_FRAME, pos, 0, -1)
+            pos += 1
+            continue
+        if length == -1 or end - pos < pre + hsize:
+            if can_wait:
+                counts[C_CONSUMED] = pos
+                return True
+            _open(run, cut_reason, pos, end - pos, -1)
+            pos += 1
+            continue
+        fe = pos + length
+        h = pos + pre
+        bl, tid, sid, ver = _header(buf, h, hdr)
+        reason, detail, slot = _check_header(bl, tid, sid, ver, hdr, tid_slot, slot_root, nodes,
+                                             min_bl)  # fmt: skip
+        if reason != 0:  # resynchronise, but a frame of this schema may follow at fe
+            _open(run, reason, pos, detail, fe)
+            pos += 1
+            continue
+        root = slot_root[slot]
+        p = h + hsize + bl
+        if p > fe or (nodes[root, N_FIXED] and p != fe):  # length prefix vs message header
+            _open(run, LENGTH_MISMATCH, pos, p - h, -1)
+            pos += 1
+            continue
+        if fe > end:
+            if can_wait:
+                counts[C_CONSUMED] = pos
+                return True
+            _open(run, cut_reason, pos, length, -1)
+            pos += 1
+            continue
+        if counts[C_MSGS] >= m_frame.shape[0]:
+            counts[C_STATUS] = FULL_MSGS
+            return False
+        if not nodes[root, N_FIXED]:
+            e0 = counts[C_ENTRIES]  # a rejected message must leave no entries behind
+            d0 = counts[C_DATAS]
+            p, reason = _walk(buf, p, fe, ver, root, nodes, children, min_bl, hdr[H_BIG],
+                              max_version, counts[C_MSGS], e_node, e_parent, e_msg, e_off, e_bl,
+                              d_node, d_parent, d_msg, d_off, d_len, counts, stack[0], stack[1],
+                              stack[2], stack[3], stack[4])  # fmt: skip
+            if reason < 0:
+                counts[C_STATUS] = -reason
+                return False
+            if reason == 0 and p != fe:
+                reason = LENGTH_MISMATCH
+            if reason != 0:
+                counts[C_ENTRIES] = e0
+                counts[C_DATAS] = d0
+                if reason == LENGTH_MISMATCH:  # the message ends before its frame does
+                    _open(run, LENGTH_MISMATCH, pos, p - h, -1)
+                    pos += 1
+                    continue
+                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, length,
+                              reason, p - h, s):  # fmt: skip
+                    return False
+                pos = fe
+                continue
+        _accept(counts, m_frame, m_hdr, m_end, m_slot, m_ver, m_bl, m_seg, pos, h, fe, slot,
+                ver, bl, s)  # fmt: skip
+        pos = fe
+
+
+@numba.njit(**_NJIT)
+def _packet(buf, pos, end, s, hdr, tid_slot, slot_root, nodes, children, min_bl, m_frame,  # noqa: C901
+            m_hdr, m_end, m_slot, m_ver, m_bl, m_seg, e_node, e_parent, e_msg, e_off, e_bl,
+            d_node, d_parent, d_msg, d_off, d_len, r_off, r_len, r_reason, r_detail, r_seg,
+            counts, stack):  # fmt: skip
+    """Scan one CME MDP3 packet; False when an output array is full. A bad message size ends
+    the packet (its bytes are one dead letter); a bad message is skipped by its size."""
+    hsize = hdr[H_SIZE]
+    if end - pos < MDP3_PACKET_HEADER:
+        return _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, end - pos,
+                      TRUNCATED, end - pos, s)  # fmt: skip
+    pos += MDP3_PACKET_HEADER
+    while pos < end:
+        length, pre = _frame(buf, pos, end, MDP3, hdr, True)
+        if length < 0 or pos + length > end:
+            reason = TRUNCATED
+            if length == -2:
+                reason = BAD_FRAME
+            return _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, end - pos,
+                          reason, length, s)  # fmt: skip
+        fe = pos + length
+        h = pos + pre
+        bl, tid, sid, ver = _header(buf, h, hdr)
+        reason, detail, slot = _check_header(bl, tid, sid, ver, hdr, tid_slot, slot_root, nodes,
+                                             min_bl)  # fmt: skip
+        p = h + hsize + bl
+        if reason == 0 and p > fe:
+            reason, detail = TRUNCATED, bl
+        if reason == 0 and counts[C_MSGS] >= m_frame.shape[0]:
+            counts[C_STATUS] = FULL_MSGS
+            return False
+        e0 = counts[C_ENTRIES]  # a rejected message must leave no entries behind
+        d0 = counts[C_DATAS]
+        if reason == 0 and not nodes[slot_root[slot], N_FIXED]:
+            p, reason = _walk(buf, p, fe, ver, slot_root[slot], nodes, children, min_bl,
+                              hdr[H_BIG], hdr[H_MAX_VERSION], counts[C_MSGS], e_node, e_parent,
+                              e_msg, e_off, e_bl, d_node, d_parent, d_msg, d_off, d_len, counts,
+                              stack[0], stack[1], stack[2], stack[3], stack[4])  # fmt: skip
+            if reason < 0:
+                counts[C_STATUS] = -reason
+                return False
+            if reason != 0:
+                detail = p - h
+        if reason == 0 and p != fe:
+            reason, detail = LENGTH_MISMATCH, p - h
+        if reason != 0:
+            counts[C_ENTRIES] = e0
+            counts[C_DATAS] = d0
+            if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, length, reason,
+                          detail, s):  # fmt: skip
+                return False
+        else:
+            _accept(counts, m_frame, m_hdr, m_end, m_slot, m_ver, m_bl, m_seg, pos, h, fe, slot,
+                    ver, bl, s)  # fmt: skip
+        pos = fe
+    return True
+
+
+@numba.njit(**_NJIT)
+def scan(buf, seg_start, seg_end, framing, final, cut_reason, run, hdr, tid_slot, slot_root,
+         nodes, children, min_bl, m_frame, m_hdr, m_end, m_slot, m_ver, m_bl, m_seg,
          e_node, e_parent, e_msg, e_off, e_bl, d_node, d_parent, d_msg, d_off, d_len,
          r_off, r_len, r_reason, r_detail, r_seg, counts):  # fmt: skip
     """Find and check every message of every segment; fill the output arrays and ``counts``.
 
-    A segment is one MDP3 packet (``framing == MDP3``) or a piece of a byte stream (the other
-    framings; only the last segment may end in an incomplete frame, which is left unconsumed
-    unless ``final``). ``counts[C_STATUS]`` is non-zero when an output array was too small; the
-    caller grows it and scans again.
+    A segment is one MDP3 packet (``framing == MDP3``), one datagram of frames, or a piece of a
+    byte stream: then only the last segment, unless ``final``, may end inside a frame, which is
+    left unconsumed (``counts[C_CONSUMED]``) together with any bad run still open (``run``, see
+    ``_stream``; it also brings in the run a previous scan left open). Data cut off by the end
+    of a segment is a dead letter with ``cut_reason``. ``counts[C_STATUS]`` is non-zero when an
+    output array was too small; the caller grows it and scans again from its own copy of
+    ``run``.
     """
     stack = np.empty((5, MAX_DEPTH), dtype=np.int64)
-    hsize = hdr[H_SIZE]
-    big = hdr[H_BIG]
     counts[:] = 0
-    schema_id = hdr[H_SCHEMA_ID]
-    max_version = hdr[H_MAX_VERSION]
-    n_tid = tid_slot.shape[0]
-    fast = (framing == LENGTH2 and not big and hsize == 8 and hdr[H_BL_OFF] == 0
-            and hdr[H_TID_OFF] == 2 and hdr[H_SID_OFF] == 4 and hdr[H_VER_OFF] == 6
-            and hdr[H_BL_SZ] == 2 and hdr[H_TID_SZ] == 2 and hdr[H_SID_SZ] == 2
-            and hdr[H_VER_SZ] == 2)  # fmt: skip
+    last = seg_start.shape[0] - 1
     for s in range(seg_start.shape[0]):
-        pos = seg_start[s]
-        end = seg_end[s]
-        counts[C_CONSUMED] = end
+        counts[C_CONSUMED] = seg_end[s]
         if framing == MDP3:
-            if end - pos < MDP3_PACKET_HEADER:
-                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, end - pos,
-                              1, end - pos, s):  # fmt: skip
-                    return
-                continue
-            pos += MDP3_PACKET_HEADER
-        while pos < end:
-            if fast and end - pos >= 10:  # hftagg framing, standard little-endian header
-                length = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8)
-                bl = np.int64(buf[pos + 2]) | (np.int64(buf[pos + 3]) << 8)
-                tid = np.int64(buf[pos + 4]) | (np.int64(buf[pos + 5]) << 8)
-                sid = np.int64(buf[pos + 6]) | (np.int64(buf[pos + 7]) << 8)
-                ver = np.int64(buf[pos + 8]) | (np.int64(buf[pos + 9]) << 8)
-                if length == 10 + bl and pos + length <= end and sid == schema_id and tid < n_tid:
-                    slot = tid_slot[tid]
-                    if slot >= 0:
-                        root = slot_root[slot]
-                        if (nodes[root, N_FIXED] and ver >= nodes[root, N_SINCE]
-                                and bl >= min_bl[root, min(ver, max_version)]):  # fmt: skip
-                            msg = counts[C_MSGS]
-                            if msg >= m_frame.shape[0]:
-                                counts[C_STATUS] = FULL_MSGS
-                                return
-                            m_frame[msg] = pos
-                            m_hdr[msg] = pos + 2
-                            m_end[msg] = pos + length
-                            m_slot[msg] = slot
-                            m_ver[msg] = ver
-                            m_bl[msg] = bl
-                            m_seg[msg] = s
-                            counts[C_MSGS] = msg + 1
-                            pos += length
-                            continue
-            length, pre = _frame(buf, pos, end, framing, hdr, final)
-            if framing == MDP3:
-                if length == -1 or length == -2 or pos + length > end:
-                    if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos,
-                                  end - pos, 1 if length != -2 else 2, length, s):  # fmt: skip
-                        return
-                    break
-            if framing != MDP3 and length > 0 and pos + length > end:
-                if _plausible(buf, pos, end, framing, hdr, tid_slot, slot_root, nodes,
-                              min_bl) == 0:  # fmt: skip
-                    length = -2  # an impossible header: do not wait for this "frame"
-            if framing != MDP3 and (length == -1 or (length > 0 and pos + length > end)):
-                if not final and s == seg_start.shape[0] - 1:
-                    counts[C_CONSUMED] = pos  # incomplete frame: wait for more bytes
-                    break
-                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, end - pos,
-                              1, length, s):  # fmt: skip
-                    return
-                break
-            elif length == -2:
-                q = pos + 1
-                found = 0
-                while q < end:
-                    found = _plausible(buf, q, end, framing, hdr, tid_slot, slot_root, nodes,
-                                       min_bl)  # fmt: skip
-                    if found != 0:
-                        break
-                    q += 1
-                if found == -1 and not final and s == seg_start.shape[0] - 1:
-                    if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos,
-                                  q - pos, 2, 0, s):  # fmt: skip
-                        return
-                    counts[C_CONSUMED] = q
-                    break
-                if found != 1:
-                    q = end
-                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, q - pos, 2,
-                              0, s):  # fmt: skip
-                    return
-                pos = q
-                continue
-            fe = pos + length
-            h = pos + pre
-            bl, tid, sid, ver = _header(buf, h, hdr)
-            reason, detail, slot = _check_header(bl, tid, sid, ver, hdr, tid_slot, slot_root,
-                                                 nodes, min_bl)  # fmt: skip
-            p = h + hsize + bl
-            if reason == 0 and p > fe:
-                reason, detail = 1, bl
-            msg = counts[C_MSGS]
-            if reason == 0 and msg >= m_frame.shape[0]:
-                counts[C_STATUS] = FULL_MSGS
-                return
-            e0 = counts[C_ENTRIES]  # a rejected message must leave no entries behind
-            d0 = counts[C_DATAS]
-            if reason == 0 and not nodes[slot_root[slot], N_FIXED]:
-                p, reason = _walk(buf, p, fe, ver, slot_root[slot], nodes, children, min_bl,
-                                  big, hdr[H_MAX_VERSION], msg, e_node, e_parent, e_msg, e_off,
-                                  e_bl, d_node, d_parent, d_msg, d_off, d_len, counts,
-                                  stack[0], stack[1], stack[2], stack[3], stack[4])  # fmt: skip
-                if reason < 0:
-                    counts[C_STATUS] = -reason
-                    return
-                if reason != 0:
-                    detail = p - h
-            if reason == 0 and p != fe:
-                reason, detail = 8, p - h
-            if reason != 0:
-                counts[C_ENTRIES] = e0
-                counts[C_DATAS] = d0
-            if reason == 8 and framing != MDP3:
-                # the length prefix disagrees with the message: resynchronise after it
-                pos_err = pos
-                q = pos + 1
-                found = 0
-                while q < end:
-                    found = _plausible(buf, q, end, framing, hdr, tid_slot, slot_root, nodes,
-                                       min_bl)  # fmt: skip
-                    if found != 0:
-                        break
-                    q += 1
-                if found != 1:
-                    q = end
-                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos_err,
-                              q - pos_err, 8, detail, s):  # fmt: skip
-                    return
-                pos = q
-                continue
-            if reason != 0:
-                if not _error(counts, r_off, r_len, r_reason, r_detail, r_seg, pos, length,
-                              reason, detail, s):  # fmt: skip
-                    return
-                pos = fe
-                continue
-            m_frame[msg] = pos
-            m_hdr[msg] = h
-            m_end[msg] = fe
-            m_slot[msg] = slot
-            m_ver[msg] = ver
-            m_bl[msg] = bl
-            m_seg[msg] = s
-            counts[C_MSGS] = msg + 1
-            pos = fe
+            ok = _packet(buf, seg_start[s], seg_end[s], s, hdr, tid_slot, slot_root, nodes,
+                         children, min_bl, m_frame, m_hdr, m_end, m_slot, m_ver, m_bl, m_seg,
+                         e_node, e_parent, e_msg, e_off, e_bl, d_node, d_parent, d_msg, d_off,
+                         d_len, r_off, r_len, r_reason, r_detail, r_seg, counts, stack)  # fmt: skip
+        else:
+            can_wait = not final and s == last
+            ok = _stream(buf, seg_start[s], seg_end[s], s, can_wait, cut_reason,
+                         run, framing, hdr, tid_slot, slot_root, nodes, children, min_bl,
+                         m_frame, m_hdr, m_end, m_slot, m_ver, m_bl, m_seg, e_node, e_parent,
+                         e_msg, e_off, e_bl, d_node, d_parent, d_msg, d_off, d_len, r_off, r_len,
+                         r_reason, r_detail, r_seg, counts, stack)  # fmt: skip
+        if not ok:
+            if counts[C_STATUS] == 0:
+                counts[C_STATUS] = FULL_ERRORS
+            return
 
 
 @numba.njit(**_NJIT)

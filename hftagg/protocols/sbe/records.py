@@ -93,6 +93,11 @@ class RecordDecoder:
             self.null_rows[o, : m.schema.itemsize] = row.view(np.uint8)
         self.out_size = np.array([m.schema.itemsize for m in self.maps] or [8], dtype=np.int64)
         self._out = np.zeros(0, dtype=np.uint8)
+        self._padded = any(
+            sum(m.schema.dtype.fields[n][0].itemsize for n in m.schema.dtype.names)
+            < m.schema.itemsize
+            for m in self.maps
+        )
 
     @property
     def record_schemas(self) -> list[Schema]:
@@ -112,6 +117,8 @@ class RecordDecoder:
         total = int(sizes.sum())
         if len(self._out) < total:
             self._out = np.zeros(max(total, 2 * len(self._out)), dtype=np.uint8)
+        if self._padded:  # padding bytes between record fields read as zero, not stale bytes
+            self._out[:total] = 0
         filled = np.zeros(n_out, dtype=np.int64)
         K.gather_records(sc.buf, sc.msg_header, sc.msg_slot, sc.msg_block_length, sc.msg_version,
                          len(sc.msg_slot), self.codec.header_size, self.slot_out, self.slot_block,
