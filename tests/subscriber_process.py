@@ -1,11 +1,15 @@
 """Run as a separate process by the end-to-end tests: subscribe, check, report JSON on stdout.
 
-usage: python subscriber_process.py ADDRESS TOPIC PATTERN IDLE_SECS
-Reads until no frame arrived for IDLE_SECS, then prints per-instrument checks.
+usage: python subscriber_process.py ADDRESS TOPIC PATTERN IDLE_SECS [DELAY_SECS]
+Reads until no frame arrived for IDLE_SECS (up to 120 s for the first one: a loaded machine may
+take long to compile the pipeline's kernels), then prints per-instrument checks. DELAY_SECS: sleep
+that long after each frame (a slow consumer, so the publisher's queue fills).
 """
 
+import itertools
 import json
 import sys
+import time
 
 import numpy as np
 
@@ -14,13 +18,18 @@ from hftagg.client import subscribe
 
 def main() -> None:
     address, topic, pattern, idle = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    delay = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     breaks = 0
     records = 0
-    print(json.dumps({"ready": True}), flush=True)
     with subscribe(address, topic, pattern=pattern, timeout_secs=idle) as sub:
-        for batch in sub:
+        print(json.dumps({"ready": True}), flush=True)  # dialing (imports can take seconds)
+        first_frame = sub.next_frame(120.0)
+        batches = iter(sub) if first_frame is not None else iter(())
+        for batch in itertools.chain([first_frame.records] if first_frame else [], batches):
+            if delay:
+                time.sleep(delay)
             records += len(batch)
             ids = batch["instrument_id"]
             seqs = batch["seq"].astype(np.int64)
@@ -36,6 +45,8 @@ def main() -> None:
             "records": records,
             "frames": sub.frames,
             "gaps": sub.gaps,
+            "duplicates": sub.duplicates,
+            "restarts": sub.restarts,
             "bad_frames": sub.bad_frames,
             "seq_breaks": breaks,
             "first_seq": first,

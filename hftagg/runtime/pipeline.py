@@ -370,7 +370,12 @@ class Pipeline:
         return sum(r.backlog() for _, r in self.readers.get(node_id, []))
 
     def drops(self, node_id: str) -> int:
-        return sum(r.skipped for _, r in self.readers.get(node_id, []))
+        """Records skipped by lossy readers, plus what a sink says it could not deliver."""
+        skipped = sum(r.skipped for _, r in self.readers.get(node_id, []))
+        for node in self.graph.sinks:
+            if node.id == node_id:
+                skipped += node.stage.counters().get("dropped", 0)
+        return skipped
 
     def total_backlog(self, nodes: list[Node]) -> int:
         return sum(self.backlog(n.id) for n in nodes)
@@ -485,15 +490,18 @@ class Pipeline:
         self._stop_sources.set()
         if not drain:
             self._hard_stop.set()
+            self._interrupt_sinks()
         for worker in self.workers.values():
             worker.bell.set()
         self._join_all(time.monotonic() + self.runtime.drain_timeout_secs)
         if self.running:  # the drain timed out: stop hard, say how much was left
-            self.left_over = self.total_backlog(self.graph.core + self.graph.sinks)
             self._hard_stop.set()
+            self._interrupt_sinks()
             for worker in list(self.workers.values()):
                 worker.bell.set()
             self._join_all(time.monotonic() + 1.0)
+            # after the join: a batch a sink was blocked on is its own (counted as dropped)
+            self.left_over = self.total_backlog(self.graph.core + self.graph.sinks)
         self.stopped_at = time.monotonic()
         summary = self.summary()
         if self.host is not None:
@@ -507,6 +515,11 @@ class Pipeline:
         if self.failure:
             raise StageFailed(self.failure)
         return summary
+
+    def _interrupt_sinks(self) -> None:
+        """Make sinks blocked in I/O (a full push queue) return, counting what they drop."""
+        for node in self.graph.sinks:
+            node.stage.interrupt()
 
     def _join_all(self, deadline: float) -> None:
         for worker in list(self.workers.values()):
@@ -550,4 +563,6 @@ class Pipeline:
                 "backlog": self.backlog(node.id),
                 "drops": self.drops(node.id),
             }
+            if node.role == "sink":
+                stages[node.id].update(node.stage.counters())
         return {"elapsed_secs": elapsed, "left_over": self.left_over, "stages": stages}

@@ -49,6 +49,9 @@ class StatusReporter:
             if node.role != "source":
                 text += f" backlog {self.pipeline.backlog(node.id)}"
                 text += f" drops {self.pipeline.drops(node.id)}"
+            if node.role == "sink":
+                lost = node.stage.counters().get("frames_lost", 0)
+                text += f" lost {lost} frames" if lost else ""
             parts.append(text)
         self._last, self._last_time = counts, now
         return f"[{self.pipeline.elapsed():7.1f}s] " + " | ".join(parts)
@@ -62,6 +65,12 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{s['batches']:>9,} batches  mean batch {s['mean_batch']:8.1f}  "
             f"{_rate(s['records_per_sec']):>7} rec/s  backlog {s['backlog']}  drops {s['drops']}"
         )
+        if "frames_sent" in s:  # a publisher: what reached its peers
+            lines.append(
+                f"  {'':<16} frames sent {s['frames_sent']:,}, lost {s['frames_lost']:,} "
+                f"(never reached a peer), still queued {s['frames_queued']:,}, "
+                f"peers {s['peers']}"
+            )
     if summary.get("left_over"):
         lines.append(f"  drain timed out: {summary['left_over']} records were not processed")
     return "\n".join(lines)

@@ -147,4 +147,13 @@ class SinkStage(Stage):
         raise NotImplementedError(f"{type(self).__name__} must implement write()")
 
     def flush(self) -> None:
-        """Make everything written so far durable / sent."""
+        """Make everything written so far durable / sent (called when the sink's thread ends)."""
+
+    def interrupt(self) -> None:
+        """The pipeline stops hard: a ``write`` or ``flush`` blocked in I/O should return soon,
+        counting what it could not write (called from another thread)."""
+
+    def counters(self) -> dict[str, int]:
+        """Sink-specific counters for status lines and the summary; ``dropped`` (records the
+        sink accepted but could not deliver) adds to the stage's ``drops``."""
+        return {}

@@ -3,23 +3,34 @@
 ``[delivery]`` in config.toml maps onto it: ``method`` picks a registered transport (``pynng``),
 ``target`` is the address to listen on (loopback unless ``allow_remote = true``), ``pattern`` is
 ``pub`` (fan-out) or ``push`` (lossless, with backpressure), ``topics`` what to send. Each batch
-becomes one frame (split at ``max_frame_bytes``) whose header carries the schema id and the
-stream offset of its first record, so a subscriber can check it lost nothing.
+becomes one frame (split at ``max_frame_bytes``) whose header carries the schema id, the stream
+offset of its first record and the publisher's session id, so a subscriber can check it lost
+nothing and tell a publisher restart from a loss.
+
+Stopping keeps the pattern's promise: the sink's last ``flush`` waits until the transport has
+handed every queued frame to a peer. It gives up when the pipeline stops hard (drain timeout)
+or after ``linger_secs`` without progress (no puller), and then counts what it discards: the
+summary's ``drops`` for push, ``frames_lost`` for both patterns, and a warning line. The counters
+and the session id survive a live replacement of the publisher (the stream continues).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from hftagg.bus.frame import FrameEncoder
+from hftagg.bus.frame import FrameEncoder, new_session_id
 from hftagg.bus.transport import check_loopback
 from hftagg.errors import TransportError
 from hftagg.hookspecs import hookimpl
 from hftagg.stages import Params, Port, SinkStage, StageContext, restart
 
 __all__ = ["Publisher", "PublisherParams"]
+
+log = logging.getLogger("hftagg.delivery")
 
 
 class PublisherParams(Params):
@@ -29,7 +40,21 @@ class PublisherParams(Params):
     topics: list[str] = restart(["ind.ema"], min_length=1, description="topics to send")
     max_frame_bytes: int = restart(4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     buffer_frames: int = restart(1024, ge=1, le=8192, description="frames queued per peer")
+    linger_secs: float = restart(
+        2.0, ge=0, le=600, description="at stop, wait this long for a peer that takes nothing"
+    )
     allow_remote: bool = restart(False, description="listen on non-loopback addresses")
+
+
+@dataclass
+class _Tally:
+    """What one publisher run sent and lost; carried to a replacement with the session id."""
+
+    session_id: int = field(default_factory=new_session_id)
+    frames_sent: int = 0
+    records_sent: int = 0
+    frames_lost: int = 0
+    records_lost: int = 0
 
 
 class Publisher(SinkStage):
@@ -54,28 +79,112 @@ class Publisher(SinkStage):
                 f"{', '.join(transport.patterns)}"
             )
         check_loopback(p.target, p.allow_remote)
-        self._encoders = {
-            port: FrameEncoder(topic, ctx.topic_schemas[topic], p.max_frame_bytes)
-            for port, topic in self.input_topics.items()
-        }
+        self._tally = getattr(self, "_tally", None) or _Tally()
+        self._topic_schemas = ctx.topic_schemas
+        self._encoders: dict[str, FrameEncoder] = {}
         self._socket = transport.publisher(
             p.target, pattern=p.pattern, buffer_frames=p.buffer_frames
         )
+        counting = hasattr(self._socket, "counters")  # a transport that can tell what arrived
+        self._send = self._socket.send if counting else (lambda frame, _: self._socket.send(frame))
         self._telemetry = ctx.telemetry
-        self.frames_sent = 0
+
+    def _encoder(self, port: str) -> FrameEncoder:
+        encoder = self._encoders.get(port)
+        if encoder is None:
+            topic = self.input_topics[port]
+            encoder = self._encoders[port] = FrameEncoder(
+                topic,
+                self._topic_schemas[topic],
+                self.params.max_frame_bytes,
+                session_id=self._tally.session_id,
+            )
+        return encoder
+
+    @property
+    def frames_sent(self) -> int:
+        return self._tally.frames_sent
 
     def write(self, batch: np.ndarray, port: str, offset: int) -> None:
-        send = self._socket.send
+        send = self._send
+        tally = self._tally
         trace = self._telemetry.current_trace() if self._telemetry is not None else (b"", 0, 0)
-        for frame in self._encoders[port].encode(batch, offset, trace):
-            send(frame)
-            self.frames_sent += 1
+        encoder = self._encoder(port)
+        unsent = len(batch)
+        for frame in encoder.encode(batch, offset, trace):
+            records = min(unsent, encoder.max_records)
+            if send(frame, records) is False:  # interrupted: the pipeline stops hard
+                tally.frames_lost += -(-unsent // encoder.max_records)
+                tally.records_lost += unsent
+                return
+            tally.frames_sent += 1
+            tally.records_sent += records
+            unsent -= records
+
+    def interrupt(self) -> None:
+        socket = getattr(self, "_socket", None)
+        if socket is not None and hasattr(socket, "interrupt"):
+            socket.interrupt()
+
+    def flush(self) -> None:
+        """At the end of the sink's life: wait until peers have everything, else count it."""
+        socket = getattr(self, "_socket", None)
+        if socket is None or not hasattr(socket, "drain"):
+            return
+        if socket.drain(self.params.linger_secs):
+            self._close_socket()
+
+    def counters(self) -> dict[str, int]:
+        tally = self._tally
+        live = self._socket_counters()
+        return {
+            "peers": live.get("peers", 0),
+            "frames_sent": tally.frames_sent,
+            "frames_queued": live.get("frames_queued", 0),
+            "frames_lost": tally.frames_lost + live.get("frames_lost", 0),
+            "dropped": tally.records_lost + live.get("records_lost", 0),
+        }
+
+    def _socket_counters(self) -> dict[str, int]:
+        socket = getattr(self, "_socket", None)
+        if socket is None or not hasattr(socket, "counters"):
+            return {}
+        return socket.counters()
+
+    def _close_socket(self) -> None:
+        socket, self._socket = getattr(self, "_socket", None), None
+        if socket is None:
+            return
+        socket.close()
+        if not hasattr(socket, "counters"):
+            return
+        final = socket.counters()
+        tally = self._tally
+        frames, records = final["frames_lost"], final["records_lost"]
+        tally.frames_lost += frames
+        tally.records_lost += records
+        if frames:
+            what = f"{records:,} records" if self.params.pattern == "push" else "records"
+            log.warning(
+                "%s: %s frames (%s) sent with pattern %r were not delivered to %s %s "
+                "before the socket closed",
+                self.stage_id, f"{frames:,}", what, self.params.pattern,
+                "a puller at" if self.params.pattern == "push" else "every subscriber of",
+                self.params.target,
+            )  # fmt: skip
+
+    def snapshot(self) -> Any:
+        return self._tally  # shared: the old instance's last flush still counts into it
+
+    def restore(self, state: Any) -> None:
+        if isinstance(state, _Tally):
+            self._tally = state
+            for encoder in self._encoders.values():
+                encoder.session_id = state.session_id
 
     def close(self) -> None:
-        socket: Any = getattr(self, "_socket", None)
-        if socket is not None:
-            socket.close()
-            self._socket = None
+        self.interrupt()
+        self._close_socket()
 
 
 @hookimpl

@@ -1,36 +1,228 @@
 """Built-in plugin: the pynng transport (nng pub/sub for fan-out, push/pull for lossless).
 
-``pub``: every subscriber gets every frame; a subscriber that cannot keep up loses frames at the
-socket (nng's pub/sub semantics) -- subscribers detect that from the frame offsets.
-``push``: one or more pullers share the stream; the publisher blocks when they are full
-(lossless, with backpressure all the way to the ring).
+``push``: one or more pullers share the stream; ``send`` blocks while nng's queue is full
+(backpressure all the way to the ring). nng discards what is still queued when a socket closes,
+so ``drain`` waits until every frame sent has been written to a puller's connection, counting
+from nng's per-pipe statistics; what cannot be delivered (no puller) is counted, never hidden.
+
+``pub``: every subscriber gets every frame; nng drops frames for a subscriber whose queue is
+full. The publisher cannot see which frames, but it can count how many: for each subscriber,
+frames sent since it connected minus frames nng wrote to it. That difference is exact when the
+subscriber disconnects or the publisher stops; while both run, what exceeds the queue size is a
+certain loss and is reported as such. A subscriber sees its own losses exactly, by record, in
+``hftagg.client``'s ``gaps``.
+
+Receiving: the socket's receive limit is the frame size limit, so nng refuses an oversized
+message before reading it: it drops the connection and redials. nng counts that with every
+other dropped connection (a publisher that stops, too), so ``dropped_connections`` reports
+them together; nng gives no finer count.
 """
 
 from __future__ import annotations
 
-import pynng
+import collections
+import logging
+import threading
+import time
 
-from hftagg.bus.frame import topic_prefix
+import pynng
+from pynng import _nng
+
+from hftagg.bus.frame import HEADER_SIZE, topic_prefixes
 from hftagg.errors import TransportError
 from hftagg.hookspecs import hookimpl
 
 __all__ = ["PynngTransport"]
 
+log = logging.getLogger("hftagg.delivery")
+_lib, _ffi = _nng.lib, _nng.ffi
+
+#: how long one blocking send waits before it checks whether it was interrupted
+SEND_POLL_MS = 100
+
+
+def _stat_fields(stat) -> dict[str, int]:
+    out = {}
+    child = _lib.nng_stat_child(stat)
+    while child != _ffi.NULL:
+        if _lib.nng_stat_type(child) != _lib.NNG_STAT_STRING:
+            out[_ffi.string(_lib.nng_stat_name(child)).decode()] = _lib.nng_stat_value(child)
+        child = _lib.nng_stat_next(child)
+    return out
+
+
+def socket_stats(socket_id: int) -> tuple[dict[int, tuple[int, int]], int]:
+    """nng's statistics for one socket: ``{pipe id: (tx_msgs, rx_msgs)}`` and the number of
+    established connections its dialers lost (nng's ``other``: a message over the receive
+    limit, or the peer closing).
+    """
+    root = _ffi.new("nng_stat **")
+    if _lib.nng_stats_get(root) != 0:
+        return {}, 0
+    pipes: dict[int, tuple[int, int]] = {}
+    errors = 0
+    try:
+        stat = _lib.nng_stat_child(root[0])
+        while stat != _ffi.NULL:
+            kind = _ffi.string(_lib.nng_stat_name(stat))
+            if kind in (b"pipe", b"dialer"):
+                fields = _stat_fields(stat)
+                if fields.get("socket") == socket_id:
+                    if kind == b"pipe":
+                        pipes[fields["id"]] = (fields.get("tx_msgs", 0), fields.get("rx_msgs", 0))
+                    elif kind == b"dialer":
+                        errors += fields.get("other", 0)
+            stat = _lib.nng_stat_next(stat)
+    finally:
+        _lib.nng_stats_free(root[0])
+    return pipes, errors
+
 
 class _Publisher:
-    def __init__(self, socket: pynng.Socket) -> None:
-        self._socket = socket
+    """A pub or push socket that knows how much of what it sent reached its peers."""
 
-    def send(self, frame: bytes) -> None:
-        self._socket.send(frame)
+    def __init__(self, pattern: str, address: str, buffer_frames: int) -> None:
+        cls = pynng.Pub0 if pattern == "pub" else pynng.Push0
+        self.pattern = pattern
+        self.buffer_frames = buffer_frames
+        self.frames_sent = 0
+        self.records_sent = 0
+        self.frames_lost = 0  # pub: to subscribers that left; both: discarded at close
+        self.records_lost = 0  # push only (pub cannot know which frames a subscriber missed)
+        self._lock = threading.Lock()
+        self._interrupted = threading.Event()
+        self._closed = False
+        self._closed_tx = 0  # frames written by pipes that are gone
+        self._gone: set[int] = set()
+        self._joined_at: dict[int, int] = {}  # pub: pipe id -> frames_sent when it connected
+        # record counts of the most recent frames: the undelivered ones are the newest
+        self._recent: collections.deque[int] = collections.deque(maxlen=buffer_frames + 1024)
+        self._socket = cls(send_buffer_size=buffer_frames, send_timeout=SEND_POLL_MS)
+        self._id = _lib.nng_socket_id(self._socket.socket)
+        self._socket.add_post_pipe_connect_cb(self._on_connect)
+        self._socket.add_post_pipe_remove_cb(self._on_remove)
+        try:
+            self._socket.listen(address)
+        except pynng.NNGException as exc:
+            self._socket.close()
+            raise TransportError(f"pynng cannot listen on {address!r}: {exc}") from exc
 
-    def close(self) -> None:
-        self._socket.close()
+    # -- nng callbacks (nng's threads) ---------------------------------------------------------
+
+    def _on_connect(self, pipe) -> None:
+        with self._lock:
+            self._joined_at[pipe.id] = self.frames_sent
+
+    def _on_remove(self, pipe) -> None:
+        tx = socket_stats(self._id)[0].get(pipe.id, (0, 0))[0]
+        with self._lock:
+            self._gone.add(pipe.id)
+            self._closed_tx += tx
+            joined = self._joined_at.pop(pipe.id, None)
+            if self.pattern == "pub" and joined is not None:
+                self.frames_lost += max(0, self.frames_sent - joined - tx)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(self, frame: bytes, records: int = 0) -> bool:
+        """Send one frame; ``push`` blocks while no puller has room. False if interrupted."""
+        while True:
+            try:
+                self._socket.send(frame)
+            except pynng.Timeout:
+                if self._interrupted.is_set():
+                    return False
+                continue
+            except pynng.Closed:
+                return False
+            self.frames_sent += 1
+            self.records_sent += records
+            self._recent.append(records)
+            return True
+
+    def interrupt(self) -> None:
+        """Make a blocked ``send`` or ``drain`` give up within ``SEND_POLL_MS``."""
+        self._interrupted.set()
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def _lags(self) -> tuple[int, list[int]]:
+        """push: frames not yet written to any puller; pub: per subscriber, frames not written."""
+        pipes, _ = socket_stats(self._id)
+        with self._lock:
+            live = {pid: tx for pid, (tx, _) in pipes.items() if pid not in self._gone}
+            if self.pattern == "push":
+                return max(0, self.frames_sent - self._closed_tx - sum(live.values())), []
+            return 0, [
+                max(0, self.frames_sent - self._joined_at.get(pid, self.frames_sent) - tx)
+                for pid, tx in live.items()
+            ]
+
+    def peers(self) -> int:
+        return len(socket_stats(self._id)[0])
+
+    def counters(self) -> dict[str, int]:
+        """Frames sent, still queued in nng, and lost (push: records lost too)."""
+        if self._closed:
+            queued, certain = 0, 0
+        else:
+            queued, lags = self._lags()
+            if self.pattern == "pub":  # beyond the queue and the frame being written: lost
+                queued = sum(lags)
+            certain = sum(max(0, lag - self.buffer_frames - 1) for lag in lags)
+        return {
+            "peers": 0 if self._closed else self.peers(),
+            "frames_sent": self.frames_sent,
+            "records_sent": self.records_sent,
+            "frames_queued": queued,
+            "frames_lost": self.frames_lost + certain,
+            "records_lost": self.records_lost,
+        }
+
+    def _newest_records(self, frames: int) -> int:
+        recent = list(self._recent)[-frames:] if frames else []
+        missing = frames - len(recent)
+        mean = sum(self._recent) / len(self._recent) if self._recent else 0
+        return sum(recent) + round(missing * mean)
+
+    def drain(self, idle_secs: float) -> int:
+        """Wait until everything sent has been written to peers; give up on an interrupt or
+        after ``idle_secs`` without progress. Returns the frames still undelivered."""
+        # pub never waits long: a subscriber's lag that stops shrinking is frames nng dropped
+        idle = idle_secs if self.pattern == "push" else min(idle_secs, 0.2)
+        last, since = None, time.monotonic()
+        while True:
+            queued, lags = self._lags()
+            pending = queued if self.pattern == "push" else sum(lags)
+            if not pending or self._interrupted.is_set():
+                return pending
+            if pending != last:
+                last, since = pending, time.monotonic()
+            elif time.monotonic() - since > idle:
+                return pending
+            time.sleep(0.005)
+
+    def close(self) -> int:
+        """Close the socket; what nng still held is counted as lost. Returns those frames."""
+        if self._closed:
+            return 0
+        queued, lags = self._lags()
+        lost = queued if self.pattern == "push" else sum(lags)
+        if self.pattern == "push":
+            self.records_lost += self._newest_records(queued)
+        self.frames_lost += lost
+        with self._lock:  # subscribers closed from here on were counted just now
+            self._joined_at.clear()
+        self._interrupted.set()
+        self._closed = True
+        self._socket.close()  # never under self._lock: nng calls _on_remove while closing
+        return lost
 
 
 class _Subscriber:
     def __init__(self, socket: pynng.Socket) -> None:
         self._socket = socket
+        self._id = _lib.nng_socket_id(socket.socket)
 
     def recv(self, timeout_secs: float | None = None) -> bytes | None:
         self._socket.recv_timeout = -1 if timeout_secs is None else max(1, int(timeout_secs * 1e3))
@@ -38,6 +230,14 @@ class _Subscriber:
             return self._socket.recv()
         except pynng.Timeout:
             return None
+        except RuntimeError as exc:  # pynng cannot unpack a 0-byte message (a NULL buffer)
+            if "NULL" in str(exc):
+                return b""
+            raise
+
+    def dropped_connections(self) -> int:
+        """Connections lost: a message over the receive limit, or the publisher went away."""
+        return socket_stats(self._id)[1]
 
     def close(self) -> None:
         self._socket.close()
@@ -48,16 +248,11 @@ class PynngTransport:
     patterns = ("pub", "push")
 
     def publisher(self, address: str, *, pattern: str = "pub", buffer_frames: int = 1024):
-        cls = {"pub": pynng.Pub0, "push": pynng.Push0}.get(pattern)
-        if cls is None:
+        if pattern not in self.patterns:
             raise TransportError(
                 f"pynng pattern {pattern!r} is unknown; use one of {self.patterns}"
             )
-        try:
-            socket = cls(listen=address, send_buffer_size=buffer_frames)
-        except pynng.NNGException as exc:
-            raise TransportError(f"pynng cannot listen on {address!r}: {exc}") from exc
-        return _Publisher(socket)
+        return _Publisher(pattern, address, buffer_frames)
 
     def subscriber(
         self,
@@ -66,17 +261,21 @@ class PynngTransport:
         *,
         pattern: str = "pub",
         buffer_frames: int = 1024,
+        max_frame_bytes: int | None = None,
     ):
         if pattern == "pub":
             socket = pynng.Sub0(recv_buffer_size=buffer_frames)
             for topic in topics or [None]:
-                socket.subscribe(topic_prefix(topic))
+                for prefix in topic_prefixes(topic):
+                    socket.subscribe(prefix)
         elif pattern == "push":
             socket = pynng.Pull0(recv_buffer_size=buffer_frames)
         else:
             raise TransportError(
                 f"pynng pattern {pattern!r} is unknown; use one of {self.patterns}"
             )
+        if max_frame_bytes is not None:
+            socket.recv_max_size = max(max_frame_bytes, HEADER_SIZE)
         try:
             socket.dial(address, block=False)
         except pynng.NNGException as exc:
