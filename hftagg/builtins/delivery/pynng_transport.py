@@ -7,10 +7,11 @@ from nng's per-pipe statistics; what cannot be delivered (no puller) is counted,
 
 ``pub``: every subscriber gets every frame; nng drops frames for a subscriber whose queue is
 full. The publisher cannot see which frames, but it can count how many: for each subscriber,
-frames sent since it connected minus frames nng wrote to it. That difference is exact when the
-subscriber disconnects or the publisher stops; while both run, what exceeds the queue size is a
-certain loss and is reported as such. A subscriber sees its own losses exactly, by record, in
-``hftagg.client``'s ``gaps``.
+frames sent since it connected minus frames nng wrote to its connection. That is final when the
+subscriber disconnects or the publisher stops; while both run, only what exceeds the queue
+(plus the frame being written) is certainly lost and is reported. It is a lower bound: the
+subscriber's own socket drops frames too when its application reads slowly, which only the
+subscriber sees -- exactly, by record, in ``hftagg.client``'s ``gaps``.
 
 Receiving: the socket's receive limit is the frame size limit, so nng refuses an oversized
 message before reading it: it drops the connection and redials. nng counts that with every
