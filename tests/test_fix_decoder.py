@@ -302,6 +302,56 @@ def test_bad_input_is_dead_lettered_and_good_messages_around_it_decode(bad, reas
     assert decoder.counters[f"dead_{kernels.REASONS[reason][0]}"] == 1
 
 
+def without_sending_time(msg: bytes) -> bytes:
+    start = msg.index(b"\x0152=")
+    return reframe(msg[:start] + msg[msg.index(b"\x01", start + 1) :])
+
+
+@pytest.mark.parametrize(
+    ("bad", "tag", "reason"),
+    [
+        (wire("X", [(268, 1), (279, 0), (269, ""), (55, "EURUSD"), (270, 1), (271, 1)]), 269,
+         kernels.BAD_VALUE),
+        (wire("X", [(268, 1), (279, 0), (269, "Z"), (55, "EURUSD"), (270, 1), (271, 1)]), 269,
+         kernels.BAD_VALUE),
+        (wire("X", [(268, 1), (279, 0), (269, "01"), (55, "EURUSD"), (270, 1), (271, 1)]), 269,
+         kernels.BAD_VALUE),
+        (wire("W", [(55, "EURUSD"), (268, 2), (269, 0), (270, 1), (271, 1), (269, "Z"),
+                    (270, 1), (271, 1)]), 269, kernels.BAD_VALUE),
+        (wire("X", [(268, 1), (279, 0), (269, 0), (55, "EURUSD"), (270, 1)]), 271,
+         kernels.MISSING_FIELD),
+        (wire("X", [(268, 1), (279, 1), (269, 1), (55, "EURUSD"), (270, 1)]), 271,
+         kernels.MISSING_FIELD),
+        (wire("X", [(268, 1), (279, 0), (269, 2), (55, "EURUSD"), (270, 1)]), 271,
+         kernels.MISSING_FIELD),
+        (wire("W", [(55, "EURUSD"), (268, 1), (269, 0), (270, 1)]), 271, kernels.MISSING_FIELD),
+        (without_sending_time(GOOD), 52, kernels.MISSING_FIELD),
+    ],
+    ids=["empty_entry_type", "undefined_entry_type", "two_char_entry_type",
+         "snapshot_undefined_entry_type", "new_without_size", "change_without_size",
+         "trade_without_size", "snapshot_without_size", "no_sending_time"],
+)  # fmt: skip
+def test_well_framed_but_unusable_content_is_dead_lettered_not_guessed(bad, tag, reason):
+    decoder = MarketDataDecoder(SYMBOLS)
+    out = decoder.feed(GOOD + bad + GOOD)
+    assert out.dead_letters["reason"].tolist() == [reason]
+    assert f"tag {tag}:".encode() in out.dead_letters["detail"][0]
+    assert int(out.dead_letters["raw_offset"][0]) == len(GOOD)
+    assert len(out.book) == 2 and len(out.trades) == 0
+    assert decoder.counters["other_entry_types"] == 0
+
+
+def test_delete_without_size_and_unmapped_entry_types_are_still_accepted():
+    delete = wire("X", [(268, 1), (279, 2), (269, 0), (55, "EURUSD"), (270, "1.25")])
+    opening = wire("X", [(268, 2), (279, 0), (269, 4), (55, "EURUSD"), (270, 1), (271, 1),
+                         (279, 0), (269, 1), (270, 2), (271, 3)])  # fmt: skip
+    decoder = MarketDataDecoder(SYMBOLS)
+    out = decoder.feed(delete + opening)
+    assert len(out.dead_letters) == 0
+    assert out.book[["action", "size"]].tolist() == [(ord("D"), 0), (ord("A"), 3)]
+    assert decoder.counters["other_entry_types"] == 1
+
+
 def test_truncated_tail_waits_for_more_bytes_then_dead_letters_at_end_of_stream():
     decoder = MarketDataDecoder(SYMBOLS)
     assert len(decoder.feed(GOOD + GOOD[:30]).book) == 1

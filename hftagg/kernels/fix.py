@@ -26,8 +26,13 @@ Mapping (DBN's MBP vocabulary):
   them: a snapshot's trade entry is the last trade, repeated in every snapshot of the
   instrument, not a new print; emitting it would double-count volume in bars and VWAP.
 - X: 279 MDUpdateAction 0/1/2/5 -> ``A``/``M``/``D``/``M``; 269 MDEntryType 0 -> side ``B``,
-  1 -> side ``A``, 2 -> a ``trade`` record (side ``N``); other entry types are counted and
-  skipped. An entry's instrument (55 Symbol or 48 SecurityID) defaults to the previous entry's.
+  1 -> side ``A``, 2 -> a ``trade`` record (side ``N``); the dictionary's other entry types
+  are counted and skipped. An entry's instrument (55 Symbol or 48 SecurityID) defaults to the
+  previous entry's.
+- Well-framed but unusable content makes the message a dead letter, never a guess: an empty or
+  undefined MDEntryType (``bad_value``), a bid/offer/trade without MDEntryPx or MDEntrySize (a
+  delete may omit the size), a message without SendingTime (52) (``missing_field``, the tag in
+  the detail). ``ts_event`` is TransactTime (60) when present, else SendingTime.
   Tag numbers and the two enums come in as arrays built from the data dictionary
   (``tags``/``kinds``/``actions``, see :func:`hftagg.protocols.fix.decoder.md_tables`); the
   numbers above are FIX 4.4's.
@@ -54,6 +59,7 @@ from hftagg.kernels.instruments import build_table, slot_of
 
 __all__ = [
     "KIND_BID",
+    "KIND_INVALID",
     "KIND_OFFER",
     "KIND_OTHER",
     "KIND_TRADE",
@@ -124,7 +130,8 @@ STANDARD_TAGS = (268, 279, 269, 270, 271, 1023, 83, 55, 48, 60, 279, 269)
 KIND_BID = 0
 KIND_OFFER = 1
 KIND_TRADE = 2
-KIND_OTHER = 9
+KIND_OTHER = 9  # a valid entry type hftagg does not map: counted and skipped
+KIND_INVALID = 10  # not a value of the dictionary's MDEntryType: the message is a dead letter
 
 # decode_md status (meta[0]) and aux for detail text
 _DONE = 0
@@ -533,8 +540,11 @@ def _emit_entry(e, book, nb, trades, nt, slot_seq, slot, snapshot, ts_event, ts_
 
 
 @numba.njit(inline="always", **_NJIT)
-def _entry_fail(e):
-    """Why a finished entry cannot be used (0: it can): missing type/action or price."""
+def _entry_fail(e, msg):
+    """Why a finished entry cannot be used (0: it can): missing type/action, price or size.
+
+    A delete may leave its size out (it removes the level); a snapshot's trade entry is not
+    emitted, so it needs neither."""
     if e[0] < 0:
         return MISSING_FIELD, 269
     if e[0] == 0 or e[0] == 1:
@@ -542,9 +552,14 @@ def _entry_fail(e):
             return MISSING_FIELD, 279
         if e[8] == 0:
             return MISSING_FIELD, 270
+        if e[4] < 0 and e[1] != _ACT_DELETE:
+            return MISSING_FIELD, 271
         return 0, 0
-    if e[0] == 2 and e[8] == 0:
-        return MISSING_FIELD, 270
+    if e[0] == 2 and msg == 2:
+        if e[8] == 0:
+            return MISSING_FIELD, 270
+        if e[4] < 0:
+            return MISSING_FIELD, 271
     return 0, 0
 
 
@@ -563,6 +578,7 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
     msg = 0  # 0 unknown, 1 W, 2 X, 3 other
     ts_event = ts_recv
     have_time = False
+    have_sending_time = False
     declared = np.int64(-1)
     entries = 0
     # e, the current entry: kind, action, side, price, size, depth, instrument, extra_gap,
@@ -616,6 +632,7 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
             if tag == tg[T_TIME] or not have_time:
                 ts_event = t
                 have_time = True
+            have_sending_time |= tag == 52
             continue
         if tag == tg[T_COUNT]:
             declared = _parse_uint(buf, v, w, np.int64(1_000_000))
@@ -685,8 +702,11 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
                 return BAD_VALUE, nb0, nt0
             e[1] = _ACT_ADD if msg == 1 else act
         elif tag == tg[T_TYPE]:
-            # a multi-character entry type is skipped (counted)
-            kind = kinds[buf[v]] if w - v == 1 else np.int64(KIND_OTHER)
+            # an empty, multi-character or undefined entry type is a bad value
+            kind = kinds[buf[v]] if w - v == 1 else np.int64(KIND_INVALID)
+            if kind == KIND_INVALID:
+                info[0] = tag
+                return BAD_VALUE, nb0, nt0
             e[0] = kind
             e[2] = _SIDE_BID if kind == 0 else (_SIDE_ASK if kind == 1 else _SIDE_NONE)
             if msg == 1:
@@ -751,6 +771,9 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
     if msg == 0:
         info[0] = 35
         return MISSING_FIELD, nb0, nt0
+    if not have_sending_time:  # required in every header; never replaced by ts_recv
+        info[0] = 52
+        return MISSING_FIELD, nb0, nt0
     if declared < 0:
         info[0] = tg[T_COUNT]
         return MISSING_FIELD, nb0, nt0
@@ -803,7 +826,7 @@ def _snapshot_clear(inst, table, shift, slot_ids, meta, slot_seq, book, nb, ts_e
 def _finish_entry(e, rpt, msg, table, shift, slot_ids, meta, slot_seq, book, nb, trades, nt,
                   ts_event, ts_recv, counters, info, last_book):  # fmt: skip
     """Validate and emit the entry in ``e``; ``(status, nb, nt, index of last book record)``."""
-    status, tag = _entry_fail(e)
+    status, tag = _entry_fail(e, msg)
     if status != 0:
         info[0] = tag
         return status, nb, nt, last_book
@@ -835,7 +858,7 @@ def _finish_entry(e, rpt, msg, table, shift, slot_ids, meta, slot_seq, book, nb,
         counters[2] += 1
         slot_seq[slot, 0] += e[7]
         return 0, nb, nt, last_book
-    if e[4] < 0:
+    if e[4] < 0:  # a delete without MDEntrySize
         e[4] = 0
     if e[0] == 2:
         nb, nt = _emit_entry(e, book, nb, trades, nt, slot_seq, slot, False, ts_event, ts_recv)

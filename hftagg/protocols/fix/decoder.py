@@ -88,9 +88,11 @@ def md_tables(dictionary: Dictionary) -> tuple[np.ndarray, np.ndarray, np.ndarra
                                   (kernels.T_W_DELIMITER, "W", kernels.T_TYPE)):  # fmt: skip
         group = dictionary.group(msg_type, int(tags[kernels.T_COUNT]))
         tags[i] = group.delimiter if group is not None else tags[fallback]
-    kinds = np.full(256, kernels.KIND_OTHER, dtype=np.int64)
+    entry_types = dictionary.values("MDEntryType")
+    # with the enum in the dictionary, any other value is invalid; without it, unmapped
+    kinds = np.full(256, kernels.KIND_INVALID if entry_types else kernels.KIND_OTHER, np.int64)
     kinds[ord("0")], kinds[ord("1")], kinds[ord("2")] = 0, 1, 2
-    for value, description in dictionary.values("MDEntryType").items():
+    for value, description in entry_types.items():
         if len(value.encode()) == 1:
             kinds[ord(value)] = _KIND_OF.get(description.upper(), kernels.KIND_OTHER)
     actions = np.full(256, -1, dtype=np.int64)
