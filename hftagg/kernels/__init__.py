@@ -1,6 +1,8 @@
 """Compiled per-record kernels; Python calls them once per batch.
 
-Each kernel module does its per-record work in ``numba.njit(cache=True, nogil=True)`` functions
+Shared infrastructure: :mod:`~hftagg.kernels.options` (the numba options every kernel compiles
+with) and :mod:`~hftagg.kernels.slots` (the per-instrument slot table every stateful kernel keeps
+its state in). Each kernel module does its per-record work in ``numba.njit(**NJIT)`` functions
 and has a ``warm()`` that compiles them for every input kind the pipeline passes, so the build
 (``hftagg warm``, which calls ``warm_all()``) fills the on-disk cache once and a running pipeline
 never stops to compile.

@@ -1,8 +1,8 @@
 """Bar consolidation kernels: time bars (from trades or from smaller bars), tick and volume bars.
 
 Every kernel keeps one bar in progress per instrument (arbitrary uint32 ids, found in the
-open-addressing hash table of ``hftagg.kernels.ema``) and carries it across batches. The per-record
-work runs in ``numba.njit(cache=True, nogil=True)`` functions; Python runs once per batch. A batch
+per-instrument slot table of ``hftagg.kernels.slots``) and carries it across batches. The per-record
+work runs in compiled functions (``hftagg.kernels.options``); Python runs once per batch. A batch
 gives two outputs, both ``bar`` records: the bars that closed (``closed``) and, when asked for,
 the bar still in progress after a trade (``partial``). Both are views of buffers the kernel reuses
 on its next call: copy them to keep them.
@@ -68,7 +68,8 @@ import re
 import numba
 import numpy as np
 
-from hftagg.kernels.instruments import build_table, slot_of
+from hftagg.kernels.options import NJIT as _NJIT
+from hftagg.kernels.slots import SlotTable, slot_of
 from hftagg.records.catalog import BAR, TRADE
 
 __all__ = [
@@ -82,7 +83,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_NJIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 EMIT_MODES = ("close", "tick", "price_move")
 CLOSE_ON = ("next_trade", "any_event")
 
@@ -105,9 +105,6 @@ _LOW32 = np.int64(0xFFFFFFFF)
 _NAN = np.nan
 _SCALE = 1e-9
 
-_INITIAL_SLOTS = 64
-_TABLE_PER_SLOT = 8
-_MIN_TABLE_BITS = 12
 _INITIAL_OUT = 256
 
 # per-instrument int64 state columns
@@ -120,6 +117,9 @@ _NS = 15
 M_SLOTS, M_CLOCK, M_DUE, M_NOUT, M_NPART, M_LATE, M_STATUS, M_PHASE = 0, 1, 2, 3, 4, 5, 6, 7
 M_ERR, M_RECV, M_NEED = 8, 9, 10
 _NM = 11
+#: Per-instrument state rows: the S_* columns, the low word of the exact price * size sum (its
+#: high part is S_HI) and its float64 part (see ``_add_pq`` and ``_vwap``).
+_COLUMNS = {"state": ((_NS,), np.int64), "pq_low": ((), np.uint64), "pq_float": ((), np.float64)}
 ST_DONE, ST_SLOTS, ST_OUT, ST_PARTIAL, ST_MISALIGNED = 0, 1, 2, 3, 4
 
 # time-bar params
@@ -545,35 +545,27 @@ class _BarKernel:
     def __init__(self) -> None:
         self._meta = np.zeros(_NM, dtype=np.int64)
         self._prm = np.zeros(_NP, dtype=np.int64)
-        self._allocate(_INITIAL_SLOTS)
+        self._slots = SlotTable(_COLUMNS, meta=self._meta, count_at=M_SLOTS, name=self.name)
         self._meta[M_CLOCK] = _INT64_MIN
         self._meta[M_DUE] = _INT64_MAX
         self._out = BAR.empty(_INITIAL_OUT)
         self._pout = BAR.empty(_INITIAL_OUT)
 
-    def _allocate(self, capacity: int) -> None:
-        self._slot_ids = np.zeros(capacity, dtype=np.uint32)
-        self._st = np.zeros((capacity, _NS), dtype=np.int64)
-        self._lo = np.zeros(capacity, dtype=np.uint64)
-        self._pqf = np.zeros(capacity, dtype=np.float64)
-        bits = max(int(_TABLE_PER_SLOT * capacity - 1).bit_length(), _MIN_TABLE_BITS)
-        self._table = np.zeros(1 << bits, dtype=np.int64)
-        self._shift = 64 - bits
-        self._meta[M_SLOTS] = 0
+    @property
+    def _slot_ids(self) -> np.ndarray:
+        return self._slots.ids
 
-    def _fill(self, ids, st, lo, pqf) -> None:
-        n = ids.shape[0]
-        self._allocate(max(_INITIAL_SLOTS, 1 << max(n - 1, 0).bit_length()))
-        self._slot_ids[:n], self._st[:n], self._lo[:n], self._pqf[:n] = ids, st, lo, pqf
-        self._meta[M_SLOTS] = n
-        build_table(self._slot_ids, n, self._table, self._shift)
+    @property
+    def _st(self) -> np.ndarray:
+        return self._slots["state"]
 
-    def _grow_slots(self) -> None:
-        n = int(self._meta[M_SLOTS])
-        old = (self._slot_ids[:n].copy(), self._st[:n].copy(), self._lo[:n].copy(),
-               self._pqf[:n].copy())  # fmt: skip
-        self._allocate(2 * self._slot_ids.shape[0])
-        self._fill(*old)
+    @property
+    def _lo(self) -> np.ndarray:
+        return self._slots["pq_low"]
+
+    @property
+    def _pqf(self) -> np.ndarray:
+        return self._slots["pq_float"]
 
     @staticmethod
     def _grown(buffer: np.ndarray, need: int) -> np.ndarray:
@@ -583,7 +575,7 @@ class _BarKernel:
 
     def _handle(self, status: int, inp: np.ndarray) -> None:
         if status == ST_SLOTS:
-            self._grow_slots()
+            self._slots.grow()
         elif status == ST_OUT:
             self._out = self._grown(self._out, int(self._meta[M_NEED]))
         elif status == ST_PARTIAL:
@@ -607,8 +599,9 @@ class _BarKernel:
         meta[M_NOUT] = meta[M_NPART] = meta[M_NEED] = 0
         done, n = 0, batch.shape[0]
         while done < n:
-            done = kernel(batch, done, self._table, self._shift, self._slot_ids, self._st,
-                          self._lo, self._pqf, self._prm, meta, self._out, self._pout)  # fmt: skip
+            slots = self._slots
+            done = kernel(batch, done, slots.table, slots.shift, slots.ids, self._st, self._lo,
+                          self._pqf, self._prm, meta, self._out, self._pout)  # fmt: skip
             if done < n:
                 self._handle(int(meta[M_STATUS]), batch)
         return self._out[: meta[M_NOUT]], self._pout[: meta[M_NPART]]
@@ -630,14 +623,12 @@ class _BarKernel:
 
     def snapshot(self) -> dict:
         """Everything needed to continue exactly (plain ints and numpy copies)."""
-        n = int(self._meta[M_SLOTS])
+        ids, rows = self._slots.snapshot()
         return {
             "kernel": self.name,
             "config": self._config(),
-            "instrument_id": self._slot_ids[:n].copy(),
-            "state": self._st[:n].copy(),
-            "pq_low": self._lo[:n].copy(),
-            "pq_float": self._pqf[:n].copy(),
+            "instrument_id": ids,
+            **rows,
             "meta": self._meta.copy(),
         }
 
@@ -655,13 +646,8 @@ class _BarKernel:
             log.warning("bar snapshot of %s does not match %s: starting with no open bars",
                         state.get("config"), self._config())  # fmt: skip
             return
-        ids = np.asarray(state["instrument_id"])
-        n = ids.shape[0]
-        if ids.dtype != np.uint32 or np.unique(ids).shape[0] != n:
-            raise ValueError("snapshot key 'instrument_id' must hold distinct uint32 ids")
-        if np.shape(state["state"]) != (n, _NS):
-            raise ValueError(f"snapshot key 'state' must have shape ({n}, {_NS})")
-        self._fill(ids, state["state"], state["pq_low"], state["pq_float"])
+        self._slots.load(state["instrument_id"], {k: state[k] for k in _COLUMNS})
+        n = self._slots.count
         self._meta[:] = state["meta"]
         self._meta[M_SLOTS] = n
         self._meta[M_DUE] = _INT64_MIN  # recompute on the next record
@@ -822,7 +808,7 @@ def warm() -> None:
     for close_on in CLOSE_ON:
         kernel = TimeBarKernel(60 * 10**9, close_on=close_on, emit="tick")
         kernel.update(trades)
-        kernel._grow_slots()
+        kernel._slots.grow()
         kernel.advance(10**12)
         kernel.flush()
     minute, _ = TimeBarKernel(10**9).update(trades)

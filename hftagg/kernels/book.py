@@ -13,7 +13,7 @@ The per-record steps (``_begin``, ``_end``, the level arrays) are shared with th
 kernel in :mod:`hftagg.kernels.mbo`, which inlines them: numba's disk cache does not see that
 dependency, so after editing this file touch ``mbo.py`` too (a fresh checkout has no such issue).
 
-Speed: every kernel here is compiled without numba's reference counting (``_NJIT`` below). With
+Speed: every kernel here is compiled without numba's reference counting (``NJIT_NO_NRT``). With
 it, each ``inline="always"`` helper that takes arrays and branches leaves atomic
 ``NRT_incref``/``NRT_decref`` calls per array per record (the refcount pruning pass only removes
 pairs in straight-line code): several per update on the common path, each a call and a locked
@@ -59,7 +59,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from hftagg.kernels.instruments import build_table, probe, slot_of
+from hftagg.kernels.options import NJIT_NO_NRT
+from hftagg.kernels.slots import SlotTable, capacity_for, slot_of
 
 __all__ = [
     "ALERT_BAD_RECORD",
@@ -79,24 +80,7 @@ __all__ = [
     "warm",
 ]
 
-
-def _njit_options() -> dict:
-    """Compile options of every kernel here and in :mod:`hftagg.kernels.mbo`.
-
-    ``_nrt=False`` (numba's per-function switch for its runtime, see the module docstring) where
-    this numba has it; without it the kernels are the same, only slower.
-    """
-    options = {"cache": True, "nogil": True, "error_model": "numpy"}
-    try:
-        from numba.core.options import DefaultOptions
-    except ImportError:  # pragma: no cover - a numba without the internal option table
-        return options
-    if hasattr(DefaultOptions, "_nrt"):
-        options["_nrt"] = False
-    return options
-
-
-_NJIT = _njit_options()
+_NJIT = NJIT_NO_NRT
 
 F_LAST = 0x80
 F_SNAPSHOT = 0x20
@@ -142,8 +126,6 @@ _BID, _ASK = ord("B"), ord("A")
 
 _INITIAL_SLOTS = 16
 _INITIAL_DEPTH = 32
-_TABLE_PER_SLOT = 8
-_MIN_TABLE_BITS = 12
 _UNCHANGED = 1 << 40  # the "depth" _set_level reports when no level changed
 _SCAN = 8  # levels scanned linearly from the touch before a binary search
 
@@ -504,7 +486,7 @@ class BookKernel:
         self._meta = np.zeros(2, dtype=np.int64)
         self._nout = np.zeros(3, dtype=np.int64)
         self.configure(mbp10_on, interval_ns, alert_interval_ns)
-        self._allocate(_INITIAL_SLOTS, _INITIAL_DEPTH)
+        self._slots = self._table_for(_INITIAL_DEPTH)
         self._outputs(max(int(capacity), 16))
 
     def configure(self, mbp10_on: str, interval_ns: int, alert_interval_ns: int) -> None:
@@ -519,33 +501,36 @@ class BookKernel:
 
     # ----------------------------------------------------------------- state arrays
 
-    def _allocate(self, slots: int, depth: int) -> None:
-        self._slot_ids = np.zeros(slots, dtype=np.uint32)
-        self._inst = np.zeros((slots, _NCOL), dtype=np.int64)
-        self._keys = np.zeros((2 * slots, depth), dtype=np.int64)
-        self._sizes = np.zeros((2 * slots, depth), dtype=np.uint32)
-        self._orders = np.zeros((2 * slots, depth), dtype=np.uint32)
-        bits = max(int(_TABLE_PER_SLOT * slots - 1).bit_length(), _MIN_TABLE_BITS)
-        self._table = np.zeros(1 << bits, dtype=np.int64)
-        self._shift = 64 - bits
-        self._meta[0] = 0
+    def _table_for(self, depth: int) -> SlotTable:
+        """Per-instrument rows: the ``_NCOL`` state columns and ``depth`` levels per side."""
+        columns = {
+            "state": ((_NCOL,), np.int64),
+            "keys": ((2, depth), np.int64),
+            "sizes": ((2, depth), np.uint32),
+            "orders": ((2, depth), np.uint32),
+        }
+        return SlotTable(columns, meta=self._meta, capacity=_INITIAL_SLOTS, name="book")
 
-    def _load(self, ids: np.ndarray, inst: np.ndarray, levels: tuple[np.ndarray, ...]) -> None:
-        """Put ``n`` instruments' state and level rows (``2 * n`` rows each) in place."""
-        n, depth = ids.shape[0], levels[0].shape[1]
-        self._slot_ids[:n] = ids
-        self._inst[:n] = inst
-        for new, old in zip((self._keys, self._sizes, self._orders), levels, strict=True):
-            new[: 2 * n, :depth] = old
-        self._meta[0] = n
-        build_table(self._slot_ids, n, self._table, self._shift)
+    @property
+    def _inst(self) -> np.ndarray:
+        return self._slots["state"]
 
-    def _grow(self, slots: int, depth: int) -> None:
-        n = int(self._meta[0])
-        ids, inst = self._slot_ids[:n].copy(), self._inst[:n].copy()
-        levels = tuple(a[: 2 * n].copy() for a in (self._keys, self._sizes, self._orders))
-        self._allocate(slots, depth)
-        self._load(ids, inst, levels)
+    def _levels(self, column: str) -> np.ndarray:
+        """Level rows as the compiled code indexes them: row ``2 * slot + side`` (a view)."""
+        array = self._slots[column]
+        return array.reshape(2 * array.shape[0], array.shape[2])
+
+    @property
+    def _keys(self) -> np.ndarray:
+        return self._levels("keys")
+
+    @property
+    def _sizes(self) -> np.ndarray:
+        return self._levels("sizes")
+
+    @property
+    def _orders(self) -> np.ndarray:
+        return self._levels("orders")
 
     def _outputs(self, capacity: int) -> None:
         """(Re)allocate the output buffers, keeping what the current call has written."""
@@ -577,17 +562,19 @@ class BookKernel:
 
     def _run(self, batch: np.ndarray, start: int) -> int:
         quotes, mbp, alerts = self._out
-        return _apply(batch, start, self._table, self._shift, self._slot_ids, self._meta,
+        slots = self._slots
+        return _apply(batch, start, slots.table, slots.shift, slots.ids, self._meta,
                       self._params, self._inst, self._keys, self._sizes, self._orders,
                       quotes, mbp, alerts, self._nout)  # fmt: skip
 
     def _make_room(self, reason: int) -> None:
         """Grow what the compiled loop stopped for (it resumes at the same record)."""
-        slots, depth = self._slot_ids.shape[0], self._keys.shape[1]
         if reason == _NEED_SLOTS:
-            self._grow(2 * slots, depth)
+            self._slots.grow()
         elif reason == _NEED_DEPTH:
-            self._grow(slots, 2 * depth)
+            depth = 2 * self.depth_capacity
+            for column in ("keys", "sizes", "orders"):
+                self._slots.reshape(column, (2, depth))
         elif reason == _NEED_OUT:
             self._outputs(2 * self._out[0].shape[0])
         else:
@@ -596,20 +583,16 @@ class BookKernel:
     # ----------------------------------------------------------------- inspection
 
     def _slot(self, instrument_id: int) -> int:
-        key = int(instrument_id)
-        if not 0 <= key <= 0xFFFFFFFF:
-            raise ValueError(f"instrument_id must be a uint32 (0..4294967295), got {key}")
-        entry = int(self._table[probe(self._table, self._shift, key)])
-        return (entry >> 32) - 1
+        return self._slots.lookup(instrument_id)
 
     @property
     def instrument_count(self) -> int:
-        return int(self._meta[0])
+        return self._slots.count
 
     @property
     def depth_capacity(self) -> int:
         """Levels per side the arrays hold now (they double when a side outgrows them)."""
-        return int(self._keys.shape[1])
+        return self._slots.row_shape("keys")[1]
 
     def levels(self, instrument_id: int, counts: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(bids, asks)``: ``(k, 2)`` int64 arrays of ``(price, size)``, best level first.
@@ -654,11 +637,12 @@ class BookKernel:
         ``instrument_id[i]`` owns ``state[i]`` and the level rows ``2 * i`` (bids) and
         ``2 * i + 1`` (asks) of ``keys``/``sizes``/``orders``, trimmed to the deepest side.
         """
-        n = self.instrument_count
-        depth = int(self._inst[:n, _NLEV : _NLEV + 2].max()) if n else 0
-        state = {"instrument_id": self._slot_ids[:n].copy(), "state": self._inst[:n].copy()}
-        for name, array in (("keys", self._keys), ("sizes", self._sizes), ("orders", self._orders)):
-            state[name] = array[: 2 * n, :depth].copy()
+        ids, rows = self._slots.snapshot()
+        n = ids.shape[0]
+        depth = int(rows["state"][:, _NLEV : _NLEV + 2].max()) if n else 0
+        state = {"instrument_id": ids, "state": rows["state"]}
+        for name in _SNAPSHOT_KEYS[2:]:
+            state[name] = rows[name][:, :, :depth].reshape(2 * n, depth)
         return state
 
     def restore(self, state: dict) -> None:
@@ -668,21 +652,18 @@ class BookKernel:
             raise ValueError(
                 f"book snapshot is missing key {missing[0]!r} (needs {', '.join(_SNAPSHOT_KEYS)})"
             )
-        ids = np.asarray(state["instrument_id"])
-        n = ids.shape[0]
-        if ids.dtype != np.uint32 or np.unique(ids).shape[0] != n:
-            raise ValueError("book snapshot key 'instrument_id' must hold distinct uint32 ids")
-        inst = np.asarray(state["state"])
-        levels = tuple(np.asarray(state[k]) for k in _SNAPSHOT_KEYS[2:])
-        if inst.shape != (n, _NCOL) or any(a.shape[0] != 2 * n or a.ndim != 2 for a in levels):
+        n = np.shape(state["instrument_id"])[0] if np.ndim(state["instrument_id"]) == 1 else 0
+        levels = {k: np.asarray(state[k]) for k in _SNAPSHOT_KEYS[2:]}
+        if any(a.ndim != 2 or a.shape[0] != 2 * n for a in levels.values()):
             raise ValueError(
-                f"book snapshot arrays do not fit {n} instruments: state {inst.shape}, "
-                f"levels {[a.shape for a in levels]}"
+                f"book snapshot level arrays must have 2 rows (bids, asks) per instrument, "
+                f"{2 * n} for {n} instruments: got {[a.shape for a in levels.values()]}"
             )
-        depth = levels[0].shape[1]
-        slots = max(_INITIAL_SLOTS, 1 << max(n - 1, 0).bit_length())
-        self._allocate(slots, max(_INITIAL_DEPTH, 1 << max(depth, 1).bit_length()))
-        self._load(ids, inst, levels)
+        depth = levels["keys"].shape[1]
+        rows = {k: a.reshape(n, 2, a.shape[1]) for k, a in levels.items()}
+        table = self._table_for(capacity_for(depth + 1, _INITIAL_DEPTH))
+        table.load(state["instrument_id"], {"state": state["state"], **rows})
+        self._slots = table
 
 
 # --------------------------------------------------------------------------- warm-up

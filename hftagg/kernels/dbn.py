@@ -13,6 +13,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from hftagg.kernels.options import NJIT as _NJIT
+
 __all__ = [
     "FRAME_BAD_LENGTH",
     "FRAME_NEED_MORE",
@@ -23,7 +25,6 @@ __all__ = [
     "warm",
 ]
 
-_NJIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 FRAME_OK = 0  # stopped at max_records or exactly at the end of the data
 FRAME_NEED_MORE = 1  # the record at the returned position is not complete yet

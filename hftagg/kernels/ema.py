@@ -18,8 +18,8 @@ Prices arrive as int64 fixed-point (``x = price * PRICE_SCALE``, scale 1e-9) or 
 prices. A NaN price is not skipped: it makes that instrument's EMA NaN from then on (filter bad
 prices upstream, where they can go to the dead-letter topic).
 
-All per-record work runs in ``numba.njit(cache=True, nogil=True)`` functions; Python runs once
-per batch. ``warm()`` compiles (and caches on disk) every specialization the pipeline uses.
+All per-record work runs in compiled functions (``hftagg.kernels.options``); Python runs once
+per batch. Instruments are found in the shared slot table (``hftagg.kernels.slots``). ``warm()`` compiles (and caches on disk) every specialization the pipeline uses.
 """
 
 from __future__ import annotations
@@ -27,23 +27,18 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from hftagg.kernels.instruments import build_table as _build_table
-from hftagg.kernels.instruments import probe as _probe
-from hftagg.kernels.instruments import slot_of as _slot_of
+from hftagg.kernels.options import NJIT as _NJIT
+from hftagg.kernels.slots import SlotTable, slot_of
 from hftagg.records.schema import PRICE_SCALE
 
 __all__ = ["EmaKernel", "ema_series", "warm"]
 
 SEEDS = ("first", "sma")
 
-_NJIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
-
-
-_INITIAL_SLOTS = 64
-_TABLE_PER_SLOT = 8  # hash table entries per state slot: the table is at most 1/8 full
-_MIN_TABLE_BITS = 12  # 4096 entries (32 KiB): few collisions while the universe is small
 _SNAPSHOT_KEYS = ("window", "seed", "instrument_id", "value", "count", "warmup_sum", "seeded")
 _ID_DTYPE = np.dtype(np.uint32)
+#: Per-instrument state: (value, warm-up sum), prices seen, 1 once warmed up.
+_COLUMNS = {"state": ((2,), np.float64), "counts": ((), np.int64), "seeded": ((), np.uint8)}
 _OUT_DTYPE = np.dtype(np.float64)
 #: What each accepted price dtype is multiplied by to give real prices.
 _SCALES = {np.dtype(np.int64): PRICE_SCALE, np.dtype(np.float64): 1.0}
@@ -141,14 +136,6 @@ def ema_series(x: np.ndarray, window: int, out: np.ndarray | None = None) -> np.
     return result
 
 
-# --------------------------------------------------------------------------- id -> slot table
-#
-# Open addressing with linear probing in one int64 array. An entry is (slot + 1) << 32 | id, so 0
-# means empty and every uint32 id (0 and 2**32 - 1 included) can be stored. The table has at
-# least _TABLE_PER_SLOT entries per state slot, so probes are short and rarely mispredicted; when
-# the slots run out the kernel stops and the Python side doubles the slots and the table.
-
-
 # --------------------------------------------------------------------------- many instruments
 
 
@@ -177,7 +164,7 @@ def _run(ids, price, scale, out, start, table, shift, slot_ids, state, counts, s
             if cur_key >= 0:
                 state[cur, 0] = y
                 counts[cur] = cnt
-            slot = _slot_of(key, table, shift, slot_ids, n_slots)
+            slot = slot_of(key, table, shift, slot_ids, n_slots)
             if slot < 0:
                 meta[0] = n_slots
                 return i
@@ -255,8 +242,7 @@ class EmaKernel:
         self.window = _check_window(window)
         self.seed = _check_seed(seed)
         self._params = np.empty(2, dtype=np.float64)
-        self._meta = np.zeros(1, dtype=np.int64)
-        self._allocate(_INITIAL_SLOTS)
+        self._slots = SlotTable(_COLUMNS, name="EMA")
         self._set_params()
 
     # ----------------------------------------------------------------- configuration
@@ -266,33 +252,22 @@ class EmaKernel:
         self.window = _check_window(window)
         self._set_params()
 
+    def set_seed(self, seed: str) -> None:
+        """Change the warm-up convention from the next ``update`` on.
+
+        Instruments already warmed up continue with the new convention's recurrence; one still in
+        its warm-up completes it under the new rule (``"first"``: on its next record, seeded with
+        the mean of the values it accumulated; ``"sma"``: once it has ``window`` values).
+        """
+        self.seed = _check_seed(seed)
+        self._set_params()
+
     def _set_params(self) -> None:
         self._params[0] = 2.0 / (self.window + 1)
         self._params[1] = self.window if self.seed == "sma" else 1
         # At window 1 (alpha 1) both conventions are y = x; TA-Lib's form would compute it as
         # (x - y) + y, which loses digits when y is much larger than x, so use the other form.
         self._kernel = _update_sma if self.seed == "sma" and self.window > 1 else _update_first
-
-    # ----------------------------------------------------------------- state arrays
-
-    def _allocate(self, capacity: int) -> None:
-        """Empty state for ``capacity`` instruments and a hash table sparse enough for them."""
-        self._slot_ids = np.zeros(capacity, dtype=np.uint32)
-        self._state = np.zeros((capacity, 2), dtype=np.float64)
-        self._counts = np.zeros(capacity, dtype=np.int64)
-        self._seeded = np.zeros(capacity, dtype=np.uint8)
-        bits = max(int(_TABLE_PER_SLOT * capacity - 1).bit_length(), _MIN_TABLE_BITS)
-        self._table = np.zeros(1 << bits, dtype=np.int64)
-        self._shift = 64 - bits
-        self._meta[0] = 0
-
-    def _grow(self, capacity: int) -> None:
-        n = int(self._meta[0])
-        old = (self._slot_ids[:n], self._state[:n], self._counts[:n], self._seeded[:n])
-        self._allocate(capacity)
-        self._slot_ids[:n], self._state[:n], self._counts[:n], self._seeded[:n] = old
-        self._meta[0] = n
-        _build_table(self._slot_ids, n, self._table, self._shift)
 
     # ----------------------------------------------------------------- hot path
 
@@ -308,13 +283,14 @@ class EmaKernel:
         n = instrument_id.shape[0]
         result = _check_out(out, n)
         done = 0
+        slots = self._slots
         while done < n:
             done = self._kernel(
-                instrument_id, price, scale, result, done, self._table, self._shift,
-                self._slot_ids, self._state, self._counts, self._seeded, self._meta, self._params,
+                instrument_id, price, scale, result, done, slots.table, slots.shift, slots.ids,
+                slots["state"], slots["counts"], slots["seeded"], slots.meta, self._params,
             )  # fmt: skip
             if done < n:
-                self._grow(2 * self._slot_ids.shape[0])
+                slots.grow()
         return result
 
     # ----------------------------------------------------------------- inspection and state
@@ -322,18 +298,14 @@ class EmaKernel:
     @property
     def instrument_count(self) -> int:
         """How many distinct instruments have been seen."""
-        return int(self._meta[0])
+        return self._slots.count
 
     def value(self, instrument_id: int) -> float:
         """Current EMA of one instrument; NaN if it is unseen or still in its warm-up."""
-        key = int(instrument_id)
-        if not 0 <= key <= 0xFFFFFFFF:
-            raise ValueError(f"instrument_id must be a uint32 (0..4294967295), got {key}")
-        entry = int(self._table[_probe(self._table, self._shift, key)])
-        if entry == 0:
+        slot = self._slots.lookup(instrument_id)
+        if slot < 0 or not self._slots["seeded"][slot]:
             return float("nan")
-        slot = (entry >> 32) - 1
-        return float(self._state[slot, 0]) if self._seeded[slot] else float("nan")
+        return float(self._slots["state"][slot, 0])
 
     def snapshot(self) -> dict:
         """Everything needed to continue exactly: plain ints, strings and numpy array copies.
@@ -342,15 +314,15 @@ class EmaKernel:
         ``instrument_id[i]``; ``count`` is the number of prices seen, ``warmup_sum`` their sum
         while the instrument was warming up.
         """
-        n = int(self._meta[0])
+        ids, rows = self._slots.snapshot()
         return {
             "window": self.window,
             "seed": self.seed,
-            "instrument_id": self._slot_ids[:n].copy(),
-            "value": self._state[:n, 0].copy(),
-            "count": self._counts[:n].copy(),
-            "warmup_sum": self._state[:n, 1].copy(),
-            "seeded": self._seeded[:n].astype(bool),
+            "instrument_id": ids,
+            "value": rows["state"][:, 0].copy(),
+            "count": rows["counts"],
+            "warmup_sum": rows["state"][:, 1].copy(),
+            "seeded": rows["seeded"].astype(bool),
         }
 
     def restore(self, state: dict) -> None:
@@ -362,25 +334,17 @@ class EmaKernel:
             )
         window = _check_window(state["window"])
         seed = _check_seed(state["seed"])
-        ids = np.asarray(state["instrument_id"])
-        n = ids.shape[0]
+        n = np.shape(state["instrument_id"])[0] if np.ndim(state["instrument_id"]) == 1 else -1
         for key in _SNAPSHOT_KEYS[3:]:
             if np.shape(state[key]) != (n,):
                 raise ValueError(
                     f"EMA snapshot key {key!r} has shape {np.shape(state[key])}, expected ({n},) "
                     f"to match 'instrument_id'"
                 )
-        if ids.dtype != np.uint32 or np.unique(ids).shape[0] != n:
-            raise ValueError("EMA snapshot key 'instrument_id' must hold distinct uint32 ids")
+        values = np.column_stack((state["value"], state["warmup_sum"])).reshape(n, 2)
+        rows = {"state": values, "counts": state["count"], "seeded": state["seeded"]}
+        self._slots.load(state["instrument_id"], rows)
         self.window, self.seed = window, seed
-        self._allocate(max(_INITIAL_SLOTS, 1 << max(n - 1, 0).bit_length()))
-        self._slot_ids[:n] = ids
-        self._state[:n, 0] = state["value"]
-        self._state[:n, 1] = state["warmup_sum"]
-        self._counts[:n] = state["count"]
-        self._seeded[:n] = state["seeded"]
-        self._meta[0] = n
-        _build_table(self._slot_ids, n, self._table, self._shift)
         self._set_params()
 
     def __repr__(self) -> str:
@@ -414,7 +378,7 @@ def warm() -> None:
         for ids in ids_views:
             for prices in price_views:
                 kernel.update(ids, prices)
-        kernel._grow(2 * kernel._slot_ids.shape[0])
+        kernel._slots.grow()
         kernel.value(7)
     ema_series(batch["real"].copy(), 2)
     ema_series(batch["real"], 2)

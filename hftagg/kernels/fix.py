@@ -55,7 +55,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from hftagg.kernels.instruments import build_table, slot_of
+from hftagg.kernels.options import NJIT as _NJIT
+from hftagg.kernels.slots import build_table, slot_of
 
 __all__ = [
     "KIND_BID",
@@ -74,7 +75,6 @@ __all__ = [
     "warm",
 ]
 
-_NJIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 
 SOH = 1
 OK = 0

@@ -35,6 +35,7 @@ import numba
 import numpy as np
 
 from hftagg.kernels import rolling
+from hftagg.kernels.options import NJIT as _NJIT
 from hftagg.kernels.rolling import (
     KeyedKernel,
     OlsKernel,
@@ -43,10 +44,10 @@ from hftagg.kernels.rolling import (
     VolatilityKernel,
     WmaKernel,
     ZScoreKernel,
-    _as_ids,
-    _find,
+    as_ids,
     price_scale,
 )
+from hftagg.kernels.slots import find_slot
 
 __all__ = [
     "AtrKernel",
@@ -61,7 +62,6 @@ __all__ = [
     "warm",
 ]
 
-_NJIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 _NAN = np.nan
 DAY_NS = 86_400 * 1_000_000_000
 SESSION_RESETS = ("utc_day", "never")
@@ -85,7 +85,7 @@ def _rsi_update(ids, x, scale, out, window, start, table, shift, slot_ids, meta,
             if last >= 0:
                 state[s, 0], state[s, 1], state[s, 2] = prev, gain, loss
                 ints[s, 0], ints[s, 1] = count, seeded
-            s = _find(key, table, shift, slot_ids, meta)
+            s = find_slot(key, table, shift, slot_ids, meta)
             if s < 0:
                 return i
             last = key
@@ -134,7 +134,7 @@ class RsiKernel(KeyedKernel):
     name = "rsi"
 
     def update(self, instrument_id, price, out=None) -> np.ndarray:
-        ids = _as_ids(instrument_id)
+        ids = as_ids(instrument_id)
         scale = price_scale(price, ids.shape[0])
         result = self._out(out, ids.shape[0])
         self._run(_rsi_update, ids, (price, scale, result, self.window))
@@ -153,7 +153,7 @@ def _atr_update(ids, high, low, close, scale, out, window, start, table, shift, 
     for i in range(start, ids.shape[0]):
         key = np.int64(ids[i])
         if key != last:
-            s = _find(key, table, shift, slot_ids, meta)
+            s = find_slot(key, table, shift, slot_ids, meta)
             if s < 0:
                 return i
             last = key
@@ -195,7 +195,7 @@ class AtrKernel(KeyedKernel):
     name = "atr"
 
     def update(self, instrument_id, high, low, close, out=None) -> np.ndarray:
-        ids = _as_ids(instrument_id)
+        ids = as_ids(instrument_id)
         n = ids.shape[0]
         scale = price_scale(close, n, "close")
         for name, values in (("high", high), ("low", low)):
@@ -218,7 +218,7 @@ def _session_update(ids, ts, price, size, scale, out, offset, use_day, start, ta
     for i in range(start, ids.shape[0]):
         key = np.int64(ids[i])
         if key != last:
-            s = _find(key, table, shift, slot_ids, meta)
+            s = find_slot(key, table, shift, slot_ids, meta)
             if s < 0:
                 return i
             last = key
@@ -266,7 +266,7 @@ class SessionVwapKernel(KeyedKernel):
         self.reset, self.offset_secs = reset, offset_secs
 
     def update(self, instrument_id, ts_event, price, size, out=None) -> np.ndarray:
-        ids = _as_ids(instrument_id)
+        ids = as_ids(instrument_id)
         scale = price_scale(price, ids.shape[0])
         if not isinstance(ts_event, np.ndarray) or ts_event.dtype != np.int64:
             raise ValueError("ts_event must be an int64 array (batch['ts_event'])")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from hftagg.kernels.options import NJIT
+
 __all__ = ["SimState", "simulate_batch"]
 
 _ADD, _MODIFY, _DELETE = ord("A"), ord("M"), ord("D")
@@ -34,7 +36,7 @@ class SimState:
             setattr(self, key, np.array(value, copy=True))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**NJIT)
 def simulate_batch(
     inst, u_kind, u_move, u_side, depth, size, ts_event, ts_recv,
     p_trade, p_move, tick, first_id,

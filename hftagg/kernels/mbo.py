@@ -37,7 +37,6 @@ from hftagg.kernels.book import (
     _NEED_DEPTH,
     _NEED_OUT,
     _NEED_SLOTS,
-    _NJIT,
     _NLEV,
     _R,
     _ST,
@@ -57,7 +56,8 @@ from hftagg.kernels.book import (
     _side,
     _unknown_level,
 )
-from hftagg.kernels.instruments import GOLDEN, slot_of
+from hftagg.kernels.options import NJIT_NO_NRT as _NJIT
+from hftagg.kernels.slots import GOLDEN, slot_of
 from hftagg.records.schema import Schema, make_dtype
 
 __all__ = ["MBO", "MboBookKernel", "warm"]
@@ -343,7 +343,8 @@ class MboBookKernel(BookKernel):
         book = (self._inst, self._keys, self._sizes, self._orders)
         pool = (self._otable, self._oshift, self._o_id, self._o_slot, self._o_side,
                 self._o_price, self._o_size, self._free, self._ometa)  # fmt: skip
-        return _apply_mbo(batch, start, self._table, self._shift, self._slot_ids, self._meta,
+        slots = self._slots
+        return _apply_mbo(batch, start, slots.table, slots.shift, slots.ids, self._meta,
                           self._params, book, pool, quotes, mbp, alerts, self._nout)  # fmt: skip
 
     def _make_room(self, reason: int) -> None:

@@ -49,14 +49,14 @@ from enum import IntEnum
 import numba
 import numpy as np
 
-from hftagg.kernels.rolling import _find
-from hftagg.kernels.validation import UNDEF_PRICE, Slots
+from hftagg.kernels.options import NJIT as _NJIT
+from hftagg.kernels.slots import SlotTable, find_slot
+from hftagg.kernels.validation import UNDEF_PRICE
 from hftagg.records.catalog import ALERT, FILL, ORDER, QUOTE
 from hftagg.records.reasons import reason_arrays
 
 __all__ = ["OrderStatus", "OrderType", "RiskKernel", "RiskLimits", "RiskReason", "warm"]
 
-_NJIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 _DAY_NS = 86_400 * 1_000_000_000
 _NO_DAY = np.iinfo(np.int64).min
 _UNITS = 1e9  # fixed-point units per price unit: divide (exact when the result is representable)
@@ -222,7 +222,7 @@ def _orders(ids, ts, tr, price, size, side, kind, start, table, shift, slot_ids,
     """Check orders ``start..``; return where it stopped (``meta[_M_STOP]`` says why)."""
     meta[_M_STOP] = _DONE
     for i in range(start, ids.shape[0]):
-        s = _find(np.int64(ids[i]), table, shift, slot_ids, meta)
+        s = find_slot(np.int64(ids[i]), table, shift, slot_ids, meta)
         if s < 0:
             meta[_M_STOP] = _NEED_SLOTS
             return i
@@ -248,7 +248,7 @@ def _fills(ids, ts, tr, price, size, side, start, table, shift, slot_ids, meta, 
            acct, ip, alerts, nout, counts):  # fmt: skip
     meta[_M_STOP] = _DONE
     for i in range(start, ids.shape[0]):
-        s = _find(np.int64(ids[i]), table, shift, slot_ids, meta)
+        s = find_slot(np.int64(ids[i]), table, shift, slot_ids, meta)
         if s < 0:
             meta[_M_STOP] = _NEED_SLOTS
             return i
@@ -268,7 +268,7 @@ def _quotes(ids, ts, bid, ask, start, table, shift, slot_ids, meta, ints, fstate
             counts):  # fmt: skip
     meta[_M_STOP] = _DONE
     for i in range(start, ids.shape[0]):
-        s = _find(np.int64(ids[i]), table, shift, slot_ids, meta)
+        s = find_slot(np.int64(ids[i]), table, shift, slot_ids, meta)
         if s < 0:
             meta[_M_STOP] = _NEED_SLOTS
             return i
@@ -307,7 +307,8 @@ class RiskKernel:
         self._nout = np.zeros(3, dtype=np.int64)
         self._ip = np.zeros(4, dtype=np.int64)
         self._fp = np.zeros(3, dtype=np.float64)
-        self._slots = Slots(self._meta, [((_NINT,), np.int64), ((1,), np.float64)])
+        columns = {"state": ((_NINT,), np.int64), "marks": ((1,), np.float64)}
+        self._slots = SlotTable(columns, meta=self._meta, name="risk")
         self._buffers(256)
         self.configure(limits or RiskLimits())
 
@@ -390,9 +391,8 @@ class RiskKernel:
 
     def position(self, instrument_id: int) -> int:
         """Current position of one instrument (0 if unseen)."""
-        ids = self._slots.ids[: self._slots.count]
-        where = np.flatnonzero(ids == np.uint32(instrument_id))
-        return int(self._slots.arrays[0][where[0], _POS]) if len(where) else 0
+        slot = self._slots.lookup(instrument_id)
+        return int(self._slots["state"][slot, _POS]) if slot >= 0 else 0
 
     @property
     def pnl(self) -> float:
@@ -405,9 +405,9 @@ class RiskKernel:
         return self.pnl - float(self._acct[_DAY_START])
 
     def snapshot(self) -> dict:
-        ids, (state, marks) = self._slots.snapshot()
-        return {"limits": asdict(self.limits), "instrument_id": ids, "state": state,
-                "marks": marks, "account": self._acct.copy(), "meta": self._meta.copy(),
+        ids, rows = self._slots.snapshot()
+        return {"limits": asdict(self.limits), "instrument_id": ids, **rows,
+                "account": self._acct.copy(), "meta": self._meta.copy(),
                 "counts": self._counts.copy()}  # fmt: skip
 
     def restore(self, state: dict) -> None:
@@ -415,7 +415,7 @@ class RiskKernel:
         missing = [key for key in _SNAPSHOT_KEYS if key not in state]
         if missing:
             raise ValueError(f"risk snapshot is missing key {missing[0]!r}")
-        self._slots.load(state["instrument_id"], [state["state"], state["marks"]])
+        self._slots.load(state["instrument_id"], {k: state[k] for k in ("state", "marks")})
         self._acct[:] = state["account"]
         self._meta[1:] = state["meta"][1:]
         self._counts[:] = state["counts"]

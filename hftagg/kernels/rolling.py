@@ -45,7 +45,8 @@ import math
 import numba
 import numpy as np
 
-from hftagg.kernels.instruments import build_table, slot_of
+from hftagg.kernels.options import NJIT as _NJIT
+from hftagg.kernels.slots import SlotTable, find_slot
 from hftagg.records.schema import PRICE_SCALE
 
 __all__ = [
@@ -56,14 +57,15 @@ __all__ = [
     "VolatilityKernel",
     "WmaKernel",
     "ZScoreKernel",
+    "as_ids",
     "check_window",
+    "moment_sums",
+    "price_scale",
+    "resize_ring",
+    "set_held",
     "warm",
 ]
 
-_NJIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
-_INITIAL_SLOTS = 64
-_TABLE_PER_SLOT = 8
-_MIN_TABLE_BITS = 12
 _INTS = 4  # per-slot integers: records seen, values held in the ring, ring head, spare
 _SCALES = {np.dtype(np.int64): PRICE_SCALE, np.dtype(np.float64): 1.0}
 _NAN = np.nan
@@ -78,7 +80,7 @@ def check_window(window: object, minimum: int = 1, name: str = "window") -> int:
     return int(window)
 
 
-def _as_ids(ids: np.ndarray) -> np.ndarray:
+def as_ids(ids: np.ndarray) -> np.ndarray:
     if not isinstance(ids, np.ndarray) or ids.dtype != np.uint32 or ids.ndim != 1:
         raise ValueError(
             f"instrument_id must be a 1-D uint32 array, got {getattr(ids, 'dtype', type(ids))}; "
@@ -101,18 +103,8 @@ def price_scale(values: np.ndarray, n: int, name: str = "price") -> float:
 # --------------------------------------------------------------------------- shared njit helpers
 
 
-@numba.njit(inline="always", **_NJIT)
-def _find(key, table, shift, slot_ids, meta):
-    """Slot of instrument ``key`` (inserted when new); -1 when the state arrays are full."""
-    n = meta[0]
-    slot = slot_of(key, table, shift, slot_ids, n)
-    if slot == n:
-        meta[0] = n + 1
-    return slot
-
-
 @numba.njit(**_NJIT)
-def _resize_ring(old, new, ints, n_slots):
+def resize_ring(old, new, ints, n_slots):
     """Copy each slot's newest ``min(held, new window)`` values to ``new`` in time order."""
     w_old = old.shape[1]
     w_new = new.shape[1]
@@ -125,7 +117,7 @@ def _resize_ring(old, new, ints, n_slots):
 
 
 @numba.njit(**_NJIT)
-def _set_held(ints, n_slots, window):
+def set_held(ints, n_slots, window):
     for s in range(n_slots):
         keep = min(ints[s, 1], window)
         ints[s, 1] = keep
@@ -146,45 +138,38 @@ class KeyedKernel:
 
     def __init__(self, window: int) -> None:
         self.window = check_window(window, self._MIN_WINDOW)
-        self._meta = np.zeros(1, dtype=np.int64)
-        self._allocate(_INITIAL_SLOTS)
+        self._slots = SlotTable(self._columns(self.window), name=self.name)
 
     # ----------------------------------------------------------------- state arrays
 
-    def _allocate(self, capacity: int) -> None:
-        self._slot_ids = np.zeros(capacity, dtype=np.uint32)
-        ring_width = self.window if self._RINGS else 0
-        self._rings = [np.zeros((capacity, ring_width)) for _ in range(self._RINGS)]
-        self._state = np.zeros((capacity, self._STATE))
-        self._ints = np.zeros((capacity, _INTS), dtype=np.int64)
-        bits = max(int(_TABLE_PER_SLOT * capacity - 1).bit_length(), _MIN_TABLE_BITS)
-        self._table = np.zeros(1 << bits, dtype=np.int64)
-        self._shift = 64 - bits
-        self._meta[0] = 0
+    def _columns(self, window: int) -> dict:
+        rings = {f"ring{k}": ((window,), np.float64) for k in range(self._RINGS)}
+        return {**rings, "state": ((self._STATE,), np.float64), "ints": ((_INTS,), np.int64)}
 
-    def _arrays(self) -> list[np.ndarray]:
-        return [self._slot_ids, *self._rings, self._state, self._ints]
+    @property
+    def _rings(self) -> list[np.ndarray]:
+        return [self._slots[f"ring{k}"] for k in range(self._RINGS)]
 
-    def _grow(self) -> None:
-        n = int(self._meta[0])
-        old = [a[:n].copy() for a in self._arrays()]
-        self._allocate(2 * self._slot_ids.shape[0])
-        for new, values in zip(self._arrays(), old, strict=True):
-            new[:n] = values
-        self._meta[0] = n
-        build_table(self._slot_ids, n, self._table, self._shift)
+    @property
+    def _state(self) -> np.ndarray:
+        return self._slots["state"]
+
+    @property
+    def _ints(self) -> np.ndarray:
+        return self._slots["ints"]
 
     def _run(self, kernel, ids: np.ndarray, args: tuple, extra: tuple = ()) -> None:
         """Call ``kernel`` until the batch is done, growing the state when it runs out of slots."""
         n = ids.shape[0]
         done = 0
         while done < n:
+            slots = self._slots
             done = kernel(
-                ids, *args, done, self._table, self._shift, self._slot_ids, self._meta,
+                ids, *args, done, slots.table, slots.shift, slots.ids, slots.meta,
                 *self._rings, self._state, self._ints, *extra,
             )  # fmt: skip
             if done < n:
-                self._grow()
+                slots.grow()
 
     @staticmethod
     def _out(out: np.ndarray | None, n: int) -> np.ndarray:
@@ -201,15 +186,12 @@ class KeyedKernel:
         window = check_window(window, self._MIN_WINDOW)
         if window == self.window:
             return
-        n = int(self._meta[0])
+        n = self._slots.count
         if self._RINGS:
-            rings = []
-            for ring in self._rings:
-                new = np.zeros((ring.shape[0], window))
-                _resize_ring(ring, new, self._ints, n)
-                rings.append(new)
-            self._rings = rings
-            _set_held(self._ints, n, window)
+            for k, ring in enumerate(self._rings):
+                new = self._slots.reshape(f"ring{k}", (window,), keep=False)
+                resize_ring(ring, new, self._ints, n)
+            set_held(self._ints, n, window)
         self.window = window
         self._rebuild(n)
 
@@ -220,18 +202,18 @@ class KeyedKernel:
 
     @property
     def instrument_count(self) -> int:
-        return int(self._meta[0])
+        return self._slots.count
 
     def snapshot(self) -> dict:
         """Everything needed to continue exactly (plain ints and numpy copies)."""
-        n = int(self._meta[0])
+        ids, rows = self._slots.snapshot()
         return {
             "kernel": self.name,
             "window": self.window,
-            "instrument_id": self._slot_ids[:n].copy(),
-            "rings": [ring[:n].copy() for ring in self._rings],
-            "state": self._state[:n].copy(),
-            "ints": self._ints[:n].copy(),
+            "instrument_id": ids,
+            "rings": [rows[f"ring{k}"] for k in range(self._RINGS)],
+            "state": rows["state"],
+            "ints": rows["ints"],
         }
 
     def restore(self, state: dict) -> None:
@@ -241,21 +223,14 @@ class KeyedKernel:
                 f"snapshot is of kernel {state.get('kernel')!r}, cannot restore into {self.name!r}"
             )
         window = check_window(state["window"], self._MIN_WINDOW)
-        ids = np.asarray(state["instrument_id"])
-        n = ids.shape[0]
-        if ids.dtype != np.uint32 or np.unique(ids).shape[0] != n:
-            raise ValueError("snapshot key 'instrument_id' must hold distinct uint32 ids")
         if len(state["rings"]) != self._RINGS:
             raise ValueError(f"snapshot has {len(state['rings'])} rings, expected {self._RINGS}")
-        self.window = window
-        self._allocate(max(_INITIAL_SLOTS, 1 << max(n - 1, 0).bit_length()))
-        self._slot_ids[:n] = ids
-        for ring, saved in zip(self._rings, state["rings"], strict=True):
-            ring[:n] = saved
-        self._state[:n] = state["state"]
-        self._ints[:n] = state["ints"]
-        self._meta[0] = n
-        build_table(self._slot_ids, n, self._table, self._shift)
+        rings = {f"ring{k}": ring for k, ring in enumerate(state["rings"])}
+        slots = SlotTable(self._columns(window), name=self.name)
+        slots.load(
+            state["instrument_id"], {**rings, "state": state["state"], "ints": state["ints"]}
+        )
+        self._slots, self.window = slots, window
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(window={self.window}, instruments={self.instrument_count})"
@@ -300,7 +275,7 @@ def _ma_update(ids, x, scale, out, weighted, start, table, shift, slot_ids, meta
             if last >= 0:
                 state[s, 0], state[s, 1] = total, wsum
                 ints[s, 0], ints[s, 1], ints[s, 2] = count, held, head
-            s = _find(key, table, shift, slot_ids, meta)
+            s = find_slot(key, table, shift, slot_ids, meta)
             if s < 0:
                 return i
             last = key
@@ -340,7 +315,7 @@ class SmaKernel(KeyedKernel):
     _WEIGHTED = False
 
     def update(self, instrument_id, price, out=None) -> np.ndarray:
-        ids = _as_ids(instrument_id)
+        ids = as_ids(instrument_id)
         scale = price_scale(price, ids.shape[0])
         result = self._out(out, ids.shape[0])
         self._run(_ma_update, ids, (price, scale, result, self._WEIGHTED))
@@ -385,7 +360,7 @@ def _vwap_update(ids, price, size, scale, out, start, table, shift, slot_ids, me
     for i in range(start, ids.shape[0]):
         key = np.int64(ids[i])
         if key != last:
-            s = _find(key, table, shift, slot_ids, meta)
+            s = find_slot(key, table, shift, slot_ids, meta)
             if s < 0:
                 return i
             last = key
@@ -426,7 +401,7 @@ class RollingVwapKernel(KeyedKernel):
     name = "rolling_vwap"
 
     def update(self, instrument_id, price, size, out=None) -> np.ndarray:
-        ids = _as_ids(instrument_id)
+        ids = as_ids(instrument_id)
         scale = price_scale(price, ids.shape[0])
         if not isinstance(size, np.ndarray) or size.dtype.kind not in "ui" or size.ndim != 1:
             raise ValueError("size must be a 1-D integer array (batch['size'])")
@@ -443,7 +418,7 @@ class RollingVwapKernel(KeyedKernel):
 
 
 @numba.njit(inline="always", **_NJIT)
-def _moment_sums(ring, s, held, ref):
+def moment_sums(ring, s, held, ref):
     total = 0.0
     squares = 0.0
     for j in range(held):
@@ -459,7 +434,7 @@ def _moment_rebuild(ring, state, ints, n_slots):
         held = ints[s, 1]
         ref = ring[s, held - 1] if held > 0 else 0.0
         state[s, 0] = ref
-        state[s, 1], state[s, 2] = _moment_sums(ring, s, held, ref)
+        state[s, 1], state[s, 2] = moment_sums(ring, s, held, ref)
 
 
 @numba.njit(inline="always", **_NJIT)
@@ -482,7 +457,7 @@ def _moment_update(ids, x, scale, out, returns, start, table, shift, slot_ids, m
     for i in range(start, ids.shape[0]):
         key = np.int64(ids[i])
         if key != last:
-            s = _find(key, table, shift, slot_ids, meta)
+            s = find_slot(key, table, shift, slot_ids, meta)
             if s < 0:
                 return i
             last = key
@@ -519,7 +494,7 @@ def _moment_update(ids, x, scale, out, returns, start, table, shift, slot_ids, m
             if held == w:
                 ref = v
                 state[s, 0] = ref
-                total, squares = _moment_sums(ring, s, w, ref)
+                total, squares = moment_sums(ring, s, w, ref)
         state[s, 1] = total
         state[s, 2] = squares
         ints[s, 1] = held
@@ -538,7 +513,7 @@ class ZScoreKernel(KeyedKernel):
     _RETURNS = False
 
     def update(self, instrument_id, price, out=None) -> np.ndarray:
-        ids = _as_ids(instrument_id)
+        ids = as_ids(instrument_id)
         scale = price_scale(price, ids.shape[0])
         result = self._out(out, ids.shape[0])
         self._run(_moment_update, ids, (price, scale, result, self._RETURNS))
@@ -606,7 +581,7 @@ def _ols_update(ids, ts, y, scale, slope, intercept, r2, use_time, start, table,
     i = start
     while i < n:
         key = np.int64(ids[i])
-        s = _find(key, table, shift, slot_ids, meta)
+        s = find_slot(key, table, shift, slot_ids, meta)
         if s < 0:
             return i
         count = ints[s, 0]
@@ -708,7 +683,7 @@ class OlsKernel(KeyedKernel):
 
     def update(self, instrument_id, ts_event, price, out=None):
         """``(slope, intercept, r2)`` after each record; ``out`` is an optional (3, n) buffer."""
-        ids = _as_ids(instrument_id)
+        ids = as_ids(instrument_id)
         n = ids.shape[0]
         scale = price_scale(price, n)
         if not isinstance(ts_event, np.ndarray) or ts_event.dtype != np.int64:

@@ -55,22 +55,21 @@ from enum import IntEnum
 import numba
 import numpy as np
 
-from hftagg.kernels.instruments import build_table
-from hftagg.kernels.rolling import _find, _moment_sums, _resize_ring, _set_held
+from hftagg.kernels.options import NJIT as _NJIT
+from hftagg.kernels.rolling import moment_sums, resize_ring, set_held
+from hftagg.kernels.slots import SlotTable, find_slot
 from hftagg.records.catalog import ALERT, DEAD_LETTER, QUOTE, TRADE
 from hftagg.records.reasons import reason_arrays
 from hftagg.records.schema import PRICE_SCALE
 
 __all__ = [
     "UNDEF_PRICE",
-    "Slots",
     "ValidationKernel",
     "ValidationReason",
     "ValidationRules",
     "warm",
 ]
 
-_NJIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 
 #: DBN's "no price" (int64 max): an undefined price, or an empty side of a quote.
 UNDEF_PRICE = np.iinfo(np.int64).max
@@ -130,71 +129,6 @@ _P_SIGMAS, _P_MIN_RET = 0, 1
 # meta: slots in use, newest accepted ts_event, next stale deadline, stop reason, stream offset
 _M_SLOTS, _M_NEWEST, _M_NEXT, _M_STOP, _M_OFFSET = 0, 1, 2, 3, 4
 _DONE, _NEED_SLOTS, _NEED_OUT = 0, 1, 2
-
-_INITIAL_SLOTS = 64
-_TABLE_PER_SLOT = 8
-_MIN_TABLE_BITS = 12
-
-
-class Slots:
-    """Per-instrument rows found through ``ema``'s open-addressing table, grown by doubling.
-
-    ``arrays`` are the per-slot arrays (first axis = slot); ``meta[0]`` is the number in use.
-    """
-
-    def __init__(self, meta: np.ndarray, shapes: list[tuple[tuple[int, ...], type]]) -> None:
-        self.meta = meta
-        self._shapes = shapes
-        self.allocate(_INITIAL_SLOTS)
-
-    def allocate(self, capacity: int) -> None:
-        self.ids = np.zeros(capacity, dtype=np.uint32)
-        self.arrays = [np.zeros((capacity, *shape), dtype=dt) for shape, dt in self._shapes]
-        bits = max(int(_TABLE_PER_SLOT * capacity - 1).bit_length(), _MIN_TABLE_BITS)
-        self.table = np.zeros(1 << bits, dtype=np.int64)
-        self.shift = 64 - bits
-        self.meta[0] = 0
-
-    @property
-    def count(self) -> int:
-        return int(self.meta[0])
-
-    def load(self, ids: np.ndarray, arrays: list[np.ndarray], capacity: int = 0) -> None:
-        """Replace the contents with ``ids`` and their rows (for grow and restore)."""
-        ids = np.asarray(ids)
-        n = ids.shape[0]
-        if ids.dtype != np.uint32 or ids.ndim != 1 or np.unique(ids).shape[0] != n:
-            raise ValueError("snapshot key 'instrument_id' must hold distinct uint32 ids")
-        if len(arrays) != len(self._shapes):
-            raise ValueError(
-                f"snapshot has {len(arrays)} state arrays, expected {len(self._shapes)}"
-            )
-        for array, (shape, _) in zip(arrays, self._shapes, strict=True):
-            if np.shape(array) != (n, *shape):
-                raise ValueError(
-                    f"snapshot state of shape {np.shape(array)} does not fit {n} ids, {shape}"
-                )
-        self.allocate(max(_INITIAL_SLOTS, capacity, 1 << max(n - 1, 0).bit_length()))
-        self.ids[:n] = ids
-        for new, old in zip(self.arrays, arrays, strict=True):
-            new[:n] = old
-        self.meta[0] = n
-        build_table(self.ids, n, self.table, self.shift)
-
-    def grow(self) -> None:
-        n = self.count
-        ids, rows = self.ids[:n].copy(), [a[:n].copy() for a in self.arrays]
-        self.load(ids, rows, capacity=2 * self.ids.shape[0])
-
-    def reshape(self, index: int, shape: tuple[int, ...]) -> None:
-        """Give per-slot array ``index`` a new row shape (contents: zeros)."""
-        dtype = self._shapes[index][1]
-        self._shapes[index] = (shape, dtype)
-        self.arrays[index] = np.zeros((self.ids.shape[0], *shape), dtype=dtype)
-
-    def snapshot(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        n = self.count
-        return self.ids[:n].copy(), [a[:n].copy() for a in self.arrays]
 
 
 @dataclass(frozen=True)
@@ -298,7 +232,7 @@ def _push_return(ring, fstate, ints, s, r):
         head = 0
         if held == w:
             fstate[s, _REF] = r
-            total, squares = _moment_sums(ring, s, w, r)
+            total, squares = moment_sums(ring, s, w, r)
     fstate[s, _SUM], fstate[s, _SQ] = total, squares
     ints[s, _HELD], ints[s, _HEAD] = held, head
 
@@ -419,7 +353,7 @@ def _validate(ids, ts, tr, seq, p1s, p2s, s1s, s2s, quote, start, table, shift, 
             meta[_M_STOP] = _NEED_OUT
             return i
         n_before = meta[_M_SLOTS]
-        s = _find(np.int64(ids[i]), table, shift, slot_ids, meta)
+        s = find_slot(np.int64(ids[i]), table, shift, slot_ids, meta)
         if s < 0:
             meta[_M_STOP] = _NEED_SLOTS
             return i
@@ -458,7 +392,7 @@ def _rebuild(ring, fstate, ints, n_slots):
         held = ints[s, _HELD]
         ref = ring[s, held - 1] if held > 0 else 0.0
         fstate[s, _REF] = ref
-        fstate[s, _SUM], fstate[s, _SQ] = _moment_sums(ring, s, held, ref)
+        fstate[s, _SUM], fstate[s, _SQ] = moment_sums(ring, s, held, ref)
 
 
 # --------------------------------------------------------------------------- Python side
@@ -486,16 +420,18 @@ class ValidationKernel:
         self._ip = np.zeros(11, dtype=np.int64)
         self._fp = np.zeros(2, dtype=np.float64)
         self.rules = rules or ValidationRules()
-        self._slots = Slots(
-            self._meta,
-            [
-                ((self.rules.jump_window,), np.float64),
-                ((_NFLOAT,), np.float64),
-                ((_NINT,), np.int64),
-            ],
-        )
+        self._slots = self._table(self.rules.jump_window)
         self.configure(self.rules)
         self._buffers(max(int(capacity), 16))
+
+    def _table(self, jump_window: int) -> SlotTable:
+        """Per-instrument rows: the ring of recent log returns, float and int state."""
+        columns = {
+            "returns": ((jump_window,), np.float64),
+            "real": ((_NFLOAT,), np.float64),
+            "state": ((_NINT,), np.int64),
+        }
+        return SlotTable(columns, meta=self._meta, name="validation")
 
     # ----------------------------------------------------------------- configuration
 
@@ -510,16 +446,14 @@ class ValidationKernel:
         self._fp[:] = (r.jump_sigmas, r.jump_min_bps * 1e-4)
         if r.stale_after_ns != old.stale_after_ns:
             self._meta[_M_NEXT] = _NO_TIME  # rescan at the next accepted record
-        ring = self._slots.arrays[0]
+        slots = self._slots
+        ring = slots["returns"]
         if ring.shape[1] != r.jump_window:
-            n = self._slots.count
-            new = np.zeros((ring.shape[0], r.jump_window))
-            ints = self._slots.arrays[2]
-            _resize_ring(ring, new, ints, n)
-            _set_held(ints, n, r.jump_window)
-            self._slots.reshape(0, (r.jump_window,))
-            self._slots.arrays[0] = new
-            _rebuild(new, self._slots.arrays[1], ints, n)
+            n, ints = slots.count, slots["state"]
+            new = slots.reshape("returns", (r.jump_window,), keep=False)
+            resize_ring(ring, new, ints, n)
+            set_held(ints, n, r.jump_window)
+            _rebuild(new, slots["real"], ints, n)
 
     # ----------------------------------------------------------------- hot path
 
@@ -594,10 +528,9 @@ class ValidationKernel:
 
     def snapshot(self) -> dict:
         """Everything needed to continue exactly: numpy copies and the rules as a dict."""
-        ids, (ring, real, state) = self._slots.snapshot()
-        return {"quote": self.quote, "rules": asdict(self.rules), "instrument_id": ids,
-                "returns": ring, "real": real, "state": state, "meta": self._meta.copy(),
-                "counts": self._counts.copy()}  # fmt: skip
+        ids, rows = self._slots.snapshot()
+        return {"quote": self.quote, "rules": asdict(self.rules), "instrument_id": ids, **rows,
+                "meta": self._meta.copy(), "counts": self._counts.copy()}  # fmt: skip
 
     def restore(self, state: dict) -> None:
         """Replace the state with a ``snapshot()``; this kernel's rules then apply (live)."""
@@ -606,10 +539,10 @@ class ValidationKernel:
             raise ValueError(f"validation snapshot is missing key {missing[0]!r}")
         if bool(state.get("quote", self.quote)) != self.quote:
             raise ValueError("validation snapshot is of the other record kind (trade/quote)")
-        rules = self.rules
-        self.rules = ValidationRules(**state["rules"])
-        self._slots.reshape(0, (self.rules.jump_window,))
-        self._slots.load(state["instrument_id"], [state["returns"], state["real"], state["state"]])
+        rules, saved = self.rules, ValidationRules(**state["rules"])
+        slots = self._table(saved.jump_window)
+        slots.load(state["instrument_id"], {k: state[k] for k in ("returns", "real", "state")})
+        self._slots, self.rules = slots, saved
         self._meta[1:] = state["meta"][1:]
         self._counts[:] = state["counts"]
         self.configure(rules)

@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from hftagg.kernels import fix as kernels
-from hftagg.kernels.instruments import build_table
+from hftagg.kernels.slots import SlotTable
 from hftagg.protocols.fix.dictionary import DEFAULT_DICTIONARY, Dictionary, load_dictionary
 from hftagg.records.catalog import BOOK_UPDATE, DEAD_LETTER, TRADE
 
@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 _SPANS_PER_BYTE = 1 / 16
+#: Per-instrument state: the next book seq, trade seq and the last RptSeq (83).
+_COLUMNS = {"seq": ((3,), np.int64)}
 
 
 def reason_name(code: int) -> str:
@@ -220,23 +222,10 @@ class MarketDataDecoder:
         self._counters = np.zeros(len(self.COUNTER_NAMES), dtype=np.int64)
         # [status, slots in use, last instrument looked up (-1: none), its slot]
         self._meta = np.array([0, 0, -1, 0], dtype=np.int64)
-        self._allocate_slots(64)
+        self._slots = SlotTable(_COLUMNS, meta=self._meta, count_at=1, name="FIX decoder")
         self.dead_letter_counts: dict[str, int] = {}
 
     # ----------------------------------------------------------------- state
-
-    def _allocate_slots(self, capacity: int) -> None:
-        n = int(self._meta[1])
-        old_ids = self._slot_ids[:n].copy() if n else np.zeros(0, dtype=np.uint32)
-        old_seq = self._slot_seq[:n].copy() if n else np.zeros((0, 3), dtype=np.int64)
-        self._slot_ids = np.zeros(capacity, dtype=np.uint32)
-        self._slot_seq = np.zeros((capacity, 3), dtype=np.int64)  # book seq, trade seq, rptseq
-        bits = max((8 * capacity - 1).bit_length(), 10)
-        self._table = np.zeros(1 << bits, dtype=np.int64)
-        self._shift = 64 - bits
-        self._slot_ids[:n] = old_ids
-        self._slot_seq[:n] = old_seq
-        build_table(self._slot_ids, n, self._table, self._shift)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -249,18 +238,12 @@ class MarketDataDecoder:
         return self._stream.n
 
     def snapshot(self) -> dict:
-        n = int(self._meta[1])
-        return {"instrument_id": self._slot_ids[:n].copy(), "seq": self._slot_seq[:n].copy()}
+        ids, rows = self._slots.snapshot()
+        return {"instrument_id": ids, "seq": rows["seq"]}
 
     def restore(self, state: dict) -> None:
-        ids = np.asarray(state["instrument_id"], dtype=np.uint32)
-        self._meta[1] = 0
-        self._allocate_slots(max(64, 1 << max(len(ids) - 1, 1).bit_length()))
-        self._slot_ids[: len(ids)] = ids
-        self._slot_seq[: len(ids)] = state["seq"]
-        self._meta[1] = len(ids)
-        self._meta[2] = -1
-        build_table(self._slot_ids, len(ids), self._table, self._shift)
+        self._slots.load(state["instrument_id"], {"seq": state["seq"]})
+        self._meta[2] = -1  # the cached last lookup may name a slot that moved
 
     # ----------------------------------------------------------------- hot path
 
@@ -296,13 +279,13 @@ class MarketDataDecoder:
         while i < count:
             i = kernels.decode_md(
                 s.buf, self._spans, i, count, s.offset, ts, self.source_id, self._by_security_id,
-                self._hashes, self._ids, self._table, self._shift, self._slot_ids, self._slot_seq,
-                self._meta, self._book, self._trades, self._dead, self._aux, self._counts,
+                self._hashes, self._ids, self._slots.table, self._slots.shift, self._slots.ids,
+                self._slots["seq"], self._meta, self._book, self._trades, self._dead, self._aux, self._counts,
                 self._counters, self._tags, self._kinds, self._actions,
             )  # fmt: skip
             if i < count:
                 if self._meta[0] == 2:
-                    self._allocate_slots(2 * self._slot_ids.shape[0])
+                    self._slots.grow()
                 else:
                     self._grow_outputs(int(self._spans[i, 1] - self._spans[i, 0]))
         self._describe(nd_before, int(self._counts[2]))

@@ -13,9 +13,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from hftagg.kernels.options import NJIT as _NJIT
+
 __all__ = ["Reason", "gather_records", "gather_rows", "scan"]
 
-_NJIT = dict(cache=True, nogil=True)
 
 # framings
 LENGTH2, SOFH, MDP3 = 0, 1, 2
