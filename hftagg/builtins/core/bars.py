@@ -53,7 +53,7 @@ from hftagg.kernels.bars import (
     VolumeBarKernel,
     parse_duration,
 )
-from hftagg.stages import Params, Port, Stage, StageContext, live, restart
+from hftagg.stages import KernelStage, Params, Port, live, restart
 
 __all__ = [
     "CascadeBars",
@@ -146,15 +146,8 @@ class CascadeBarsParams(_TimeParams):
     timeframe: str = restart("5m", description="output bar length, a multiple of the input's")
 
 
-class _Bars(Stage):
-    """Shared plumbing: one kernel, ``output`` and ``partial`` ports, snapshot/restore."""
-
-    def _make_kernel(self):
-        raise NotImplementedError
-
-    def open(self, ctx: StageContext) -> None:
-        if not hasattr(self, "kernel"):
-            self.kernel = self._make_kernel()
+class _Bars(KernelStage):
+    """Shared plumbing: one kernel, ``output`` and ``partial`` ports."""
 
     def process(self, batch: np.ndarray):
         closed, partial = self.kernel.update(batch)
@@ -164,28 +157,16 @@ class _Bars(Stage):
         """Close every open bar now (end of a recording); returns them (a view; copy to keep)."""
         return self.kernel.flush()
 
-    def snapshot(self) -> dict:
-        return self.kernel.snapshot()
-
-    def restore(self, state: dict) -> None:
-        if not hasattr(self, "kernel"):
-            self.kernel = self._make_kernel()
-        self.kernel.restore(state)
-        self.reconfigure(self.params)
-
 
 class _TimeBars(_Bars):
     from_bars = False
 
-    def _make_kernel(self) -> TimeBarKernel:
-        p = self.params
-        return TimeBarKernel(p.timeframe_ns, offset_ns=p.offset_ns, from_bars=self.from_bars,
-                             **p.live_options())  # fmt: skip
+    def make_kernel(self, params: _TimeParams) -> TimeBarKernel:
+        return TimeBarKernel(params.timeframe_ns, offset_ns=params.offset_ns,
+                             from_bars=self.from_bars, **params.live_options())  # fmt: skip
 
-    def reconfigure(self, params) -> None:
-        self.params = params
-        if hasattr(self, "kernel"):
-            self.kernel.configure(**params.live_options())
+    def configure_kernel(self, kernel: TimeBarKernel, params: _TimeParams) -> None:
+        kernel.configure(**params.live_options())
 
     def advance(self, ts_event: int, ts_recv: int | None = None) -> np.ndarray:
         """A heartbeat at ``ts_event``: returns the bars it closes (a view; copy to keep)."""
@@ -242,13 +223,11 @@ class TickBars(_Bars):
         "partial": Port("bar", "md.tick_bars_partial", "bars in progress"),
     }
 
-    def _make_kernel(self) -> TickBarKernel:
-        return TickBarKernel(self.params.ticks, emit=self.params.emit)
+    def make_kernel(self, params: TickBarsParams) -> TickBarKernel:
+        return TickBarKernel(params.ticks, emit=params.emit)
 
-    def reconfigure(self, params: TickBarsParams) -> None:
-        self.params = params
-        if hasattr(self, "kernel"):
-            self.kernel.configure(params.ticks, split=False, emit=params.emit)
+    def configure_kernel(self, kernel: TickBarKernel, params: TickBarsParams) -> None:
+        kernel.configure(params.ticks, split=False, emit=params.emit)
 
 
 class VolumeBarsParams(Params):
@@ -272,14 +251,11 @@ class VolumeBars(_Bars):
         "partial": Port("bar", "md.volume_bars_partial", "bars in progress"),
     }
 
-    def _make_kernel(self) -> VolumeBarKernel:
-        p = self.params
-        return VolumeBarKernel(p.volume, split=p.split_trades, emit=p.emit)
+    def make_kernel(self, params: VolumeBarsParams) -> VolumeBarKernel:
+        return VolumeBarKernel(params.volume, split=params.split_trades, emit=params.emit)
 
-    def reconfigure(self, params: VolumeBarsParams) -> None:
-        self.params = params
-        if hasattr(self, "kernel"):
-            self.kernel.configure(params.volume, split=params.split_trades, emit=params.emit)
+    def configure_kernel(self, kernel: VolumeBarKernel, params: VolumeBarsParams) -> None:
+        kernel.configure(params.volume, split=params.split_trades, emit=params.emit)
 
 
 STAGES = (TimeBars, TickBars, VolumeBars, CascadeBars)

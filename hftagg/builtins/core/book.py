@@ -34,7 +34,7 @@ import numpy as np
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.book import BookKernel
 from hftagg.kernels.mbo import MBO, MboBookKernel
-from hftagg.stages import Params, Port, Stage, StageContext, live
+from hftagg.stages import KernelStage, Params, Port, live
 
 __all__ = ["Book", "BookParams", "MboBook"]
 
@@ -54,7 +54,7 @@ class BookParams(Params):
     )  # fmt: skip
 
 
-class Book(Stage):
+class Book(KernelStage):
     type_name = "book"
     Params = BookParams
     inputs = {"input": Port("book_update", "md.book", "market-by-price incremental updates")}
@@ -66,14 +66,11 @@ class Book(Stage):
 
     Kernel: ClassVar[type[BookKernel]] = BookKernel
 
-    def open(self, ctx: StageContext) -> None:
-        state = self.kernel.snapshot() if hasattr(self, "kernel") else None
-        self.kernel = self.Kernel(capacity=ctx.max_batch, **self._kernel_args(self.params))
-        if state is not None:
-            self.kernel.restore(state)
-        elif getattr(self, "_pending", None) is not None:
-            self.kernel.restore(self._pending)
-            self._pending = None
+    def make_kernel(self, params: BookParams) -> BookKernel:
+        return self.Kernel(**self._kernel_args(params))
+
+    def configure_kernel(self, kernel: BookKernel, params: BookParams) -> None:
+        kernel.configure(**self._kernel_args(params))
 
     @staticmethod
     def _kernel_args(params: BookParams) -> dict:
@@ -86,20 +83,6 @@ class Book(Stage):
     def process(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         quotes, mbp10, alerts = self.kernel.update(batch)
         return {"bbo": quotes, "mbp10": mbp10, "alerts": alerts}
-
-    def reconfigure(self, params: BookParams) -> None:
-        self.params = params
-        if hasattr(self, "kernel"):
-            self.kernel.configure(**self._kernel_args(params))
-
-    def snapshot(self) -> dict:
-        return self.kernel.snapshot()
-
-    def restore(self, state: dict) -> None:
-        if hasattr(self, "kernel"):
-            self.kernel.restore(state)
-        else:
-            self._pending = state  # restored before open(): applied when the kernel exists
 
 
 class MboBook(Book):

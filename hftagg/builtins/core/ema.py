@@ -15,7 +15,7 @@ import numpy as np
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.ema import EmaKernel
 from hftagg.records.catalog import INDICATOR, copy_header
-from hftagg.stages import Params, Port, Stage, StageContext, live, restart
+from hftagg.stages import KernelStage, Params, Port, StageContext, live, restart
 
 __all__ = ["Ema", "EmaParams"]
 
@@ -29,14 +29,20 @@ class EmaParams(Params):
     )
 
 
-class Ema(Stage):
+class Ema(KernelStage):
     type_name = "ema"
     Params = EmaParams
     inputs = {"input": Port("trade", "md.trades", "trades whose price is averaged")}
     outputs = {"output": Port("indicator", "ind.ema", "EMA after each trade, same header")}
 
-    def open(self, ctx: StageContext) -> None:
-        self.kernel = EmaKernel(self.params.window, seed=self.params.seed)
+    def make_kernel(self, params: EmaParams) -> EmaKernel:
+        return EmaKernel(params.window, seed=params.seed)
+
+    def configure_kernel(self, kernel: EmaKernel, params: EmaParams) -> None:
+        kernel.set_window(params.window)
+        kernel.set_seed(params.seed)  # a restored snapshot carries its own seed
+
+    def open_buffers(self, ctx: StageContext) -> None:
         self._out = INDICATOR.empty(ctx.max_batch)
         self._values = np.empty(ctx.max_batch, dtype=np.float64)
 
@@ -49,17 +55,6 @@ class Ema(Stage):
         copy_header(batch, out)
         out["value"] = self.kernel.update(batch["instrument_id"], batch["price"], out=self._values)
         return out
-
-    def reconfigure(self, params: EmaParams) -> None:
-        self.params = params
-        if hasattr(self, "kernel"):
-            self.kernel.set_window(params.window)
-
-    def snapshot(self) -> dict:
-        return self.kernel.snapshot()
-
-    def restore(self, state: dict) -> None:
-        self.kernel.restore(state)
 
 
 @hookimpl

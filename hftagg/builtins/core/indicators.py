@@ -42,9 +42,12 @@ carried by ``snapshot``/``restore``.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import create_model
 
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.indicators import (
@@ -59,10 +62,13 @@ from hftagg.kernels.indicators import (
     ZScoreKernel,
 )
 from hftagg.records.catalog import INDICATOR, copy_header
-from hftagg.stages import Params, Port, Stage, StageContext, live, restart
+from hftagg.stages import KernelStage, Params, Port, StageContext, live, restart
 
 __all__ = [
+    "INDICATORS",
+    "STAGES",
     "Atr",
+    "IndicatorSpec",
     "Ols",
     "RollingVwap",
     "Rsi",
@@ -71,6 +77,7 @@ __all__ = [
     "Volatility",
     "Wma",
     "ZScore",
+    "indicator_stage",
 ]
 
 _MAX_WINDOW = 100_000  # TA-Lib's bound too; a ring costs 8 bytes per record per instrument
@@ -79,14 +86,127 @@ _INPUTS = {
     "trade": (Port("trade", "md.trades", "trades: price (int64 fixed-point 1e-9)"), "price"),
     "indicator": (Port("indicator", "ind.mid", "indicator records: value (float64)"), "value"),
 }
+#: In ``IndicatorSpec.fields``: the price field of the input the ``input`` parameter chose.
+PRICE = "<input price>"
 
 
-def _window(default: int, minimum: int, what: str):
-    return live(default, ge=minimum, le=_MAX_WINDOW, description=what)
+def _window(default: int, minimum: int, what: str) -> tuple[type, Any]:
+    return int, live(default, ge=minimum, le=_MAX_WINDOW, description=what)
 
 
-def _input():
-    return restart("trade", description="'trade' (md.trades price) or 'indicator' (value)")
+def _set_window(kernel: Any, params: Params) -> None:
+    kernel.set_window(params.window)
+
+
+def _set_session(kernel: SessionVwapKernel, params: Params) -> None:
+    kernel.set_session(params.session_reset, params.session_offset_secs)
+
+
+@dataclass(frozen=True)
+class IndicatorSpec:
+    """One row of the indicator table: everything that differs between indicator stages.
+
+    ``fields`` are the batch fields passed to ``kernel.update`` after ``instrument_id`` (``PRICE``:
+    the chosen input's price field). ``input`` is the fixed input port; ``None`` gives the stage
+    an ``input`` parameter choosing trades (``md.trades`` price) or indicator values (``ind.mid``).
+    Each output port gets one row of the kernel's output.
+    """
+
+    name: str
+    type_name: str
+    doc: str
+    make: Callable[[Params], Any]
+    params: dict[str, tuple[type, Any]]
+    outputs: dict[str, Port]
+    fields: tuple[str, ...] = (PRICE,)
+    input: Port | None = None
+    configure: Callable[[Any, Params], None] = _set_window
+
+
+_TRADES_WITH_SIZE = Port("trade", "md.trades", "trades: price and size")
+
+INDICATORS: tuple[IndicatorSpec, ...] = (
+    IndicatorSpec(
+        "Sma", "sma", "Simple moving average per instrument (TA-Lib SMA).",
+        lambda p: SmaKernel(p.window),
+        {"window": _window(20, 1, "records averaged (TA-Lib SMA)")},
+        {"output": Port("indicator", "ind.sma", "simple moving average")},
+    ),
+    IndicatorSpec(
+        "Wma", "wma", "Linearly weighted moving average per instrument (TA-Lib WMA).",
+        lambda p: WmaKernel(p.window),
+        {"window": _window(20, 1, "records averaged, weights 1..window (TA-Lib WMA)")},
+        {"output": Port("indicator", "ind.wma", "linearly weighted moving average")},
+    ),
+    IndicatorSpec(
+        "Rsi", "rsi", "Relative strength index per instrument (TA-Lib RSI, Wilder smoothing).",
+        lambda p: RsiKernel(p.window),
+        {"window": _window(14, 2, "Wilder smoothing period (TA-Lib RSI)")},
+        {"output": Port("indicator", "ind.rsi", "relative strength index, 0..100")},
+    ),
+    IndicatorSpec(
+        "Atr", "atr", "Average true range per instrument from bars (TA-Lib ATR).",
+        lambda p: AtrKernel(p.window),
+        {"window": _window(14, 1, "Wilder smoothing period in bars (TA-Lib ATR)")},
+        {"output": Port("indicator", "ind.atr", "average true range")},
+        fields=("high", "low", "close"),
+        input=Port("bar", "md.bars", "bars: high, low, close (int64 fixed-point)"),
+    ),
+    IndicatorSpec(
+        "RollingVwap", "rolling_vwap", "VWAP over each instrument's last ``window`` trades.",
+        lambda p: RollingVwapKernel(p.window),
+        {"window": _window(100, 1, "trades in the rolling VWAP")},
+        {"output": Port("indicator", "ind.vwap", "VWAP over the last window trades")},
+        fields=("price", "size"),
+        input=_TRADES_WITH_SIZE,
+    ),
+    IndicatorSpec(
+        "SessionVwap", "session_vwap", "VWAP per instrument since its session start.",
+        lambda p: SessionVwapKernel(p.session_reset, p.session_offset_secs),
+        {
+            "session_reset": (Literal["utc_day", "never"], live(
+                "utc_day", description="start a new session each UTC day of ts_event, or never"
+            )),
+            "session_offset_secs": (int, live(
+                0, gt=-86_400, lt=86_400,
+                description="session boundary: UTC midnight + this many seconds",
+            )),
+        },
+        {"output": Port("indicator", "ind.session_vwap", "VWAP since the session start")},
+        fields=("ts_event", "price", "size"),
+        input=_TRADES_WITH_SIZE,
+        configure=_set_session,
+    ),
+    IndicatorSpec(
+        "ZScore", "zscore", "Rolling z-score per instrument: (price - mean) / std (ddof 1).",
+        lambda p: ZScoreKernel(p.window),
+        {"window": _window(20, 2, "records in the rolling mean and std (ddof 1)")},
+        {"output": Port("indicator", "ind.zscore", "(price - mean) / std over the window")},
+    ),
+    IndicatorSpec(
+        "Volatility", "volatility", "Rolling std of log returns per instrument (not annualised).",
+        lambda p: VolatilityKernel(p.window),
+        {"window": _window(20, 2, "log returns in the rolling std (ddof 1), not annualised")},
+        {"output": Port("indicator", "ind.volatility", "std of log returns")},
+    ),
+    IndicatorSpec(
+        "Ols", "ols", "Rolling least-squares line per instrument: slope, intercept, r².",
+        lambda p: OlsKernel(p.window, x=p.x),
+        {
+            "window": _window(20, 2, "records in the rolling regression"),
+            "x": (Literal["index", "time"], restart(
+                "index",
+                description="regress on record index (per record) or ts_event (per second)",
+            )),
+        },
+        {
+            "slope": Port("indicator", "ind.ols_slope", "price change per record (or second)"),
+            "intercept": Port("indicator", "ind.ols_intercept", "fitted price at the oldest"),
+            "r2": Port("indicator", "ind.ols_r2", "coefficient of determination"),
+        },
+        fields=("ts_event", PRICE),
+    ),
+)  # fmt: skip
 
 
 class _Output:
@@ -110,11 +230,10 @@ class _Output:
         return out, self.values[:, :n]
 
 
-class _Indicator(Stage):
-    """A one-output indicator over one price field; subclasses set the kernel and the ports."""
+class IndicatorStage(KernelStage):
+    """An indicator stage built from an ``IndicatorSpec`` (see ``indicator_stage``)."""
 
-    Kernel: ClassVar[type] = SmaKernel
-    inputs = {"input": _INPUTS["trade"][0]}
+    spec: IndicatorSpec = INDICATORS[0]
 
     @classmethod
     def ports(cls, params):
@@ -124,209 +243,53 @@ class _Indicator(Stage):
             inputs = {"input": _INPUTS[kind][0]}
         return inputs, outputs
 
-    def _make_kernel(self):
-        return self.Kernel(self.params.window)
+    def make_kernel(self, params: Params) -> Any:
+        return self.spec.make(params)
 
-    def open(self, ctx: StageContext) -> None:
-        if not hasattr(self, "kernel"):
-            self.kernel = self._make_kernel()
+    def configure_kernel(self, kernel: Any, params: Params) -> None:
+        self.spec.configure(kernel, params)
+
+    def open_buffers(self, ctx: StageContext) -> None:
         self._buffers = _Output(ctx.max_batch, len(self.outputs))
-
-    def process(self, batch: np.ndarray):
-        (out,), values = self._buffers.take(batch)
-        field = _INPUTS[self.params.input][1]
-        out["value"] = self.kernel.update(batch["instrument_id"], batch[field], out=values[0])
-        return out
-
-    def reconfigure(self, params) -> None:
-        self.params = params
-        if hasattr(self, "kernel"):
-            self.kernel.set_window(params.window)
-
-    def snapshot(self) -> dict:
-        return self.kernel.snapshot()
-
-    def restore(self, state: dict) -> None:
-        if not hasattr(self, "kernel"):
-            self.kernel = self._make_kernel()
-        self.kernel.restore(state)
-        if self.kernel.window != self.params.window:  # restored into a stage with a new window
-            self.kernel.set_window(self.params.window)
-
-
-# --------------------------------------------------------------------------- one price in
-
-
-class SmaParams(Params):
-    window: int = _window(20, 1, "records averaged (TA-Lib SMA)")
-    input: InputKind = _input()
-
-
-class Sma(_Indicator):
-    type_name = "sma"
-    Params = SmaParams
-    Kernel = SmaKernel
-    outputs = {"output": Port("indicator", "ind.sma", "simple moving average")}
-
-
-class WmaParams(Params):
-    window: int = _window(20, 1, "records averaged, weights 1..window (TA-Lib WMA)")
-    input: InputKind = _input()
-
-
-class Wma(_Indicator):
-    type_name = "wma"
-    Params = WmaParams
-    Kernel = WmaKernel
-    outputs = {"output": Port("indicator", "ind.wma", "linearly weighted moving average")}
-
-
-class RsiParams(Params):
-    window: int = _window(14, 2, "Wilder smoothing period (TA-Lib RSI)")
-    input: InputKind = _input()
-
-
-class Rsi(_Indicator):
-    type_name = "rsi"
-    Params = RsiParams
-    Kernel = RsiKernel
-    outputs = {"output": Port("indicator", "ind.rsi", "relative strength index, 0..100")}
-
-
-class ZScoreParams(Params):
-    window: int = _window(20, 2, "records in the rolling mean and std (ddof 1)")
-    input: InputKind = _input()
-
-
-class ZScore(_Indicator):
-    type_name = "zscore"
-    Params = ZScoreParams
-    Kernel = ZScoreKernel
-    outputs = {"output": Port("indicator", "ind.zscore", "(price - mean) / std over the window")}
-
-
-class VolatilityParams(Params):
-    window: int = _window(20, 2, "log returns in the rolling std (ddof 1), not annualised")
-    input: InputKind = _input()
-
-
-class Volatility(_Indicator):
-    type_name = "volatility"
-    Params = VolatilityParams
-    Kernel = VolatilityKernel
-    outputs = {"output": Port("indicator", "ind.volatility", "std of log returns")}
-
-
-# --------------------------------------------------------------------------- OLS
-
-
-class OlsParams(Params):
-    window: int = _window(20, 2, "records in the rolling regression")
-    x: Literal["index", "time"] = restart(
-        "index", description="regress on record index (per record) or ts_event (per second)"
-    )
-    input: InputKind = _input()
-
-
-class Ols(_Indicator):
-    type_name = "ols"
-    Params = OlsParams
-    Kernel = OlsKernel
-    outputs = {
-        "slope": Port("indicator", "ind.ols_slope", "price change per record (or per second)"),
-        "intercept": Port("indicator", "ind.ols_intercept", "fitted price at the window's oldest"),
-        "r2": Port("indicator", "ind.ols_r2", "coefficient of determination"),
-    }
-
-    def _make_kernel(self):
-        return OlsKernel(self.params.window, x=self.params.x)
+        price = _INPUTS[getattr(self.params, "input", "trade")][1]
+        self._fields = tuple(price if f == PRICE else f for f in self.spec.fields)
 
     def process(self, batch: np.ndarray):
         out, values = self._buffers.take(batch)
-        field = _INPUTS[self.params.input][1]
-        self.kernel.update(batch["instrument_id"], batch["ts_event"], batch[field], out=values)
+        columns = (batch[f] for f in self._fields)
+        if len(out) == 1:
+            out[0]["value"] = self.kernel.update(batch["instrument_id"], *columns, out=values[0])
+            return out[0]
+        self.kernel.update(batch["instrument_id"], *columns, out=values)
         for records, column in zip(out, values, strict=True):
             records["value"] = column
         return dict(zip(self.outputs, out, strict=True))
 
 
-# --------------------------------------------------------------------------- trades with size
+def indicator_stage(spec: IndicatorSpec) -> type[IndicatorStage]:
+    """The stage type of one table row: its ``Params`` model, ports and kernel."""
+    fields = dict(spec.params)
+    if spec.input is None:
+        fields["input"] = (
+            InputKind,
+            restart("trade", description="'trade' (md.trades price) or 'indicator' (value)"),
+        )
+    params = create_model(f"{spec.name}Params", __base__=Params, __module__=__name__, **fields)
+    namespace = {
+        "__doc__": spec.doc,
+        "__module__": __name__,
+        "__qualname__": spec.name,
+        "spec": spec,
+        "type_name": spec.type_name,
+        "Params": params,
+        "inputs": {"input": spec.input or _INPUTS["trade"][0]},
+        "outputs": spec.outputs,
+    }
+    return type(spec.name, (IndicatorStage,), namespace)
 
 
-class RollingVwapParams(Params):
-    window: int = _window(100, 1, "trades in the rolling VWAP")
-
-
-class RollingVwap(_Indicator):
-    type_name = "rolling_vwap"
-    Params = RollingVwapParams
-    Kernel = RollingVwapKernel
-    outputs = {"output": Port("indicator", "ind.vwap", "VWAP over the last window trades")}
-
-    def process(self, batch: np.ndarray):
-        (out,), values = self._buffers.take(batch)
-        ids, price, size = batch["instrument_id"], batch["price"], batch["size"]
-        out["value"] = self.kernel.update(ids, price, size, out=values[0])
-        return out
-
-
-class SessionVwapParams(Params):
-    session_reset: Literal["utc_day", "never"] = live(
-        "utc_day", description="start a new session each UTC day of ts_event, or never"
-    )
-    session_offset_secs: int = live(
-        0, gt=-86_400, lt=86_400, description="session boundary: UTC midnight + this many seconds"
-    )
-
-
-class SessionVwap(_Indicator):
-    type_name = "session_vwap"
-    Params = SessionVwapParams
-    outputs = {"output": Port("indicator", "ind.session_vwap", "VWAP since the session start")}
-
-    def _make_kernel(self):
-        return SessionVwapKernel(self.params.session_reset, self.params.session_offset_secs)
-
-    def process(self, batch: np.ndarray):
-        (out,), values = self._buffers.take(batch)
-        ids, ts, price, size = (batch[f] for f in ("instrument_id", "ts_event", "price", "size"))
-        out["value"] = self.kernel.update(ids, ts, price, size, out=values[0])
-        return out
-
-    def reconfigure(self, params: SessionVwapParams) -> None:
-        self.params = params
-        if hasattr(self, "kernel"):
-            self.kernel.set_session(params.session_reset, params.session_offset_secs)
-
-    def restore(self, state: dict) -> None:
-        if not hasattr(self, "kernel"):
-            self.kernel = self._make_kernel()
-        self.kernel.restore(state)
-        self.kernel.set_session(self.params.session_reset, self.params.session_offset_secs)
-
-
-# --------------------------------------------------------------------------- bars
-
-
-class AtrParams(Params):
-    window: int = _window(14, 1, "Wilder smoothing period in bars (TA-Lib ATR)")
-
-
-class Atr(_Indicator):
-    type_name = "atr"
-    Params = AtrParams
-    Kernel = AtrKernel
-    inputs = {"input": Port("bar", "md.bars", "bars: high, low, close (int64 fixed-point)")}
-    outputs = {"output": Port("indicator", "ind.atr", "average true range")}
-
-    def process(self, batch: np.ndarray):
-        (out,), values = self._buffers.take(batch)
-        hlc = (batch["high"], batch["low"], batch["close"])
-        out["value"] = self.kernel.update(batch["instrument_id"], *hlc, out=values[0])
-        return out
-
-
-STAGES = (Sma, Wma, Rsi, Atr, RollingVwap, SessionVwap, ZScore, Volatility, Ols)
+STAGES = tuple(indicator_stage(spec) for spec in INDICATORS)
+Sma, Wma, Rsi, Atr, RollingVwap, SessionVwap, ZScore, Volatility, Ols = STAGES
 
 
 @hookimpl

@@ -27,13 +27,13 @@ cash plus positions marked at the last quote mid.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.risk import OrderStatus, OrderType, RiskKernel, RiskLimits, RiskReason
-from hftagg.stages import Params, Port, Stage, live, restart
+from hftagg.stages import KernelStage, Params, Port, live, restart
 
 __all__ = ["OrderStatus", "OrderType", "RiskChecks", "RiskChecksParams", "RiskReason"]
 
@@ -75,7 +75,7 @@ def _limits(params: RiskChecksParams) -> RiskLimits:
     )
 
 
-class RiskChecks(Stage):
+class RiskChecks(KernelStage):
     type_name = "risk_checks"
     Params = RiskChecksParams
     inputs = {
@@ -95,9 +95,11 @@ class RiskChecks(Stage):
             inputs["fills"] = Port("fill", "orders.fills", "executions: positions and cash")
         return inputs, outputs
 
-    def __init__(self, params: Params | None = None, **kwargs: Any) -> None:
-        super().__init__(params, **kwargs)
-        self.kernel = RiskKernel(_limits(self.params))
+    def make_kernel(self, params: RiskChecksParams) -> RiskKernel:
+        return RiskKernel(_limits(params))
+
+    def configure_kernel(self, kernel: RiskKernel, params: RiskChecksParams) -> None:
+        kernel.configure(_limits(params))
 
     @property
     def counts(self) -> dict[str, int]:
@@ -112,16 +114,6 @@ class RiskChecks(Stage):
             return {"alerts": self.kernel.fills(batch)}
         self.kernel.quotes(batch)
         return None
-
-    def reconfigure(self, params: RiskChecksParams) -> None:
-        self.params = params
-        self.kernel.configure(_limits(params))
-
-    def snapshot(self) -> dict:
-        return self.kernel.snapshot()
-
-    def restore(self, state: dict) -> None:
-        self.kernel.restore(state)
 
 
 @hookimpl

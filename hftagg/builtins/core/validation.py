@@ -37,13 +37,13 @@ State (per-instrument times, returns, flags, counters) is carried by ``snapshot`
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.validation import ValidationKernel, ValidationReason, ValidationRules
-from hftagg.stages import Params, Port, Stage, live
+from hftagg.stages import KernelStage, Params, Port, live
 
 __all__ = [
     "ValidateQuotes",
@@ -107,7 +107,7 @@ def _rules(params: ValidateTradesParams) -> ValidationRules:
     )
 
 
-class ValidateTrades(Stage):
+class ValidateTrades(KernelStage):
     type_name = "validate_trades"
     Params = ValidateTradesParams
     inputs = {"input": Port("trade", "md.trades", "trades to validate")}
@@ -118,9 +118,11 @@ class ValidateTrades(Stage):
     }
     _QUOTE: ClassVar[bool] = False
 
-    def __init__(self, params: Params | None = None, **kwargs: Any) -> None:
-        super().__init__(params, **kwargs)
-        self.kernel = ValidationKernel(self._QUOTE, _rules(self.params))
+    def make_kernel(self, params: ValidateTradesParams) -> ValidationKernel:
+        return ValidationKernel(self._QUOTE, _rules(params))
+
+    def configure_kernel(self, kernel: ValidationKernel, params: ValidateTradesParams) -> None:
+        kernel.configure(_rules(params))
 
     @property
     def counts(self) -> dict[str, int]:
@@ -130,16 +132,6 @@ class ValidateTrades(Stage):
     def process(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         clean, dead, alerts = self.kernel.update(batch)
         return {"output": clean, "dead_letters": dead, "alerts": alerts}
-
-    def reconfigure(self, params: ValidateTradesParams) -> None:
-        self.params = params
-        self.kernel.configure(_rules(params))
-
-    def snapshot(self) -> dict:
-        return self.kernel.snapshot()
-
-    def restore(self, state: dict) -> None:
-        self.kernel.restore(state)
 
 
 class ValidateQuotes(ValidateTrades):
