@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from hftagg import Port, Stage
-from hftagg.builtins.core.ema import Ema
+from hftagg.builtins.core.indicators import Ema
 from hftagg.builtins.sources.simulator import Simulator
 from hftagg.records import INDICATOR, TRADE
 from hftagg.runtime.pipeline import StageFailed

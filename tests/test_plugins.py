@@ -65,7 +65,10 @@ def plugin_world(tmp_path):
         '[stages.p]\ntype = "pkg_stage"\n'
         f'[delivery]\ntarget = "ipc://{tmp_path}/out.ipc"\n'
     )
-    env = dict(os.environ, PYTHONPATH=str(site))
+    # keep the caller's PYTHONPATH after the demo distribution, so the hftagg under test is the
+    # one the suite imports (a worktree), not whichever one the virtualenv has installed
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), *inherited]))
     return tmp_path, env
 
 
@@ -81,8 +84,8 @@ def test_plugins_json_lists_all_three_origins_and_the_broken_file(plugin_world):
     )
     assert out.returncode == 0, out.stderr
     records = {r["name"]: r for r in json.loads(out.stdout)}
-    assert records["hftagg.builtins.core.ema"]["origin"] == "built-in"
-    assert records["hftagg.builtins.core.ema"]["provides"] == {"stage_types": ["ema (core)"]}
+    assert records["hftagg.builtins.core.indicators"]["origin"] == "built-in"
+    assert "ema (core)" in records["hftagg.builtins.core.indicators"]["provides"]["stage_types"]
     assert "trade@1" in records["hftagg.builtins.records"]["provides"]["schemas"]
     assert records["hftagg.builtins.delivery.pynng_transport"]["provides"] == {
         "transports": ["pynng"]
@@ -159,7 +162,7 @@ def test_builtins_register_through_the_same_hooks_as_third_parties():
     for name in ("simulator", "ema", "publisher"):
         assert host.stage_origin[name].startswith("hftagg.builtins.")
     impls = host.pm.hook.hftagg_register_stage_types.get_hookimpls()
-    assert {i.plugin_name for i in impls} >= {"hftagg.builtins.core.ema"}
+    assert {i.plugin_name for i in impls} >= {"hftagg.builtins.core.indicators"}
 
 
 def test_every_hookspec_is_documented_and_prefixed():
@@ -177,7 +180,7 @@ def test_every_hookspec_is_documented_and_prefixed():
 
 def test_hooks_are_not_called_per_batch():
     """The hot path must not go through pluggy: count hook calls during a run."""
-    from hftagg.builtins.core.ema import Ema
+    from hftagg.builtins.core.indicators import Ema
     from hftagg.records import TRADE
     from hftagg.testing import TestingSink, TestingSource, run_pipeline
 

@@ -11,8 +11,7 @@ import pytest
 
 import hftagg
 from hftagg.builtins.core.book import Book
-from hftagg.builtins.core.ema import Ema
-from hftagg.builtins.core.indicators import INDICATORS, STAGES, Sma
+from hftagg.builtins.core.indicators import INDICATORS, STAGES, Ema, Sma
 from hftagg.kernels.slots import SlotTable, slot_of
 from hftagg.records import BOOK_UPDATE, TRADE
 from hftagg.stages import KernelStage, StageContext

@@ -1,12 +1,14 @@
-"""Built-in plugin: streaming indicator stages, per instrument, compiled per record.
+"""Built-in plugin: streaming indicator stages (EMA included), per instrument, compiled per record.
 
 Every stage outputs ``indicator`` records (the input record's header, ``value`` float64), one per
-input record, in input order. Kernels and their exact definitions are in
-``hftagg.kernels.rolling`` and ``hftagg.kernels.indicators``.
+input record, in input order; each is one row of ``INDICATORS``. Kernels and their exact
+definitions are in ``hftagg.kernels.ema``, ``hftagg.kernels.rolling`` and
+``hftagg.kernels.indicators``.
 
 ==================  ============================  ======================  =====================
 type                output topic(s)               input                   warm-up (NaN)
 ==================  ============================  ======================  =====================
+``ema``             ``ind.ema``                   trade                   see ``seed``
 ``sma``             ``ind.sma``                   trade / indicator       first window-1 (TA-Lib)
 ``wma``             ``ind.wma``                   trade / indicator       first window-1 (TA-Lib)
 ``rsi``             ``ind.rsi``                   trade / indicator       first window (TA-Lib)
@@ -19,6 +21,11 @@ type                output topic(s)               input                   warm-u
                     ``ind.ols_intercept``,
                     ``ind.ols_r2``
 ==================  ============================  ======================  =====================
+
+``ema``: ``alpha = 2 / (window + 1)``; ``seed = "first"`` follows pandas
+``ewm(span=window, adjust=False)`` (the first price seeds the EMA), ``seed = "sma"`` follows TA-Lib
+(NaN for the first window-1 prices, then the SMA seed). A window change keeps each instrument's
+current EMA and continues with the new alpha (no re-warm-up).
 
 ``input = "trade"`` reads ``price`` (int64 fixed-point 1e-9) from ``md.trades``;
 ``input = "indicator"`` reads ``value`` (float64) from ``ind.mid`` (any indicator topic can be
@@ -50,6 +57,7 @@ import numpy as np
 from pydantic import create_model
 
 from hftagg.hookspecs import hookimpl
+from hftagg.kernels.ema import EmaKernel
 from hftagg.kernels.indicators import (
     AtrKernel,
     OlsKernel,
@@ -68,6 +76,7 @@ __all__ = [
     "INDICATORS",
     "STAGES",
     "Atr",
+    "Ema",
     "IndicatorSpec",
     "Ols",
     "RollingVwap",
@@ -98,6 +107,11 @@ def _set_window(kernel: Any, params: Params) -> None:
     kernel.set_window(params.window)
 
 
+def _set_ema(kernel: EmaKernel, params: Params) -> None:
+    kernel.set_window(params.window)
+    kernel.set_seed(params.seed)  # a restored snapshot carries its own seed
+
+
 def _set_session(kernel: SessionVwapKernel, params: Params) -> None:
     kernel.set_session(params.session_reset, params.session_offset_secs)
 
@@ -126,6 +140,22 @@ class IndicatorSpec:
 _TRADES_WITH_SIZE = Port("trade", "md.trades", "trades: price and size")
 
 INDICATORS: tuple[IndicatorSpec, ...] = (
+    IndicatorSpec(
+        "Ema", "ema", "Exponential moving average per instrument (pandas or TA-Lib seeding).",
+        lambda p: EmaKernel(p.window, seed=p.seed),
+        {
+            "window": (int, live(
+                20, ge=1, le=1_000_000, description="EMA span in records (alpha = 2/(window+1))"
+            )),
+            "seed": (Literal["first", "sma"], restart(
+                "first", description="warm-up: pandas (first) or TA-Lib (sma)"
+            )),
+        },
+        {"output": Port("indicator", "ind.ema", "EMA after each trade, same header")},
+        fields=("price",),
+        input=Port("trade", "md.trades", "trades whose price is averaged"),
+        configure=_set_ema,
+    ),
     IndicatorSpec(
         "Sma", "sma", "Simple moving average per instrument (TA-Lib SMA).",
         lambda p: SmaKernel(p.window),
@@ -289,7 +319,7 @@ def indicator_stage(spec: IndicatorSpec) -> type[IndicatorStage]:
 
 
 STAGES = tuple(indicator_stage(spec) for spec in INDICATORS)
-Sma, Wma, Rsi, Atr, RollingVwap, SessionVwap, ZScore, Volatility, Ols = STAGES
+Ema, Sma, Wma, Rsi, Atr, RollingVwap, SessionVwap, ZScore, Volatility, Ols = STAGES
 
 
 @hookimpl
