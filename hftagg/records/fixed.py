@@ -72,6 +72,7 @@ import numba
 import numpy as np
 
 from hftagg.errors import FixedPointError
+from hftagg.kernels.options import NJIT as _NJIT
 
 __all__ = [
     "EMPTY",
@@ -101,7 +102,6 @@ __all__ = [
     "warm",
 ]
 
-_NJIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 
 INT64_MAX = 2**63 - 1
 PRICE_DECIMALS = 9
