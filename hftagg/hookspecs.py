@@ -19,26 +19,44 @@ A minimal plugin file dropped into ``plugins/``::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
+    from hftagg.bus.transport import Transport
     from hftagg.records.schema import Schema
     from hftagg.runtime.pipeline import Pipeline
     from hftagg.stages.base import Stage
 
-__all__ = ["PROJECT", "hookimpl", "hookspec"]
+__all__ = ["PROJECT", "CodecFamily", "RegisterKernelWarmup", "hookimpl", "hookspec"]
 
 PROJECT = "hftagg"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+class CodecFamily(Protocol):
+    """What ``hftagg_register_codecs`` takes: a protocol family with a unique name."""
+
+    name: str
+    description: str
+
+
+class RegisterKernelWarmup(Protocol):
+    """The ``register`` of ``hftagg_register_kernel_warmups``."""
+
+    def __call__(self, warm: Callable[[], None], name: str | None = None) -> None: ...
+
+
 # -------------------------------------------------------------------------------------------------
-# Registration: called once per plugin when the plugin is loaded (and again when it is reloaded).
-# The core keeps the registries and decides what a duplicate name means (an error naming both
-# plugins). Return values are ignored.
+# Registration: called once per plugin when the plugin is loaded (and again when it is reloaded),
+# through the plugin manager (``HFTAGG_TRACE_PLUGINS=1`` logs each call). The core keeps the
+# registries and decides what a duplicate name means: within one discovery tier every plugin that
+# claims the name fails with an error naming them all; an earlier tier (built-ins, then entry
+# points, then plugin files) keeps a name against a later one; a running plugin keeps it against a
+# new file. ``register`` raises PluginError for an invalid argument, which fails that plugin only.
+# What a plugin registers is committed only if all of it is valid. Return values are ignored.
 # -------------------------------------------------------------------------------------------------
 
 
@@ -63,7 +81,7 @@ def hftagg_register_stage_types(register: Callable[[type[Stage]], None]) -> None
 
 
 @hookspec
-def hftagg_register_transports(register: Callable[[Any], None]) -> None:
+def hftagg_register_transports(register: Callable[[Transport], None]) -> None:
     """Register transports that carry frames between processes (pynng, NATS, ...).
 
     Called when plugins are loaded. ``register(transport)`` takes an object with ``name``,
@@ -74,7 +92,7 @@ def hftagg_register_transports(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
-def hftagg_register_codecs(register: Callable[[Any], None]) -> None:
+def hftagg_register_codecs(register: Callable[[CodecFamily], None]) -> None:
     """Register protocol codec families (SBE, FIX, DBN, ...).
 
     Called when plugins are loaded. ``register(family)`` takes an object with a unique ``name``
@@ -82,6 +100,18 @@ def hftagg_register_codecs(register: Callable[[Any], None]) -> None:
     builds codecs from protocol definitions in ``protocols/`` (SBE XML schemas, FIX
     dictionaries) is the family's own API. Decoder stages find families in
     ``StageContext.codecs``. Two plugins registering the same name is an error naming both.
+    """
+
+
+@hookspec
+def hftagg_register_kernel_warmups(register: RegisterKernelWarmup) -> None:
+    """Register functions that compile a plugin's numba kernels ahead of time.
+
+    Called when plugins are loaded. ``register(warm, name=None)`` takes a no-argument callable
+    that compiles (and caches on disk) every kernel signature the plugin's stages use, so a
+    running pipeline never stops to compile. ``hftagg warm`` (run by ``build.sh``) calls every
+    registered warm-up -- built-in and third-party alike -- times each and reports a failing one
+    by name without stopping the others. ``name`` defaults to the callable's qualified name.
     """
 
 

@@ -19,9 +19,11 @@ __all__ = [
     "add_config_option",
     "config_path",
     "existing_dir",
+    "load_plugins_reported",
     "non_negative_int",
     "positive_float",
     "print_problems",
+    "report_failed_plugins",
     "setup_logging",
     "suggest",
 ]
@@ -124,3 +126,30 @@ def print_problems(exc: ConfigError) -> None:
 def setup_logging() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="hftagg: %(message)s")
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
+
+
+def report_failed_plugins(host: Any) -> None:
+    """One line per plugin that failed to load (name, where, why), then where to see more."""
+    for record in host.failed:
+        print(
+            f"hftagg: {record.label} failed to load, skipped: {record.last_error_line}",
+            file=sys.stderr,
+        )
+    if host.failed:
+        print(
+            f"hftagg: {len(host.failed)} plugin(s) skipped; `hftagg plugins` shows their "
+            f"tracebacks",
+            file=sys.stderr,
+        )
+
+
+def load_plugins_reported(path: Path | None, consul: Any = None) -> Any:
+    """Load the plugins ``path``'s config names and report the failed ones at once, before the
+    config is checked (so they are reported even when it is invalid)."""
+    from hftagg.config.load import read_layers
+    from hftagg.plugins.manager import load_plugins
+    from hftagg.runtime.assemble import plugin_dirs
+
+    host = load_plugins(plugin_dirs(read_layers(path, consul=consul), path))
+    report_failed_plugins(host)
+    return host

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hftagg.cli.common import add_config_option, config_path, print_problems
+from hftagg.cli.common import add_config_option, config_path, load_plugins_reported, print_problems
 from hftagg.cli.config_edit import add_edit_parsers, cmd_config_set, full_validator
 from hftagg.cli.config_edit import format_value as _format_value
 from hftagg.cli.config_params import cmd_config_params
@@ -54,7 +54,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
         return 2
     path = config_path(args.file or args.config)
     try:
-        assembled = assemble(path)
+        assembled = assemble(path, host=load_plugins_reported(path))
     except ConfigError as exc:
         print_problems(exc)
         print(f"{path or '(defaults)'}: invalid, {len(exc.problems)} problem(s)", file=sys.stderr)

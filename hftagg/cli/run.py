@@ -12,6 +12,7 @@ from pathlib import Path
 from hftagg.cli.common import (
     add_config_option,
     config_path,
+    load_plugins_reported,
     positive_float,
     print_problems,
     setup_logging,
@@ -40,15 +41,6 @@ def _start_consul_layer():
     return source
 
 
-def _report_failed_plugins(host) -> None:
-    for record in host.failed:
-        last = record.error.strip().splitlines()[-1] if record.error else ""
-        print(
-            f"hftagg: plugin {record.name!r} ({record.location}) failed to load, skipped: {last}",
-            file=sys.stderr,
-        )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from hftagg.runtime.assemble import assemble
     from hftagg.runtime.session import Session
@@ -57,8 +49,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging()
     path = config_path(args.config)
     consul = _start_consul_layer()
+    layer = consul.layer if consul else None
     try:
-        assembled = assemble(path, consul=consul.layer if consul else None)
+        host = load_plugins_reported(path, layer)
+        assembled = assemble(path, consul=layer, host=host)
     except ConfigError as exc:
         print_problems(exc)
         print(
@@ -66,7 +60,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    _report_failed_plugins(assembled.host)
     session = Session(assembled, path, consul=consul, watch=not args.no_watch)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: session.stop_requested.set())

@@ -116,7 +116,7 @@ class FileWatcher:
                 continue
             try:
                 self.on_change({Path(p) for _, p in changes})
-            except Exception:
+            except BaseException:  # noqa: BLE001 - SystemExit here would end watching silently
                 log.exception("handling a change to %s failed", sorted(p for _, p in changes))
 
     def start(self) -> None:

@@ -130,3 +130,38 @@ class SchemaRegistry:
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+    # -- used by the plugin host: a plugin's schemas come and go with it -----------------------
+
+    def state(self) -> tuple:
+        """An opaque copy of the registry's content, for :meth:`restore` (reload rollback)."""
+        return dict(self._by_key), dict(self.origin)
+
+    def restore(self, state: tuple) -> None:
+        """Put back what :meth:`state` returned; the registry object itself stays the same."""
+        by_key, origin = state
+        self._by_key, self.origin = dict(by_key), dict(origin)
+        self._reindex()
+
+    def forget(self, origin: str, keep: dict[str, str] | None = None) -> list[str]:
+        """Drop the schemas ``origin`` registered; returns their keys.
+
+        ``keep`` maps a key to another plugin that registered the identical schema too: that key
+        stays, owned by that plugin.
+        """
+        gone = [key for key, owner in self.origin.items() if owner == origin]
+        for key in gone:
+            if keep and key in keep:
+                self.origin[key] = keep[key]
+            else:
+                del self._by_key[key], self.origin[key]
+        self._reindex()
+        return [k for k in gone if not (keep and k in keep)]
+
+    def _reindex(self) -> None:
+        self._by_id = {s.schema_id: s for s in self._by_key.values()}
+        self._latest = {}
+        for schema in self._by_key.values():
+            latest = self._latest.get(schema.name)
+            if latest is None or schema.version > latest.version:
+                self._latest[schema.name] = schema

@@ -95,10 +95,11 @@ class _Builder:
             known = sorted(self.host.stage_types)
             close = difflib.get_close_matches(spec.type_name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            why = self.host.missing_stage_type_note(spec.type_name)
             self.problem(
                 f"{spec.key}.type",
                 spec.type_name,
-                f"unknown stage type{hint}; known stage types: {', '.join(known)}",
+                f"unknown stage type{hint}; known stage types: {', '.join(known)}{why}",
             )
             self.failed_outputs = None
             return None

@@ -31,7 +31,7 @@ import numpy as np
 
 from hftagg.bus.ring import Reader, Ring
 from hftagg.config.spec import RuntimeSection
-from hftagg.errors import HftaggError, StageFailed
+from hftagg.errors import BusError, HftaggError, StageFailed
 from hftagg.runtime.graph import Graph, Node
 from hftagg.stages.base import StageContext
 
@@ -358,13 +358,32 @@ class Pipeline:
             topic = node.outputs.get(port)
             if topic is None or not len(batch):
                 continue
-            self.rings[topic].publish(batch, stop=self._hard_stop, timeout=self.publish_timeout)
+            ring = self.rings[topic]
+            try:
+                ring.publish(batch, stop=self._hard_stop, timeout=self.publish_timeout)
+            except BusError as exc:
+                if getattr(batch, "dtype", None) == ring.dtype:
+                    raise
+                raise StageFailed(self._wrong_dtype(node, port, topic, batch)) from exc
             if tel is not None and self.graph.topics[topic].name == "dead_letter":
                 tel.dead_lettered(topic, batch)
             stats.records_out += len(batch)
             stats.batches_out += 1
             total += len(batch)
         return total
+
+    def _wrong_dtype(self, node: Node, port: str, topic: str, batch: Any) -> str:
+        """The message for a stage whose output batch does not have its port's schema."""
+        schema = self.graph.topics[topic]
+        type_name = node.stage.type_name
+        origin = self.host.plugin_of_stage(type_name) if self.host is not None else "its plugin"
+        got = getattr(batch, "dtype", type(batch).__name__)
+        return (
+            f"stage {node.id!r} (type {type_name!r}, from {origin}) returned a batch of dtype "
+            f"{got} on output port {port!r}, which carries schema {schema.key} to topic "
+            f"{topic!r}; build its output with that schema (e.g. schemas.get({schema.key!r})"
+            f".empty(n)) or declare the port with the schema it produces"
+        )
 
     def backlog(self, node_id: str) -> int:
         return sum(r.backlog() for _, r in self.readers.get(node_id, []))

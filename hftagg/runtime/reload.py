@@ -83,7 +83,9 @@ class Reloader:
         self.applied = 0
         self.rejected = 0
         self.history: list[ReloadEvent] = []
-        self._lock = threading.Lock()
+        # one change at a time: plugin loads and config applies alike (a plugin change holds it
+        # from the import through the re-apply, so no config change sees half a plugin)
+        self._lock = threading.RLock()
         self._watcher: FileWatcher | None = None
 
     # -- the one path every change takes ------------------------------------------------------
@@ -194,6 +196,10 @@ class Reloader:
 
     def plugin_changed(self, path: Path) -> ReloadEvent:
         """A plugin file or package appeared, changed or disappeared."""
+        with self._lock:
+            return self._plugin_changed(path)
+
+    def _plugin_changed(self, path: Path) -> ReloadEvent:
         name = path.stem
         source = f"plugin {name}"
         if not path.exists():
@@ -208,19 +214,13 @@ class Reloader:
                     ", ".join(users),
                 )
             return event
+        held = self.host.record(name)
+        running = held is not None and held.error is None and held.location == str(path)
         record = self.host.load_file(path)
         if record.error:
-            last = record.error.strip().splitlines()[-1]
-            return self._record(
-                ReloadEvent(
-                    source,
-                    False,
-                    time.time(),
-                    problems=[
-                        f"{path}: new version failed to load, the old one keeps running: {last}"
-                    ],
-                )
-            )
+            outcome = "the old one keeps running" if running else "it was skipped"
+            problem = f"{path}: new version failed to load, {outcome}: {record.last_error_line}"
+            return self._record(ReloadEvent(source, False, time.time(), problems=[problem]))
         return self.reload(source)
 
     # -- watching ------------------------------------------------------------------------------
