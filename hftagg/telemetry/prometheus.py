@@ -2,12 +2,19 @@
 
 Bound to loopback unless ``telemetry.allow_remote``. Rendering reads the pipeline's counters and
 hftagg's histograms (exact over every record); nothing is computed on the hot path for it.
+
+The server holds at most ``max_connections`` connections at once, one thread each (a scrape
+takes milliseconds); one more is answered ``503`` and closed. A connection that sends nothing
+(or stops reading) for ``idle_timeout_secs`` is closed. A client that hangs up early is not an
+error worth a traceback: it is counted at debug level and forgotten.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -151,6 +158,53 @@ def render_prometheus(pipeline: Any, reloader: Any = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on concurrent connections and quiet hang-ups."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 64  # the listen backlog
+
+    def __init__(self, address, handler, max_connections: int) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0  # connections turned away because max_connections were open
+        self.hangups = 0  # clients that closed or timed out mid-request
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            try:
+                request.settimeout(0.05)
+                request.sendall(
+                    b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                    b"Retry-After: 1\r\n\r\n"
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
+            self.hangups += 1
+            log.debug("metrics client %s went away: %r", client_address, exc)
+            return
+        log.warning("metrics endpoint: request from %s failed", client_address, exc_info=True)
+
+
 class MetricsServer:
     """A tiny HTTP server on loopback serving ``/metrics`` and ``/metrics.json``."""
 
@@ -161,6 +215,8 @@ class MetricsServer:
         *,
         reloader: Any = None,
         allow_remote: bool = False,
+        max_connections: int = 16,
+        idle_timeout_secs: float = 5.0,
     ) -> None:
         host, _, port = address.rpartition(":")
         check_loopback(f"tcp://{host}:{port}", allow_remote, key="telemetry.prometheus_address")
@@ -169,6 +225,8 @@ class MetricsServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = idle_timeout_secs  # for reading the request and writing the answer
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 path = self.path.split("?")[0]
                 if path == "/metrics":
@@ -189,8 +247,7 @@ class MetricsServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer((host, int(port)), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _BoundedServer((host, int(port)), Handler, max_connections)
         self.address = f"{host}:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="hftagg-metrics", daemon=True
