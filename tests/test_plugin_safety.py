@@ -218,9 +218,10 @@ def test_a_plugin_file_cannot_take_a_built_in_stage_type(tmp_path):
 
     host = load_plugins([tmp_path], entry_points=False)
 
-    assert host.stage_origin["ema"] == "hftagg.builtins.core.ema"
+    owner = host.stage_origin["ema"]
+    assert owner.startswith("hftagg.builtins.")
     assert (
-        "registers stage type 'ema', already registered by plugin 'hftagg.builtins.core.ema'"
+        f"registers stage type 'ema', already registered by plugin {owner!r}"
         in host.record("aaa_ema").last_error_line
     )
 
