@@ -10,8 +10,10 @@ its window exactly at the batch boundary where each change was applied.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,8 +21,8 @@ import numpy as np
 import pytest
 
 from hftagg import hookimpl
-from hftagg.runtime.assemble import assemble, plugin_dirs
-from hftagg.runtime.reload import Reloader
+from hftagg.runtime.assemble import assemble
+from hftagg.runtime.session import Session
 
 HERE = Path(__file__).parent
 CONFIG = """\
@@ -45,42 +47,65 @@ streams = ["md.trades", "ind.ema"]
 
 [delivery]
 enabled = false
+
+[telemetry]
+prometheus = false
 """
 MID_STAGE = '[stages.mid]\ntype = "example_midprice"\n'
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Write a file whole and rename it over ``path``, as editors save. A plain write_text
+    truncates first, and a reload that reads the file in between sees it empty or half written
+    (seen as rare rejections on a loaded machine); the watcher's concern, not these tests'."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 class LivePipeline:
+    """``hftagg run`` in this process: a Session (pipeline, reloader watching the files,
+    telemetry) with status lines on, produced every 10 ms by a status thread, as the CLI does."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.config = root / "config.toml"
         self.assembled = assemble(self.config, environ={})
-        self.pipeline = self.assembled.pipeline()
-        self.reloader = Reloader(
-            self.pipeline,
-            self.assembled.host,
-            self.config,
-            plugin_dirs=plugin_dirs(self.assembled.spec.raw, self.config),
-            environ={},
+        self.session = Session(self.assembled, self.config, environ={})
+        self.pipeline = self.session.pipeline
+        self.reloader = self.session.reloader
+        self.status_lines: list[str] = []
+        self._status = threading.Thread(
+            target=self.session.run_until, args=(None, 0.01, self.status_lines.append)
         )
 
     def __enter__(self) -> LivePipeline:
-        self.pipeline.start()
-        self.reloader.start()
+        self.session.start()
+        self._status.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.reloader.stop()
-        self.summary = self.pipeline.stop()
+        try:
+            if exc[0] is None:  # status lines still come at the end, after every change
+                self.wait_for(lambda: len(self.status_lines) > 0, "a status line")
+                seen = len(self.status_lines)
+                self.wait_for(lambda: len(self.status_lines) > seen, "status lines at the end")
+        finally:
+            self.session.stop_requested.set()
+            self._status.join(5)
+            self.summary = self.session.stop()
+
+    @staticmethod
+    def wait_for(condition, what: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.002)
 
     def write_and_wait(self, text: str, timeout: float = 5.0):
         """Write the config and wait until the reloader has handled that edit."""
         before = len(self.reloader.history)
-        # written whole and renamed over, as editors save: a plain write_text truncates first,
-        # and a reload that reads the empty file in between sees the defaults (seen as a rare
-        # "runtime.max_batch = 4096: cannot change" rejection on a loaded machine)
-        tmp = self.config.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.config)
+        write_whole(self.config, text)
         return self.wait_event(before, timeout)
 
     def wait_event(self, before: int, timeout: float = 5.0):
@@ -236,20 +261,20 @@ def test_plugin_file_added_changed_broken_and_removed_while_running(live_root):
         )
         # add the plugin file: it loads, and re-applying the config now starts the stage
         before = len(live.reloader.history)
-        counter.write_text(v1)
+        write_whole(counter, v1)
         event = live.wait_event(before)
         assert event.accepted and event.source == "plugin counter", event.problems
         assert "count: added (counter)" in event.changes
         time.sleep(0.3)
         # change it: re-imported, the running stage replaced, its count carried over
         before = len(live.reloader.history)
-        counter.write_text(v1.replace("VERSION = 1", "VERSION = 2"))
+        write_whole(counter, v1.replace("VERSION = 1", "VERSION = 2"))
         event = live.wait_event(before)
         assert event.accepted and "count: replaced (plugin code reloaded)" in event.changes
         time.sleep(0.3)
         # break it: reported, the old (v2) code keeps running
         before = len(live.reloader.history)
-        counter.write_text(v1.replace("VERSION = 1", "VERSION = ("))
+        write_whole(counter, v1.replace("VERSION = 1", "VERSION = ("))
         event = live.wait_event(before)
         assert not event.accepted
         assert (
@@ -382,3 +407,83 @@ def test_two_hundred_source_replacements_under_load_keep_data_flowing_and_seq_co
     for iid in np.unique(trades["instrument_id"]):
         seq = trades["seq"][trades["instrument_id"] == iid]
         np.testing.assert_array_equal(seq, np.arange(len(seq)))
+
+
+class _Lines:
+    """Lines of a subprocess stream, collected by a thread, waited for by content."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait(self, predicate, what: str, start: int = 0, timeout: float = 30.0) -> str:
+        """The first line from index ``start`` on that satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        seen = start
+        while time.monotonic() < deadline:
+            while seen < len(self.lines):
+                if predicate(self.lines[seen]):
+                    return self.lines[seen]
+                seen += 1
+            time.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}; got:\n" + "\n".join(self.lines))
+
+
+@pytest.mark.slow
+def test_hftagg_run_with_status_lines_takes_stages_added_and_removed_and_lists_them(live_root):
+    """Issue #9.2: adding a stage to a running ``hftagg run`` with status lines on used to exit 1
+    with a KeyError in the status reporter and no summary."""
+    import json
+    import signal
+    import subprocess
+
+    from .conftest import hftagg_cmd
+
+    config = live_root / "config.toml"
+    with_mid = CONFIG.format(window=20, extra=MID_STAGE)
+    with_both = CONFIG.format(window=20, extra=MID_STAGE + '[stages.sma]\ntype = "sma"\n')
+    proc = subprocess.Popen(
+        hftagg_cmd("run", "--config", str(config), "--status-interval", "0.05",
+                   "--summary-json", str(live_root / "summary.json")),
+        cwd=live_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out, err = _Lines(proc.stdout), _Lines(proc.stderr)
+    try:
+        out.wait(lambda x: x.startswith("[") and "sim " in x, "a first status line")
+        steps = [
+            (with_mid, "mid: added (example_midprice)", "mid "),
+            (with_both, "sma: added (sma)", "sma "),
+            (CONFIG.format(window=20, extra='[stages.sma]\ntype = "sma"\n'), "mid: removed", None),
+            (CONFIG.format(window=20, extra=""), "sma: removed", None),
+        ]
+        for text, change, shown in steps:
+            write_whole(config, text)
+            err.wait(lambda x, c=change: "applied:" in x and c in x, change)
+            # the run goes on: a status line that started after the change was applied
+            at = len(out.lines) + 1
+            out.wait(lambda x: x.startswith("["), "a status line after the change", start=at)
+            if shown:
+                out.wait(
+                    lambda x, s=shown: x.startswith("[") and f"| {s}" in x, f"{shown}", start=at
+                )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "\n".join(err.lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not [x for x in err.lines if "Traceback" in x or "failed" in x], err.lines
+    summary = json.loads((live_root / "summary.json").read_text())
+    stages = summary["stages"]
+    assert stages["mid"]["state"] == stages["sma"]["state"] == "removed"
+    assert 0 < stages["mid"]["added_secs"] < stages["mid"]["removed_secs"]
+    assert stages["mid"]["records"] > 0 and stages["sma"]["records"] > 0
+    assert stages["ema"]["state"] == "running" and "added_secs" not in stages["ema"]
+    text = "\n".join(out.lines)
+    assert "hftagg summary" in text
+    assert re.search(r"mid\s+example_midprice .*\(added at [\d.]+s\)\s+\(removed at", text)

@@ -41,6 +41,22 @@ def _start_consul_layer():
     return source
 
 
+def _run_with_status(session, args: argparse.Namespace) -> None:
+    """Status while running: a table redrawn in place on a terminal, plain lines otherwise."""
+    from hftagg.runtime.status import TableRedraw
+
+    if args.quiet:
+        session.run_until(args.duration, args.status_interval, None)
+        return
+    table = sys.stdout.isatty() and not args.status_lines
+    redraw = TableRedraw()
+
+    def show(text: str) -> None:
+        print(redraw(text) if table else text, flush=True)
+
+    session.run_until(args.duration, args.status_interval, show, table=table)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from hftagg.runtime.assemble import assemble
     from hftagg.runtime.session import Session
@@ -73,11 +89,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except HftaggError as exc:
         print(f"hftagg: {path or 'defaults'}: not started: {exc}", file=sys.stderr)
         return 1
-    session.run_until(
-        args.duration,
-        args.status_interval,
-        None if args.quiet else lambda line: print(line, flush=True),
-    )
+    broken = False
+    try:
+        _run_with_status(session, args)
+    except Exception:  # whatever broke while running: still drain, stop and say what ran
+        logging.getLogger("hftagg").exception("hftagg run failed while running; stopping")
+        broken = True
     try:
         summary = session.stop()
     except HftaggError as exc:
@@ -86,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_summary(summary), flush=True)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
-    return 0
+    return 1 if broken else 0
 
 
 def add_parser(sub) -> None:
@@ -105,6 +122,11 @@ def add_parser(sub) -> None:
         help="seconds between status lines (default: runtime.status_interval_secs)",
     )
     run.add_argument("--quiet", action="store_true", help="no status lines, only the summary")
+    run.add_argument(
+        "--status-lines",
+        action="store_true",
+        help="plain status lines even on a terminal (default there: a table redrawn in place)",
+    )
     run.add_argument("--summary-json", help="also write the summary as JSON to this file")
     run.add_argument(
         "--no-watch",

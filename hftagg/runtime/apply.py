@@ -195,12 +195,14 @@ class _Transaction:
             p.attach(change.new, keep)
             self.applied.offsets[change.stage_id] = keep
         for change in self.of("remove"):
+            p.note_removed(change.old)
             p.detach(change.old)
             if change.old.role != "core":
                 p.retire(change.old, PARK_TIMEOUT_SECS)
             retired.append(change.old)
         for change in self.of("add"):
             p.attach(change.new)
+            p.note_added(change.new)
         p.graph = self.graph
         for topic in [t for t in p.rings if t not in self.graph.topics]:
             del p.rings[topic]

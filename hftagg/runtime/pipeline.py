@@ -58,6 +58,7 @@ class NodeStats:
     records_out: int = 0
     batches_out: int = 0
     busy_ns: int = 0
+    dead_letters: int = 0  # records this stage wrote to dead-letter topics
 
 
 class Worker:
@@ -131,6 +132,12 @@ class Pipeline:
         self.started_at: float | None = None
         self.stopped_at: float | None = None
         self.left_over = 0
+        #: stage id -> seconds since start when a live change added it
+        self.added_at: dict[str, float] = {}
+        #: stage id -> the error that isolated it (``on_error = "isolate"``)
+        self.isolated: dict[str, str] = {}
+        #: stage id -> its summary entry, frozen when a live change removed it
+        self.removed: dict[str, dict[str, Any]] = {}
         self._opened = False
         self._started = False
         #: seconds a publish may wait for space (None: forever, the threads make progress)
@@ -365,8 +372,10 @@ class Pipeline:
                 if getattr(batch, "dtype", None) == ring.dtype:
                     raise
                 raise StageFailed(self._wrong_dtype(node, port, topic, batch)) from exc
-            if tel is not None and self.graph.topics[topic].name == "dead_letter":
-                tel.dead_lettered(topic, batch)
+            if self.graph.topics[topic].name == "dead_letter":
+                stats.dead_letters += len(batch)
+                if tel is not None:
+                    tel.dead_lettered(topic, batch)
             stats.records_out += len(batch)
             stats.batches_out += 1
             total += len(batch)
@@ -563,25 +572,54 @@ class Pipeline:
             return 0.0
         return (self.stopped_at or time.monotonic()) - self.started_at
 
-    def summary(self) -> dict[str, Any]:
+    def note_added(self, node: Node) -> None:
+        """A live change added ``node`` (the summary says when)."""
+        self.removed.pop(node.id, None)
+        self.added_at[node.id] = self.elapsed()
+
+    def note_removed(self, node: Node) -> None:
+        """A live change is removing ``node``: keep its summary entry (call before detaching)."""
         elapsed = self.elapsed()
-        stages = {}
-        for node in self.graph.nodes:
-            s = self.stats[node.id]
-            records = s.records_out if node.role == "source" else s.records_in
-            batches = s.batches_out if node.role == "source" else s.batches_in
-            stages[node.id] = {
-                "type": node.stage.type_name,
-                "role": node.role,
-                "records": records,
-                "batches": batches,
-                "mean_batch": records / batches if batches else 0.0,
-                "records_per_sec": records / elapsed if elapsed else 0.0,
-                "records_out": s.records_out,
-                "busy_secs": s.busy_ns / 1e9,
-                "backlog": self.backlog(node.id),
-                "drops": self.drops(node.id),
-            }
-            if node.role == "sink":
-                stages[node.id].update(node.stage.counters())
+        entry = self._stage_summary(node, elapsed)
+        entry["removed_secs"] = elapsed
+        entry["state"] = "removed"
+        self.removed[node.id] = entry
+
+    def _stage_summary(self, node: Node, elapsed: float) -> dict[str, Any]:
+        s = self.stats[node.id]
+        records = s.records_out if node.role == "source" else s.records_in
+        batches = s.batches_out if node.role == "source" else s.batches_in
+        added = self.added_at.get(node.id)
+        active = elapsed - (added or 0.0)
+        entry = {
+            "type": node.stage.type_name,
+            "role": node.role,
+            "state": "running",
+            "records": records,
+            "batches": batches,
+            "mean_batch": records / batches if batches else 0.0,
+            "records_per_sec": records / active if active > 0 else 0.0,
+            "records_in": s.records_in,
+            "records_out": s.records_out,
+            "busy_secs": s.busy_ns / 1e9,
+            "backlog": self.backlog(node.id),
+            "drops": self.drops(node.id),
+            "dead_letters": s.dead_letters,
+        }
+        if added is not None:
+            entry["added_secs"] = added
+        if node.role == "sink":
+            entry.update(node.stage.counters())
+        if node.id in self.isolated:
+            entry["state"] = "failed"
+            entry["error"] = self.isolated[node.id]
+        return entry
+
+    def summary(self) -> dict[str, Any]:
+        """Per stage id: counts and rates; stages a live change removed are listed too, marked
+        ``state = "removed"`` with ``removed_secs`` (and ``added_secs`` for added ones)."""
+        elapsed = self.elapsed()
+        stages = {node.id: self._stage_summary(node, elapsed) for node in self.graph.nodes}
+        for stage_id, entry in self.removed.items():
+            stages.setdefault(stage_id, dict(entry))
         return {"elapsed_secs": elapsed, "left_over": self.left_over, "stages": stages}

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from hftagg.telemetry import make_telemetry
 
 __all__ = ["Session"]
 
+log = logging.getLogger("hftagg.status")
+
 
 class Session:
     def __init__(
@@ -28,6 +31,7 @@ class Session:
         *,
         consul: Any = None,
         watch: bool = True,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.assembled = assembled
         self.telemetry = make_telemetry(assembled.spec.telemetry)
@@ -40,6 +44,7 @@ class Session:
                 assembled.host,
                 config_path,
                 plugin_dirs=plugin_dirs(assembled.spec.raw, config_path),
+                environ=environ,
             )
             self.reloader.consul_layer = consul.layer if consul is not None else None
         self.stop_requested = threading.Event()
@@ -58,8 +63,15 @@ class Session:
         duration: float | None,
         interval: float | None,
         on_status: Callable[[str], None] | None,
+        *,
+        table: bool = False,
     ) -> None:
-        """Until a stop request, the duration, a failure, or every source has finished."""
+        """Until a stop request, the duration, a failure, or every source has finished.
+
+        ``on_status`` gets the status every interval: one plain line, or with ``table`` a
+        multi-line table (for a terminal). The status is only a view: if producing it fails,
+        that is logged once with its traceback and the pipeline runs on without it.
+        """
         reporter = StatusReporter(self.pipeline)
         deadline = time.monotonic() + duration if duration else None
         while not self.stop_requested.is_set() and self.pipeline.failure is None:
@@ -67,8 +79,13 @@ class Session:
             timeout = step if deadline is None else min(step, deadline - time.monotonic())
             if timeout <= 0 or self.stop_requested.wait(timeout) or not self.pipeline.running:
                 break
-            if on_status is not None:
-                on_status(reporter.line())
+            if on_status is None:
+                continue
+            try:
+                on_status(reporter.table() if table else reporter.line())
+            except Exception:
+                log.exception("status output failed; the pipeline runs on without status lines")
+                on_status = None
 
     def stop(self) -> dict[str, Any]:
         """Stop watching, drain and stop the pipeline; returns its summary (StageFailed raises)."""
