@@ -29,7 +29,7 @@ verify (per topic, from the stream offsets and the publisher's session id in eac
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +76,7 @@ class Subscription:
     def __init__(
         self,
         address: str,
-        topic: str | None,
+        topic: str | Sequence[str] | None,
         *,
         transport: str = "pynng",
         pattern: str = "pub",
@@ -88,12 +88,14 @@ class Subscription:
     ) -> None:
         host = host or load_plugins([], entry_points=True)
         self.schemas = schemas or host.schemas
-        self.topic = topic
+        topics = [topic] if isinstance(topic, str) else list(topic or [])
+        self.topic = topic if isinstance(topic, str) or topic is None else topics
+        self.topics = frozenset(topics) or None  # None: every topic
         self.address = address
         self.timeout_secs = timeout_secs
         self.max_frame_bytes = max_frame_bytes
         factory = host.transports[transport].subscriber
-        topics = [topic] if topic else None
+        topics = topics or None
         try:
             self._socket = factory(
                 address,
@@ -142,7 +144,7 @@ class Subscription:
             except FrameError as exc:
                 self._bad(_reason(exc), str(exc))
                 continue
-            if self.topic is not None and frame.topic != self.topic:
+            if self.topics is not None and frame.topic not in self.topics:
                 self.other_topics += 1
                 continue
             if self._track(frame):
@@ -196,8 +198,9 @@ class Subscription:
         self.close()
 
 
-def subscribe(address: str, topic: str | None, **kwargs) -> Subscription:
-    """Subscribe to ``topic`` (``None``: all topics) at ``address``; iterate to get batches.
+def subscribe(address: str, topic: str | Sequence[str] | None, **kwargs) -> Subscription:
+    """Subscribe to ``topic`` (a list: several; ``None``: all) at ``address``; iterate to get
+    batches (``next_frame`` also says which topic a batch is from).
 
     Keyword arguments: ``pattern`` (``pub``/``push``), ``timeout_secs`` (stop iterating after
     that long without a frame; default: wait forever), ``transport`` (default ``pynng``),

@@ -1,58 +1,239 @@
-"""``hftagg tail``: print the records a running pipeline delivers on one topic."""
+"""``hftagg tail``: print the records a running pipeline delivers on one or more topics.
+
+Human-readable by default, one line per record: ``TOPIC field=value ...`` with times as ISO 8601
+UTC (nanoseconds), fixed-point prices and quantities as exact decimals, side/action codes as
+letters. ``--format json``: one JSON object per line (times as ISO strings plus the raw ``_ns``,
+fixed-point values as exact decimal strings), for ``jq`` and scripts.
+
+It says what it waits for, reports every frame it cannot decode (the first of each kind as it
+happens, all of them at the end), what was lost between frames, duplicates and publisher
+restarts, and stops cleanly on Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from collections.abc import Callable
 
 import numpy as np
 
 from hftagg.cli.common import add_config_option, config_path, non_negative_int, positive_float
+from hftagg.records.fixed import PRICE_DECIMALS, QTY_DECIMALS, format_fixed
 
-__all__ = ["add_parser", "cmd_tail"]
+__all__ = ["add_parser", "cmd_tail", "field_decimals", "format_records"]
+
+#: fixed-point fields (int64) by name: prices at 1e-9, quantities at 1e-8
+PRICE_FIELDS = frozenset({"price", "bid_px", "ask_px", "open", "high", "low", "close"})
+QTY_FIELDS = frozenset({"size", "bid_sz", "ask_sz", "volume", "filled", "leaves", "position"})
+TIME_FIELDS = frozenset({"ts_event", "ts_recv"})
+CODE_FIELDS = frozenset({"side", "action"})
+
+
+def field_decimals(name: str, dtype: np.dtype) -> int | None:
+    """The decimals of a fixed-point field (prices 9, quantities 8), or None if it is not one.
+
+    Only int64 fields are fixed-point: while a quantity is still a plain integer count
+    (uint32 sizes), it prints as that integer.
+    """
+    base = dtype.base if dtype.shape else dtype
+    if base != np.dtype("<i8"):
+        return None
+    if name in PRICE_FIELDS:
+        return PRICE_DECIMALS
+    if name in QTY_FIELDS:
+        return QTY_DECIMALS
+    return None
+
+
+def _iso(values: np.ndarray) -> np.ndarray:
+    return np.char.add(np.datetime_as_string(values.astype("datetime64[ns]"), unit="ns"), "Z")
+
+
+def _column(name: str, values: np.ndarray) -> list:
+    """Display values of one field, one per record (a list for sub-array fields)."""
+    dtype = values.dtype
+    shape = values.shape[1:]
+    flat = values.reshape(len(values), -1) if shape else values
+    if shape and dtype == np.uint8:  # raw bytes (a raw_chunk's data)
+        return [f"<{flat.shape[1]} bytes>"] * len(values)
+    decimals = field_decimals(name, dtype)
+    if decimals is not None:
+        text = format_fixed(flat, decimals).astype(str)
+    elif name in TIME_FIELDS and dtype == np.dtype("<i8"):
+        text = _iso(flat)
+    elif name in CODE_FIELDS and dtype == np.uint8:
+        text = np.array([chr(c) if 32 < c < 127 else str(c) for c in flat.ravel()])
+    elif dtype.kind == "S":
+        return [v.rstrip(b"\0").decode("utf-8", "replace") for v in flat]
+    elif dtype.kind == "V":
+        return [f"<{dtype.itemsize} bytes>"] * len(values)
+    elif dtype.kind == "f":
+        return [float(v) for v in flat.ravel()] if not shape else flat.tolist()
+    else:
+        return flat.tolist()
+    return text.reshape(len(values), -1).tolist() if shape else text.tolist()
+
+
+def format_records(topic: str, batch: np.ndarray, fmt: str = "text") -> list[str]:
+    """One line per record of ``batch``: ``text`` (``TOPIC k=v ...``) or ``json``."""
+    names = batch.dtype.names or ()
+    columns = {}
+    for name in names:
+        values = batch[name]
+        if values.ndim == 1 and batch.dtype[name].shape:  # a sub-array field read per record
+            values = np.stack(values)
+        columns[name] = _column(name, values)
+    if fmt == "json":
+        lines = []
+        for i in range(len(batch)):
+            row: dict = {"topic": topic}
+            for name in names:
+                row[name] = columns[name][i]
+                if name in TIME_FIELDS:
+                    row[f"{name}_ns"] = int(batch[name][i])
+            lines.append(json.dumps(row))
+        return lines
+    return [
+        f"{topic} " + " ".join(f"{name}={_text(columns[name][i])}" for name in names)
+        for i in range(len(batch))
+    ]
+
+
+def _text(value) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class _Reporter:
+    """Tells the user, on stderr, about bad frames as they happen (once per kind)."""
+
+    def __init__(self, sub, err: Callable[[str], None]) -> None:
+        self.sub = sub
+        self.err = err
+        self.seen: set[str] = set()
+        self.printed = 0
+
+    def check(self) -> None:
+        for kind in self.sub.bad_reasons:
+            if kind not in self.seen:
+                self.seen.add(kind)
+                self.err(f"skipped a frame it cannot decode ({kind}): {self.sub.last_error}")
+
+    def summary(self) -> list[str]:
+        sub = self.sub
+        lines = []
+        if sub.bad_frames:
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(sub.bad_reasons.items()))
+            lines.append(f"{sub.bad_frames} frames could not be decoded and were skipped ({kinds})")
+        if sub.gaps:
+            lines.append(f"{sub.gaps} records were lost between frames")
+        if sub.duplicates:
+            lines.append(f"{sub.duplicates} records were received twice")
+        if sub.restarts:
+            lines.append(f"the publisher restarted {sub.restarts} time(s) (offsets started over)")
+        if sub.dropped_connections:
+            lines.append(
+                f"the connection dropped {sub.dropped_connections} time(s) (a publisher that "
+                f"stopped, or a frame over --max-frame-bytes {sub.max_frame_bytes})"
+            )
+        return lines
+
+
+def _address(args: argparse.Namespace) -> tuple[str, int | None]:
+    if args.address is not None and args.max_frame_bytes is not None:
+        return args.address, args.max_frame_bytes
+    from hftagg.config.load import read_layers
+
+    delivery = read_layers(config_path(args.config)).get("delivery", {})
+    address = args.address or delivery.get("target", "tcp://127.0.0.1:5555")
+    return address, args.max_frame_bytes or delivery.get("max_frame_bytes")
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from hftagg.client import subscribe
-    from hftagg.config.load import read_layers
 
-    address = args.address
-    if address is None:
-        raw = read_layers(config_path(args.config))
-        address = raw.get("delivery", {}).get("target", "tcp://127.0.0.1:5555")
-    seen = 0
-    np.set_printoptions(linewidth=160)
-    with subscribe(address, args.topic, pattern=args.pattern, timeout_secs=args.timeout) as sub:
-        for batch in sub:
-            names = batch.dtype.names
-            for record in batch[: max(0, args.count - seen) if args.count else None]:
-                print(f"{args.topic} " + " ".join(f"{k}={record[k]}" for k in names), flush=True)
-            seen += len(batch)
-            if args.count and seen >= args.count:
-                break
-        gaps = sub.gaps
-    if args.timeout and seen == 0:
-        print(
-            f"hftagg tail: nothing on {args.topic!r} at {address} within {args.timeout}s "
-            f"(is the pipeline running and delivering that topic?)",
-            file=sys.stderr,
+    def err(text: str) -> None:
+        print(f"hftagg tail: {text}", file=sys.stderr, flush=True)
+
+    address, max_frame_bytes = _address(args)
+    topics = list(dict.fromkeys(args.topics))
+    names = ", ".join(topics)
+    options = {"pattern": args.pattern}
+    if max_frame_bytes:
+        options["max_frame_bytes"] = int(max_frame_bytes)
+    reporter = None
+    try:
+        with subscribe(address, topics, **options) as sub:
+            reporter = _Reporter(sub, err)
+            err(f"waiting for {names} at {address} ({args.pattern}; Ctrl-C to stop)")
+            try:
+                _print_frames(sub, reporter, args)
+            finally:  # Ctrl-C included: say what was seen
+                reporter.check()
+                for line in reporter.summary():
+                    err(line)
+    except KeyboardInterrupt:
+        return 0
+    if args.timeout and reporter.printed == 0:
+        err(
+            f"nothing on {names if len(topics) > 1 else repr(topics[0])} at {address} within "
+            f"{args.timeout}s (is the pipeline running and delivering that topic?)"
         )
         return 1
-    if gaps:
-        print(f"hftagg tail: {gaps} records were lost between frames", file=sys.stderr)
     return 0
 
 
+def _print_frames(sub, reporter: _Reporter, args) -> None:
+    """Print until --count, --timeout without data, or Ctrl-C."""
+    poll = 1.0 if args.timeout is None else min(1.0, args.timeout)
+    last = time.monotonic()
+    while True:
+        frame = sub.next_frame(poll)
+        reporter.check()
+        if frame is None:
+            if args.timeout is not None and time.monotonic() - last >= args.timeout:
+                return
+            continue
+        last = time.monotonic()
+        batch = frame.records
+        if args.count:
+            batch = batch[: args.count - reporter.printed]
+        lines = format_records(frame.topic, batch, args.format)
+        if lines:
+            print("\n".join(lines), flush=True)
+        reporter.printed += len(lines)
+        if args.count and reporter.printed >= args.count:
+            return
+
+
 def add_parser(sub) -> None:
-    tail = sub.add_parser("tail", help="print records a running pipeline delivers on TOPIC")
-    tail.add_argument("topic")
+    tail = sub.add_parser(
+        "tail",
+        help="print records a running pipeline delivers on TOPIC(s)",
+        description="Prints one line per record: times in ISO 8601 UTC, prices and quantities "
+        "as exact decimals. Reports undecodable frames, gaps, duplicates and publisher "
+        "restarts on stderr. Ctrl-C stops it.",
+    )
+    tail.add_argument("topics", nargs="+", metavar="TOPIC", help="one or more topics")
     tail.add_argument("--address", help="publisher address (default: delivery.target of config)")
     add_config_option(tail, "its delivery.target is the default address")
     tail.add_argument("--pattern", default="pub", choices=["pub", "push"])
+    tail.add_argument("--format", default="text", choices=["text", "json"], help="output format")
     tail.add_argument(
         "--count", type=non_negative_int, default=0, help="stop after N records (0: never)"
     )
     tail.add_argument(
         "--timeout", type=positive_float, metavar="SECS", help="give up after SECS without data"
+    )
+    tail.add_argument(
+        "--max-frame-bytes",
+        type=non_negative_int,
+        help="largest frame to accept (default: delivery.max_frame_bytes of config, or 4 MiB)",
     )
     tail.set_defaults(func=cmd_tail)

@@ -1,0 +1,114 @@
+"""`hftagg tail` in a subprocess against a real pynng publisher in this process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from hftagg.bus.frame import FrameEncoder
+from hftagg.plugins.manager import load_plugins
+from hftagg.records import INDICATOR, QUOTE, TRADE
+
+from .conftest import hftagg_cmd
+
+TS = 1_796_203_172_217_493_439  # 2026-12-02T09:19:32.217493439Z
+
+
+@pytest.fixture
+def push(address):
+    publisher = (
+        load_plugins([], entry_points=False)
+        .transports["pynng"]
+        .publisher(address, pattern="push", buffer_frames=64)
+    )
+    yield publisher
+    publisher.close()
+
+
+def trade_frame(offset: int) -> bytes:
+    batch = TRADE.empty(2)
+    batch["ts_event"] = TS
+    batch["seq"] = [offset, offset + 1]
+    batch["instrument_id"] = 7
+    batch["side"] = ord("B")
+    batch["price"] = [100_250_000_000, 100_000_000_001]  # 100.25 and 100.000000001
+    batch["size"] = 3
+    return next(FrameEncoder("md.trades", TRADE, session_id=42).encode(batch, offset))
+
+
+def ema_frame() -> bytes:
+    batch = INDICATOR.empty(1)
+    batch["ts_event"] = TS
+    batch["value"] = 99.5
+    return next(FrameEncoder("ind.ema", INDICATOR).encode(batch, 0))
+
+
+def start_tail(address: str, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        hftagg_cmd("tail", "md.trades", "ind.ema", "--address", address, "--pattern", "push")
+        + list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stderr.readline()
+    assert line.startswith(f"hftagg tail: waiting for md.trades, ind.ema at {address}"), line
+    return proc
+
+
+def send_mixed(push) -> None:
+    not_utf8 = bytearray(ema_frame())
+    not_utf8[4:6] = b"\xff\xfe"
+    other = next(FrameEncoder("md.quotes", QUOTE).encode(QUOTE.empty(1), 0))
+    for data in (b"", bytes(not_utf8), other, trade_frame(0), ema_frame()):
+        push.send(data)
+
+
+def test_tail_prints_several_topics_readably_and_reports_what_it_skipped(address, push):
+    tail = start_tail(address, "--count", "3", "--timeout", "30")
+    send_mixed(push)
+    out, err = tail.communicate(timeout=60)
+    assert tail.returncode == 0, err
+    lines = out.splitlines()
+    assert lines == [
+        "md.trades ts_event=2026-12-02T09:19:32.217493439Z ts_recv=1970-01-01T00:00:00.000000000Z "
+        "seq=0 instrument_id=7 side=B flags=0 price=100.25 size=3",
+        "md.trades ts_event=2026-12-02T09:19:32.217493439Z ts_recv=1970-01-01T00:00:00.000000000Z "
+        "seq=1 instrument_id=7 side=B flags=0 price=100.000000001 size=3",
+        "ind.ema ts_event=2026-12-02T09:19:32.217493439Z ts_recv=1970-01-01T00:00:00.000000000Z "
+        "seq=0 instrument_id=0 value=99.5",
+    ]
+    assert "skipped a frame it cannot decode (truncated)" in err
+    assert "skipped a frame it cannot decode (topic): topic field" in err
+    assert "2 frames could not be decoded and were skipped (topic 1, truncated 1)" in err
+    assert "Traceback" not in err
+
+
+def test_tail_json_gives_exact_decimals_and_times(address, push):
+    tail = start_tail(address, "--count", "2", "--timeout", "30", "--format", "json")
+    push.send(trade_frame(0))
+    out, err = tail.communicate(timeout=60)
+    assert tail.returncode == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["price"] for r in rows] == ["100.25", "100.000000001"]
+    assert rows[0]["topic"] == "md.trades" and rows[0]["side"] == "B"
+    assert rows[0]["ts_event"] == "2026-12-02T09:19:32.217493439Z"
+    assert rows[0]["ts_event_ns"] == TS and np.int64(rows[1]["seq"]) == 1
+
+
+def test_tail_stops_cleanly_on_ctrl_c_and_says_what_it_saw(address, push):
+    tail = start_tail(address)
+    push.send(trade_frame(0))
+    push.send(trade_frame(10))  # records 2..9 never sent
+    assert tail.stdout.readline().startswith("md.trades ")
+    time.sleep(0.5)
+    tail.send_signal(signal.SIGINT)
+    out, err = tail.communicate(timeout=60)
+    assert tail.returncode == 0
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "8 records were lost between frames" in err
