@@ -68,7 +68,7 @@ class ProcessingSection(_Section):
     enabled: bool = restart(True)
 
 
-SOURCE_COMMON_KEYS = ("type", "format", "fields", "topic_prefix", "enabled")
+SOURCE_COMMON_KEYS = ("type", "format", "fields", "topic_prefix", "enabled", "on_error")
 SUPPORTED_FORMATS = ("native",)
 
 
@@ -84,6 +84,7 @@ class StageSpec:
     fields: list[str] | None = None  # sources: which output ports are active
     param_keys: dict[str, str] = field(default_factory=dict)  # param name -> config key
     policy: str | None = None  # ring reader policy for its inputs (None: the stage's default)
+    on_error: str | None = None  # stop | isolate (None: the stage type's default)
     mocked: StageSpec | None = None  # the source as configured, when use_mock_data replaced it
     builtin: bool = False  # added by hftagg's defaults, not declared in any config layer
 
@@ -186,6 +187,7 @@ def _source_specs(raw: Any, processing: ProcessingSection, source: str, problems
             fields = None
         prefix = table.get("topic_prefix", "md")
         spec = StageSpec(name, type_name, params, key, fields=fields, topics={"*": prefix})
+        spec.on_error = _on_error(table, key, source, problems)
         spec.mocked = mocked
         specs.append(spec)
     return specs
@@ -224,6 +226,25 @@ def _policy(table: dict, key: str, source: str, problems: list[Problem]) -> str 
     return policy
 
 
+ON_ERROR = ("stop", "isolate")
+
+
+def _on_error(table: dict, key: str, source: str, problems: list[Problem]) -> str | None:
+    value = table.get("on_error")
+    if value is not None and value not in ON_ERROR:
+        problems.append(
+            Problem(
+                f"{key}.on_error",
+                value,
+                'expected "stop" (a raising stage stops the pipeline) or "isolate" (its input '
+                "batch goes to dead letters with the exception and the rest runs on)",
+                source,
+            )
+        )
+        return None
+    return value
+
+
 def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSpec]:
     if not isinstance(raw, dict):
         problems.append(Problem("stages", raw, "expected a table of [stages.<id>]", source))
@@ -243,9 +264,9 @@ def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSp
             )
             continue
         topics = table.get("topics", {})
-        reserved = ("type", "topics", "enabled", "policy")
+        reserved = ("type", "topics", "enabled", "policy", "on_error")
         if isinstance(topics, list):  # a list is the stage's own parameter (e.g. publisher)
-            topics, reserved = {}, ("type", "enabled", "policy")
+            topics, reserved = {}, ("type", "enabled", "policy", "on_error")
         policy = _policy(table, key, source, problems)
         if not (isinstance(topics, dict) and all(isinstance(v, str) for v in topics.values())):
             problems.append(
@@ -253,9 +274,9 @@ def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSp
             )
             topics = {}
         params = {k: v for k, v in table.items() if k not in reserved}
-        specs.append(
-            StageSpec(stage_id, type_name, params, key, topics=dict(topics), policy=policy)
-        )
+        spec = StageSpec(stage_id, type_name, params, key, topics=dict(topics), policy=policy)
+        spec.on_error = _on_error(table, key, source, problems)
+        specs.append(spec)
     return specs
 
 
@@ -283,9 +304,11 @@ def _delivery_specs(raw: Any, source: str, problems: list[Problem]) -> list[Stag
         return []
     if not _enabled(raw, "delivery", source, problems):
         return []
-    params = {k: v for k, v in raw.items() if k not in ("enabled", "policy")}
+    params = {k: v for k, v in raw.items() if k not in ("enabled", "policy", "on_error")}
     policy = _policy(raw, "delivery", source, problems)
-    return [StageSpec("delivery", "publisher", params, "delivery", policy=policy)]
+    spec = StageSpec("delivery", "publisher", params, "delivery", policy=policy)
+    spec.on_error = _on_error(raw, "delivery", source, problems)
+    return [spec]
 
 
 KNOWN_SECTIONS = ("runtime", "data_sources", "processing", "stages", "delivery", "telemetry")

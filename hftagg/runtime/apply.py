@@ -193,6 +193,7 @@ class _Transaction:
                 and change.new.inputs.get(port) in p.rings
             }
             p.attach(change.new, keep)
+            p.isolated.pop(change.stage_id, None)  # a new instance starts with a clean slate
             self.applied.offsets[change.stage_id] = keep
         for change in self.of("remove"):
             p.note_removed(change.old)

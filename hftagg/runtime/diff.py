@@ -63,6 +63,8 @@ def _compare(old: Node, new: Node) -> Change:
         return Change("replace", new.id, old, new, reason="topics changed")
     if old.spec.policy != new.spec.policy:
         return Change("replace", new.id, old, new, reason="input policy changed")
+    if old.on_error != new.on_error:
+        return Change("replace", new.id, old, new, reason=f"on_error -> {new.on_error}")
     changed = old.stage.params.changed_fields(new.stage.params)
     if not changed:
         return Change("keep", new.id, old, new)

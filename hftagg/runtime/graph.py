@@ -37,6 +37,16 @@ class Node:
     outputs: dict[str, str] = field(default_factory=dict)  # port -> topic
 
     @property
+    def on_error(self) -> str:
+        """``stop`` (the pipeline stops) or ``isolate``: config, else the stage type's default."""
+        return self.spec.on_error or getattr(self.stage, "on_error", "stop")
+
+    @property
+    def error_topic(self) -> str | None:
+        """Where an isolated stage's failed input goes, as dead letters: ``dead.<stage id>``."""
+        return f"dead.{self.id}" if self.on_error == "isolate" else None
+
+    @property
     def id(self) -> str:
         return self.stage.stage_id
 
@@ -206,10 +216,27 @@ class _Builder:
                     continue
                 producer[topic] = node.id
         for node in nodes:
+            self._link_error_topic(node, topics, producer)
+        for node in nodes:
             inputs, _ = node.stage.ports(node.stage.params)
             for port, topic in node.inputs.items():
                 self._check_input(node, port, topic, inputs[port].schema, topics, producer)
         return topics, producer
+
+    def _link_error_topic(self, node: Node, topics: dict, producer: dict) -> None:
+        topic = node.error_topic
+        if topic is None:
+            return
+        if topic in producer:
+            self.problem(
+                f"{node.spec.key}.on_error",
+                "isolate",
+                f"its dead-letter topic {topic!r} is already produced by stage "
+                f"{producer[topic]!r}; give that stage another topic",
+            )
+            return
+        topics[topic] = self.host.schemas.get("dead_letter")
+        producer[topic] = node.id
 
     def _check_input(self, node, port, topic, want, topics, producer) -> None:
         key = node.spec.key

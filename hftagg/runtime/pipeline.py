@@ -16,7 +16,9 @@ rings, then sinks send everything still in theirs, then stages are closed. If dr
 longer than ``drain_timeout_secs`` the pipeline stops hard and says how much was left.
 
 A stage that raises stops the pipeline (crash-only): ``stop()`` re-raises it as
-``StageFailed`` naming the thread and stage.
+``StageFailed`` naming the thread and stage. A stage configured ``on_error = "isolate"`` is
+fenced off instead: its input batch becomes dead letters and the rest runs on
+(:mod:`hftagg.runtime.isolate`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from hftagg.bus.ring import Reader, Ring
 from hftagg.config.spec import RuntimeSection
 from hftagg.errors import BusError, HftaggError, StageFailed
 from hftagg.runtime.graph import Graph, Node
+from hftagg.runtime.isolate import FailureLog, dead_letters_for, describe
 from hftagg.stages.base import StageContext
 
 __all__ = ["NodeStats", "Pipeline", "StageFailed", "Worker"]
@@ -59,6 +62,7 @@ class NodeStats:
     batches_out: int = 0
     busy_ns: int = 0
     dead_letters: int = 0  # records this stage wrote to dead-letter topics
+    failures: int = 0  # batches it raised on while isolated (on_error = "isolate")
 
 
 class Worker:
@@ -136,6 +140,7 @@ class Pipeline:
         self.added_at: dict[str, float] = {}
         #: stage id -> the error that isolated it (``on_error = "isolate"``)
         self.isolated: dict[str, str] = {}
+        self._failure_log = FailureLog()
         #: stage id -> its summary entry, frozen when a live change removed it
         self.removed: dict[str, dict[str, Any]] = {}
         self._opened = False
@@ -273,7 +278,7 @@ class Pipeline:
                     parent = tel.parent_of(reader.ring.name, reader.cursor, n)
                     wall0 = time.time_ns()
                 t0 = time.perf_counter_ns()
-                out = node.stage.process(batch, port) if takes_port else node.stage.process(batch)
+                out = self._process(node, takes_port, port, reader, batch)
                 elapsed = time.perf_counter_ns() - t0
                 stats.busy_ns += elapsed
                 if parent is not None:
@@ -298,6 +303,15 @@ class Pipeline:
                 done += n
         return done
 
+    def _process(self, node: Node, takes_port: bool, port: str, reader: Reader, batch) -> Any:
+        try:
+            return node.stage.process(batch, port) if takes_port else node.stage.process(batch)
+        except Exception as exc:
+            if node.on_error != "isolate":
+                raise
+            self._isolate(node, batch, reader.cursor, reader.ring.name, exc)
+            return None
+
     def pump_sink(self, node: Node) -> int:
         """Hand what is waiting in a sink's rings to the sink; returns records written."""
         done = 0
@@ -309,12 +323,17 @@ class Pipeline:
             if not n:
                 continue
             tel = self.telemetry
-            if tel is not None:
-                self._write_observed(node, port, batch, offset, tel)
-            else:
-                t0 = time.perf_counter_ns()
-                node.stage.write(batch, port, offset)
-                stats.busy_ns += time.perf_counter_ns() - t0
+            try:
+                if tel is not None:
+                    self._write_observed(node, port, batch, offset, tel)
+                else:
+                    t0 = time.perf_counter_ns()
+                    node.stage.write(batch, port, offset)
+                    stats.busy_ns += time.perf_counter_ns() - t0
+            except Exception as exc:
+                if node.on_error != "isolate":
+                    raise
+                self._isolate(node, batch, offset, node.inputs[port], exc)
             reader.commit(n)
             stats.records_in += n
             stats.batches_in += 1
@@ -393,6 +412,29 @@ class Pipeline:
             f"{topic!r}; build its output with that schema (e.g. schemas.get({schema.key!r})"
             f".empty(n)) or declare the port with the schema it produces"
         )
+
+    def _isolate(self, node: Node, batch, offset: int, topic: str, exc: Exception) -> None:
+        """``on_error = "isolate"``: the batch becomes dead letters, the stage is marked failed."""
+        stats = self.stats[node.id]
+        stats.failures += 1
+        self.isolated[node.id] = f"{describe(exc)} ({stats.failures} failed batches)"
+        dead = dead_letters_for(batch, offset, topic, exc)
+        error_topic = node.error_topic
+        ring = self.rings.get(error_topic)
+        self._failure_log.failed(
+            node.id,
+            exc,
+            stats.failures,
+            f"its input batch ({len(batch)} records of {topic}) goes to {error_topic}"
+            if ring is not None
+            else f"its input batch ({len(batch)} records of {topic}) is counted as dead "
+            f"letters (no ring for {error_topic})",
+        )
+        if ring is not None:
+            ring.publish(dead, stop=self._hard_stop, timeout=self.publish_timeout)
+        stats.dead_letters += len(dead)
+        if self.telemetry is not None:
+            self.telemetry.dead_lettered(error_topic, dead)
 
     def backlog(self, node_id: str) -> int:
         return sum(r.backlog() for _, r in self.readers.get(node_id, []))
@@ -473,8 +515,16 @@ class Pipeline:
             worker.checkpoint()
             if worker.stop.is_set():
                 return
-            if self.pump_source(node):
-                continue
+            try:
+                if self.pump_source(node):
+                    continue
+            except Exception as exc:
+                if node.on_error != "isolate":
+                    raise
+                self.stats[node.id].failures += 1
+                self.isolated[node.id] = describe(exc)
+                self._failure_log.failed(node.id, exc, 1, "this source stops")
+                return
             if stage.exhausted:
                 return
             wake = stage.next_awake()
@@ -605,6 +655,7 @@ class Pipeline:
             "backlog": self.backlog(node.id),
             "drops": self.drops(node.id),
             "dead_letters": s.dead_letters,
+            "failures": s.failures,
         }
         if added is not None:
             entry["added_secs"] = added

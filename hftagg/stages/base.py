@@ -56,6 +56,9 @@ class Stage:
     Params: ClassVar[type[Params]] = Params
     inputs: ClassVar[dict[str, Port]] = {}
     outputs: ClassVar[dict[str, Port]] = {}
+    #: what an exception from this stage does unless config says (``on_error``): ``stop`` the
+    #: pipeline (crash-only, every built-in) or ``isolate`` it (dead-letter the batch, run on)
+    on_error: ClassVar[str] = "stop"
 
     def __init__(
         self,

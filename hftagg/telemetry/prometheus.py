@@ -54,6 +54,8 @@ def snapshot(pipeline: Any, reloader: Any = None) -> dict:
                 "records_out": s.records_out,
                 "batches_out": s.batches_out,
                 "busy_ns": s.busy_ns,
+                "failed": node.id in pipeline.isolated,  # on_error = "isolate" caught a raise
+                "failures": s.failures,
                 "readers": readers,
                 "processing_ns": _hist_json(tel.processing.get(node.id)) if tel else None,
                 "latency_recv_ns": _hist_json(tel.latency_recv.get(node.id)) if tel else None,
@@ -101,6 +103,8 @@ _HELP = {
     "hftagg_stage_records_total": ("counter", "records processed (sources: produced) per stage"),
     "hftagg_stage_batches_total": ("counter", "batches processed (sources: produced) per stage"),
     "hftagg_stage_processing_seconds": ("histogram", "processing time per batch"),
+    "hftagg_stage_failed": ("gauge", "1: the stage raised and was isolated (on_error)"),
+    "hftagg_stage_failures_total": ("counter", "batches an isolated stage raised on"),
     "hftagg_reader_backlog_records": ("gauge", "records waiting in a ring for this reader"),
     "hftagg_reader_dropped_records_total": ("counter", "records a lossy reader skipped"),
     "hftagg_e2e_latency_seconds": ("histogram", "per record, from ts_recv or ts_event to a sink"),
@@ -123,6 +127,12 @@ def render_prometheus(pipeline: Any, reloader: Any = None) -> str:
         series["hftagg_stage_batches_total"].append(
             f"hftagg_stage_batches_total{_label(**lab)} "
             f"{st['batches_out'] if out else st['batches_in']}"
+        )
+        series["hftagg_stage_failed"].append(
+            f"hftagg_stage_failed{_label(stage=st['stage'])} {int(st['failed'])}"
+        )
+        series["hftagg_stage_failures_total"].append(
+            f"hftagg_stage_failures_total{_label(stage=st['stage'])} {st['failures']}"
         )
         if st["processing_ns"]:
             series["hftagg_stage_processing_seconds"] += _histogram_lines(
