@@ -125,4 +125,9 @@ class StageFailed(HftaggError):
 
 
 class ApplyError(HftaggError):
-    """A live change could not be applied; the pipeline runs on as it was."""
+    """A live change could not be applied; the pipeline runs on as it was.
+
+    ``retryable`` is true when nothing was wrong with the change itself, only the moment (a
+    thread was still inside one batch); the reloader then tries again before giving up."""
+
+    retryable = False

@@ -487,3 +487,42 @@ def test_hftagg_run_with_status_lines_takes_stages_added_and_removed_and_lists_t
     text = "\n".join(out.lines)
     assert "hftagg summary" in text
     assert re.search(r"mid\s+example_midprice .*\(added at [\d.]+s\)\s+\(removed at", text)
+
+
+def test_a_change_refused_because_a_stage_is_stuck_in_a_batch_leaves_the_pipeline_running(
+    live_root, monkeypatch
+):
+    """The core thread cannot park in time: after a few attempts the change is refused, and once
+    the stage finishes its batch the pipeline runs on (it used to park for good: nobody withdrew
+    the request). A stage busy for less than those attempts only delays the change."""
+    import hftagg.runtime.apply as apply
+
+    monkeypatch.setattr(apply, "PARK_TIMEOUT_SECS", 0.3)
+    shutil.copy(HERE / "plugin_files" / "gate.py", live_root / "plugins" / "gate.py")
+    gate_stage = '[stages.gate]\ntype = "gate"\n'
+    text = CONFIG.format(window=20, extra=gate_stage)
+    (live_root / "config.toml").write_text(text)
+    with LivePipeline(live_root) as live:
+        gate = sys.modules["hftagg_plugins.gate"]
+        live.wait_for(lambda: live.pipeline.summary()["stages"]["gate"]["records_out"] > 0, "flow")
+        gate.OPEN.clear()
+        live.wait_for(gate.HOLDING.is_set, "the gate holding a batch")
+        event = live.write_and_wait(text.replace("ema_window = 20", "ema_window = 21"))
+        assert not event.accepted
+        assert "did not reach a batch boundary" in event.problems[0]
+        assert "save the file again" in event.problems[0]
+        gate.OPEN.set()  # the batch ends: the core thread must run on, not park
+        out = live.pipeline.summary()["stages"]["ema"]["records_out"]
+        live.wait_for(
+            lambda: live.pipeline.summary()["stages"]["ema"]["records_out"] > out + 1000,
+            "data flowing after the refused change",
+        )
+        event = live.write_and_wait(text.replace("ema_window = 20", "ema_window = 22"))
+        assert event.accepted, event.problems
+        # held for less than the reloader's attempts together: applied on a later attempt
+        gate.HOLDING.clear()
+        gate.OPEN.clear()
+        live.wait_for(gate.HOLDING.is_set, "the gate holding a batch again")
+        threading.Timer(0.45, gate.OPEN.set).start()
+        event = live.write_and_wait(text.replace("ema_window = 20", "ema_window = 23"))
+        assert event.accepted, event.problems

@@ -105,13 +105,19 @@ class _Transaction:
         order += [w for n, w in p.workers.items() if n in touched and n.startswith("sink:")]
         for worker in order:
             if not worker.park(PARK_TIMEOUT_SECS):
+                # Withdraw the request from the late thread too: left standing, it would park
+                # at its next boundary with nobody to resume it, and the pipeline would freeze.
+                worker.unpark()
                 self.resume()
                 self.abort()
-                raise ApplyError(
+                busy = ApplyError(
                     f"thread {worker.name!r} did not reach a batch boundary within "
-                    f"{PARK_TIMEOUT_SECS:.0f}s (blocked on a slow consumer?); "
-                    f"change not applied"
+                    f"{PARK_TIMEOUT_SECS:g}s (one batch still running: a slow stage, a first "
+                    f"batch compiling, or a full lossless ring); change not applied, save the "
+                    f"file again to retry"
                 )
+                busy.retryable = True
+                raise busy
             self.parked.append(worker)
 
     def resume(self) -> None:

@@ -45,6 +45,7 @@ log = logging.getLogger("hftagg.reload")
 
 SETTLE_SECS = 0.05  # a save in progress: the file must stay unchanged this long before a read
 SETTLE_TIMEOUT_SECS = 2.0
+BUSY_ATTEMPTS = 3  # a change a busy thread could not take is applied on a later attempt
 
 
 @dataclass
@@ -95,7 +96,7 @@ class Reloader:
         source = source or str(self.config_path or "(defaults)")
         with self._lock:
             try:
-                applied = self._apply()
+                applied = self._apply_when_parked(source)
             except ConfigError as exc:
                 return self._record(
                     ReloadEvent(source, False, time.time(), problems=[str(p) for p in exc.problems])
@@ -123,6 +124,18 @@ class Reloader:
                 pause_secs=applied.pause_secs,
             )
             return self._record(event)
+
+    def _apply_when_parked(self, source: str) -> Applied:
+        """Apply; a change refused only because a thread was inside a batch (a first batch
+        compiling under load, a stage that is slow once) is tried again a few times first."""
+        for attempt in range(1, BUSY_ATTEMPTS + 1):
+            try:
+                return self._apply()
+            except ApplyError as exc:
+                if not exc.retryable or attempt == BUSY_ATTEMPTS:
+                    raise
+                log.warning("%s: %s; trying again (%d of %d)", source, exc, attempt, BUSY_ATTEMPTS)
+        raise AssertionError("unreachable")
 
     def plan(self) -> tuple[Assembled, list[Change]]:
         """Read and validate every layer and diff it against what runs, changing nothing.
