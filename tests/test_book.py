@@ -19,8 +19,9 @@ from hftagg.kernels.book import (
     UNDEF_PRICE,
     BookKernel,
 )
-from hftagg.kernels.mbo import MBO, MboBookKernel
+from hftagg.kernels.mbo import MboBookKernel
 from hftagg.records import ALERT, BOOK_UPDATE, MBP10, QUOTE
+from hftagg.records.catalog import MBO
 from hftagg.stages import StageContext
 from hftagg.testing import TestingSink, TestingSource, run_pipeline
 from tests.test_pipeline import simulate

@@ -415,6 +415,24 @@ def _side(code):
     return 0 if code == _BID else (1 if code == _ASK else -1)
 
 
+@numba.njit(inline="always", **_NJIT)
+def _enter(rec, table, shift, slot_ids, n_slots, inst, quotes, mbp, alerts, nq, nm, na):
+    """Room for one record's outputs, and its instrument's slot (a new one starts empty).
+
+    Returns ``(reason, slot, n_slots)``: ``_DONE`` to go on, else why the loop must stop. The slot
+    is unsigned: no negative-index wraparound on every access.
+    """
+    if not _room(quotes, mbp, alerts, nq, nm, na):
+        return _NEED_OUT, np.uint64(0), n_slots
+    found = slot_of(np.int64(rec["instrument_id"]), table, shift, slot_ids, n_slots)
+    if found < 0:
+        return _NEED_SLOTS, np.uint64(0), n_slots
+    if found == n_slots:
+        n_slots += 1
+        _new_instrument(inst, np.uint64(found))
+    return _DONE, np.uint64(found), n_slots
+
+
 @numba.njit(**_NJIT)
 def _apply(batch, start, table, shift, slot_ids, meta, params, inst, keys, sizes, orders,
            quotes, mbp, alerts, nout):  # fmt: skip
@@ -428,21 +446,14 @@ def _apply(batch, start, table, shift, slot_ids, meta, params, inst, keys, sizes
     meta[1] = _DONE
     stop = batch.shape[0]
     for i in range(start, batch.shape[0]):
-        if not _room(quotes, mbp, alerts, nq, nm, na):
-            meta[1] = _NEED_OUT
-            stop = i
-            break
         rec = batch[i]
         iid = rec["instrument_id"]
-        found = slot_of(np.int64(iid), table, shift, slot_ids, n_slots)
-        if found < 0:
-            meta[1] = _NEED_SLOTS
+        reason, slot, n_slots = _enter(rec, table, shift, slot_ids, n_slots, inst, quotes, mbp,
+                                       alerts, nq, nm, na)  # fmt: skip
+        if reason != _DONE:
+            meta[1] = reason
             stop = i
             break
-        slot = np.uint64(found)  # unsigned: no negative-index wraparound on every access
-        if found == n_slots:
-            n_slots += 1
-            _new_instrument(inst, slot)
         action = rec["action"]
         side = _side(rec["side"])
         if (action == _A or action == _M) and side >= 0 and inst[slot, _NLEV + side] >= cap:

@@ -19,7 +19,8 @@ prices. A NaN price is not skipped: it makes that instrument's EMA NaN from then
 prices upstream, where they can go to the dead-letter topic).
 
 All per-record work runs in compiled functions (``hftagg.kernels.options``); Python runs once
-per batch. Instruments are found in the shared slot table (``hftagg.kernels.slots``). ``warm()`` compiles (and caches on disk) every specialization the pipeline uses.
+per batch. Instruments are found in the shared slot table (``hftagg.kernels.slots``). ``warm()``
+compiles (and caches on disk) every specialization the pipeline uses.
 """
 
 from __future__ import annotations

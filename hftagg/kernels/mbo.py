@@ -35,8 +35,6 @@ from hftagg.kernels.book import (
     _M,
     _N,
     _NEED_DEPTH,
-    _NEED_OUT,
-    _NEED_SLOTS,
     _NLEV,
     _R,
     _ST,
@@ -48,35 +46,18 @@ from hftagg.kernels.book import (
     _begin,
     _clear,
     _end,
+    _enter,
     _find,
-    _new_instrument,
-    _room,
     _row,
     _set_level,
     _side,
     _unknown_level,
 )
 from hftagg.kernels.options import NJIT_NO_NRT as _NJIT
-from hftagg.kernels.slots import GOLDEN, slot_of
-from hftagg.records.schema import Schema, make_dtype
+from hftagg.kernels.slots import GOLDEN
+from hftagg.records.catalog import MBO
 
 __all__ = ["MBO", "MboBookKernel", "warm"]
-
-MBO = Schema(
-    "mbo",
-    1,
-    make_dtype(
-        [
-            ("order_id", "<u8"),
-            ("price", "<i8"),
-            ("size", "<u4"),
-            ("action", "u1"),
-            ("side", "u1"),
-            ("flags", "u1"),
-        ]
-    ),
-    doc="Market-by-order event (DBN MBO actions: add, cancel, modify, clear, trade, fill).",
-)
 
 _NEED_ORDERS = 4
 _INITIAL_ORDERS = 1024
@@ -254,21 +235,14 @@ def _apply_mbo(batch, start, table, shift, slot_ids, meta, params, book, pool, q
     meta[1] = _DONE
     stop = batch.shape[0]
     for i in range(start, batch.shape[0]):
-        if not _room(quotes, mbp, alerts, nq, nm, na):
-            meta[1] = _NEED_OUT
-            stop = i
-            break
         rec = batch[i]
         iid = rec["instrument_id"]
-        found = slot_of(np.int64(iid), table, shift, slot_ids, n_slots)
-        if found < 0:
-            meta[1] = _NEED_SLOTS
+        reason, slot, n_slots = _enter(rec, table, shift, slot_ids, n_slots, inst, quotes, mbp,
+                                       alerts, nq, nm, na)  # fmt: skip
+        if reason != _DONE:
+            meta[1] = reason
             stop = i
             break
-        slot = np.uint64(found)
-        if found == n_slots:
-            n_slots += 1
-            _new_instrument(inst, slot)
         action = rec["action"]
         side = _side(rec["side"])
         if (action == _A or action == _M) and side >= 0:

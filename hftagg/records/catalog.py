@@ -22,6 +22,7 @@ __all__ = [
     "DEAD_LETTER",
     "FILL",
     "INDICATOR",
+    "MBO",
     "MBP10",
     "ORDER",
     "QUOTE",
@@ -177,6 +178,22 @@ DEAD_LETTER = Schema(
     doc="Input that could not be used: reason code, where its raw bytes are, a short detail.",
 )
 
+MBO = Schema(
+    "mbo",
+    1,
+    make_dtype(
+        [
+            ("order_id", "<u8"),
+            ("price", "<i8"),
+            ("size", "<u4"),
+            ("action", "u1"),
+            ("side", "u1"),
+            ("flags", "u1"),
+        ]
+    ),
+    doc="Market-by-order event: one order's add, cancel, modify, clear, trade or fill (DBN MBO).",
+)
+
 RAW_CHUNK_BYTES = 4064
 
 RAW_CHUNK = Schema(
@@ -199,6 +216,7 @@ BUILTIN_SCHEMAS: tuple[Schema, ...] = (
     QUOTE,
     BOOK_UPDATE,
     MBP10,
+    MBO,
     BAR,
     INDICATOR,
     SIGNAL,

@@ -17,9 +17,10 @@ silently until the one with ``F_LAST`` (0x80) or the first unflagged record, aft
 rebuilt top of book and levels are published. After a sequence gap the instrument's book is
 invalid and nothing is published for it until such a clear arrives.
 
-``mbo_book`` consumes ``mbo`` records (``md.mbo``; the schema is registered here), keeps every
-resting order by id (:class:`hftagg.kernels.mbo.MboBookKernel`, DBN MBO semantics), aggregates
-them to price levels and publishes the same three outputs, its mbp10 records with order counts.
+``mbo_book`` consumes ``mbo`` records (``md.mbo``; the schema is in the record catalog), keeps
+every resting order by id (:class:`hftagg.kernels.mbo.MboBookKernel`, DBN MBO semantics),
+aggregates them to price levels and publishes the same three outputs, its mbp10 records with order
+counts.
 
 Output records copy ``ts_event``/``ts_recv``/``instrument_id`` from the update that triggered
 them; their ``seq`` counts that output per instrument from 0, without gaps.
@@ -33,7 +34,7 @@ import numpy as np
 
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.book import BookKernel
-from hftagg.kernels.mbo import MBO, MboBookKernel
+from hftagg.kernels.mbo import MboBookKernel
 from hftagg.stages import KernelStage, Params, Port, live
 
 __all__ = ["Book", "BookParams", "MboBook"]
@@ -89,11 +90,6 @@ class MboBook(Book):
     type_name = "mbo_book"
     inputs = {"input": Port("mbo", "md.mbo", "market-by-order events")}
     Kernel = MboBookKernel
-
-
-@hookimpl
-def hftagg_register_schemas(register):
-    register(MBO)
 
 
 @hookimpl

@@ -48,10 +48,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hftagg.kernels.mbo import MBO as MBO_SCHEMA
 from hftagg.protocols.dbn.layouts import OHLCV_RTYPES, RType
 from hftagg.protocols.dbn.records import IMBALANCE, INSTRUMENT_DEFINITION, STATISTICS
 from hftagg.records.catalog import BAR, BOOK_UPDATE, MBP10, QUOTE, TRADE
+from hftagg.records.catalog import MBO as MBO_SCHEMA
 
 __all__ = ["PORTS", "SCHEMA_PORTS", "Counters", "map_records"]
 
