@@ -55,5 +55,5 @@ def check_loopback(address: str, allow_remote: bool, key: str = "delivery.target
     if not allow_remote:
         raise TransportError(
             f"{key} = {address!r} listens beyond loopback; use 127.0.0.1 (or ipc://), "
-            f"or set delivery.allow_remote = true to expose it on purpose"
+            f"or set {key.split('.')[0]}.allow_remote = true to expose it on purpose"
         )

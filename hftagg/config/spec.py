@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from hftagg.config.addresses import host_port_problem
 from hftagg.errors import MISSING, ConfigError, Problem
 from hftagg.stages.params import Params, live, restart
 from hftagg.telemetry.settings import TelemetrySection
@@ -116,6 +117,8 @@ def pydantic_problems(
         elif err["type"] == "missing":
             problems.append(Problem(key, MISSING, "required key is missing", source))
             continue
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            expected = str(err["ctx"]["error"])  # a validator's own message, as written
         else:
             expected = err["msg"][0].lower() + err["msg"][1:]
         problems.append(Problem(key, err.get("input"), expected, source))
@@ -203,7 +206,7 @@ def _enabled(table: dict, key: str, source: str, problems: list[Problem]) -> boo
             f"{key}.enabled", value, "expected true or false (a TOML boolean, unquoted)", source
         )
     )
-    return False
+    return True  # built anyway, so that its own problems are reported too
 
 
 POLICIES = ("lossless", "drop_oldest", "latest_only")
@@ -311,6 +314,16 @@ def _delivery_specs(raw: Any, source: str, problems: list[Problem]) -> list[Stag
     return [spec]
 
 
+def _telemetry_problems(telemetry: TelemetrySection, source: str) -> list[Problem]:
+    """The metrics endpoint's address, checked as the server will when it starts."""
+    address = getattr(telemetry, "prometheus_address", None)
+    if not getattr(telemetry, "prometheus", False) or address is None:
+        return []
+    allow = bool(getattr(telemetry, "allow_remote", False))
+    problem = host_port_problem(address, allow, "telemetry.allow_remote")
+    return [Problem("telemetry.prometheus_address", address, problem, source)] if problem else []
+
+
 KNOWN_SECTIONS = ("runtime", "data_sources", "processing", "stages", "delivery", "telemetry")
 
 
@@ -333,6 +346,7 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
             )
     runtime = _section(RuntimeSection, raw.get("runtime"), "runtime", source, problems)
     telemetry = _section(TelemetrySection, raw.get("telemetry"), "telemetry", source, problems)
+    problems += _telemetry_problems(telemetry, source)
     processing = _section(ProcessingSection, raw.get("processing"), "processing", source, problems)
     stages = _source_specs(raw.get("data_sources", {}), processing, source, problems)
     notes = [

@@ -10,6 +10,7 @@ each batch to each stage exactly once.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -17,10 +18,10 @@ from pydantic import ValidationError
 
 from hftagg.bus.frame import MAX_TOPIC_BYTES
 from hftagg.config.spec import PipelineSpec, StageSpec, pydantic_problems
-from hftagg.errors import ConfigError, Problem, SchemaError
+from hftagg.errors import MISSING, ConfigError, Problem, SchemaError
 from hftagg.plugins.manager import PluginHost
 from hftagg.records.schema import Schema
-from hftagg.stages.base import SinkStage, SourceStage, Stage
+from hftagg.stages.base import SinkStage, SourceStage, Stage, StageContext
 
 __all__ = ["Graph", "Node", "build_graph", "graph_from_stages"]
 
@@ -292,9 +293,46 @@ class _Builder:
         sources = [n for n in nodes if n.role == "source"]
         sinks = [n for n in nodes if n.role == "sink"]
         core = self.order([n for n in nodes if n.role == "core"], producer)
+        if self.spec.runtime is not None:
+            self.check_stages(nodes, topics)
+            self.check_rings(topics)
         if self.problems:
             raise ConfigError(self.problems)
         return Graph(sources, core, sinks, topics, producer)
+
+    def check_stages(self, nodes: list[Node], topics: dict[str, Schema]) -> None:
+        """Each stage's own ``check``: what ``open`` would refuse, found without opening."""
+        ctx = StageContext(
+            max_batch=self.spec.runtime.max_batch,
+            topic_schemas=dict(topics),
+            transports=dict(self.host.transports),
+            codecs=dict(self.host.codecs),
+        )
+        for node in nodes:
+            try:
+                found = node.stage.check(ctx)
+            except Exception as exc:  # a plugin's check that itself fails: still a problem
+                found = [("", f"stage type {node.stage.type_name!r} check failed: {exc}")]
+            for param, text in found:
+                key = node.spec.key_of(param) if param else node.spec.key
+                value = getattr(node.stage.params, param, MISSING) if param else MISSING
+                self.problems.append(Problem(key, value, text, self.src))
+
+    def check_rings(self, topics: dict[str, Schema]) -> None:
+        """The rings this graph allocates must fit in this machine's memory."""
+        runtime = self.spec.runtime
+        wanted = max(runtime.ring_capacity, runtime.max_batch)
+        capacity = max(2, 1 << (wanted - 1).bit_length())  # as the ring rounds it
+        total = sum(capacity * schema.dtype.itemsize for schema in topics.values())
+        memory = physical_memory_bytes()
+        if memory and total > memory // 2:
+            self.problem(
+                "runtime.ring_capacity",
+                runtime.ring_capacity,
+                f"{len(topics)} topic rings of {capacity} records need {total / 2**30:.1f} GiB, "
+                f"more than half of this machine's {memory / 2**30:.1f} GiB; lower "
+                f"runtime.ring_capacity",
+            )
 
     @staticmethod
     def _find_cycle(stuck, by_id, producer) -> list[str]:
@@ -314,6 +352,14 @@ class _Builder:
             path.append(nxt)
             seen.add(nxt)
             current = nxt
+
+
+def physical_memory_bytes() -> int:
+    """This machine's memory in bytes (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def build_graph(spec: PipelineSpec, host: PluginHost) -> Graph:

@@ -89,6 +89,13 @@ class Stage:
         """The input and output ports for these parameters (override for dynamic ports)."""
         return dict(cls.inputs), dict(cls.outputs)
 
+    def check(self, ctx: StageContext) -> list[tuple[str, str]]:
+        """Every check ``open`` would make, made without opening anything (no socket bound, no
+        file written): ``hftagg config validate`` and each live change call it, so a config
+        that passes them opens. Returns ``(parameter, what is wrong and how to fix it)``
+        pairs; none when all is well. Reading a file (a schema, a dictionary) is fine."""
+        return []
+
     def open(self, ctx: StageContext) -> None:
         """Called once before the first batch; ``ctx.max_batch`` is the largest batch passed."""
 

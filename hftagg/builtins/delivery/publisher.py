@@ -24,6 +24,7 @@ import numpy as np
 
 from hftagg.bus.frame import FrameEncoder, new_session_id
 from hftagg.bus.transport import check_loopback
+from hftagg.config.addresses import listen_address_problem
 from hftagg.errors import TransportError
 from hftagg.hookspecs import hookimpl
 from hftagg.stages import Params, Port, SinkStage, StageContext, restart
@@ -64,6 +65,22 @@ class Publisher(SinkStage):
     @classmethod
     def ports(cls, params: PublisherParams) -> tuple[dict[str, Port], dict[str, Port]]:
         return {topic: Port(None, topic) for topic in params.topics}, {}
+
+    def check(self, ctx: StageContext) -> list[tuple[str, str]]:
+        """What ``open`` refuses, found without opening a socket."""
+        p = self.params
+        transport = ctx.transports.get(p.method)
+        if transport is None:
+            known = ", ".join(sorted(ctx.transports)) or "none"
+            return [("method", f"no such transport; registered: {known}")]
+        problems = []
+        if p.pattern not in transport.patterns:
+            supported = ", ".join(transport.patterns)
+            problems.append(("pattern", f"transport {p.method!r} supports {supported}"))
+        address = listen_address_problem(p.target, p.allow_remote, "delivery.allow_remote")
+        if address:
+            problems.append(("target", address))
+        return problems
 
     def open(self, ctx: StageContext) -> None:
         p = self.params

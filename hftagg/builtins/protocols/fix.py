@@ -29,6 +29,15 @@ from hftagg.stages import Params, Port, Stage, restart
 __all__ = ["FIX_FAMILY", "FixCodecFamily", "FixDecode", "FixDecodeParams", "open_dictionary"]
 
 
+def dictionary_problems(path: str, stage_id: str) -> list[tuple[str, str]]:
+    """``open_dictionary``'s refusal, as a ``Stage.check`` problem (reading the file only)."""
+    try:
+        open_dictionary(path, stage_id)
+    except ConfigError as exc:
+        return [("dictionary", p.expected) for p in exc.problems]
+    return []
+
+
 def open_dictionary(path: str, stage_id: str) -> Dictionary:
     """Load a stage's ``dictionary``; a missing or broken file is a config error naming both."""
     try:
@@ -94,6 +103,9 @@ class FixDecode(Stage):
         "trades": Port("trade", "md.trades", "trade entries (269=2) of 35=X"),
         "dead_letters": Port("dead_letter", "dead.fix", "garbled or unusable FIX input"),
     }
+
+    def check(self, ctx) -> list[tuple[str, str]]:
+        return dictionary_problems(self.params.dictionary, self.stage_id)
 
     def open(self, ctx) -> None:
         self._decoders: dict[int, fix.MarketDataDecoder] = {}

@@ -71,6 +71,21 @@ def _family(ctx: StageContext) -> SbeFamily:
     return ctx.codecs.get("sbe") or FAMILY
 
 
+def _schema_problems(ctx: StageContext, schema: str) -> list[tuple[str, str]]:
+    """The schema file must exist and parse as an SBE XML schema (as ``open`` will read it)."""
+    family = _family(ctx)
+    path = family.resolve(schema)
+    if not path.is_file():
+        where = "a directory" if path.is_dir() else "no such file"
+        return [("schema", f"{where}: {path}; put the SBE XML schema in protocols/ (names are "
+                           f"relative to it) or give an absolute path")]  # fmt: skip
+    try:
+        family.codec(schema)
+    except Exception as exc:
+        return [("schema", f"{path} is not a usable SBE XML schema: {exc}")]
+    return []
+
+
 # --------------------------------------------------------------------------- encode
 
 
@@ -96,6 +111,9 @@ class SbeEncode(Stage):
         "book": Port("book_update", "md.book", "book updates to encode"),
     }
     outputs = {"output": Port("raw_chunk", "raw.sbe", "framed SBE byte stream")}
+
+    def check(self, ctx: StageContext) -> list[tuple[str, str]]:
+        return _schema_problems(ctx, self.params.schema)
 
     def open(self, ctx: StageContext) -> None:
         codec = _family(ctx).codec(self.params.schema)
@@ -158,6 +176,9 @@ class SbeDecode(Stage):
         "mbp10": Port("mbp10", "md.mbp10", "decoded MBP-10 snapshots"),
         "dead_letters": Port("dead_letter", "dead_letters.sbe", "input that could not be decoded"),
     }
+
+    def check(self, ctx: StageContext) -> list[tuple[str, str]]:
+        return _schema_problems(ctx, self.params.schema)
 
     def open(self, ctx: StageContext) -> None:
         p = self.params

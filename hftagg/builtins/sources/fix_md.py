@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import warnings
@@ -27,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from hftagg.builtins.protocols.fix import open_dictionary
+from hftagg.builtins.protocols.fix import dictionary_problems, open_dictionary
 from hftagg.hookspecs import hookimpl
 from hftagg.protocols.fix import messages
 from hftagg.protocols.fix.decoder import MarketDataDecoder
@@ -106,6 +107,16 @@ class FixMarketData(SourceStage):
         "trades": Port("trade", "md.trades", "trade entries (269=2)"),
         "dead_letters": Port("dead_letter", "dead.fix", "garbled or unusable FIX input"),
     }
+
+    def check(self, ctx: StageContext) -> list[tuple[str, str]]:
+        """The dictionary and the password variable, checked without connecting."""
+        p = self.params
+        problems = dictionary_problems(p.dictionary, self.stage_id)
+        if p.password_env and p.password_env not in os.environ:
+            problems.append(("password_env", f"this environment variable (the password) is "
+                                             f"not set; export {p.password_env}=... before "
+                                             f"starting"))  # fmt: skip
+        return problems
 
     def open(self, ctx: StageContext) -> None:
         p = self.params

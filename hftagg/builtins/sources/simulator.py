@@ -23,6 +23,7 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import ValidationInfo, field_validator
 
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.market_sim import SimState, simulate_batch
@@ -32,6 +33,7 @@ from hftagg.stages import Params, Port, SourceStage, StageContext, live, restart
 __all__ = ["Simulator", "SimulatorParams"]
 
 DEFAULT_START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
+MAX_START_PRICE = 1e9  # int64 prices at 1e-9 reach 9.2e9: room for the walk above this
 _STREAMS = ("instrument", "kind", "move", "side", "depth", "size", "arrival", "latency")
 
 
@@ -47,7 +49,7 @@ class SimulatorParams(Params):
         0.1, ge=0, le=1, description="chance a book event moves the touch"
     )
     start_price: float = restart(100.0, gt=0)
-    tick_size: float = restart(0.01, gt=0)
+    tick_size: float = restart(0.01, gt=0, validate_default=True)
     latency_us: float = live(50.0, ge=0, le=1e6, description="mean venue-to-local latency")
     clock: Literal["wall", "simulated"] = restart("wall")
     start_ns: int = restart(DEFAULT_START_NS, ge=0, description="simulated clock start")
@@ -56,6 +58,32 @@ class SimulatorParams(Params):
     pregenerate: int = restart(
         0, ge=0, le=100_000, description="batches drawn up front and replayed"
     )
+
+    @field_validator("tick_size")
+    @classmethod
+    def _tick_on_the_price_scale(cls, value: float, info: ValidationInfo) -> float:
+        if round(value * 1e9) < 1:
+            raise ValueError(
+                "a tick below 1e-9 (the price scale) rounds to 0 and every price would be 0; "
+                "use at least 1e-9"
+            )
+        start = info.data.get("start_price")
+        if start is not None and start < value:
+            raise ValueError(
+                f"start_price {start:g} is below one tick: prices would start at 0; raise "
+                f"start_price or lower tick_size"
+            )
+        return value
+
+    @field_validator("start_price")
+    @classmethod
+    def _start_price_fits(cls, value: float) -> float:
+        if value > MAX_START_PRICE:
+            raise ValueError(
+                f"prices are int64 at a 1e-9 scale (at most about 9.2e9); use at most "
+                f"{MAX_START_PRICE:g} so the random walk has room"
+            )
+        return value
 
 
 class Simulator(SourceStage):
