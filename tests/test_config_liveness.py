@@ -75,10 +75,14 @@ def _renamed(node: Any, old: str, new: str) -> Any:
     return node
 
 
-def variants(key: str, raw: dict) -> list[dict]:
+def variants(root, key: str, raw: dict) -> list[dict]:
     """Whole configs that differ from ``raw`` in ``key``: a topic is renamed for its producer
     and consumers alike, so the graph stays valid; other keys get another value."""
     value = raw_value(raw, key)
+    if key.endswith(".schema"):  # the same schema from another file: it must exist and parse
+        copy = root / "schema-copy.xml"
+        shutil.copy(ROOT / "protocols" / value, copy)
+        return [_set(raw, key, str(copy))]
     if any(part in key for part in TOPIC_KEYS) and isinstance(value, str):
         return [_set(_renamed(raw, value, value + "2"), key, value + "2")]
     return [_set(raw, key, v) for v in candidates(key, value)]
@@ -87,7 +91,7 @@ def variants(key: str, raw: dict) -> list[dict]:
 def reloader_verdict(root, key: str, raw: dict, reloader: Reloader) -> str | None:
     """``live``/``restart`` as the reloader decides for the first valid other value, or None."""
     config = root / "config.toml"
-    for variant in variants(key, raw):
+    for variant in variants(root, key, raw):
         config.write_text(tomlkit.dumps(variant))
         try:
             _, changes = reloader.plan()
@@ -140,8 +144,10 @@ def test_config_show_and_the_reloader_agree_on_every_key(root):
     # left: keys that wire the graph, where no one-key change keeps this graph valid (a stage's
     # type, a topic whose producer's name is not in the file, the only supported format); each
     # rebuilds its stage, and config show says restart
-    wiring = ("type", "fields", "format", "enabled", "use_mock_data", "ema_input")
-    assert all(k.rsplit(".")[-1] in wiring or ".topics." in k for k in untested), untested
+    wiring = ("type", "fields", "format", "enabled", "use_mock_data", "ema_input", "method")
+    assert all(k.rsplit(".")[-1] in wiring or ".topics." in k for k in untested), "\n".join(
+        untested
+    )
     assert all(rows[k]["mode"] == "restart" for k in untested)
     assert len(rows) - len(untested) > 45  # compared, not skipped
 
