@@ -181,4 +181,6 @@ def test_publisher_refuses_non_loopback_unless_allowed(tmp_path, target):
         timeout=60,
     )
     assert result.returncode == 1
-    assert f"delivery.target = '{target}' listens beyond loopback" in result.stderr
+    # refused by validation, before anything opens
+    assert f"delivery.target = '{target}': listens beyond loopback" in result.stderr
+    assert "not started (1 problem(s))" in result.stderr
