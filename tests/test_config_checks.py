@@ -134,8 +134,13 @@ def test_validate_opens_no_socket_and_the_config_it_accepts_starts(tmp_path):
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(
-        SIM + "rate = 1000\n"
+        '[data_sources.feed]\ntype = "dbn_replay"\npath = "data/*.dbn.zst"\n'
+        "[processing]\nuse_mock_data = true\n"
         f'[delivery]\ntarget = "tcp://127.0.0.1:{port}"\n[telemetry]\nprometheus = false\n'
+    )
+    note = (
+        "data_sources.feed: processing.use_mock_data = true runs the simulator instead of type "
+        "'dbn_replay' (its parameters path are not used)"
     )
     with socket.socket() as holder:  # validation must not need the port free
         holder.bind(("127.0.0.1", port))
@@ -144,3 +149,5 @@ def test_validate_opens_no_socket_and_the_config_it_accepts_starts(tmp_path):
     assert valid.returncode == 0, valid.stderr
     assert ran.returncode == 0, ran.stderr
     assert "hftagg summary" in ran.stdout
+    assert f"note: {note}" in valid.stdout  # both say what use_mock_data replaced
+    assert f"hftagg: note: {note}" in ran.stdout

@@ -245,7 +245,7 @@ class Run:
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
 
-    def wait_for(self, text: str, timeout: float = 60.0) -> None:
+    def wait_for(self, text: str, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while not any(text in line for line in self.lines):
             assert self.proc.poll() is None, "\n".join(self.lines)
