@@ -158,3 +158,18 @@ def _set_plain(out: dict, key: str, value: Any) -> None:
     for part in parents:
         node = node.setdefault(part, {})
     node[last] = value
+
+
+def test_config_params_prints_the_same_marks_for_every_section_key(root):
+    from hftagg.cli.config_params import describe_sections
+
+    rows = effective_config(root / "config.toml", environ={})
+    printed = {
+        f"{section}.{p['name']}": "live" if p["live"] else "restart"
+        for section, described in describe_sections().items()
+        for p in described["params"]
+    }
+    shown = {k: row["mode"] for k, row in rows.items() if k.split(".")[0] in describe_sections()}
+    assert shown and all(printed[key] == mode for key, mode in shown.items())
+    assert printed["runtime.drain_timeout_secs"] == "live"
+    assert printed["telemetry.sample_ratio"] == "live"

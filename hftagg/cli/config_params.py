@@ -1,4 +1,5 @@
-"""``hftagg config params``: every stage type's ports and parameters.
+"""``hftagg config params``: every stage type's ports and parameters, then the ``[runtime]``,
+``[processing]`` and ``[telemetry]`` sections (``hftagg config params runtime`` for one).
 
 For each parameter: its type, the values it allows (a Literal's choices, numeric bounds), its
 default, whether a running pipeline applies a change in place (``live``) or rebuilds the stage
@@ -93,6 +94,25 @@ def describe_stage_type(name: str, cls: Any, origin: str) -> dict[str, Any]:
     }
 
 
+def describe_sections() -> dict[str, dict[str, Any]]:
+    """The config sections that are not a stage's parameters, with the same live/restart marks
+    the reloader reads (``[processing]``'s ema keys are the ema stage's parameters)."""
+    from hftagg.config.layers import SECTION_MODELS
+
+    return {
+        name: {
+            "type": f"[{name}]",
+            "kind": "section",
+            "origin": "hftagg.config",
+            "doc": "",
+            "inputs": [],
+            "outputs": [],
+            "params": param_rows(model),
+        }
+        for name, model in SECTION_MODELS.items()
+    }
+
+
 def _default_text(row: dict[str, Any]) -> str:
     return "required" if row["required"] else f"default {row['default']!r}"
 
@@ -132,8 +152,16 @@ def cmd_config_params(args: argparse.Namespace) -> int:
 
     path = config_path(args.config)
     host = load_plugins(plugin_dirs(read_layers(path), path))
-    names = [args.type] if args.type else sorted(host.stage_types)
-    described = [describe_stage_type(n, host.stage_type(n), host.stage_origin[n]) for n in names]
+    sections = describe_sections()
+    if args.type in sections:
+        described = [sections[args.type]]
+    else:
+        names = [args.type] if args.type else sorted(host.stage_types)
+        described = [
+            describe_stage_type(n, host.stage_type(n), host.stage_origin[n]) for n in names
+        ]
+        if not args.type:
+            described += list(sections.values())
     if args.json:
         print(json.dumps(described, indent=2, default=str))
         return 0
