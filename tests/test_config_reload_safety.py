@@ -207,6 +207,7 @@ def test_unreadable_configs_are_counted_rejections_with_the_fix(root):
             live.config.write_bytes(data)
             events[name] = live.reloader.reload()
         live.config.unlink()
+        events["removed"] = live.reloader.reload()
         live.config.mkdir()
         events["a directory"] = live.reloader.reload()
         metrics = render_prometheus(live.pipeline, live.reloader)
@@ -215,6 +216,7 @@ def test_unreadable_configs_are_counted_rejections_with_the_fix(root):
         after = live.reloader.reload()
     expected = {name: text for name, (_, text) in UNREADABLE.items()}
     expected["a directory"] = "is a directory, not a config file; pass the TOML file"
+    expected["removed"] = "was removed or renamed: the pipeline keeps its current config"
     for name, event in events.items():
         assert not event.accepted, name
         assert str(live.config.resolve()) in event.problems[0], name

@@ -24,6 +24,7 @@ the config stops using them.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -142,6 +143,8 @@ class Reloader:
 
         Raises ConfigError with every problem (restart-only settings that changed included)."""
         where = str(self.config_path or "(defaults)")
+        if self.config_path is not None and not os.path.lexists(self.config_path):
+            raise ConfigError([_removed_file_problem(where)])
         assembled = assemble(
             self.config_path, self.environ, host=self.host, consul=self.consul_layer
         )  # ConfigError with every problem
@@ -278,5 +281,15 @@ def _empty_file_problem(where: str) -> Problem:
         "config (an editor or a '>' redirection part-way through writing the file looks like "
         "this). To run on built-in defaults, restart hftagg, or write just "
         "'[runtime]' and 'allow_remove_all = true' to the file to apply them live",
+        where,
+    )
+
+
+def _removed_file_problem(where: str) -> Problem:
+    return Problem(
+        "(file)",
+        MISSING,
+        "was removed or renamed: the pipeline keeps its current config, and applies the file "
+        "again when it is back (an editor that saves by deleting and re-creating looks so)",
         where,
     )
