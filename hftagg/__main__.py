@@ -1,5 +1,8 @@
+"""``python -m hftagg``: the same as the ``hftagg`` command."""
+
 import sys
 
 from hftagg.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

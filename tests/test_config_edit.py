@@ -152,6 +152,7 @@ def test_crlf_line_endings_are_kept(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_cli_set_prints_old_new_and_liveness(config):
     result = run_cli("config", "set", "processing.ema_window", "30", "--file", str(config))
 
@@ -160,6 +161,7 @@ def test_cli_set_prints_old_new_and_liveness(config):
     assert "ema_window = 30              # live" in config.read_text()
 
 
+@pytest.mark.slow
 def test_cli_set_invalid_value_exits_1_and_names_the_key(config):
     before = config.read_bytes()
 

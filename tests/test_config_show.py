@@ -115,6 +115,7 @@ def test_consul_values_are_marked_consul(config):
     assert rows["processing.ema_window"]["source"] == "consul"
 
 
+@pytest.mark.slow
 def test_cli_show_effective_prints_one_line_per_key(config):
     result = run_cli("config", "show", "--effective", "--file", str(config))
 
@@ -126,6 +127,7 @@ def test_cli_show_effective_prints_one_line_per_key(config):
     assert any(line.endswith("(defaults; restart)") for line in lines)
 
 
+@pytest.mark.slow
 def test_cli_show_effective_json(config):
     result = run_cli("config", "show", "--effective", "--json", "--file", str(config))
 
@@ -139,6 +141,7 @@ def test_cli_show_effective_json(config):
     }
 
 
+@pytest.mark.slow
 def test_cli_show_without_effective_prints_the_file(config):
     text = run_cli("config", "show", "--file", str(config))
     as_json = run_cli("config", "show", "--json", "--file", str(config))

@@ -188,6 +188,7 @@ def test_environment_override_reaches_the_stage(host, tmp_path):
     assert assembled.graph.node("ema").stage.params.window == 7
 
 
+@pytest.mark.slow
 def test_cli_validate_exits_0_for_valid_and_1_with_one_line_per_problem(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(BASE)
@@ -208,6 +209,7 @@ def test_cli_validate_exits_0_for_valid_and_1_with_one_line_per_problem(tmp_path
     assert lines[-1] == f"{bad}: invalid, 2 problem(s)"
 
 
+@pytest.mark.slow
 def test_use_mock_data_replaces_a_real_source_with_the_simulator_and_says_so(host, tmp_path):
     text = BASE.replace('type = "simulator"\nrate = 1000', 'type = "dbn_replay"\npath = "x.dbn"')
     path = tmp_path / "config.toml"

@@ -15,6 +15,8 @@ from .conftest import PYTHON, hftagg_cmd
 
 HERE = Path(__file__).parent
 
+pytestmark = pytest.mark.slow  # every test here runs hftagg in a subprocess
+
 CONFIG = """
 [runtime]
 status_interval_secs = 0.5

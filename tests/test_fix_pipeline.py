@@ -23,6 +23,8 @@ from hftagg.runtime.pipeline import Pipeline
 from hftagg.testing import TestingSink, TestingSource, run_pipeline
 from tests.test_fix_session import MdServer
 
+from .compiled import entry_points, uncompiled
+
 SYMBOLS = {"EURUSD": 1, "GBPUSD": 2}
 
 
@@ -51,8 +53,12 @@ def test_plugins_register_the_fix_family_and_stage_types():
         m.MdEntry("0", "1.5", 2, symbol="EURUSD")]))).book) == 1  # fmt: skip
 
 
-def test_kernel_warm_compiles_without_error():
+def test_kernel_warm_compiles_the_framing_and_decoding_kernels():
     kernels.warm()
+
+    compiled = {name.rsplit(".", 1)[1]: d for name, d in entry_points([kernels]).items()}
+    assert {"frame", "decode_md"} <= set(compiled)
+    assert uncompiled([kernels]) == []
 
 
 def test_fix_decode_stage_decodes_a_stream_split_into_raw_chunks():

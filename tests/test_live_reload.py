@@ -160,6 +160,7 @@ def reference_ema(trades: np.ndarray, windows: list[tuple[int, int]]) -> np.ndar
     return out
 
 
+@pytest.mark.slow
 def test_hundreds_of_edits_under_load_lose_nothing_and_take_effect(live_root):
     rng = np.random.default_rng(5)
     windows = [(0, 20)]

@@ -72,6 +72,7 @@ def plugin_world(tmp_path):
     return tmp_path, env
 
 
+@pytest.mark.slow
 def test_plugins_json_lists_all_three_origins_and_the_broken_file(plugin_world):
     root, env = plugin_world
     out = subprocess.run(
@@ -102,6 +103,7 @@ def test_plugins_json_lists_all_three_origins_and_the_broken_file(plugin_world):
     assert all(r["error"] is None for name, r in records.items() if name != "broken")
 
 
+@pytest.mark.slow
 def test_plugins_text_output_shows_origin_and_error(plugin_world):
     root, env = plugin_world
     out = subprocess.run(
@@ -119,6 +121,7 @@ def test_plugins_text_output_shows_origin_and_error(plugin_world):
     assert "    | RuntimeError: boom at import" in out.stdout
 
 
+@pytest.mark.slow
 def test_pipeline_runs_with_a_broken_plugin_next_to_good_ones(plugin_world):
     root, env = plugin_world
     out = subprocess.run(

@@ -124,6 +124,7 @@ print(json.dumps([[format(s.context.trace_id, "032x"), format(s.parent.span_id, 
 """
 
 
+@pytest.mark.slow
 def test_subscriber_in_another_process_continues_the_publishers_trace(tmp_path):
     from hftagg.runtime.assemble import assemble
 
@@ -239,6 +240,7 @@ def test_metrics_endpoint_refuses_non_loopback_without_allow_remote():
         MetricsServer(None, "0.0.0.0:9999")
 
 
+@pytest.mark.slow
 def test_top_renders_against_a_running_pipeline(tmp_path):
     port = free_port()
     config = tmp_path / "config.toml"
@@ -294,6 +296,7 @@ prometheus_address = "127.0.0.1:{port}"
     assert sum(1 for line in lines if line.startswith("│ delivery ")) >= 6  # stage + latency rows
 
 
+@pytest.mark.slow
 def test_top_says_when_nothing_is_there():
     result = subprocess.run(
         hftagg_cmd("top", "--address", f"127.0.0.1:{free_port()}", "--iterations", "1"),
