@@ -71,7 +71,7 @@ def test_fix_decode_stage_decodes_a_stream_split_into_raw_chunks():
         TestingSource([chunks(data, 1000)[:5], chunks(data, 1000)[5:]], schema="raw_chunk"),
         FixDecode(symbols=SYMBOLS),
         TestingSink(book, topic="md.book"),
-        TestingSink(dead, stage_id="dead", topic="dead.fix"),
+        TestingSink(dead, stage_id="dead", topic="dead_letters.fix_decode"),
     ])  # fmt: skip
     book, dead = np.concatenate(book), np.concatenate(dead)
     assert len(book) == 398 and set(book["instrument_id"].tolist()) == {2}
@@ -125,7 +125,7 @@ def test_fix_md_source_subscribes_and_publishes_decoded_records(md_server, monke
     book, trades, dead = [], [], []
     stages = [source, TestingSink(book, topic="md.book"),
               TestingSink(trades, stage_id="trades", topic="md.trades"),
-              TestingSink(dead, stage_id="dead", topic="dead.fix")]  # fmt: skip
+              TestingSink(dead, stage_id="dead", topic="dead_letters.fix_md")]  # fmt: skip
     host = load_plugins([], entry_points=False)
     pipeline = Pipeline(graph_from_stages(stages, host), RuntimeSection(drain_timeout_secs=5),
                         host=host)  # fmt: skip

@@ -236,7 +236,7 @@ def test_with_fills_as_position_source_only_fills_move_the_position():
 def test_orders_source_has_no_fills_port():
     assert "fills" not in RiskChecks().input_topics
     assert set(RiskChecks().output_topics.values()) == {
-        "orders.accepted", "orders.rejected", "orders.risk_alerts"}  # fmt: skip
+        "orders.accepted", "orders.rejected", "alerts.risk_checks"}  # fmt: skip
 
 
 def daily_loss_script(day_two: int):

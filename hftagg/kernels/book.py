@@ -61,6 +61,7 @@ import numpy as np
 
 from hftagg.kernels.options import NJIT_NO_NRT
 from hftagg.kernels.slots import SlotTable, capacity_for, slot_of
+from hftagg.records.reasons import REASONS
 
 __all__ = [
     "ALERT_BAD_RECORD",
@@ -102,6 +103,10 @@ _SEVERITY = np.zeros(8, dtype=np.uint8)
 _TEXT = np.zeros(8, dtype="S48")
 for _code, (_sev, _txt) in ALERT_TEXT.items():
     _SEVERITY[_code], _TEXT[_code] = _sev, _txt
+_NAMES = {ALERT_GAP: "gap", ALERT_CROSSED: "crossed", ALERT_LOCKED: "locked",
+          ALERT_UNKNOWN_LEVEL: "unknown_level", ALERT_BAD_RECORD: "bad_record"}  # fmt: skip
+REASONS.register_all("book", {code: (_NAMES[code], text.decode(), level)
+                              for code, (level, text) in ALERT_TEXT.items()})  # fmt: skip
 
 #: Per-instrument counters, in the order of the kernel's ``counts`` columns.
 COUNTERS = ("updates", "gaps", "unknown_deletes", "dropped_invalid", "bad_records", "crossed")

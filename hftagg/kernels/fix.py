@@ -57,6 +57,7 @@ import numpy as np
 
 from hftagg.kernels.options import NJIT as _NJIT
 from hftagg.kernels.slots import build_table, slot_of
+from hftagg.records.reasons import REASONS as REGISTRY
 
 __all__ = [
     "KIND_BID",
@@ -78,7 +79,7 @@ __all__ = [
 
 SOH = 1
 OK = 0
-# Dead-letter reason codes 0x0F00..0x0FFF belong to FIX.
+# Dead-letter reason codes 0x0F00..0x0FFF belong to FIX (hftagg.records.reasons).
 # Framing (a span that is not a usable message).
 GARBAGE = 0x0F01
 BAD_BEGIN_STRING = 0x0F02
@@ -109,6 +110,7 @@ REASONS: dict[int, tuple[str, str]] = {
     MISSING_FIELD: ("missing_field", "a required field is missing"),
     BAD_GROUP: ("bad_group", "NoMDEntries (268) does not match the entries present"),
 }
+REGISTRY.register_all("fix", REASONS)
 
 # The tag numbers decode_md reads (``tags[T_*]``), taken from the data dictionary.
 T_COUNT = 0  # NoMDEntries (268)

@@ -53,7 +53,7 @@ from hftagg.kernels.options import NJIT as _NJIT
 from hftagg.kernels.slots import SlotTable, find_slot
 from hftagg.kernels.validation import UNDEF_PRICE
 from hftagg.records.catalog import ALERT, FILL, ORDER, QUOTE
-from hftagg.records.reasons import reason_arrays
+from hftagg.records.reasons import REASONS, reason_arrays
 
 __all__ = ["OrderStatus", "OrderType", "RiskKernel", "RiskLimits", "RiskReason", "warm"]
 
@@ -104,6 +104,8 @@ REASON_TEXT = {
     RiskReason.BAD_FILL: (2, b"risk: fill with bad side or size ignored"),
 }
 _SEVERITY, _TEXT = reason_arrays(REASON_TEXT, _BASE, _NCODES)
+REASONS.register_all("risk", {code: (code.name.lower(), text.decode(), level)
+                                    for code, (level, text) in REASON_TEXT.items()})  # fmt: skip
 _ACCEPTED, _FILLS, _QUOTES = 0, 14, 15  # counts[code - 200] per reason, these three besides
 _INVALID, _SIZE, _NOMD, _BAND, _NOTIONAL, _POSITION, _LOSS, _BADFILL = range(1, 9)
 

@@ -8,7 +8,7 @@ semantics exactly). It publishes on three ports:
 - ``mbp10`` (``md.mbp10``, ``mbp10``): the ten best levels per side, on every change to them
   (``mbp10_on = "change"``), at most once per ``interval_ms`` of event time
   (``"interval"``), or never (``"off"``);
-- ``alerts`` (``md.book_alerts``, ``alert``): sequence gaps, crossed/locked books, deletes of
+- ``alerts`` (``alerts.book``; ``alerts.mbo_book`` for ``mbo_book``, ``alert``): sequence gaps, crossed/locked books, deletes of
   unknown levels, bad records.
 
 Snapshots and recovery: a clear (``action = 'R'``) empties the book and makes it valid; with the
@@ -62,7 +62,7 @@ class Book(KernelStage):
     outputs = {
         "bbo": Port("quote", "md.bbo", "top of book after each change to it"),
         "mbp10": Port("mbp10", "md.mbp10", "ten levels per side, on change or per interval"),
-        "alerts": Port("alert", "md.book_alerts", "gaps, crossed books, unknown levels"),
+        "alerts": Port("alert", "alerts.book", "gaps, crossed books, unknown levels"),
     }
 
     Kernel: ClassVar[type[BookKernel]] = BookKernel
@@ -89,6 +89,8 @@ class Book(KernelStage):
 class MboBook(Book):
     type_name = "mbo_book"
     inputs = {"input": Port("mbo", "md.mbo", "market-by-order events")}
+    outputs = {**Book.outputs,
+               "alerts": Port("alert", "alerts.mbo_book", "gaps, crossed books, unknown orders")}  # fmt: skip
     Kernel = MboBookKernel
 
 

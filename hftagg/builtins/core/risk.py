@@ -7,7 +7,7 @@ for the price band, market orders and the P&L marks) and, with ``position_source
 - ``accepted`` (``orders.accepted``, ``order``): orders that passed, ``status = ACCEPTED`` (1);
 - ``rejected`` (``orders.rejected``, ``order``): the others, ``status`` = the
   :class:`RiskReason` code of the first check they failed;
-- ``alerts`` (``orders.risk_alerts``, ``alert``): one per rejected order (code = reason, text,
+- ``alerts`` (``alerts.risk_checks``, ``alert``): one per rejected order (code = reason, text,
   value), and one per ignored bad fill.
 
 Checks, in order (:mod:`hftagg.kernels.risk` states them exactly): ``INVALID_ORDER`` (side,
@@ -85,7 +85,7 @@ class RiskChecks(KernelStage):
     outputs = {
         "accepted": Port("order", "orders.accepted", "orders that passed, status ACCEPTED"),
         "rejected": Port("order", "orders.rejected", "orders that failed, status = reason code"),
-        "alerts": Port("alert", "orders.risk_alerts", "one per rejected order or bad fill"),
+        "alerts": Port("alert", "alerts.risk_checks", "one per rejected order or bad fill"),
     }
 
     @classmethod

@@ -6,10 +6,10 @@ and splits its input three ways; nothing is dropped silently:
 
 - ``output`` (``md.trades_clean`` / ``md.quotes_clean``): the records that passed, unchanged and
   in input order;
-- ``dead_letters`` (``md.trades_dead_letters`` / ``md.quotes_dead_letters``, ``dead_letter``):
+- ``dead_letters`` (``dead_letters.validate_trades`` / ``dead_letters.validate_quotes``, ``dead_letter``):
   one per rejected record, its header copied, ``reason`` a :class:`ValidationReason` code,
   ``detail`` a short text, ``raw_offset`` its index in the stage's input stream;
-- ``alerts`` (``md.trades_alerts`` / ``md.quotes_alerts``, ``alert``): rejections (throttled
+- ``alerts`` (``alerts.validate_trades`` / ``alerts.validate_quotes``, ``alert``): rejections (throttled
   per instrument and reason by ``alert_interval_ms``), stale instruments (once per episode) and
   their recovery, and jump re-baselining.
 
@@ -113,8 +113,8 @@ class ValidateTrades(KernelStage):
     inputs = {"input": Port("trade", "md.trades", "trades to validate")}
     outputs = {
         "output": Port("trade", "md.trades_clean", "trades that passed every rule, unchanged"),
-        "dead_letters": Port("dead_letter", "md.trades_dead_letters", "rejected trades"),
-        "alerts": Port("alert", "md.trades_alerts", "rejections, stale instruments, rebases"),
+        "dead_letters": Port("dead_letter", "dead_letters.validate_trades", "rejected trades"),
+        "alerts": Port("alert", "alerts.validate_trades", "rejections, stale instruments, rebases"),
     }
     _QUOTE: ClassVar[bool] = False
 
@@ -140,8 +140,8 @@ class ValidateQuotes(ValidateTrades):
     inputs = {"input": Port("quote", "md.quotes", "best bid/offer records to validate")}
     outputs = {
         "output": Port("quote", "md.quotes_clean", "quotes that passed every rule, unchanged"),
-        "dead_letters": Port("dead_letter", "md.quotes_dead_letters", "rejected quotes"),
-        "alerts": Port("alert", "md.quotes_alerts", "rejections, stale instruments, rebases"),
+        "dead_letters": Port("dead_letter", "dead_letters.validate_quotes", "rejected quotes"),
+        "alerts": Port("alert", "alerts.validate_quotes", "rejections, stale instruments, rebases"),
     }
     _QUOTE = True
 

@@ -111,7 +111,7 @@ class DbnReplay(SourceStage):
     Params = DbnReplayParams
     outputs = {port: Port(schema, f"md.{port}", _DOCS[port]) for port, schema in PORTS.items()}
     outputs[DEAD_LETTER_PORT] = Port(
-        "dead_letter", "md.dbn_dead_letters", "undecodable input, with a reason code"
+        "dead_letter", "dead_letters.dbn_replay", "undecodable input, with a reason code"
     )
 
     def __init__(self, params: DbnReplayParams | None = None, **kwargs) -> None:

@@ -105,7 +105,7 @@ class FixMarketData(SourceStage):
     outputs = {
         "book": Port("book_update", "md.book", "market-by-price updates from 35=W/35=X"),
         "trades": Port("trade", "md.trades", "trade entries (269=2)"),
-        "dead_letters": Port("dead_letter", "dead.fix", "garbled or unusable FIX input"),
+        "dead_letters": Port("dead_letter", "dead_letters.fix_md", "garbled or unusable FIX input"),
     }
 
     def check(self, ctx: StageContext) -> list[tuple[str, str]]:

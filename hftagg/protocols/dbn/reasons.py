@@ -1,9 +1,11 @@
 """Dead-letter reason codes of the DBN decoder (the ``reason`` field of ``dead_letter`` records).
 
-Codes 0x0D00..0x0DFF belong to DBN so they do not collide with other producers' codes.
+Codes 0x0D00..0x0DFF belong to DBN in :data:`hftagg.records.reasons.REASONS`.
 """
 
 from __future__ import annotations
+
+from hftagg.records.reasons import REASONS
 
 __all__ = ["REASON_TEXT", "Reason"]
 
@@ -35,3 +37,6 @@ REASON_TEXT = {
     Reason.DECOMPRESS: "corrupt zstd stream",
     Reason.IO_ERROR: "I/O error",
 }
+
+REASONS.register_all("dbn", {code: (name.lower(), REASON_TEXT[code])
+                             for name, code in vars(Reason).items() if name.isupper()})  # fmt: skip

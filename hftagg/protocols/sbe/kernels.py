@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from hftagg.kernels.options import NJIT as _NJIT
+from hftagg.records.reasons import REASONS
 
 __all__ = ["Reason", "gather_records", "gather_rows", "scan"]
 
@@ -46,34 +47,41 @@ RUN_SIZE = 4
 
 
 class Reason:
-    """Dead-letter reason codes for SBE input (``dead_letter.reason``)."""
+    """Dead-letter reason codes for SBE input (``dead_letter.reason``), in the ``sbe`` range
+    0x0B00..0x0BFF of :data:`hftagg.records.reasons.REASONS`."""
 
-    TRUNCATED = 1  # the frame or packet ends before the message does
-    BAD_FRAME = 2  # framing header impossible (length, SOFH encoding type); resynchronised
-    WRONG_SCHEMA = 3  # header schemaId is not this schema's id
-    BAD_VERSION = 4  # header version older than the message's sinceVersion
-    UNKNOWN_TEMPLATE = 5  # templateId not in the schema
-    BLOCK_TOO_SMALL = 6  # blockLength smaller than the fields of that version need
-    GROUP_OVERRUN = 7  # group dimensions or var data run past the frame
-    LENGTH_MISMATCH = 8  # the message ends before its frame does
-    TOO_DEEP = 9  # groups nested deeper than the decoder's stack
-    END_OF_STREAM = 10  # an incomplete frame was left when the stream ended
+    TRUNCATED = 0x0B01  # the frame or packet ends before the message does
+    BAD_FRAME = 0x0B02  # bytes that are not a frame (impossible length or SOFH encoding type)
+    WRONG_SCHEMA = 0x0B03  # header schemaId is not this schema's id
+    BAD_VERSION = 0x0B04  # header version older than the message's sinceVersion
+    UNKNOWN_TEMPLATE = 0x0B05  # templateId not in the schema
+    BLOCK_TOO_SMALL = 0x0B06  # blockLength smaller than the fields of that version need
+    GROUP_OVERRUN = 0x0B07  # group dimensions or var data run past the frame
+    LENGTH_MISMATCH = 0x0B08  # the frame length and the message disagree
+    TOO_DEEP = 0x0B09  # groups nested deeper than the decoder's stack
+    END_OF_STREAM = 0x0B0A  # an incomplete frame was left when the stream ended
 
     NAMES = {
-        1: "truncated",
-        2: "bad frame",
-        3: "wrong schema id",
-        4: "bad version",
-        5: "unknown template",
-        6: "block length too small",
-        7: "group/data overrun",
-        8: "length mismatch",
-        9: "groups nested too deep",
-        10: "end of stream",
+        TRUNCATED: "truncated",
+        BAD_FRAME: "bad frame",
+        WRONG_SCHEMA: "wrong schema id",
+        BAD_VERSION: "bad version",
+        UNKNOWN_TEMPLATE: "unknown template",
+        BLOCK_TOO_SMALL: "block length too small",
+        GROUP_OVERRUN: "group/data overrun",
+        LENGTH_MISMATCH: "length mismatch",
+        TOO_DEEP: "groups nested too deep",
+        END_OF_STREAM: "end of stream",
     }
 
 
-TRUNCATED, BAD_FRAME, LENGTH_MISMATCH = Reason.TRUNCATED, Reason.BAD_FRAME, Reason.LENGTH_MISMATCH
+REASONS.register_all("sbe", {code: (name.replace(" ", "_").replace("/", "_"), name)
+                             for code, name in Reason.NAMES.items()})  # fmt: skip
+# the codes as module globals: compiled code reads them as constants
+TRUNCATED, BAD_FRAME, WRONG_SCHEMA = Reason.TRUNCATED, Reason.BAD_FRAME, Reason.WRONG_SCHEMA
+BAD_VERSION, UNKNOWN_TEMPLATE = Reason.BAD_VERSION, Reason.UNKNOWN_TEMPLATE
+BLOCK_TOO_SMALL, GROUP_OVERRUN = Reason.BLOCK_TOO_SMALL, Reason.GROUP_OVERRUN
+LENGTH_MISMATCH, TOO_DEEP = Reason.LENGTH_MISMATCH, Reason.TOO_DEEP
 
 
 @numba.njit(inline="always", **_NJIT)
@@ -135,16 +143,16 @@ def _header(buf, h, hdr):
 def _check_header(bl, tid, sid, ver, hdr, tid_slot, slot_root, nodes, min_bl):
     """(reason, detail, slot); reason 0 when the header fits the schema."""
     if sid != hdr[H_SCHEMA_ID]:
-        return 3, sid, -1
+        return WRONG_SCHEMA, sid, -1
     if tid < 0 or tid >= tid_slot.shape[0] or tid_slot[tid] < 0:
-        return 5, tid, -1
+        return UNKNOWN_TEMPLATE, tid, -1
     slot = tid_slot[tid]
     root = slot_root[slot]
     if ver < nodes[root, N_SINCE]:
-        return 4, ver, slot
+        return BAD_VERSION, ver, slot
     v = min(ver, hdr[H_MAX_VERSION])
     if bl < min_bl[root, v]:
-        return 6, bl, slot
+        return BLOCK_TOO_SMALL, bl, slot
     return 0, 0, slot
 
 
@@ -190,11 +198,11 @@ def _walk(buf, p, fe, ver, root, nodes, children, min_bl, big, max_version, msg,
             if nodes[c, N_KIND] == K_DATA:
                 pre = nodes[c, N_DIM]
                 if p + pre > fe:
-                    return p, 7
+                    return p, GROUP_OVERRUN
                 n = _rd(buf, p + nodes[c, N_NUM_OFF], nodes[c, N_NUM_SZ], big)
                 p += pre
                 if n < 0 or p + n > fe:
-                    return p, 7
+                    return p, GROUP_OVERRUN
                 k = counts[C_DATAS]
                 if k >= d_node.shape[0]:
                     return p, -FULL_DATAS
@@ -208,20 +216,20 @@ def _walk(buf, p, fe, ver, root, nodes, children, min_bl, big, max_version, msg,
                 continue
             dim = nodes[c, N_DIM]
             if p + dim > fe:
-                return p, 7
+                return p, GROUP_OVERRUN
             gbl = _rd(buf, p + nodes[c, N_BL_OFF], nodes[c, N_BL_SZ], big)
             n = _rd(buf, p + nodes[c, N_NUM_OFF], nodes[c, N_NUM_SZ], big)
             p += dim
             if n == 0:
                 continue
             if gbl < min_bl[c, v]:
-                return p, 6
+                return p, BLOCK_TOO_SMALL
             if n * max(gbl, 1) > fe - p + 65536:
-                return p, 7
+                return p, GROUP_OVERRUN
             if nodes[c, N_FIXED] and p + gbl * n > fe:
-                return p, 7
+                return p, GROUP_OVERRUN
             if depth + 1 >= st_node.shape[0]:
-                return p, 9
+                return p, TOO_DEEP
             depth += 1
             st_node[depth] = c
             st_left[depth] = n
@@ -236,7 +244,7 @@ def _walk(buf, p, fe, ver, root, nodes, children, min_bl, big, max_version, msg,
         # start the next entry of the group at this depth
         c = st_node[depth]
         if p + st_bl[depth] > fe:
-            return p, 7
+            return p, GROUP_OVERRUN
         k = counts[C_ENTRIES]
         if k >= e_node.shape[0]:
             return p, -FULL_ENTRIES
