@@ -101,7 +101,9 @@ class FixDecode(Stage):
     outputs = {
         "book": Port("book_update", "md.book", "market-by-price updates from 35=W/35=X"),
         "trades": Port("trade", "md.trades", "trade entries (269=2) of 35=X"),
-        "dead_letters": Port("dead_letter", "dead_letters.fix_decode", "garbled or unusable FIX input"),
+        "dead_letters": Port(
+            "dead_letter", "dead_letters.fix_decode", "garbled or unusable FIX input"
+        ),
     }
 
     def check(self, ctx) -> list[tuple[str, str]]:
