@@ -174,7 +174,9 @@ class SbeDecode(Stage):
         "trades": Port("trade", "md.trades", "decoded trades"),
         "book": Port("book_update", "md.book", "decoded book updates"),
         "mbp10": Port("mbp10", "md.mbp10", "decoded MBP-10 snapshots"),
-        "dead_letters": Port("dead_letter", "dead_letters.sbe_decode", "input that could not be decoded"),
+        "dead_letters": Port(
+            "dead_letter", "dead_letters.sbe_decode", "input that could not be decoded"
+        ),
     }
 
     def check(self, ctx: StageContext) -> list[tuple[str, str]]:
