@@ -107,6 +107,30 @@ def test_bad_values_are_refused_before_anything_runs(capsys, args, message):
     assert out == ""
 
 
+@pytest.mark.parametrize("command", [["run", "--summary-json"], ["graph", "-o"]])
+def test_an_output_file_in_a_missing_folder_is_refused_before_anything_runs(
+    capsys, tmp_path, command
+):
+    target = tmp_path / "nope" / "out.json"
+
+    code, out, err = cli(capsys, *command, str(target))
+
+    assert code == 2
+    assert f"folder '{target.parent}' of '{target}' does not exist" in err
+    assert out == ""
+
+
+def test_a_file_system_error_is_one_line_not_a_traceback(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    code, _, err = cli(capsys, "init", str(blocker / "project"))
+
+    assert code == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"hftagg: {blocker / 'project'}")
+
+
 def test_missing_plugin_dir_is_refused(capsys, tmp_path):
     missing = tmp_path / "nope"
 

@@ -88,6 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file or folder the user named: one line, not a traceback
+        print(f"hftagg: {_os_error_text(exc)}", file=sys.stderr)
+        return 1
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``cannot write '/x/y.json': No such file or directory`` (or the error as it is)."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    return f"{exc.filename!s}: {exc.strerror}"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ __all__ = [
     "existing_dir",
     "load_plugins_reported",
     "non_negative_int",
+    "output_file",
     "positive_float",
     "print_problems",
     "report_failed_plugins",
@@ -107,6 +108,16 @@ def existing_dir(text: str) -> Path:
     if not path.is_dir():
         what = "is not a folder" if path.exists() else "does not exist"
         raise argparse.ArgumentTypeError(f"{text!r} {what}; give an existing plugin folder")
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A file to write: its folder must exist (checked before anything runs)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {str(path.parent)!r} of {text!r} does not exist")
     return path
 
 

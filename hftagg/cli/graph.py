@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from hftagg.cli.common import add_config_option, config_path, print_problems
+from hftagg.cli.common import add_config_option, config_path, output_file, print_problems
 from hftagg.errors import ConfigError
 
 __all__ = ["add_parser", "cmd_graph"]
@@ -26,7 +25,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     fmt = args.format
     if fmt is None:
-        fmt = _BY_SUFFIX.get(Path(args.output).suffix, "mermaid") if args.output else "mermaid"
+        fmt = _BY_SUFFIX.get(args.output.suffix, "mermaid") if args.output else "mermaid"
     try:
         graph = assemble(path).graph
     except ConfigError as exc:
@@ -35,7 +34,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
         return 1
     text = render(pipeline_diagram(graph), fmt)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output} ({fmt}, {len(graph.nodes)} stages, {len(graph.topics)} topics)")
     else:
         sys.stdout.write(text)
@@ -53,5 +52,7 @@ def add_parser(sub) -> None:
     )
     add_config_option(graph, "default: ./config.toml if present, else built-in defaults")
     graph.add_argument("--format", choices=["mermaid", "dot", "svg"], help="output format")
-    graph.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    graph.add_argument(
+        "--output", "-o", type=output_file, metavar="FILE", help="write to FILE instead of stdout"
+    )
     graph.set_defaults(func=cmd_graph)

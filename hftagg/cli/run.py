@@ -13,6 +13,7 @@ from hftagg.cli.common import (
     add_config_option,
     config_path,
     load_plugins_reported,
+    output_file,
     positive_float,
     print_problems,
     setup_logging,
@@ -127,7 +128,12 @@ def add_parser(sub) -> None:
         action="store_true",
         help="plain status lines even on a terminal (default there: a table redrawn in place)",
     )
-    run.add_argument("--summary-json", help="also write the summary as JSON to this file")
+    run.add_argument(
+        "--summary-json",
+        type=output_file,
+        metavar="FILE",
+        help="also write the summary as JSON to FILE",
+    )
     run.add_argument(
         "--no-watch",
         action="store_true",
