@@ -130,6 +130,7 @@ def test_an_environment_variable_is_blamed_not_the_file(host, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_validate_opens_no_socket_and_the_config_it_accepts_starts(tmp_path):
     port = free_port()
     config = tmp_path / "config.toml"

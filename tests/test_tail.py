@@ -69,6 +69,7 @@ def send_mixed(push) -> None:
         push.send(data)
 
 
+@pytest.mark.slow
 def test_tail_prints_several_topics_readably_and_reports_what_it_skipped(address, push):
     tail = start_tail(address, "--count", "3", "--timeout", "30")
     send_mixed(push)
@@ -89,6 +90,7 @@ def test_tail_prints_several_topics_readably_and_reports_what_it_skipped(address
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_tail_json_gives_exact_decimals_and_times(address, push):
     tail = start_tail(address, "--count", "2", "--timeout", "30", "--format", "json")
     push.send(trade_frame(0))
@@ -101,6 +103,7 @@ def test_tail_json_gives_exact_decimals_and_times(address, push):
     assert rows[0]["ts_event_ns"] == TS and np.int64(rows[1]["seq"]) == 1
 
 
+@pytest.mark.slow
 def test_tail_stops_cleanly_on_ctrl_c_and_says_what_it_saw(address, push):
     tail = start_tail(address)
     push.send(trade_frame(0))
