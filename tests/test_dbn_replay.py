@@ -119,6 +119,25 @@ def test_zero_length_record_stops_the_stream_with_bad_length():
 
 
 @needs_data
+@pytest.mark.parametrize("piece", [7, 37, 100, 10_000])
+def test_bad_length_dead_letter_covers_the_rest_of_the_stream_whatever_the_pieces(piece):
+    data, start = _trades_stream(20)
+    buf = bytearray(data)
+    bad = start + 3 * _TRADE.itemsize
+    buf[bad] = 1
+    decoder = DbnDecoder(name="test.dbn")
+    for i in range(0, len(buf), piece):
+        decoder.feed(bytes(buf[i : i + piece]))
+    assert not decoder.done  # the dead letter waits for the end of the stream
+    decoder.finish()
+    dead = decoder.take(100)["dead_letters"]
+    assert dead[["reason", "raw_offset", "raw_length"]].tolist() == [
+        (Reason.BAD_LENGTH, bad, len(buf) - bad)
+    ]
+    assert decoder.done
+
+
+@needs_data
 def test_short_record_for_its_rtype_is_skipped():
     data, start = _trades_stream(3)
     buf = bytearray(data)

@@ -16,7 +16,8 @@ the length; good records around them are decoded:
 - unknown rtype, an rtype hftagg does not map, a record shorter than its layout: that record
   is skipped (its length is known) with one dead letter;
 - a length byte below 4 (16 bytes): nothing after it can be framed; one ``BAD_LENGTH`` dead
-  letter covers the rest of the stream;
+  letter covers the rest of the stream, reported when the stream ends (``finish``) so its
+  length does not depend on how the bytes were fed;
 - the stream ends inside a record (or a zstd frame): one ``TRUNCATED`` dead letter.
 """
 
@@ -89,14 +90,21 @@ class DbnDecoder:
         self._next = 0
         self._dead: list[np.ndarray] = []
         self._dead_seq = 0
+        # after a bad length byte: [offset, bytes to the end, detail], reported by finish()
+        self._unreadable: list | None = None
 
     # -- input -----------------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         """Append decompressed bytes and frame the whole records they complete."""
-        if self.failed or self.finished or not data:
+        if self.finished or not data:
             return
         self.stats["bytes"] += len(data)
+        if self._unreadable is not None:
+            self._unreadable[1] += len(data)  # counted into the one dead letter, not kept
+            return
+        if self.failed:
+            return
         keep = (
             int(self._offsets[self._next]) if self._next < len(self._offsets) else self._frame_pos
         )
@@ -116,6 +124,12 @@ class DbnDecoder:
             return
         self._frame()
         self.finished = True
+        if self._unreadable is not None:
+            pos, length, why = self._unreadable
+            self._unreadable = None
+            self._dead_letter(
+                Reason.BAD_LENGTH, pos, length, f"{REASON_TEXT[Reason.BAD_LENGTH]}: {why}"
+            )
         if self.failed:
             return
         rest = len(self._buf) - self._frame_pos
@@ -162,7 +176,8 @@ class DbnDecoder:
     @property
     def done(self) -> bool:
         """Finished (or failed) and everything taken."""
-        return (self.finished or self.failed) and not self.available and not self._dead
+        return ((self.finished or self.failed) and not self.available and not self._dead
+                and self._unreadable is None)  # fmt: skip
 
     def pace_times(self, n: int, by: str = "ts_recv") -> np.ndarray:
         """``ts_recv`` (or ``ts_event``) of the next ``n`` records as int64, for pacing.
@@ -222,12 +237,11 @@ class DbnDecoder:
                 self._offsets = np.concatenate((self._offsets[self._next :], room[:count]))
                 self._next = 0
             if status == FRAME_BAD_LENGTH:
-                self._fail(
-                    Reason.BAD_LENGTH,
-                    self._frame_pos,
-                    end - self._frame_pos,
-                    f"record length byte {raw[self._frame_pos]} (< 4 words)",
-                )
+                # nothing after it can be framed: one dead letter from here to the end of the
+                # stream, whatever the pieces it came in (finish() reports it)
+                self.failed = True
+                why = f"record length byte {raw[self._frame_pos]} (< 4 words)"
+                self._unreadable = [self._frame_pos, end - self._frame_pos, why]
                 return
             if count < len(room) or pos >= end:
                 return
