@@ -67,6 +67,15 @@ def test_mistyped_command_suggests_the_closest(capsys):
     assert "invalid choice: 'rn'" in err and "did you mean 'run'?" in err
 
 
+@pytest.mark.parametrize("args", [[], ["config"]])
+def test_a_missing_command_shows_the_commands_there_are(capsys, args):
+    code, _, err = cli(capsys, *args)
+
+    assert code == 2
+    assert "give a COMMAND" in err
+    assert "validate" in err if args else "init" in err and "graph" in err
+
+
 def test_mistyped_subcommand_suggests_the_closest(capsys):
     code, _, err = cli(capsys, "config", "valdate")
 

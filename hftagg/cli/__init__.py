@@ -58,7 +58,12 @@ def _tag_leaves(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="hftagg", description="High-frequency market-data pipelines")
+    parser = Parser(
+        prog="hftagg",
+        description="High-frequency market-data pipelines",
+        epilog="Start with: hftagg init (a starter config and plugin), hftagg run, hftagg graph. "
+        "Each command has --help.",
+    )
     parser.add_argument(
         "--version", action=_Version, help="print hftagg's version (and its key libraries')"
     )

@@ -43,6 +43,9 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser that says "did you mean ..." for a mistyped command, choice or flag."""
 
     def error(self, message: str) -> Any:
+        if "arguments are required: COMMAND" in message:  # `hftagg` or `hftagg config` alone
+            self.print_help(sys.stderr)
+            self.exit(2, f"\n{self.prog}: error: give a COMMAND (one of the above)\n")
         match = _INVALID_CHOICE.search(message)
         if match:
             choices = re.findall(r"'([^']*)'", match.group(2))
