@@ -358,3 +358,27 @@ def test_plugin_template_stage_processes_trades(tmp_path):
     [batch] = out
     assert batch["value"].tolist() == [200.0, 202.0, 205.0]
     assert batch["seq"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["config", "validate", "missing.toml"], "missing.toml: config file not found"),
+        (["config", "validate", "folder"], "is a directory"),
+        (["config", "validate", "latin1.toml"], "is not UTF-8"),
+        (["config", "params", "emma"], "unknown stage type 'emma'"),
+        (["config", "set", "processing.ema_window", "3", "-c", "missing.toml"], "not found"),
+        (["config", "remove", "stages.nope"], "stages.nope"),
+        (["graph", "-c", "missing.toml"], "missing.toml: config file not found"),
+        (["tail", "ind.ema", "-c", "missing.toml"], "missing.toml: config file not found"),
+    ],
+)
+def test_user_mistakes_are_named_in_a_line_never_a_traceback(capsys, config, args, names):
+    (config.parent / "folder").mkdir()
+    (config.parent / "latin1.toml").write_bytes(b"# caf\xe9\n")
+
+    code, _, err = cli(capsys, *args)
+
+    assert code == 1
+    assert names in err
+    assert "Traceback" not in err
