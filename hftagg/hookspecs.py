@@ -25,6 +25,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from hftagg.bus.transport import Transport
+    from hftagg.config.sections import ConfigSection
     from hftagg.records.schema import Schema
     from hftagg.runtime.pipeline import Pipeline
     from hftagg.stages.base import Stage
@@ -100,6 +101,20 @@ def hftagg_register_codecs(register: Callable[[CodecFamily], None]) -> None:
     builds codecs from protocol definitions in ``protocols/`` (SBE XML schemas, FIX
     dictionaries) is the family's own API. Decoder stages find families in
     ``StageContext.codecs``. Two plugins registering the same name is an error naming both.
+    """
+
+
+@hookspec
+def hftagg_register_config_sections(register: Callable[[ConfigSection], None]) -> None:
+    """Register top-level config tables this plugin owns (the seed's ``[processing]`` is the EMA
+    plugin's, ``[delivery]`` the publisher's).
+
+    Called when plugins are loaded. ``register(section)`` takes an
+    :class:`hftagg.config.sections.ConfigSection`: its ``name``, an optional ``model`` (a Params
+    model: defaults, bounds, live/restart marks, unknown keys rejected) and
+    ``to_stages(values, source, problems)``, which returns the stage specs the table stands for.
+    The core owns ``runtime``, ``data_sources``, ``stages`` and ``telemetry``; any other table
+    without an owner is an unknown section.
     """
 
 

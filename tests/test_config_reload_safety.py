@@ -194,7 +194,7 @@ UNREADABLE = {
     "duplicate stage id": (
         CONFIG.format(window=20).encode() + b'\n[stages.ema]\ntype = "ema"\n',
         "stage id 'ema' is used by processing, stages.ema; ids must be unique: rename "
-        "[stages.ema] ([processing] runs the built-in 'ema' stage; set processing.enabled = "
+        "[stages.ema] ([processing] runs the 'ema' stage; set processing.enabled = "
         "false to run only yours)",
     ),
 }

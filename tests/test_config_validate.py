@@ -35,7 +35,10 @@ def problems_of(text: str, host, tmp_path) -> list[str]:
     path = tmp_path / "config.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
-        build_graph(parse_spec(read_layers(path, environ={}), str(path), strict=False), host)
+        spec = parse_spec(
+            read_layers(path, environ={}), str(path), strict=False, sections=host.config_sections
+        )
+        build_graph(spec, host)
     return [str(p) for p in info.value.problems]
 
 

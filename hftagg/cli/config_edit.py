@@ -59,7 +59,7 @@ def full_validator(path: Path) -> Callable[[dict], None]:
         from hftagg.runtime.graph import build_graph
 
         host = load_plugins(plugin_dirs(raw, path))
-        build_graph(parse_spec(raw, str(path), strict=False), host)
+        build_graph(parse_spec(raw, str(path), strict=False, sections=host.config_sections), host)
 
     return validate
 

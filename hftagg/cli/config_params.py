@@ -94,23 +94,28 @@ def describe_stage_type(name: str, cls: Any, origin: str) -> dict[str, Any]:
     }
 
 
-def describe_sections() -> dict[str, dict[str, Any]]:
+def describe_sections(host: Any = None) -> dict[str, dict[str, Any]]:
     """The config sections that are not a stage's parameters, with the same live/restart marks
-    the reloader reads (``[processing]``'s ema keys are the ema stage's parameters)."""
-    from hftagg.config.layers import SECTION_MODELS
+    the reloader reads (``[processing]``'s ema keys are the ema stage's parameters). Sections a
+    plugin owns (``host``; default: the built-ins') name that plugin as their origin."""
+    from hftagg.config.layers import section_models
+    from hftagg.config.sections import builtin_host
 
-    return {
-        name: {
+    host = host if host is not None else builtin_host()
+    owners = host.config_sections
+    out = {}
+    for name, models in section_models(host).items():
+        origin = host.table_origin("config_sections", name) or "hftagg.config"
+        out[name] = {
             "type": f"[{name}]",
             "kind": "section",
-            "origin": "hftagg.config",
-            "doc": "",
+            "origin": origin,
+            "doc": owners[name].doc if name in owners else "",
             "inputs": [],
             "outputs": [],
-            "params": param_rows(model),
+            "params": [row for model in models for row in param_rows(model)],
         }
-        for name, model in SECTION_MODELS.items()
-    }
+    return out
 
 
 def _default_text(row: dict[str, Any]) -> str:
@@ -152,7 +157,7 @@ def cmd_config_params(args: argparse.Namespace) -> int:
 
     path = config_path(args.config)
     host = load_plugins(plugin_dirs(read_layers(path), path))
-    sections = describe_sections()
+    sections = describe_sections(host)
     if args.type in sections:
         described = [sections[args.type]]
     else:

@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from hftagg.config.sections import CORE_SECTION_MODELS, builtin_sections
 from hftagg.config.spec import (
     SOURCE_COMMON_KEYS,
     PipelineSpec,
-    ProcessingSection,
     RuntimeSection,
     parse_spec,
 )
@@ -35,9 +35,23 @@ Liveness = Literal["live", "restart", "unknown"]
 
 SECTION_MODELS = {
     "runtime": RuntimeSection,
-    "processing": ProcessingSection,
     "telemetry": TelemetrySection,
 }
+
+
+def section_models(host: PluginHost | None = None) -> dict[str, list[type]]:
+    """Every section with a model: the core's, then the plugin-owned ones (``host``; default:
+    the built-ins'), each with the core's own keys in it (``processing.use_mock_data``)."""
+    sections = host.config_sections if host is not None else builtin_sections()
+    models: dict[str, list[type]] = {name: [model] for name, model in SECTION_MODELS.items()}
+    for name, section in sections.items():
+        if section.model is not None:
+            models.setdefault(name, []).append(section.model)
+    for name, model in CORE_SECTION_MODELS.items():
+        models.setdefault(name, []).append(model)
+    return models
+
+
 SOURCE_DEFAULTS = {"format": "native", "topic_prefix": "md"}
 
 
@@ -108,16 +122,19 @@ def _set_dotted(out: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
-def _spec(raw: Mapping[str, Any]) -> PipelineSpec:
-    return parse_spec(dict(raw), "(layers)", strict=False)
+def _spec(raw: Mapping[str, Any], host: PluginHost) -> PipelineSpec:
+    return parse_spec(dict(raw), "(layers)", strict=False, sections=host.config_sections)
 
 
 def defaults_layer(raw: Mapping[str, Any], host: PluginHost) -> dict[str, Any]:
     """Built-in defaults for ``raw`` (the merged config above defaults): the ``[runtime]``,
     ``[processing]`` and ``[telemetry]`` sections, and each configured stage's parameters (from
     its Params model)."""
-    out: dict[str, Any] = {name: _model_defaults(model) for name, model in SECTION_MODELS.items()}
-    for stage in _spec(raw).stages:
+    out: dict[str, Any] = {}
+    for name, models in section_models(host).items():
+        for model in models:
+            out.setdefault(name, {}).update(_model_defaults(model))
+    for stage in _spec(raw, host).stages:
         try:
             params = host.stage_type(stage.type_name).Params
         except PluginError:
@@ -132,7 +149,7 @@ def defaults_layer(raw: Mapping[str, Any], host: PluginHost) -> dict[str, Any]:
 
 def _params_by_key(raw: Mapping[str, Any], host: PluginHost) -> dict[str, tuple[type, str]]:
     out: dict[str, tuple[type, str]] = {}
-    for stage in _spec(raw).stages:
+    for stage in _spec(raw, host).stages:
         try:
             params = host.stage_type(stage.type_name).Params
         except PluginError:
@@ -146,32 +163,37 @@ def liveness_of(keys: list[str], raw: Mapping[str, Any], host: PluginHost) -> di
     """For each dotted key: ``live`` (a running pipeline applies it in place), ``restart``
     (needs a restart or a rebuild of the stage) or ``unknown`` (not a key hftagg knows)."""
     params = _params_by_key(raw, host)
+    models = section_models(host)
+    owned = set(host.config_sections)
     out: dict[str, Liveness] = {}
     for key in keys:
-        out[key] = _liveness(key, params)
+        out[key] = _liveness(key, params, models, owned)
     return out
 
 
 STAGE_COMMON_KEYS = ("type", "topics", "enabled", "policy")
 
 
-def _liveness(key: str, params: dict[str, tuple[type, str]]) -> Liveness:
+def _liveness(
+    key: str, params: dict[str, tuple[type, str]], models: dict[str, list[type]], owned: set[str]
+) -> Liveness:
     """The marks on the models decide: a stage's Params for its parameters (``processing.*``
     keys that feed the ema stage included), the section models for ``[runtime]``,
-    ``[processing]`` and ``[telemetry]``. Keys that choose or wire a stage (type, topics, ...)
-    rebuild it: ``restart``."""
+    ``[telemetry]`` and plugin-owned sections such as ``[processing]``. Keys that choose or wire
+    a stage (type, topics, enabled, policy) rebuild it: ``restart``; so do the core's keys inside
+    plugin-owned sections (``processing.use_mock_data``)."""
     if key in params:
         model, name = params[key]
         return "live" if model.is_live(name) else "restart"
     section, _, rest = key.partition(".")
-    model = SECTION_MODELS.get(section)
-    if model is not None:
-        if rest not in model.model_fields:
-            return "unknown"
-        return "live" if model.is_live(rest) else "restart"
+    for model in models.get(section, ()):
+        if rest in model.model_fields:
+            return "live" if model.is_live(rest) else "restart"
+    if section in models and section not in owned:
+        return "unknown"
     parts = rest.split(".")
-    if section == "delivery" and parts[0] in ("enabled", "policy"):
-        return "restart"
+    if section in owned:
+        return "restart" if parts[0] in ("enabled", "policy", "on_error") else "unknown"
     if section in ("data_sources", "stages") and len(parts) >= 2:
         common = SOURCE_COMMON_KEYS if section == "data_sources" else STAGE_COMMON_KEYS
         if parts[1] in common:

@@ -7,32 +7,43 @@
                               (``native``), ``fields`` (which streams: trades, book, quotes),
                               ``topic_prefix`` (default ``md``: topics ``md.trades`` ...), and the
                               source type's own parameters
-``[processing]``              ``ema_window`` -> the built-in ``ema`` stage's ``window``;
-                              ``use_mock_data = true`` runs every data source as the built-in
-                              simulator (and adds one when none is configured)
 ``[stages.<id>]``             any other stage: ``type``, optional ``topics = {port = "topic"}``,
                               and the type's parameters
-``[delivery]``                ``method`` (a transport: ``pynng``), ``target`` (address), ``topics``
-                              -> the built-in ``publisher`` sink
+``[telemetry]``               tracing and metrics settings
+
+Every other top-level table belongs to a plugin (:mod:`hftagg.config.sections`): in the shipped
+set, ``[processing]`` (``ema_window`` -> the ``ema`` stage's ``window``) belongs to the EMA
+plugin and ``[delivery]`` (``method``, ``target``, ``topics``) to the publisher plugin.
+``processing.use_mock_data = true`` is the core's: it runs every data source as the simulator.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from hftagg.config.addresses import host_port_problem
+from hftagg.config.sections import (
+    CORE_SECTION_KEYS,
+    CORE_SECTION_MODELS,
+    ConfigSection,
+    builtin_sections,
+)
 from hftagg.errors import MISSING, ConfigError, Problem
 from hftagg.stages.params import Params, live, restart
 from hftagg.telemetry.settings import TelemetrySection
 
 __all__ = [
+    "CORE_SECTIONS",
     "PipelineSpec",
-    "ProcessingSection",
     "RuntimeSection",
     "StageSpec",
+    "check_enabled",
+    "check_on_error",
+    "check_policy",
     "parse_spec",
     "pydantic_problems",
 ]
@@ -55,18 +66,6 @@ class RuntimeSection(_Section):
         description="let a live change remove every data source or every [stages.*] stage, or "
         "apply an empty file (refused by default: an editor part-way through a save looks so)",
     )
-
-
-class ProcessingSection(_Section):
-    # ema_window and ema_seed are the ema stage's parameters: their marks are EmaParams'.
-    ema_window: int = live(20, ge=1, le=1_000_000, description="EMA span, in records")
-    ema_seed: Literal["first", "sma"] = restart("first")
-    ema_input: str = restart("md.trades")
-    ema_output: str = restart("ind.ema")
-    use_mock_data: bool = restart(
-        False, description="run every data source as the simulator (its parameters dropped)"
-    )
-    enabled: bool = restart(True)
 
 
 SOURCE_COMMON_KEYS = ("type", "format", "fields", "topic_prefix", "enabled", "on_error")
@@ -139,7 +138,7 @@ def _section(model: type[_Section], raw: Any, name: str, source: str, problems: 
         return model.model_construct()
 
 
-def _source_specs(raw: Any, processing: ProcessingSection, source: str, problems: list[Problem]):
+def _source_specs(raw: Any, use_mock_data: bool, source: str, problems: list[Problem]):
     if not isinstance(raw, dict):
         problems.append(
             Problem("data_sources", raw, "expected a table of [data_sources.<name>]", source)
@@ -156,7 +155,7 @@ def _source_specs(raw: Any, processing: ProcessingSection, source: str, problems
         params = {k: v for k, v in table.items() if k not in SOURCE_COMMON_KEYS}
         type_name = table.get("type")
         mocked: StageSpec | None = None
-        if processing.use_mock_data and type_name != "simulator" and isinstance(type_name, str):
+        if use_mock_data and type_name != "simulator" and isinstance(type_name, str):
             # still checked as configured (graph building validates it), then replaced
             mocked = StageSpec(name, type_name, params, key)
             type_name, params = "simulator", {}
@@ -283,35 +282,32 @@ def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSp
     return specs
 
 
-def _processing_specs(processing: ProcessingSection) -> list[StageSpec]:
-    if not processing.enabled:
-        return []
-    return [
-        StageSpec(
-            "ema",
-            "ema",
-            {"window": processing.ema_window, "seed": processing.ema_seed},
-            "processing",
-            topics={"input": processing.ema_input, "output": processing.ema_output},
-            param_keys={"window": "processing.ema_window", "seed": "processing.ema_seed"},
-        )
-    ]
+check_enabled = _enabled
+check_policy = _policy
+check_on_error = _on_error
 
 
-def _delivery_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSpec]:
-    """``[delivery]`` is the built-in publisher's parameters (checked by its own model)."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        problems.append(Problem("delivery", raw, "expected a table", source))
-        return []
-    if not _enabled(raw, "delivery", source, problems):
-        return []
-    params = {k: v for k, v in raw.items() if k not in ("enabled", "policy", "on_error")}
-    policy = _policy(raw, "delivery", source, problems)
-    spec = StageSpec("delivery", "publisher", params, "delivery", policy=policy)
-    spec.on_error = _on_error(raw, "delivery", source, problems)
-    return [spec]
+def _use_mock_data(raw: dict[str, Any], source: str, problems: list[Problem]) -> bool:
+    """``processing.use_mock_data``: the core's key in the seed's ``[processing]`` table."""
+    (name, model), *_ = CORE_SECTION_MODELS.items()
+    table = raw.get(name)
+    mine = (
+        {k: v for k, v in table.items() if k in model.model_fields}
+        if isinstance(table, dict)
+        else {}
+    )
+    return bool(getattr(_section(model, mine, name, source, problems), "use_mock_data", False))
+
+
+def _plugin_section(section: ConfigSection, raw: Any, source: str, problems: list[Problem]):
+    """The stage specs one plugin-owned section stands for (its core keys taken out first)."""
+    core = CORE_SECTION_KEYS.get(section.name, ())
+    if isinstance(raw, dict) and core:
+        raw = {k: v for k, v in raw.items() if k not in core}
+    values = raw
+    if section.model is not None:
+        values = _section(section.model, raw, section.name, source, problems)
+    return list(section.to_stages(values, source, problems))
 
 
 def _telemetry_problems(telemetry: TelemetrySection, source: str) -> list[Problem]:
@@ -324,31 +320,30 @@ def _telemetry_problems(telemetry: TelemetrySection, source: str) -> list[Proble
     return [Problem("telemetry.prometheus_address", address, problem, source)] if problem else []
 
 
-KNOWN_SECTIONS = ("runtime", "data_sources", "processing", "stages", "delivery", "telemetry")
+CORE_SECTIONS = ("runtime", "data_sources", "stages", "telemetry")
 
 
-def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) -> PipelineSpec:
+def parse_spec(
+    raw: dict[str, Any],
+    source: str = "",
+    *,
+    strict: bool = True,
+    sections: Mapping[str, ConfigSection] | None = None,
+) -> PipelineSpec:
     """Map a raw (merged) config dict onto a PipelineSpec.
 
     ``strict``: raise ConfigError with every problem found. Otherwise the problems are kept on
     the spec so that graph building can add its own and report them all at once.
+    ``sections``: the plugin-owned sections (``host.config_sections``); default: the built-ins'.
     """
-    problems: list[Problem] = []
-    for name in raw:
-        if name not in KNOWN_SECTIONS:
-            problems.append(
-                Problem(
-                    name,
-                    raw[name],
-                    f"unknown section; known sections: {', '.join(KNOWN_SECTIONS)}",
-                    source,
-                )
-            )
+    if sections is None:
+        sections = builtin_sections()
+    problems = _unknown_sections(raw, (*CORE_SECTIONS, *sections), source)
     runtime = _section(RuntimeSection, raw.get("runtime"), "runtime", source, problems)
     telemetry = _section(TelemetrySection, raw.get("telemetry"), "telemetry", source, problems)
     problems += _telemetry_problems(telemetry, source)
-    processing = _section(ProcessingSection, raw.get("processing"), "processing", source, problems)
-    stages = _source_specs(raw.get("data_sources", {}), processing, source, problems)
+    use_mock_data = _use_mock_data(raw, source, problems)
+    stages = _source_specs(raw.get("data_sources", {}), use_mock_data, source, problems)
     notes = [
         f"{s.key}: processing.use_mock_data = true runs the simulator instead of "
         f"type {s.mocked.type_name!r}"
@@ -368,9 +363,10 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
             "data_sources: none configured (or all disabled), so the built-in simulator 'sim' "
             "runs; add [data_sources.<name>] to use a real feed"
         )
-    stages += _processing_specs(processing)
+    # the seed's order: sources, sections, [stages.*], then sections marked last (sinks)
+    stages += _sections_stages(sections, raw, False, source, problems)
     stages += _stage_specs(raw.get("stages", {}), source, problems)
-    stages += _delivery_specs(raw.get("delivery"), source, problems)
+    stages += _sections_stages(sections, raw, True, source, problems)
     ids = [s.stage_id for s in stages]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         keys = [s.key for s in stages if s.stage_id == dup]
@@ -380,11 +376,10 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
                 dup,
                 f"stage id {dup!r} is used by {', '.join(keys)}; ids must be unique: "
                 f"rename [{keys[-1]}]"
-                + (
-                    " ([processing] runs the built-in 'ema' stage; set processing.enabled = "
-                    "false to run only yours)"
-                    if "processing" in keys
-                    else ""
+                + "".join(
+                    f" ([{k}] runs the {dup!r} stage; set {k}.enabled = false to run only yours)"
+                    for k in keys
+                    if k in sections
                 ),
                 source,
             )
@@ -415,3 +410,31 @@ def parse_spec(raw: dict[str, Any], source: str = "", *, strict: bool = True) ->
 def problem_keys(problems: list[Problem]) -> set[str]:
     """The top-level sections that ``problems`` are about."""
     return {p.key.split(".")[0] for p in problems}
+
+
+def _unknown_sections(raw: dict[str, Any], known: tuple[str, ...], source: str) -> list[Problem]:
+    return [
+        Problem(name, raw[name], f"unknown section; known sections: {', '.join(known)}", source)
+        for name in raw
+        if name not in known and not _only_core_keys(name, raw[name])
+    ]
+
+
+def _sections_stages(
+    sections: Mapping[str, ConfigSection],
+    raw: dict[str, Any],
+    last: bool,
+    source: str,
+    problems: list[Problem],
+) -> list[StageSpec]:
+    out: list[StageSpec] = []
+    for name, section in sections.items():
+        if section.last == last:
+            out += _plugin_section(section, raw.get(name), source, problems)
+    return out
+
+
+def _only_core_keys(name: str, table: Any) -> bool:
+    """A table that holds only keys the core reads (``[processing] use_mock_data``)."""
+    core = CORE_SECTION_KEYS.get(name)
+    return bool(core) and isinstance(table, dict) and set(table) <= set(core)

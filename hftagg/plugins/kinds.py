@@ -61,6 +61,22 @@ def _check_schema(schema: Any, plugin: str) -> None:
         )
 
 
+def _check_section(section: Any, plugin: str) -> None:
+    from hftagg.config.sections import ConfigSection
+    from hftagg.config.spec import CORE_SECTIONS
+
+    if not isinstance(section, ConfigSection):
+        raise PluginError(
+            f"plugin {plugin!r} registered {section!r} as a config section; pass an "
+            f"hftagg.config.sections.ConfigSection"
+        )
+    if not section.name or "." in section.name or section.name in CORE_SECTIONS:
+        raise PluginError(
+            f"plugin {plugin!r}: config section name {section.name!r} is not allowed; use a "
+            f"name without dots, not one of the core's {', '.join(CORE_SECTIONS)}"
+        )
+
+
 def _named(what: str) -> Callable[[Any, str], None]:
     def check(thing: Any, plugin: str) -> None:
         name = getattr(thing, "name", None)
@@ -103,6 +119,14 @@ KINDS: tuple[Kind, ...] = (
         lambda c: c.name,
         _named("codec family"),
         describe=lambda c: c.name,
+    ),
+    Kind(
+        "config_sections",
+        "hftagg_register_config_sections",
+        "config section",
+        lambda c: c.name,
+        _check_section,
+        describe=lambda c: f"[{c.name}]",
     ),
     Kind(
         "kernel_warmups",

@@ -156,6 +156,11 @@ class PluginHost:
         return self._origins["codecs"]
 
     @property
+    def config_sections(self) -> dict[str, Any]:
+        """Top-level config tables owned by plugins: name -> ConfigSection."""
+        return self._tables["config_sections"]
+
+    @property
     def kernel_warmups(self) -> dict[str, Any]:
         return self._tables["kernel_warmups"]
 

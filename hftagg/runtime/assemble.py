@@ -51,7 +51,8 @@ def assemble(
     raw, provenance = merge_layers(layers)
     if host is None:
         host = load_plugins(plugin_dirs(raw, config_path))
-    spec = parse_spec(raw, str(config_path) if config_path else "(defaults)", strict=False)
+    where = str(config_path) if config_path else "(defaults)"
+    spec = parse_spec(raw, where, strict=False, sections=host.config_sections)
     spec.problems = attribute(spec.problems, provenance)
     file_layer = layers[0][1] if config_path is not None else None
     try:

@@ -326,3 +326,10 @@ Ema, Sma, Wma, Rsi, Atr, RollingVwap, SessionVwap, ZScore, Volatility, Ols = STA
 def hftagg_register_stage_types(register):
     for stage_type in STAGES:
         register(stage_type)
+
+
+@hookimpl
+def hftagg_register_config_sections(register):
+    from hftagg.builtins.core._ema_section import PROCESSING
+
+    register(PROCESSING)

@@ -207,3 +207,10 @@ class Publisher(SinkStage):
 @hookimpl
 def hftagg_register_stage_types(register):
     register(Publisher)
+
+
+@hookimpl
+def hftagg_register_config_sections(register):
+    from hftagg.builtins.delivery._section import DELIVERY
+
+    register(DELIVERY)
