@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import Result, best_rate
+from hftagg.protocols import BUILTIN_DEFINITIONS
 from hftagg.protocols.sbe import SbeCodec, parse_schema
 from hftagg.protocols.sbe.mdp3 import BOOK, mdp3_packet, mdp3_records
 from hftagg.protocols.sbe.records import RecordDecoder, RecordEncoder
 from hftagg.records.catalog import BOOK_UPDATE, TRADE
 
 ROOT = Path(__file__).resolve().parents[1]
-HFTAGG_MD = ROOT / "protocols" / "sbe" / "hftagg-md.xml"
+HFTAGG_MD = BUILTIN_DEFINITIONS / "sbe" / "hftagg-md.xml"
 MDP3 = ROOT.parent / "shared" / "data" / "sbe" / "cme-mdp3-v9.xml"
 BATCH = 4096
 TARGET = 20e6

@@ -12,9 +12,10 @@ import simplefix
 
 from hftagg.builtins.protocols.fix import FixDecode
 from hftagg.errors import ConfigError, SchemaError
+from hftagg.protocols import BUILTIN_DEFINITIONS
 from hftagg.protocols.fix import messages as m
 from hftagg.protocols.fix.decoder import MarketDataDecoder
-from hftagg.protocols.fix.dictionary import PROTOCOLS_DIR, load_dictionary, resolve
+from hftagg.protocols.fix.dictionary import load_dictionary, resolve
 from hftagg.protocols.fix.session import Acceptor
 from hftagg.protocols.fix.validate import validate
 from hftagg.testing import TestingSink, TestingSource, run_pipeline
@@ -107,12 +108,12 @@ def test_fix44_dictionary_loads_fields_groups_and_components_flattened():
     assert d.messages["A"].category == "admin"
 
 
-def test_relative_dictionary_paths_resolve_against_protocols(tmp_path):
-    assert resolve("fix/FIX44.xml") == PROTOCOLS_DIR / "fix" / "FIX44.xml"
+def test_relative_dictionary_paths_resolve_to_the_built_in_definitions(tmp_path):
+    assert resolve("fix/FIX44.xml") == BUILTIN_DEFINITIONS / "fix" / "FIX44.xml"
     assert resolve(tmp_path / "x.xml") == tmp_path / "x.xml"
     assert (
         "The QuickFIX Software License, Version 1.0\n"
-        in (PROTOCOLS_DIR / "fix" / "NOTICE").read_text()
+        in (BUILTIN_DEFINITIONS / "fix" / "NOTICE").read_text()
     )
 
 

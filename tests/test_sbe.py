@@ -10,13 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hftagg.protocols import BUILTIN_DEFINITIONS
 from hftagg.protocols.sbe import Reason, SbeCodec, frame, parse_schema
 from hftagg.protocols.sbe.mdp3 import BOOK, TRADE_SUMMARY, mdp3_packet, mdp3_records
 from hftagg.protocols.sbe.records import RecordDecoder, RecordEncoder
 from hftagg.records.catalog import BOOK_UPDATE, MBP10, TRADE
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data" / "sbe"
-HFTAGG_MD = Path(__file__).parents[1] / "protocols" / "sbe" / "hftagg-md.xml"
+HFTAGG_MD = BUILTIN_DEFINITIONS / "sbe" / "hftagg-md.xml"
 EXAMPLE = DATA / "example-schema.xml"
 MDP3 = DATA / "cme-mdp3-v9.xml"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared SBE test data absent: {DATA}")

@@ -61,6 +61,9 @@ class RuntimeSection(_Section):
     max_batch: int = restart(4096, ge=1, le=1 << 20, description="largest batch a stage is given")
     drain_timeout_secs: float = live(5.0, ge=0, le=600, description="how long stop may drain")
     plugin_paths: list[str] = restart(["plugins"], description="drop-in plugin folders")
+    protocol_paths: list[str] = restart(
+        ["protocols"], description="folders of your SBE schemas and FIX dictionaries"
+    )
     allow_remove_all: bool = live(
         False,
         description="let a live change remove every data source or every [stages.*] stage, or "

@@ -7,8 +7,6 @@ on-disk numba cache holds every specialisation the stages use.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 __all__ = ["warm"]
@@ -35,12 +33,13 @@ _GROUPS_XML = """<?xml version="1.0"?>
 
 
 def warm() -> None:
+    from hftagg.protocols import BUILTIN_DEFINITIONS
     from hftagg.protocols.sbe import SbeCodec, frame, parse_schema
     from hftagg.protocols.sbe.kernels import compact_chunks
     from hftagg.protocols.sbe.records import RecordDecoder, RecordEncoder
     from hftagg.records.catalog import BOOK_UPDATE, MBP10, RAW_CHUNK, TRADE
 
-    path = Path(__file__).resolve().parents[2] / "protocols" / "sbe" / "hftagg-md.xml"
+    path = BUILTIN_DEFINITIONS / "sbe" / "hftagg-md.xml"
     codec = SbeCodec(parse_schema(path))
     decoder = RecordDecoder(codec, {s.name: s for s in (TRADE, BOOK_UPDATE, MBP10)})
     for framing in ("length2", "sofh"):

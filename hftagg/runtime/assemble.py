@@ -12,6 +12,7 @@ from hftagg.config.load import named_layers
 from hftagg.config.spec import PipelineSpec, parse_spec
 from hftagg.errors import ConfigError
 from hftagg.plugins.manager import PluginHost, load_plugins
+from hftagg.protocols import protocol_dirs, set_search_path
 from hftagg.runtime.graph import Graph, build_graph
 from hftagg.runtime.pipeline import Pipeline
 
@@ -49,6 +50,7 @@ def assemble(
     """Config layers (file or built-in defaults, Consul, environment) -> plugins -> checked graph."""
     layers = named_layers(config_path, environ, consul)
     raw, provenance = merge_layers(layers)
+    set_search_path(protocol_dirs(raw, config_path))
     if host is None:
         host = load_plugins(plugin_dirs(raw, config_path))
     where = str(config_path) if config_path else "(defaults)"

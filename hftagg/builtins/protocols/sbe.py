@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from hftagg.hookspecs import hookimpl
+from hftagg.protocols import find_definition
 from hftagg.protocols.sbe import Reason, SbeCodec, parse_schema
 from hftagg.protocols.sbe import kernels as K
 from hftagg.protocols.sbe.codec import Scan
@@ -41,23 +42,19 @@ from hftagg.stages import Params, Port, Stage, StageContext, restart
 
 __all__ = ["SbeDecode", "SbeDecodeParams", "SbeEncode", "SbeEncodeParams", "SbeFamily"]
 
-PROTOCOLS_DIR = Path(__file__).resolve().parents[3] / "protocols"
 DATAGRAM = 1  # raw_chunk flags bit 0: the chunk is one whole datagram / packet
 _PORT_OF = {"trade": "trades", "book_update": "book", "mbp10": "mbp10"}
 
 
 class SbeFamily:
-    """The ``sbe`` codec family: SBE XML schemas in ``protocols/`` -> runtime codecs."""
+    """The ``sbe`` codec family: SBE XML schemas (see :mod:`hftagg.protocols`) -> codecs."""
 
     name = "sbe"
     description = "FIX Simple Binary Encoding 1.0: codecs generated from XML message schemas"
 
-    def __init__(self, protocols_dir: Path = PROTOCOLS_DIR) -> None:
-        self.protocols_dir = protocols_dir
-
     def resolve(self, schema: str) -> Path:
-        path = Path(schema)
-        return path if path.is_absolute() else self.protocols_dir / path
+        """The schema file ``schema`` names: absolute, or found on the definition search path."""
+        return find_definition(schema, "SBE schema")
 
     def codec(self, schema: str, max_frame_bytes: int = 65535) -> SbeCodec:
         """A new codec (each stage owns its own work buffers) for the schema file."""
@@ -95,7 +92,10 @@ warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWa
 
 
 class SbeEncodeParams(Params):
-    schema: str = restart("sbe/hftagg-md.xml", description="SBE XML schema, relative to protocols/")
+    schema: str = restart(
+        "sbe/hftagg-md.xml",
+        description="SBE XML schema: protocol_paths, config folder, or built-in",
+    )
     framing: Literal["length2", "sofh"] = restart(
         "length2", description="length2: 2-byte LE length prefix; sofh: Simple Open Framing Header"
     )
@@ -155,7 +155,10 @@ class SbeEncode(Stage):
 
 
 class SbeDecodeParams(Params):
-    schema: str = restart("sbe/hftagg-md.xml", description="SBE XML schema, relative to protocols/")
+    schema: str = restart(
+        "sbe/hftagg-md.xml",
+        description="SBE XML schema: protocol_paths, config folder, or built-in",
+    )
     framing: Literal["length2", "sofh", "mdp3"] = restart(
         "length2", description="length2 / sofh on a byte stream; mdp3: one CME packet per chunk"
     )

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hftagg.errors import SchemaError
+from hftagg.protocols import find_definition
 
 __all__ = [
     "DEFAULT_DICTIONARY",
-    "PROTOCOLS_DIR",
     "Dictionary",
     "FieldDef",
     "GroupDef",
@@ -32,7 +32,6 @@ __all__ = [
     "resolve",
 ]
 
-PROTOCOLS_DIR = Path(__file__).resolve().parents[3] / "protocols"
 DEFAULT_DICTIONARY = "fix/FIX44.xml"
 
 
@@ -106,10 +105,9 @@ class Dictionary:
 _CACHE: dict[tuple[Path, int], Dictionary] = {}
 
 
-def resolve(path: str | Path, protocols_dir: Path = PROTOCOLS_DIR) -> Path:
-    """``path`` as is if absolute, else relative to the repository's ``protocols/`` folder."""
-    p = Path(path)
-    return p if p.is_absolute() else protocols_dir / p
+def resolve(path: str | Path) -> Path:
+    """The dictionary file ``path`` names (see :func:`hftagg.protocols.find_definition`)."""
+    return find_definition(path, "FIX dictionary")
 
 
 def load_dictionary(path: str | Path = DEFAULT_DICTIONARY) -> Dictionary:
@@ -121,8 +119,8 @@ def load_dictionary(path: str | Path = DEFAULT_DICTIONARY) -> Dictionary:
     try:
         key = (resolved, resolved.stat().st_mtime_ns)
     except OSError as exc:
-        raise SchemaError(f"FIX dictionary {str(path)!r}: {resolved} not found; put a QuickFIX "
-                          f"data dictionary there or give an absolute path") from exc  # fmt: skip
+        raise SchemaError(f"FIX dictionary {str(path)!r}: {resolved} cannot be read ({exc}); "
+                          f"put a QuickFIX data dictionary there") from exc  # fmt: skip
     cached = _CACHE.get(key)
     if cached is None:
         try:
