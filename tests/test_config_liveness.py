@@ -18,6 +18,7 @@ import tomlkit
 
 from hftagg.cli.config import effective_config
 from hftagg.errors import ConfigError
+from hftagg.protocols import find_definition
 from hftagg.runtime.assemble import assemble
 from hftagg.runtime.reload import Reloader
 from hftagg.telemetry.core import Telemetry
@@ -81,7 +82,7 @@ def variants(root, key: str, raw: dict) -> list[dict]:
     value = raw_value(raw, key)
     if key.endswith(".schema"):  # the same schema from another file: it must exist and parse
         copy = root / "schema-copy.xml"
-        shutil.copy(ROOT / "protocols" / value, copy)
+        shutil.copy(find_definition(value), copy)
         return [_set(raw, key, str(copy))]
     if any(part in key for part in TOPIC_KEYS) and isinstance(value, str):
         return [_set(_renamed(raw, value, value + "2"), key, value + "2")]
