@@ -53,7 +53,7 @@ SUBSCRIBER = textwrap.dedent(
 
 CONFIG = """
 [runtime]
-ring_capacity = 1048576
+ring_bytes = 67108864
 max_batch = 65536
 status_interval_secs = 100
 plugin_paths = []

@@ -89,8 +89,8 @@ CASES = {
         "9.2e9); use at most 1e+09",
     ),
     "ring too large for memory": (
-        "[runtime]\nring_capacity = 67108864\n" + SIM,
-        "runtime.ring_capacity = 67108864: 4 topic rings of 67108864 records need",
+        "[runtime]\nring_bytes = 17179869184\n" + SIM,
+        "runtime.ring_bytes = 17179869184: 2 topic rings need 22.0 GiB",
     ),
     "NaN": (
         "[runtime]\nstatus_interval_secs = nan\n" + SIM,

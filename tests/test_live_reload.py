@@ -490,6 +490,7 @@ def test_hftagg_run_with_status_lines_takes_stages_added_and_removed_and_lists_t
     assert stages["mid"]["records"] > 0 and stages["sma"]["records"] > 0
     assert stages["ema"]["state"] == "running" and "added_secs" not in stages["ema"]
     text = "\n".join(out.lines)
+    assert re.search(r"^hftagg: ring memory: [\d.]+ MiB in \d+ rings$", text, re.M)
     assert "hftagg summary" in text
     assert re.search(r"mid\s+example_midprice .*\(added at [\d.]+s\)\s+\(removed at", text)
 

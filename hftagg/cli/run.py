@@ -61,7 +61,7 @@ def _run_with_status(session, args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from hftagg.runtime.assemble import assemble
     from hftagg.runtime.session import Session
-    from hftagg.runtime.status import format_summary
+    from hftagg.runtime.status import format_ring_memory, format_summary
 
     setup_logging()
     path = config_path(args.config)
@@ -83,6 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"hftagg: running {path or 'built-in defaults'}", flush=True)
     for line in assembled.graph.describe():
         print(f"  {line}", flush=True)
+    for line in format_ring_memory(session.pipeline.ring_memory()):
+        print(f"hftagg: {line}" if not line.startswith(" ") else line, flush=True)
     for note in assembled.spec.notes:
         print(f"hftagg: note: {note}", flush=True)
     try:

@@ -57,7 +57,16 @@ class _Section(Params):
 
 class RuntimeSection(_Section):
     status_interval_secs: float = live(1.0, gt=0, le=3600, description="status line interval")
-    ring_capacity: int = restart(1 << 16, ge=16, le=1 << 26, description="records per topic ring")
+    ring_bytes: int = restart(
+        4 << 20,
+        ge=4096,
+        le=1 << 34,
+        description="memory per topic ring, in bytes (records: the largest power of two that "
+        "fits, at least 16); a topic nobody reads gets no ring",
+    )
+    ring_capacity: int | None = restart(
+        None, ge=16, le=1 << 26, description="deprecated: records per topic ring; use ring_bytes"
+    )
     max_batch: int = restart(4096, ge=1, le=1 << 20, description="largest batch a stage is given")
     drain_timeout_secs: float = live(5.0, ge=0, le=600, description="how long stop may drain")
     plugin_paths: list[str] = restart(["plugins"], description="drop-in plugin folders")
@@ -250,6 +259,29 @@ def _on_error(table: dict, key: str, source: str, problems: list[Problem]) -> st
     return value
 
 
+def _ring_size_notes(raw: Any, source: str, problems: list[Problem]) -> list[str]:
+    """``runtime.ring_capacity`` (records) still works, with a note; with ``ring_bytes`` too,
+    it is an error (which one would win is not obvious)."""
+    if not isinstance(raw, dict) or "ring_capacity" not in raw:
+        return []
+    if "ring_bytes" in raw:
+        problems.append(
+            Problem(
+                "runtime.ring_capacity",
+                raw["ring_capacity"],
+                "set only runtime.ring_bytes (ring_capacity counts records and is deprecated)",
+                source,
+            )
+        )
+        return []
+    return [
+        f"{source}: runtime.ring_capacity = {raw['ring_capacity']!r} is deprecated: it counts "
+        f"records, so rings of large records take far more memory than small ones (a 4 KiB "
+        f"raw chunk ring of 65536 records is 256 MiB); use runtime.ring_bytes, the memory "
+        f"per ring (ring_capacity still applies until then)"
+    ]
+
+
 def _stage_specs(raw: Any, source: str, problems: list[Problem]) -> list[StageSpec]:
     if not isinstance(raw, dict):
         problems.append(Problem("stages", raw, "expected a table of [stages.<id>]", source))
@@ -358,6 +390,7 @@ def parse_spec(
         for s in stages
         if s.mocked is not None
     ]
+    notes += _ring_size_notes(raw.get("runtime"), source, problems)
     if not stages and "data_sources" not in problem_keys(problems):
         stages.append(
             StageSpec("sim", "simulator", {}, "data_sources.sim", topics={"*": "md"}, builtin=True)

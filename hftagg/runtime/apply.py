@@ -26,6 +26,7 @@ from hftagg.errors import ApplyError
 from hftagg.runtime.diff import Change
 from hftagg.runtime.graph import Graph, Node
 from hftagg.runtime.pipeline import Pipeline, Worker
+from hftagg.runtime.rings import read_topics
 from hftagg.stages.base import StageContext
 
 __all__ = ["Applied", "ApplyError", "apply_changes"]
@@ -179,8 +180,9 @@ class _Transaction:
         swapped_cursors = {c.stage_id: cur for c, cur, _ in self.io_swapped}
         for change in self.of("keep", "reconfigure"):
             change.new.stage = change.old.stage  # the running instance stays
-        for topic, schema in self.graph.topics.items():
-            p.ensure_ring(topic, schema)
+        read = read_topics(self.graph.nodes)
+        for topic in read:
+            p.ensure_ring(topic, self.graph.topics[topic], self.graph)
         for change in self.of("reconfigure"):
             self.applied.offsets[change.stage_id] = {
                 port: r.cursor for port, r in p.readers.get(change.stage_id, [])
@@ -211,7 +213,7 @@ class _Transaction:
             p.attach(change.new)
             p.note_added(change.new)
         p.graph = self.graph
-        for topic in [t for t in p.rings if t not in self.graph.topics]:
+        for topic in [t for t in p.rings if t not in read]:  # gone, or nobody reads it now
             del p.rings[topic]
         p.wire_bells()
         return retired

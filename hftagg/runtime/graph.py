@@ -21,6 +21,7 @@ from hftagg.config.spec import PipelineSpec, StageSpec, pydantic_problems
 from hftagg.errors import MISSING, ConfigError, Problem, SchemaError
 from hftagg.plugins.manager import PluginHost
 from hftagg.records.schema import Schema
+from hftagg.runtime.rings import ring_plan
 from hftagg.stages.base import SinkStage, SourceStage, Stage, StageContext
 
 __all__ = ["Graph", "Node", "build_graph", "graph_from_stages"]
@@ -293,12 +294,13 @@ class _Builder:
         sources = [n for n in nodes if n.role == "source"]
         sinks = [n for n in nodes if n.role == "sink"]
         core = self.order([n for n in nodes if n.role == "core"], producer)
+        graph = Graph(sources, core, sinks, topics, producer)
         if self.spec.runtime is not None:
             self.check_stages(nodes, topics)
-            self.check_rings(topics)
+            self.check_rings(graph)
         if self.problems:
             raise ConfigError(self.problems)
-        return Graph(sources, core, sinks, topics, producer)
+        return graph
 
     def check_stages(self, nodes: list[Node], topics: dict[str, Schema]) -> None:
         """Each stage's own ``check``: what ``open`` would refuse, found without opening."""
@@ -318,20 +320,19 @@ class _Builder:
                 value = getattr(node.stage.params, param, MISSING) if param else MISSING
                 self.problems.append(Problem(key, value, text, self.src))
 
-    def check_rings(self, topics: dict[str, Schema]) -> None:
+    def check_rings(self, graph: Graph) -> None:
         """The rings this graph allocates must fit in this machine's memory."""
         runtime = self.spec.runtime
-        wanted = max(runtime.ring_capacity, runtime.max_batch)
-        capacity = max(2, 1 << (wanted - 1).bit_length())  # as the ring rounds it
-        total = sum(capacity * schema.dtype.itemsize for schema in topics.values())
+        plan = ring_plan(graph, runtime)
+        total = sum(records * graph.topics[t].dtype.itemsize for t, records in plan.items())
         memory = physical_memory_bytes()
         if memory and total > memory // 2:
+            key = "ring_capacity" if runtime.ring_capacity is not None else "ring_bytes"
             self.problem(
-                "runtime.ring_capacity",
-                runtime.ring_capacity,
-                f"{len(topics)} topic rings of {capacity} records need {total / 2**30:.1f} GiB, "
-                f"more than half of this machine's {memory / 2**30:.1f} GiB; lower "
-                f"runtime.ring_capacity",
+                f"runtime.{key}",
+                getattr(runtime, key),
+                f"{len(plan)} topic rings need {total / 2**30:.1f} GiB, more than half of this "
+                f"machine's {memory / 2**30:.1f} GiB; lower runtime.{key}",
             )
 
     @staticmethod

@@ -36,6 +36,7 @@ from hftagg.config.spec import RuntimeSection
 from hftagg.errors import BusError, HftaggError, StageFailed
 from hftagg.runtime.graph import Graph, Node
 from hftagg.runtime.isolate import FailureLog, dead_letters_for, describe
+from hftagg.runtime.rings import core_to_core_topics, read_topics, ring_records
 from hftagg.stages.base import StageContext
 
 __all__ = ["NodeStats", "Pipeline", "StageFailed", "Worker"]
@@ -147,20 +148,37 @@ class Pipeline:
         self._started = False
         #: seconds a publish may wait for space (None: forever, the threads make progress)
         self.publish_timeout: float | None = None
-        for topic, schema in graph.topics.items():
-            self.ensure_ring(topic, schema)
+        for topic in read_topics(graph.nodes):
+            self.ensure_ring(topic, graph.topics[topic])
         for node in graph.nodes:
             self.attach(node)
         self.wire_bells()
 
     # -- wiring (also used when a live change rebuilds part of the graph) -----------------------
 
-    def ensure_ring(self, topic: str, schema) -> Ring:
+    def ensure_ring(self, topic: str, schema, graph: Graph | None = None) -> Ring:
+        """The ring of ``topic`` (made if missing), sized for ``graph`` (default: the running one)
+        as :mod:`hftagg.runtime.rings` says."""
         ring = self.rings.get(topic)
         if ring is None or ring.dtype != schema.dtype:
-            capacity = max(self.runtime.ring_capacity, self.max_batch)
+            graph = graph or self.graph
+            inner = topic in core_to_core_topics(graph.nodes, graph.producer)
+            capacity = ring_records(self.runtime, schema.dtype.itemsize, inner)
             ring = self.rings[topic] = Ring(schema.dtype, capacity, name=topic)
         return ring
+
+    def ring_memory(self) -> dict[str, Any]:
+        """What the rings take: per topic records, record size and bytes; the total; and the
+        topics that have no ring because nobody reads them."""
+        rings = {
+            topic: {"records": r.capacity, "record_bytes": r.itemsize, "bytes": r._nbytes}
+            for topic, r in sorted(self.rings.items())
+        }
+        return {
+            "total_bytes": sum(r["bytes"] for r in rings.values()),
+            "rings": rings,
+            "unread_topics": sorted(set(self.graph.topics) - set(self.rings)),
+        }
 
     def attach(self, node: Node, cursors: dict[str, int] | None = None) -> None:
         """Give ``node`` stats, readers (at ``cursors`` per port when given) and a worker."""
@@ -258,8 +276,9 @@ class Pipeline:
         context = span.get_span_context()
         for port, batch in out.items():
             topic = node.outputs.get(port)
-            if topic is not None and len(batch):
-                tel.mark(topic, self.rings[topic].published, len(batch), context)
+            ring = self.rings.get(topic) if topic is not None else None
+            if ring is not None and len(batch):
+                tel.mark(topic, ring.published, len(batch), context)
 
     def step_core(self) -> int:
         """One pass over the core stages in topological order; returns records consumed."""
@@ -384,13 +403,17 @@ class Pipeline:
             topic = node.outputs.get(port)
             if topic is None or not len(batch):
                 continue
-            ring = self.rings[topic]
-            try:
-                ring.publish(batch, stop=self._hard_stop, timeout=self.publish_timeout)
-            except BusError as exc:
-                if getattr(batch, "dtype", None) == ring.dtype:
-                    raise
-                raise StageFailed(self._wrong_dtype(node, port, topic, batch)) from exc
+            ring = self.rings.get(topic)
+            if ring is None:  # nobody reads this topic: counted as records out, not kept
+                if getattr(batch, "dtype", None) != self.graph.topics[topic].dtype:
+                    raise StageFailed(self._wrong_dtype(node, port, topic, batch))
+            else:
+                try:
+                    ring.publish(batch, stop=self._hard_stop, timeout=self.publish_timeout)
+                except BusError as exc:
+                    if getattr(batch, "dtype", None) == ring.dtype:
+                        raise
+                    raise StageFailed(self._wrong_dtype(node, port, topic, batch)) from exc
             if self.graph.topics[topic].name == "dead_letter":
                 stats.dead_letters += len(batch)
                 if tel is not None:

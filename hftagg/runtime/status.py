@@ -32,7 +32,13 @@ import numpy as np
 from hftagg.runtime.pipeline import Pipeline
 from hftagg.telemetry.histogram import quantile_from_counts
 
-__all__ = ["StageRow", "StatusReporter", "TableRedraw", "format_summary"]
+__all__ = [
+    "StageRow",
+    "StatusReporter",
+    "TableRedraw",
+    "format_ring_memory",
+    "format_summary",
+]
 
 
 def _rate(x: float) -> str:
@@ -207,6 +213,31 @@ class TableRedraw:
         prefix = f"\x1b[{self._height}F\x1b[J" if self._height else ""
         self._height = table.count("\n") + 1
         return prefix + table
+
+
+def _bytes(n: float) -> str:
+    for div, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_ring_memory(memory: dict[str, Any]) -> list[str]:
+    """What the rings take, for the start of ``hftagg run``: the total, each ring, and the
+    topics that have no ring because nobody reads them."""
+    rings = memory["rings"]
+    lines = [f"ring memory: {_bytes(memory['total_bytes'])} in {len(rings)} rings"]
+    for topic, r in rings.items():
+        lines.append(
+            f"  {topic:<24} {_bytes(r['bytes']):>10}  "
+            f"({r['records']:,} records of {r['record_bytes']} B)"
+        )
+    if memory["unread_topics"]:
+        lines.append(
+            f"  no ring (nobody reads them; records written there are counted, not kept): "
+            f"{', '.join(memory['unread_topics'])}"
+        )
+    return lines
 
 
 def format_summary(summary: dict[str, Any]) -> str:
