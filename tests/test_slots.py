@@ -122,6 +122,22 @@ def test_numba_options_are_written_in_one_module():
     assert [o for o in offenders if not o.startswith("kernels/options.py")] == []
 
 
+def test_hftagg_warm_registers_every_module_that_has_a_warm_up():
+    """``hftagg warm`` must compile every kernel, the decimal parsers in records.fixed included
+    (the warm-up plugin used to list hftagg.kernels only, so they compiled in a running pipeline)."""
+    from hftagg.plugins.manager import load_plugins
+
+    with_warm = [
+        ".".join(("hftagg", *p.relative_to(PACKAGE).with_suffix("").parts))
+        for p, text in _sources()
+        if "\ndef warm() -> None:" in text or "\ndef warm():" in text
+    ]
+    host = load_plugins([], entry_points=False)
+
+    assert "hftagg.records.fixed" in with_warm and len(with_warm) >= 10
+    assert sorted(host.kernel_warmups) == sorted(with_warm)
+
+
 def test_no_stage_asks_whether_its_kernel_exists():
     offenders = [str(p) for p, text in _sources() if 'hasattr(self, "kernel")' in text]
     assert offenders == []
