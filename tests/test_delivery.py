@@ -1,7 +1,7 @@
 """Delivery keeps its promises: `hftagg run` in a subprocess, real pynng pullers and subscribers.
 
 push: a stop with a connected puller loses nothing (counted record by record, end to end), also
-when the puller is slow so nng's queue is full at the stop; without a puller the exit is clean
+when the puller has stalled so nng's queue is full at the stop; without a puller the exit is clean
 and every undelivered record is counted. A live replacement of the publisher loses nothing.
 """
 
@@ -69,10 +69,17 @@ def start_pipeline(tmp_path: Path, config: Path, *extra: str) -> subprocess.Pope
     return proc
 
 
-def start_puller(address: str, pattern: str = "push", delay_secs: float = 0.0, idle: float = 4):
+def start_puller(
+    address: str,
+    pattern: str = "push",
+    delay_secs: float = 0.0,
+    idle: float = 4,
+    buffer: int = 8192,
+    stall: float = 0.0,
+):
     proc = subprocess.Popen(
         [PYTHON, str(HERE / "subscriber_process.py"), address, "ind.ema", pattern, str(idle)]
-        + [str(delay_secs)],
+        + [str(delay_secs), str(buffer), str(stall)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -106,13 +113,14 @@ def report_of(puller: subprocess.Popen) -> dict:
 
 
 @pytest.mark.slow
-def test_push_sigterm_under_load_with_a_slow_puller_loses_nothing(tmp_path, address):
-    # Arrange: a puller slower than the pipeline, so nng's send queue is full at the stop
-    config = write_config(tmp_path, address, "push", buffer=256)
+def test_push_sigterm_under_load_with_a_stalled_puller_loses_nothing(tmp_path, address):
+    # Arrange: a puller that stops reading for 6 s after its first frame, so at the SIGTERM
+    # nng's queue and the TCP buffers are full (closing then discarded 200 k records)
+    config = write_config(tmp_path, address, "push", rate=2_000_000)
     pipeline = start_pipeline(tmp_path, config)
-    puller = start_puller(address, delay_secs=0.002)
-    wait_for_status(pipeline, r"delivery [1-9][\d.]*k? rec/s")
-    time.sleep(1.0)
+    puller = start_puller(address, delay_secs=0.0, idle=4, buffer=16, stall=6.0)
+    wait_for_status(pipeline, r"delivery [1-9][\d.]*[kM]? rec/s")
+    time.sleep(2.0)
     # Act
     code, out, err = finish(pipeline)
     report = report_of(puller)
@@ -123,7 +131,7 @@ def test_push_sigterm_under_load_with_a_slow_puller_loses_nothing(tmp_path, addr
     assert delivery["frames_queued"] == 0 and delivery["frames_lost"] == 0
     assert delivery["drops"] == 0 and summary["left_over"] == 0
     assert report["records"] == delivery["records"] == summary["stages"]["ema"]["records"]
-    assert report["frames"] == delivery["frames_sent"] > 256  # more than nng's queue holds
+    assert report["frames"] == delivery["frames_sent"]
     assert report["gaps"] == report["duplicates"] == report["seq_breaks"] == 0
     assert "not delivered" not in err
 
@@ -155,14 +163,18 @@ def test_push_sigterm_without_a_puller_exits_0_and_counts_every_undelivered_reco
 
 @pytest.mark.slow
 def test_live_replacement_of_the_push_publisher_loses_nothing(tmp_path, address):
-    # Arrange: a connected puller; the publisher is rebuilt when a restart parameter changes
-    config = write_config(tmp_path, address, "push", buffer=256)
+    # Arrange: a connected puller that stalls 3 s after its first frame, so the publisher's
+    # queue is full when a restart parameter changes and the publisher is rebuilt
+    config = write_config(tmp_path, address, "push", rate=1_000_000, buffer=256)
+    text = config.read_text().replace("buffer_frames", "max_frame_bytes = 16384\nbuffer_frames")
+    config.write_text(text)  # 256 frames of 400 records queued: drained within apply's 5 s
     pipeline = start_pipeline(tmp_path, config)
-    puller = start_puller(address, delay_secs=0.001, idle=6)
-    wait_for_status(pipeline, r"delivery [1-9][\d.]*k? rec/s")
+    puller = start_puller(address, idle=6, buffer=16, stall=2.0)
+    wait_for_status(pipeline, r"delivery [1-9][\d.]*[kM]? rec/s")
     # Act
     config.write_text(config.read_text().replace("buffer_frames = 256", "buffer_frames = 128"))
-    time.sleep(3.0)
+    wait_for_status(pipeline, r"delivery [1-9][\d.]*[kM]? rec/s")  # the new one delivers
+    time.sleep(1.0)
     code, out, err = finish(pipeline)
     report = report_of(puller)
     # Assert

@@ -8,9 +8,10 @@ offset of its first record and the publisher's session id, so a subscriber can c
 nothing and tell a publisher restart from a loss.
 
 Stopping keeps the pattern's promise: the sink's last ``flush`` waits until the transport has
-handed every queued frame to a peer. It gives up when the pipeline stops hard (drain timeout)
-or after ``linger_secs`` without progress (no puller), and then counts what it discards: the
-summary's ``drops`` for push, ``frames_lost`` for both patterns, and a warning line. The counters
+handed every queued frame to a peer -- as long as it takes a connected puller, even a stalled
+one. It gives up when the pipeline stops hard (``runtime.drain_timeout_secs``) or when no
+puller has been connected for ``linger_secs``, and then counts what it discards: the summary's
+``drops`` for push, ``frames_lost`` for both patterns, and a warning line. The counters
 and the session id survive a live replacement of the publisher (the stream continues).
 """
 
@@ -42,7 +43,7 @@ class PublisherParams(Params):
     max_frame_bytes: int = restart(4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     buffer_frames: int = restart(1024, ge=1, le=8192, description="frames queued per peer")
     linger_secs: float = restart(
-        2.0, ge=0, le=600, description="at stop, wait this long for a peer that takes nothing"
+        2.0, ge=0, le=600, description="at stop with no puller connected, wait this long for one"
     )
     allow_remote: bool = restart(False, description="listen on non-loopback addresses")
 

@@ -94,6 +94,7 @@ class _Publisher:
         self._interrupted = threading.Event()
         self._closed = False
         self._closed_tx = 0  # frames written by pipes that are gone
+        self._pipes_gone = 0
         self._gone: set[int] = set()
         self._joined_at: dict[int, int] = {}  # pub: pipe id -> frames_sent when it connected
         # record counts of the most recent frames: the undelivered ones are the newest
@@ -118,6 +119,7 @@ class _Publisher:
         tx = socket_stats(self._id)[0].get(pipe.id, (0, 0))[0]
         with self._lock:
             self._gone.add(pipe.id)
+            self._pipes_gone += 1  # push: it may have taken the frame it was writing
             self._closed_tx += tx
             joined = self._joined_at.pop(pipe.id, None)
             if self.pattern == "pub" and joined is not None:
@@ -147,17 +149,20 @@ class _Publisher:
 
     # -- accounting ---------------------------------------------------------------------------
 
-    def _lags(self) -> tuple[int, list[int]]:
-        """push: frames not yet written to any puller; pub: per subscriber, frames not written."""
+    def _lags(self) -> tuple[int, list[int], int]:
+        """push: frames not yet written to any puller; pub: per subscriber, frames not written;
+        and the number of connected peers."""
         pipes, _ = socket_stats(self._id)
         with self._lock:
             live = {pid: tx for pid, (tx, _) in pipes.items() if pid not in self._gone}
             if self.pattern == "push":
-                return max(0, self.frames_sent - self._closed_tx - sum(live.values())), []
-            return 0, [
+                queued = max(0, self.frames_sent - self._closed_tx - sum(live.values()))
+                return queued, [], len(live)
+            lags = [
                 max(0, self.frames_sent - self._joined_at.get(pid, self.frames_sent) - tx)
                 for pid, tx in live.items()
             ]
+            return 0, lags, len(live)
 
     def peers(self) -> int:
         return len(socket_stats(self._id)[0])
@@ -167,7 +172,7 @@ class _Publisher:
         if self._closed:
             queued, certain = 0, 0
         else:
-            queued, lags = self._lags()
+            queued, lags, _ = self._lags()
             if self.pattern == "pub":  # beyond the queue and the frame being written: lost
                 queued = sum(lags)
             certain = sum(max(0, lag - self.buffer_frames - 1) for lag in lags)
@@ -187,19 +192,24 @@ class _Publisher:
         return sum(recent) + round(missing * mean)
 
     def drain(self, idle_secs: float) -> int:
-        """Wait until everything sent has been written to peers; give up on an interrupt or
-        after ``idle_secs`` without progress. Returns the frames still undelivered."""
-        # pub never waits long: a subscriber's lag that stops shrinking is frames nng dropped
+        """Wait until everything sent has been written to peers. Returns the frames still
+        undelivered when it gives up: on an interrupt (the pipeline's drain timeout), or after
+        ``idle_secs`` without progress when no puller is connected (or what is left is no more
+        than the frames pullers that went away may have taken with them). A connected puller
+        that is merely slow is waited for. pub: a lag that stops shrinking for 0.2 s is frames
+        nng dropped."""
         idle = idle_secs if self.pattern == "push" else min(idle_secs, 0.2)
         last, since = None, time.monotonic()
         while True:
-            queued, lags = self._lags()
+            queued, lags, peers = self._lags()
             pending = queued if self.pattern == "push" else sum(lags)
             if not pending or self._interrupted.is_set():
                 return pending
+            now = time.monotonic()
             if pending != last:
-                last, since = pending, time.monotonic()
-            elif time.monotonic() - since > idle:
+                last, since = pending, now
+            hopeless = self.pattern == "pub" or not peers or pending <= self._pipes_gone
+            if hopeless and now - since > idle:
                 return pending
             time.sleep(0.005)
 
@@ -207,7 +217,7 @@ class _Publisher:
         """Close the socket; what nng still held is counted as lost. Returns those frames."""
         if self._closed:
             return 0
-        queued, lags = self._lags()
+        queued, lags, _ = self._lags()
         lost = queued if self.pattern == "push" else sum(lags)
         if self.pattern == "push":
             self.records_lost += self._newest_records(queued)
