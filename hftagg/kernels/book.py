@@ -6,7 +6,7 @@ ascend towards the best), which makes the common case, an update at or near the 
 scan from the end and an insert or delete that moves only the few levels above it. Depth is
 unbounded: when a side outgrows the arrays the kernel stops, the Python side doubles the
 capacity and the kernel resumes at the same record. Instruments are arbitrary uint32 ids found
-in the open-addressing table of :mod:`hftagg.kernels.ema`. Only an update at the touch can
+in the shared slot table (:mod:`hftagg.kernels.slots`). Only an update at the touch can
 change the quote, so the top of book is only looked at after one.
 
 The per-record steps (``_begin``, ``_end``, the level arrays) are shared with the market-by-order
