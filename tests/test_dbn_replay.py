@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -320,3 +321,29 @@ def test_config_file_runs_dbn_replay_into_the_ema_stage(tmp_path):
     assert summary["stages"]["replay"]["records_out"] == 2
     assert summary["stages"]["ema"]["records"] == 2
     assert summary["stages"]["ema"]["records_out"] == 2
+
+
+@needs_data
+def test_a_relative_replay_glob_is_relative_to_the_config_file_not_the_current_folder(
+    tmp_path, monkeypatch
+):
+    from hftagg.runtime.assemble import assemble
+
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    shutil.copy(TRADES, folder / "data" / TRADES.name)
+    config = folder / "config.toml"
+    config.write_text(
+        '[data_sources.replay]\ntype = "dbn_replay"\npath = "data/*.dbn.zst"\nspeed = 0\n\n'
+        "[delivery]\nenabled = false\n"
+    )
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+
+    pipeline = assemble(config, environ={}).pipeline()
+    pipeline.start()
+    try:
+        assert pipeline.wait(30), "the replay did not finish"
+    finally:
+        summary = pipeline.stop()
+
+    assert summary["stages"]["replay"]["records_out"] == 2

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hftagg.config.paths import config_dir
 from hftagg.errors import SchemaError
 
 __all__ = [
@@ -37,7 +38,7 @@ _user_folders: tuple[Path, ...] = ()
 def protocol_dirs(raw: Mapping[str, Any], config_path: Path | None) -> list[Path]:
     """The user's definition folders for a raw config: ``runtime.protocol_paths`` (relative to
     the config file's folder, or the current one without a file), then that folder itself."""
-    base = config_path.resolve().parent if config_path is not None else Path.cwd()
+    base = config_path.resolve().parent if config_path is not None else config_dir()
     runtime = raw.get("runtime", {})
     paths = runtime.get("protocol_paths", _DEFAULT_PATHS) if isinstance(runtime, dict) else []
     if not isinstance(paths, list):

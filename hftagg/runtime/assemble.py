@@ -9,6 +9,7 @@ from typing import Any
 
 from hftagg.config.layers import attribute, merge_layers
 from hftagg.config.load import named_layers
+from hftagg.config.paths import set_config_dir
 from hftagg.config.spec import PipelineSpec, parse_spec
 from hftagg.errors import ConfigError
 from hftagg.plugins.manager import PluginHost, load_plugins
@@ -50,6 +51,7 @@ def assemble(
     """Config layers (file or built-in defaults, Consul, environment) -> plugins -> checked graph."""
     layers = named_layers(config_path, environ, consul)
     raw, provenance = merge_layers(layers)
+    set_config_dir(config_path)
     set_search_path(protocol_dirs(raw, config_path))
     if host is None:
         host = load_plugins(plugin_dirs(raw, config_path))

@@ -40,6 +40,7 @@ from typing import Literal
 
 import numpy as np
 
+from hftagg.config.paths import config_relative
 from hftagg.hookspecs import hookimpl
 from hftagg.protocols.dbn import (
     DEAD_LETTER_PORT,
@@ -73,7 +74,9 @@ _PORT_CACHE: dict[tuple, tuple[str, ...]] = {}
 
 
 class DbnReplayParams(Params):
-    path: str = restart(description="a DBN file (.dbn or .dbn.zst) or a glob of them")
+    path: str = restart(
+        description="a DBN file (.dbn or .dbn.zst) or a glob of them, relative to the config file"
+    )
     speed: float = live(
         0.0,
         ge=0,
@@ -116,7 +119,7 @@ class DbnReplay(SourceStage):
 
     def __init__(self, params: DbnReplayParams | None = None, **kwargs) -> None:
         super().__init__(params, **kwargs)
-        self._paths = expand_paths(self.params.path)
+        self._paths = expand_paths(config_relative(self.params.path))
         if not self._paths:
             raise ValueError(
                 f"path {self.params.path!r} matches no file; give a .dbn or "
@@ -125,7 +128,7 @@ class DbnReplay(SourceStage):
 
     @classmethod
     def ports(cls, params: DbnReplayParams) -> tuple[dict[str, Port], dict[str, Port]]:
-        fed = _file_ports(expand_paths(params.path))
+        fed = _file_ports(expand_paths(config_relative(params.path)))
         outputs = {p: port for p, port in cls.outputs.items() if p in fed}
         outputs[DEAD_LETTER_PORT] = cls.outputs[DEAD_LETTER_PORT]
         return {}, outputs

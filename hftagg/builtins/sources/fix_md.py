@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from hftagg.builtins.protocols.fix import dictionary_problems, open_dictionary
+from hftagg.config.paths import config_relative
 from hftagg.hookspecs import hookimpl
 from hftagg.protocols.fix import messages
 from hftagg.protocols.fix.decoder import MarketDataDecoder
@@ -61,7 +62,9 @@ class FixMarketDataParams(Params):
     heartbeat_secs: int = restart(30, ge=1, le=3600, description="HeartBtInt (108)")
     username: str = restart("", description="Username (553), empty for none")
     password_env: str = restart("", description="environment variable holding Password (554)")
-    store_path: str = restart("", description="directory of the file store; empty: in memory")
+    store_path: str = restart(
+        "", description="file store directory (relative to the config file); empty: in memory"
+    )
     reset_on_logon: bool = restart(False, description="ResetSeqNumFlag (141=Y) on Logon")
     market_depth: int = restart(0, ge=0, description="MarketDepth (264), 0 = full book")
     reconnect_secs: float = restart(5.0, ge=0.05, le=3600)
@@ -132,7 +135,8 @@ class FixMarketData(SourceStage):
         self._decoder = MarketDataDecoder(p.symbols, instrument_key=p.instrument_key,
                                           begin_string=p.begin_string,
                                           dictionary=dictionary)  # fmt: skip
-        self._store: MemoryStore = (FileStore(p.store_path, self.settings.session_id)
+        self._store: MemoryStore = (FileStore(config_relative(p.store_path),
+                                              self.settings.session_id)
                                     if p.store_path else MemoryStore())  # fmt: skip
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
