@@ -101,3 +101,29 @@ def test_clients_that_hang_up_early_print_no_traceback(server, capsys, caplog):
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Exception occurred" not in err
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_publisher_counters_are_served(address):
+    from hftagg.builtins.delivery.publisher import Publisher, PublisherParams
+    from hftagg.records import INDICATOR
+
+    host = load_plugins([], entry_points=False)
+    source = TestingSource([INDICATOR.empty(5)], schema="indicator")
+    publisher = Publisher(PublisherParams(target=address, pattern="push", topics=["test.source"]))
+    pipeline = Pipeline(graph_from_stages([source, publisher], host), host=host)
+    pipeline.open()
+    server = MetricsServer(pipeline, "127.0.0.1:0").start()
+    try:
+        (source_node,) = pipeline.graph.sources
+        (sink_node,) = pipeline.graph.sinks
+        pipeline.pump_source(source_node)
+        pipeline.pump_sink(sink_node)  # one frame, queued: nobody pulls
+        text = scrape(server.address)
+    finally:
+        server.stop()
+        publisher.close()
+    assert 'hftagg_delivery_frames_total{stage="publisher",state="sent"} 1' in text
+    assert 'hftagg_delivery_frames_total{stage="publisher",state="lost"} 0' in text
+    assert 'hftagg_delivery_frames_queued{stage="publisher"} 1' in text
+    assert 'hftagg_delivery_peers{stage="publisher"} 0' in text
+    assert 'hftagg_sink_dropped_records_total{stage="publisher"} 0' in text

@@ -57,6 +57,7 @@ def snapshot(pipeline: Any, reloader: Any = None) -> dict:
                 "failed": node.id in pipeline.isolated,  # on_error = "isolate" caught a raise
                 "failures": s.failures,
                 "readers": readers,
+                "counters": node.stage.counters() if node.role == "sink" else {},
                 "processing_ns": _hist_json(tel.processing.get(node.id)) if tel else None,
                 "latency_recv_ns": _hist_json(tel.latency_recv.get(node.id)) if tel else None,
                 "latency_event_ns": _hist_json(tel.latency_event.get(node.id)) if tel else None,
@@ -108,10 +109,38 @@ _HELP = {
     "hftagg_reader_backlog_records": ("gauge", "records waiting in a ring for this reader"),
     "hftagg_reader_dropped_records_total": ("counter", "records a lossy reader skipped"),
     "hftagg_e2e_latency_seconds": ("histogram", "per record, from ts_recv or ts_event to a sink"),
+    "hftagg_sink_dropped_records_total": (
+        "counter",
+        "records a sink accepted but could not deliver (push: never reached a puller)",
+    ),
+    "hftagg_delivery_frames_total": (
+        "counter",
+        "publisher frames: sent, lost (pub: a lower bound of what subscribers missed)",
+    ),
+    "hftagg_delivery_frames_queued": ("gauge", "publisher frames sent, not yet written to a peer"),
+    "hftagg_delivery_peers": ("gauge", "connected pullers or subscribers"),
     "hftagg_dead_letters_total": ("counter", "records sent to a dead-letter topic, by reason"),
     "hftagg_reloads_total": ("counter", "config changes applied or rejected"),
     "hftagg_uptime_seconds": ("gauge", "seconds since the pipeline started"),
 }
+
+
+def _sink_series(series: dict[str, list[str]], stage: str, counters: dict[str, int]) -> None:
+    """A sink's own counters (the publisher's: frames sent, lost, queued, peers, dropped)."""
+    if "dropped" in counters:
+        series["hftagg_sink_dropped_records_total"].append(
+            f"hftagg_sink_dropped_records_total{_label(stage=stage)} {counters['dropped']}"
+        )
+    for state in ("sent", "lost"):
+        if f"frames_{state}" in counters:
+            series["hftagg_delivery_frames_total"].append(
+                f"hftagg_delivery_frames_total{_label(stage=stage, state=state)} "
+                f"{counters[f'frames_{state}']}"
+            )
+    for key, name in (("frames_queued", "hftagg_delivery_frames_queued"),
+                      ("peers", "hftagg_delivery_peers")):  # fmt: skip
+        if key in counters:
+            series[name].append(f"{name}{_label(stage=stage)} {counters[key]}")
 
 
 def render_prometheus(pipeline: Any, reloader: Any = None) -> str:
@@ -146,6 +175,7 @@ def render_prometheus(pipeline: Any, reloader: Any = None) -> str:
             series["hftagg_reader_dropped_records_total"].append(
                 f"hftagg_reader_dropped_records_total{rl} {r['dropped']}"
             )
+        _sink_series(series, st["stage"], st["counters"])
         for origin, key in (("ts_recv", "latency_recv_ns"), ("ts_event", "latency_event_ns")):
             if st[key]:
                 series["hftagg_e2e_latency_seconds"] += _histogram_lines(
