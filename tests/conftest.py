@@ -49,3 +49,23 @@ def run_cli(
     return subprocess.run(
         hftagg_cmd(*args), cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test(monkeypatch):
+    """Every process a test starts is gone when the test ends, passed or failed: a failing
+    assertion before a test's own cleanup once left `hftagg run` processes loading the machine
+    for the rest of the suite. Processes of longer-lived fixtures start before this patch."""
+    started: list[subprocess.Popen] = []
+    real_init = subprocess.Popen.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", init)
+    yield
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
