@@ -26,6 +26,7 @@ import pluggy
 if TYPE_CHECKING:
     from hftagg.bus.transport import Transport
     from hftagg.config.sections import ConfigSection
+    from hftagg.config.sources import ConfigSourceType
     from hftagg.records.schema import Schema
     from hftagg.runtime.pipeline import Pipeline
     from hftagg.stages.base import Stage
@@ -115,6 +116,20 @@ def hftagg_register_config_sections(register: Callable[[ConfigSection], None]) -
     ``to_stages(values, source, problems)``, which returns the stage specs the table stands for.
     The core owns ``runtime``, ``data_sources``, ``stages`` and ``telemetry``; any other table
     without an owner is an unknown section.
+    """
+
+
+@hookspec
+def hftagg_register_config_sources(register: Callable[[ConfigSourceType], None]) -> None:
+    """Register kinds of config layer that sit between ``config.toml`` and the environment
+    (the built-in Consul KV source is one).
+
+    Called when plugins are loaded. ``register(kind)`` takes an
+    :class:`hftagg.config.sources.ConfigSourceType`: a ``name`` (the layer's name in messages
+    and ``config show``) and ``open(environ)``, which returns a source object or ``None`` when
+    the environment does not configure it. ``hftagg run`` reads each source once before start
+    (unreachable is a warning, not fatal) and applies every layer it later hands to its
+    ``on_change`` like an edit of the config file (see :mod:`hftagg.config.sources`).
     """
 
 

@@ -150,3 +150,131 @@ def test_core_config_code_names_no_built_in_stage_or_section():
             if isinstance(node, ast.Constant) and isinstance(node.value, str)
         }
         assert not names & {"ema", "publisher", "delivery"}, module
+
+
+# -- config sources --------------------------------------------------------------------------------
+
+MEMORY_SOURCE_PLUGIN = """
+from hftagg import hookimpl
+from hftagg.config.sources import ConfigSourceType
+
+
+class MemorySource:
+    name = "memory"
+
+    def __init__(self, window):
+        self.window, self._layer, self.on_change, self.running = window, {}, None, False
+
+    @property
+    def layer(self):
+        return dict(self._layer)
+
+    def fetch_once(self):
+        self._layer = {"processing": {"ema_window": self.window}}
+        return self.layer
+
+    def start(self):
+        self.running = True
+
+    def stop(self):
+        self.running = False
+
+    def push(self, layer):
+        self._layer = layer
+        self.on_change(dict(layer))
+
+
+def open_memory(environ):
+    return MemorySource(int(environ["MEMORY_WINDOW"])) if "MEMORY_WINDOW" in environ else None
+
+
+@hookimpl
+def hftagg_register_config_sources(register):
+    register(ConfigSourceType("memory", open_memory, doc="a layer held in memory"))
+"""
+
+
+def test_a_third_party_config_source_is_a_layer_and_its_changes_apply_live(tmp_path):
+    from hftagg.config.sources import open_config_sources, source_layers
+    from hftagg.runtime.session import Session
+
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "memory.py").write_text(MEMORY_SOURCE_PLUGIN)
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace("[alerts]\nthreshold = 4.5\n", ""))
+    host = load_plugins([tmp_path / "plugins"], entry_points=False)
+    assert open_config_sources(host, {}) == []  # neither memory nor consul is configured here
+
+    sources = open_config_sources(host, {"MEMORY_WINDOW": "9"})
+    assembled = assemble(config, environ={}, host=host, remote=source_layers(sources))
+    ema = next(n for n in assembled.graph.nodes if n.id == "ema")
+    assert [s.name for s in sources] == ["memory"] and ema.stage.params.window == 9
+
+    session = Session(assembled, config, sources=sources, environ={})
+    session.start()
+    try:
+        sources[0].push({"processing": {"ema_window": 11}})
+        sources[0].push({"processing": {"ema_window": 0}})
+        assert sources[0].running
+    finally:
+        session.stop()
+    applied, rejected = session.reloader.history[-2:]
+    assert applied.source == "memory" and applied.changes == ["ema: window 9 -> 11 (live)"]
+    assert not rejected.accepted
+    assert "memory: processing.ema_window = 0: input should be greater than" in rejected.problems[0]
+    assert not sources[0].running
+
+
+def test_consul_is_a_built_in_plugin_not_core_code():
+    host = load_plugins([], entry_points=False)
+
+    assert host.table_origin("config_sources", "consul") == "hftagg.builtins.config_sources.consul"
+    for module in ("cli/run.py", "runtime/session.py"):
+        assert "ConsulSource" not in (ROOT / "hftagg" / module).read_text(), module
+
+
+@pytest.mark.slow
+def test_hftagg_run_takes_consul_through_the_config_source_hook(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from .conftest import hftagg_cmd
+    from .consul_fake import FakeConsul
+
+    fake = FakeConsul().start()
+    fake.put("hftagg/processing/ema_window", "7")
+    (tmp_path / "config.toml").write_text(CONFIG.replace("[alerts]\nthreshold = 4.5\n", ""))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HFTAGG__", "CONSUL_"))}
+    env["CONSUL_HTTP_ADDR"] = fake.address
+    proc = subprocess.Popen(
+        hftagg_cmd("run", "--quiet", "--duration", "60"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 60
+        while not any(text in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.02)
+
+    try:
+        wait_for("hftagg: running")
+        fake.put("hftagg/processing/ema_window", "9")
+        wait_for("consul: applied: ema: window 7 -> 9 (live)")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        reader.join(10)
+        fake.stop()
+    assert "config source 'consul': layer read, 1 key(s)" in "".join(lines)
+    assert proc.returncode == 0, "".join(lines)

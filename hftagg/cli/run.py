@@ -23,25 +23,6 @@ from hftagg.errors import ConfigError, HftaggError
 __all__ = ["add_parser", "cmd_run"]
 
 
-def _start_consul_layer():
-    """A Consul KV config source when ``CONSUL_HTTP_ADDR`` is set; unreachable is not fatal."""
-    from hftagg.config.consul import ConsulSource, consul_settings
-
-    settings = consul_settings()
-    if settings is None:
-        return None
-    address, prefix = settings
-    source = ConsulSource(address, prefix)
-    try:
-        source.fetch_once()
-        logging.getLogger("hftagg.consul").info("Consul %s: using keys under %r", address, prefix)
-    except ConfigError as exc:
-        logging.getLogger("hftagg.consul").warning(
-            "%s; running on the other layers and retrying in the background", exc
-        )
-    return source
-
-
 def _run_with_status(session, args: argparse.Namespace) -> None:
     """Status while running: a table redrawn in place on a terminal, plain lines otherwise."""
     from hftagg.runtime.status import TableRedraw
@@ -59,25 +40,28 @@ def _run_with_status(session, args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from hftagg.config.sources import open_config_sources, source_layers
     from hftagg.runtime.assemble import assemble
     from hftagg.runtime.session import Session
     from hftagg.runtime.status import format_ring_memory, format_summary
 
     setup_logging()
     path = config_path(args.config)
-    consul = _start_consul_layer()
-    layer = consul.layer if consul else None
+    sources: list = []
     try:
-        host = load_plugins_reported(path, layer)
-        assembled = assemble(path, consul=layer, host=host)
+        host = load_plugins_reported(path)
+        sources = open_config_sources(host)
+        assembled = assemble(path, host=host, remote=source_layers(sources))
     except ConfigError as exc:
+        for source in sources:
+            source.stop()
         print_problems(exc)
         print(
             f"hftagg: {path or 'defaults'}: not started ({len(exc.problems)} problem(s))",
             file=sys.stderr,
         )
         return 1
-    session = Session(assembled, path, consul=consul, watch=not args.no_watch)
+    session = Session(assembled, path, sources=sources, watch=not args.no_watch)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: session.stop_requested.set())
     print(f"hftagg: running {path or 'built-in defaults'}", flush=True)

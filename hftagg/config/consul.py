@@ -74,6 +74,8 @@ def layer_from_items(items: list[dict[str, Any]] | None, prefix: str) -> dict[st
 class ConsulSource:
     """The Consul KV layer under ``prefix``, watched by a background thread."""
 
+    name = "consul"  # the layer's name (hftagg.config.sources)
+
     def __init__(
         self,
         address: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,14 +180,19 @@ def named_layers(
     path: Path | None,
     environ: Mapping[str, str] | None = None,
     consul: Mapping[str, Any] | None = None,
+    *,
+    remote: Sequence[tuple[str, Mapping[str, Any]]] = (),
 ) -> list[tuple[str, dict[str, Any]]]:
     """The layers above the built-in defaults, lowest first, each named for provenance:
-    the file (named by its path), ``consul``, then one ``env HFTAGG__...`` layer per variable."""
+    the file (named by its path), each config source's layer (``remote``: ``(name, layer)``
+    from :func:`hftagg.config.sources.source_layers`; ``consul`` is the older spelling of one),
+    then one ``env HFTAGG__...`` layer per variable."""
     layers: list[tuple[str, dict[str, Any]]] = []
     if path is not None:
         layers.append((str(path), read_config_file(path)))
     if consul:
         layers.append(("consul", dict(consul)))
+    layers += [(name, dict(layer)) for name, layer in remote if layer]
     return layers + env_layers(environ)
 
 

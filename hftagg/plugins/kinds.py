@@ -77,6 +77,16 @@ def _check_section(section: Any, plugin: str) -> None:
         )
 
 
+def _check_source(kind: Any, plugin: str) -> None:
+    from hftagg.config.sources import ConfigSourceType
+
+    if not isinstance(kind, ConfigSourceType) or not kind.name or not callable(kind.open):
+        raise PluginError(
+            f"plugin {plugin!r} registered {kind!r} as a config source; pass an "
+            f"hftagg.config.sources.ConfigSourceType with a name and an open(environ) callable"
+        )
+
+
 def _named(what: str) -> Callable[[Any, str], None]:
     def check(thing: Any, plugin: str) -> None:
         name = getattr(thing, "name", None)
@@ -127,6 +137,14 @@ KINDS: tuple[Kind, ...] = (
         lambda c: c.name,
         _check_section,
         describe=lambda c: f"[{c.name}]",
+    ),
+    Kind(
+        "config_sources",
+        "hftagg_register_config_sources",
+        "config source",
+        lambda c: c.name,
+        _check_source,
+        describe=lambda c: c.name,
     ),
     Kind(
         "kernel_warmups",

@@ -161,6 +161,11 @@ class PluginHost:
         return self._tables["config_sections"]
 
     @property
+    def config_sources(self) -> dict[str, Any]:
+        """Kinds of config layer plugins provide (Consul, ...): name -> ConfigSourceType."""
+        return self._tables["config_sources"]
+
+    @property
     def kernel_warmups(self) -> dict[str, Any]:
         return self._tables["kernel_warmups"]
 

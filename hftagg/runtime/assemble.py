@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +47,11 @@ def assemble(
     environ: Mapping[str, str] | None = None,
     host: PluginHost | None = None,
     consul: Mapping[str, Any] | None = None,
+    remote: Sequence[tuple[str, Mapping[str, Any]]] = (),
 ) -> Assembled:
-    """Config layers (file or built-in defaults, Consul, environment) -> plugins -> checked graph."""
-    layers = named_layers(config_path, environ, consul)
+    """Config layers (file or built-in defaults, config sources, environment) -> plugins ->
+    checked graph. ``remote``: ``(name, layer)`` of each config source (Consul, ...)."""
+    layers = named_layers(config_path, environ, consul, remote=remote)
     raw, provenance = merge_layers(layers)
     set_config_dir(config_path)
     set_search_path(protocol_dirs(raw, config_path))

@@ -80,6 +80,8 @@ class Reloader:
         self.plugin_dirs = [Path(d).resolve() for d in plugin_dirs]
         self.environ = environ
         self.consul_layer: dict[str, Any] | None = None
+        #: the latest layer of each config source, by name (see hftagg.config.sources)
+        self.remote_layers: dict[str, dict[str, Any]] = {}
         self.on_event = on_event
         self.settle_secs = settle_secs
         self.applied = 0
@@ -146,7 +148,11 @@ class Reloader:
         if self.config_path is not None and not os.path.lexists(self.config_path):
             raise ConfigError([_removed_file_problem(where)])
         assembled = assemble(
-            self.config_path, self.environ, host=self.host, consul=self.consul_layer
+            self.config_path,
+            self.environ,
+            host=self.host,
+            consul=self.consul_layer,
+            remote=list(self.remote_layers.items()),
         )  # ConfigError with every problem
         spec, graph = assembled.spec, assembled.graph
         if assembled.file_layer == {} and not spec.runtime.allow_remove_all:
@@ -201,7 +207,17 @@ class Reloader:
                 self.on_event(event)
         return event
 
-    # -- Consul --------------------------------------------------------------------------------
+    # -- config sources (Consul, ...) ----------------------------------------------------------
+
+    def set_remote_layer(self, name: str, layer: dict[str, Any]) -> ReloadEvent:
+        """Config source ``name`` has a new layer: apply it through the same path as a file edit.
+
+        Holds the reload lock while it swaps the layer in, so a concurrent reload never sees it
+        half-set; a rejected layer stays the source's latest (as a rejected file edit stays on
+        disk) and the pipeline keeps its previous config."""
+        with self._lock:
+            self.remote_layers[name] = dict(layer)
+            return self.reload(name)
 
     def set_consul_layer(self, layer: dict[str, Any]) -> ReloadEvent:
         """A new Consul KV layer arrived: apply it through the same path as a file edit."""

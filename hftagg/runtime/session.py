@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ class Session:
         config_path: Path | None,
         *,
         consul: Any = None,
+        sources: list[Any] = (),
         watch: bool = True,
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -37,6 +39,8 @@ class Session:
         self.telemetry = make_telemetry(assembled.spec.telemetry)
         self.pipeline = assembled.pipeline(telemetry=self.telemetry.telemetry)
         self.consul = consul
+        #: config sources (hftagg.config.sources), already read once; watched from start()
+        self.sources = list(sources)
         self.reloader: Reloader | None = None
         if watch:
             self.reloader = Reloader(
@@ -47,6 +51,7 @@ class Session:
                 environ=environ,
             )
             self.reloader.consul_layer = consul.layer if consul is not None else None
+            self.reloader.remote_layers = {s.name: dict(s.layer) for s in self.sources}
         self.stop_requested = threading.Event()
 
     def start(self) -> None:
@@ -56,6 +61,9 @@ class Session:
             if self.consul is not None:
                 self.consul.on_change = self.reloader.set_consul_layer
                 self.consul.start()
+            for source in self.sources:
+                source.on_change = functools.partial(self.reloader.set_remote_layer, source.name)
+                source.start()
         self.telemetry.serve(self.pipeline, self.reloader)
 
     def run_until(
@@ -91,6 +99,8 @@ class Session:
         """Stop watching, drain and stop the pipeline; returns its summary (StageFailed raises)."""
         if self.consul is not None:
             self.consul.stop()
+        for source in self.sources:
+            source.stop()
         if self.reloader is not None:
             self.reloader.stop()
         try:

@@ -1,0 +1,1 @@
+"""Built-in config sources: layers between ``config.toml`` and the environment."""
