@@ -232,14 +232,19 @@ class Simulator(SourceStage):
         return {
             "state": self._state.snapshot(),
             "rngs": {k: g.bit_generator.state for k, g in self._rngs.items()},
+            "seed": self.params.seed,
             "clock_ns": self._clock_ns,
             "emitted": self._emitted,
         }
 
     def restore(self, state: dict) -> None:
+        """Carry books, sequence numbers and clock over; the random streams too unless the seed
+        changed (a live seed change continues every instrument's ``seq`` with the new seed's
+        events)."""
         self._state.restore(state["state"])
-        for key, bit_state in state["rngs"].items():
-            self._rngs[key].bit_generator.state = bit_state
+        if state.get("seed", self.params.seed) == self.params.seed:
+            for key, bit_state in state["rngs"].items():
+                self._rngs[key].bit_generator.state = bit_state
         self._clock_ns = state["clock_ns"]
         self._emitted = state["emitted"]
 
