@@ -401,3 +401,40 @@ def test_fuzz_framer_and_decoder_never_crash_and_account_for_every_byte(parts, d
                        and k[5:] in {"garbage", "bad_begin_string", "bad_body_length",
                                      "bad_checksum", "truncated", "too_large"})  # fmt: skip
     assert dead_framing == sum(1 for status, _ in spans if status != 0)
+
+
+def _decode_in_pieces(stream: bytes, cuts: list[int]):
+    decoder = MarketDataDecoder(SYMBOLS)
+    book, trades, dead = [], [], []
+    pieces = [stream[a:z] for a, z in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    for piece in [*pieces, None]:  # None: the end of the stream
+        out = decoder.feed(piece) if piece is not None else decoder.finish()
+        book += rows(out)[0]  # views into the decoder's buffers: read before the next call
+        trades += rows(out)[1]
+        dead += out.dead_letters[["reason", "raw_offset", "raw_length"]].tolist()
+    return book, trades, dead
+
+
+@SETTINGS
+@given(st.lists(one_message, min_size=2, max_size=5),
+       st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10**6), st.integers(0, 255)),
+                min_size=1, max_size=5),
+       st.lists(st.lists(st.integers(0, 10**6), max_size=10), min_size=1, max_size=4))  # fmt: skip
+def test_corrupted_stream_decodes_the_same_whatever_the_chunking(msgs, edits, chunkings):
+    data = bytearray(b"".join(msgs))
+    for kind, pos, value in edits:  # overwrite, insert or delete a byte
+        pos %= len(data) + (kind == 1)
+        if kind == 0 and pos < len(data):
+            data[pos] = value
+        elif kind == 1:
+            data.insert(pos, value)
+        elif data:
+            del data[pos % len(data)]
+    stream = bytes(data)
+    whole = _decode_in_pieces(stream, [])
+    framing = {kernels.GARBAGE, kernels.BAD_BEGIN_STRING, kernels.BAD_BODY_LENGTH,
+               kernels.BAD_CHECKSUM, kernels.TRUNCATED, kernels.TOO_LARGE}  # fmt: skip
+    assert sum(n for reason, _, n in whole[2] if reason in framing) <= len(stream)
+    for cuts in chunkings:
+        cuts = sorted({c % (len(stream) + 1) for c in cuts})
+        assert _decode_in_pieces(stream, cuts) == whole, cuts

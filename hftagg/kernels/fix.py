@@ -7,8 +7,9 @@ exactly ``BodyLength`` bytes of body, then ``10=<ddd>|`` where ``ddd`` is the su
 before the ``10=`` modulo 256 (``|`` is SOH, byte 1). Each span gets a status: ``OK`` or a
 reason code (see :data:`REASONS`). Bytes that are not a message (garbage between messages) are
 a span of their own; after any error the scan resynchronises on the next ``8=FIX``. A message
-that is not complete at the end of the buffer is left unconsumed (the caller keeps it as the
-residual and calls again with more bytes), unless ``final`` is set.
+that is not complete at the end of the buffer, and a bad span no ``8=FIX`` follows yet, are
+left unconsumed (the caller keeps them as the residual and calls again with more bytes),
+unless ``final`` is set: every span depends only on the stream, never on how it was chunked.
 
 ``decode_md`` turns the ``OK`` spans that are market-data messages -- ``35=W`` snapshot full
 refresh and ``35=X`` incremental refresh, repeating group 268 NoMDEntries -- into ``book_update``
@@ -135,6 +136,11 @@ KIND_TRADE = 2
 KIND_OTHER = 9  # a valid entry type hftagg does not map: counted and skipped
 KIND_INVALID = 10  # not a value of the dictionary's MDEntryType: the message is a dead letter
 
+#: The longest span of bytes that are not a message: one with no ``8=FIX`` after it is held back
+#: until one comes, up to this many bytes; then its first ``MAX_SPAN`` bytes go out as a span of
+#: their own (a cut at a fixed offset, so still the same whatever the chunking).
+MAX_SPAN = 1 << 16
+
 # decode_md status (meta[0]) and aux for detail text
 _DONE = 0
 _NEED_OUTPUT = 1
@@ -187,14 +193,22 @@ def _find_begin(buf, p, n):
 @numba.njit(**_NJIT)
 def _find_inner_begin(buf, a, b, n):
     """First message start inside ``[a, b)``: ``8=FIX`` followed by ``SOH 9=`` within its
-    BeginString (so a stray ``8=FIX`` inside a value is not taken for one); -1 if none."""
-    for q in range(a, min(b, n - 5)):
-        if buf[q] == 56 and _is_begin(buf, q, n):
-            for k in range(q + 5, min(q + 24, n - 2)):
-                if buf[k] == SOH:
-                    if buf[k + 1] == 57 and buf[k + 2] == 61:
-                        return q
-                    break
+    BeginString (so a stray ``8=FIX`` inside a value is not taken for one); -1 if none; -2 if
+    the buffer ends before that can be told (a candidate too close to ``n``)."""
+    for q in range(a, min(b, n)):
+        if buf[q] != 56:
+            continue
+        if q + 5 > n:
+            return -2
+        if not _is_begin(buf, q, n):
+            continue
+        for k in range(q + 5, q + 24):
+            if k + 2 >= n:
+                return -2
+            if buf[k] == SOH:
+                if buf[k + 1] == 57 and buf[k + 2] == 61:
+                    return q
+                break
     return -1
 
 
@@ -233,12 +247,26 @@ def _read_uint(buf, p, n, limit):
 
 
 @numba.njit(**_NJIT)
-def _resync(buf, p, n, final):
-    """Where to continue after an error at ``p``: the next ``8=FIX`` (or the end)."""
-    q = _find_begin(buf, p + 1, n)
+def _span_end(buf, p, first, n, final):
+    """Where a span of bytes that are not a message, starting at ``p``, ends: at the first
+    ``8=FIX`` from ``first`` on, but at most ``MAX_SPAN`` bytes from ``p``; at the end if
+    ``final``; -1 if that is not known yet (wait for more bytes). It depends only on the stream,
+    not on where the buffer ends, so spans are the same whatever the chunking."""
+    limit = p + MAX_SPAN
+    q = _find_begin(buf, first, min(n, limit + 4))
     if q >= 0:
         return q
-    return n if final else max(p + 1, n - 4)
+    if final:
+        return min(n, limit)
+    if n >= limit + 4:
+        return limit
+    return -1
+
+
+@numba.njit(**_NJIT)
+def _resync(buf, p, n, final):
+    """Where the span of a bad message at ``p`` ends: the next ``8=FIX`` (-1: wait)."""
+    return _span_end(buf, p, p + 1, n, final)
 
 
 @numba.njit(**_NJIT)
@@ -283,6 +311,8 @@ def _frame_one(buf, p, n, begin, max_body, final):  # noqa: C901 - one pass, ear
         inner = _find_inner_begin(buf, body, stop + 7, n)
         if inner >= 0:
             return _overshoot(buf, p, inner)
+        if inner == -2 and not final:
+            return OK, -1
         return BAD_BODY_LENGTH, _resync(buf, p, n, final)
     total = 0
     for k in range(p, stop):
@@ -307,21 +337,17 @@ def frame(buf, start, n, begin, max_body, final, spans):
     ``(spans written, stop)``.
 
     Stops early when ``spans`` is full (call again from ``stop``). Bytes from ``stop`` on are an
-    incomplete message (or a possible start of one) to keep for the next call.
+    incomplete message, or bytes that are not one and no ``8=FIX`` follows yet, to keep for the
+    next call.
     """
     p = start
     count = 0
     cap = spans.shape[0]
     while p < n and count < cap:
         if not _is_begin(buf, p, n):
-            q = _find_begin(buf, p, n)
+            q = _span_end(buf, p, p, n, final)
             if q < 0:
-                if final:
-                    q = n
-                else:
-                    q = max(p, n - 4)  # the tail may be the start of "8=FIX"
-                    if q == p:
-                        break
+                break  # garbage so far: one span once the next "8=FIX" (or MAX_SPAN) is known
             spans[count, 0] = p
             spans[count, 1] = q
             spans[count, 2] = GARBAGE
