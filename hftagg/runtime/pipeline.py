@@ -137,6 +137,7 @@ class Pipeline:
         self.started_at: float | None = None
         self.stopped_at: float | None = None
         self.left_over = 0
+        self.discarded = 0  # stage outputs a hard stop kept out of full rings
         #: stage id -> seconds since start when a live change added it
         self.added_at: dict[str, float] = {}
         #: stage id -> the error that isolated it (``on_error = "isolate"``)
@@ -409,7 +410,10 @@ class Pipeline:
                     raise StageFailed(self._wrong_dtype(node, port, topic, batch))
             else:
                 try:
+                    before = ring.published
                     ring.publish(batch, stop=self._hard_stop, timeout=self.publish_timeout)
+                    # a hard stop returns from a full ring early: say what never got in
+                    self.discarded += len(batch) - (ring.published - before)
                 except BusError as exc:
                     if getattr(batch, "dtype", None) == ring.dtype:
                         raise
@@ -696,4 +700,9 @@ class Pipeline:
         stages = {node.id: self._stage_summary(node, elapsed) for node in self.graph.nodes}
         for stage_id, entry in self.removed.items():
             stages.setdefault(stage_id, dict(entry))
-        return {"elapsed_secs": elapsed, "left_over": self.left_over, "stages": stages}
+        return {
+            "elapsed_secs": elapsed,
+            "left_over": self.left_over,
+            "discarded": self.discarded,
+            "stages": stages,
+        }

@@ -265,4 +265,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             )
     if summary.get("left_over"):
         lines.append(f"  drain timed out: {summary['left_over']} records were not processed")
+    if summary.get("discarded"):
+        lines.append(
+            f"  stopped hard: {summary['discarded']} records stages produced were discarded "
+            f"(their rings were full)"
+        )
     return "\n".join(lines)
