@@ -278,3 +278,23 @@ def test_hftagg_run_takes_consul_through_the_config_source_hook(tmp_path):
         fake.stop()
     assert "config source 'consul': layer read, 1 key(s)" in "".join(lines)
     assert proc.returncode == 0, "".join(lines)
+
+
+def test_config_show_and_set_read_every_config_source(tmp_path, capsys):
+    from hftagg.cli.config import effective_config
+    from hftagg.cli.config_edit import warn_if_overridden
+
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "memory.py").write_text(MEMORY_SOURCE_PLUGIN)
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace("[alerts]\nthreshold = 4.5\n", ""))
+
+    rows = effective_config(config, {"MEMORY_WINDOW": "13"}, sources=True)
+    found = warn_if_overridden(config, "processing.ema_window", {"MEMORY_WINDOW": "13"})
+
+    assert rows["processing.ema_window"]["value"] == 13
+    assert rows["processing.ema_window"]["source"] == "memory"
+    err = capsys.readouterr().err
+    assert found == 1
+    assert "memory overrides processing.ema_window = 13" in err
+    assert "remove processing.ema_window from the memory config source" in err

@@ -157,13 +157,13 @@ def report_failed_plugins(host: Any) -> None:
         )
 
 
-def load_plugins_reported(path: Path | None, consul: Any = None) -> Any:
+def load_plugins_reported(path: Path | None) -> Any:
     """Load the plugins ``path``'s config names and report the failed ones at once, before the
     config is checked (so they are reported even when it is invalid)."""
     from hftagg.config.load import read_layers
     from hftagg.plugins.manager import load_plugins
     from hftagg.runtime.assemble import plugin_dirs
 
-    host = load_plugins(plugin_dirs(read_layers(path, consul=consul), path))
+    host = load_plugins(plugin_dirs(read_layers(path), path))
     report_failed_plugins(host)
     return host

@@ -70,36 +70,33 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 # -- show -----------------------------------------------------------------------------------------
 
 
-def _consul_layer(environ: dict[str, str]) -> dict[str, Any] | None:
-    from hftagg.config.consul import ConsulSource, consul_settings
-
-    settings = consul_settings(environ)
-    if settings is None:
-        return None
-    address, prefix = settings
-
-    try:
-        return ConsulSource(address, prefix).fetch_once()
-    except ConfigError as exc:
-        print_problems(exc)
-        print("hftagg config show: going on without the Consul layer", file=sys.stderr)
-        return None
+def _going_on_without(name: str, exc: ConfigError) -> None:
+    print_problems(exc)
+    print(f"hftagg config show: going on without the {name} layer", file=sys.stderr)
 
 
 def effective_config(
-    path: Path | None, environ: dict[str, str] | None = None, consul: dict[str, Any] | None = None
+    path: Path | None,
+    environ: dict[str, str] | None = None,
+    consul: dict[str, Any] | None = None,
+    *,
+    sources: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Every leaf of the merged config: ``{dotted key: {"value", "source", "mode", "live"}}``;
-    ``mode`` is "live", "restart" or "unknown" and ``live`` the same as True, False or None."""
+    ``mode`` is "live", "restart" or "unknown" and ``live`` the same as True, False or None.
+    ``sources``: also read every config source the environment configures (Consul, ...)."""
     from hftagg.config.layers import defaults_layer, flatten, liveness_of, merge_layers
     from hftagg.config.load import named_layers
+    from hftagg.config.sources import read_config_sources
     from hftagg.plugins.manager import load_plugins
     from hftagg.runtime.assemble import plugin_dirs
 
     environ = dict(os.environ) if environ is None else environ
-    layers = named_layers(path, environ, consul)
-    above, _ = merge_layers(layers)
+    above, _ = merge_layers(named_layers(path, environ, consul))
     host = load_plugins(plugin_dirs(above, path))
+    remote = read_config_sources(host, environ, _going_on_without) if sources else []
+    layers = named_layers(path, environ, consul, remote=remote)
+    above, _ = merge_layers(layers)
     merged, sources = merge_layers([("defaults", defaults_layer(above, host)), *layers])
     leaves = flatten(merged)
     modes = liveness_of(list(leaves), above, host)
@@ -141,7 +138,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
                 sys.stdout.write(path.read_text(encoding="utf-8"))
             return 0
         environ = dict(os.environ)
-        rows = effective_config(path, environ, _consul_layer(environ))
+        rows = effective_config(path, environ, sources=True)
     except ConfigError as exc:
         print_problems(exc)
         return 1

@@ -93,13 +93,18 @@ def _overlaps(key: str, other: str) -> bool:
 
 
 def overriding_layers(
-    key: str, environ: Mapping[str, str], consul: Mapping[str, Any] | None = None
+    key: str,
+    environ: Mapping[str, str],
+    consul: Mapping[str, Any] | None = None,
+    remote: list[tuple[str, Mapping[str, Any]]] = (),
 ) -> list[tuple[str, str, Any]]:
     """``(layer, key, value)`` for every value above the file that overrides ``key`` or a part
-    of it: Consul KV entries, then ``HFTAGG__...`` variables (the environment wins)."""
+    of it: config source layers (Consul KV, ...), then ``HFTAGG__...`` variables (the
+    environment wins)."""
     from hftagg.config.load import env_layers
 
     layers = [("consul", dict(consul))] if consul else []
+    layers += [(name, dict(layer)) for name, layer in remote]
     found = []
     for name, layer in [*layers, *env_layers(environ)]:
         for other, value in _leaves(layer).items():
@@ -108,29 +113,36 @@ def overriding_layers(
     return found
 
 
-def _consul_for_warning(environ: Mapping[str, str]) -> tuple[dict[str, Any] | None, str | None]:
-    """The Consul layer when CONSUL_HTTP_ADDR is set; (None, why) if it cannot be read."""
-    from hftagg.config.consul import ConsulSource, consul_settings
+def _source_layers_for_warning(path: Path, environ: Mapping[str, str]) -> tuple[list, Any]:
+    """Every configured config source's layer, and the host that registered them; a source
+    that cannot be read is a warning (the override check goes on without it)."""
+    from hftagg.config.load import read_layers
+    from hftagg.config.sources import read_config_sources
+    from hftagg.plugins.manager import load_plugins
+    from hftagg.runtime.assemble import plugin_dirs
 
-    settings = consul_settings(environ)
-    if settings is None:
-        return None, None
-    address, prefix = settings
-    try:
-        return ConsulSource(address, prefix).fetch_once(), None
-    except ConfigError as exc:
-        return None, f"could not check Consul at {address} for overrides: {exc}"
+    def unreachable(name: str, exc: ConfigError) -> None:
+        print(
+            f"hftagg config: warning: could not check the {name} config source for overrides: "
+            f"{exc}",
+            file=sys.stderr,
+        )
+
+    host = load_plugins(plugin_dirs(read_layers(path, environ), path))
+    return read_config_sources(host, environ, unreachable), host
 
 
 def warn_if_overridden(path: Path, key: str, environ: Mapping[str, str] | None = None) -> int:
     """Tell the user (stderr) which higher layers still override ``key``; returns how many."""
     environ = dict(os.environ) if environ is None else environ
-    consul, problem = _consul_for_warning(environ)
-    if problem:
-        print(f"hftagg config: warning: {problem}", file=sys.stderr)
-    found = overriding_layers(key, environ, consul)
+    remote, host = _source_layers_for_warning(path, environ)
+    found = overriding_layers(key, environ, remote=remote)
     for layer, other, value in found:
-        how = "unset it" if layer.startswith("env ") else f"delete {other} from Consul KV"
+        kind = host.config_sources.get(layer)
+        if layer.startswith("env ") or kind is None:
+            how = "unset it"
+        else:
+            how = kind.removal.format(key=other, name=layer)
         print(
             f"hftagg config: warning: {path} now sets {key}, but {layer} overrides {other} = "
             f"{format_value(value)}; a pipeline started with this environment uses that "

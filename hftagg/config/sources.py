@@ -26,7 +26,7 @@ from typing import Any
 
 from hftagg.errors import ConfigError
 
-__all__ = ["ConfigSourceType", "open_config_sources", "source_layers"]
+__all__ = ["ConfigSourceType", "open_config_sources", "read_config_sources", "source_layers"]
 
 log = logging.getLogger("hftagg.config")
 
@@ -38,15 +38,26 @@ class ConfigSourceType:
     name: str
     open: Callable[[Mapping[str, str]], Any]
     doc: str = ""
+    #: how a user removes one key from this source (``config set`` says it when one overrides)
+    removal: str = "remove {key} from the {name} config source"
+
+
+def _warn_unreachable(name: str, exc: ConfigError) -> None:
+    log.warning("%s; running on the other layers and retrying in the background", exc)
 
 
 def open_config_sources(
-    host: Any, environ: Mapping[str, str] | None = None, *, fetch: bool = True
+    host: Any,
+    environ: Mapping[str, str] | None = None,
+    *,
+    fetch: bool = True,
+    on_unreachable: Callable[[str, ConfigError], None] = _warn_unreachable,
 ) -> list[Any]:
     """Open every registered source configured in ``environ``; read each once (``fetch``).
 
     A source that cannot be opened is logged and skipped; one that cannot be read is kept (it
-    retries once started) with a warning that the pipeline runs on the other layers.
+    retries once started) and ``on_unreachable(name, error)`` says so (default: a warning that
+    the pipeline runs on the other layers).
     """
     environ = os.environ if environ is None else environ
     out = []
@@ -64,9 +75,23 @@ def open_config_sources(
                 source.fetch_once()
                 log.info("config source %r: layer read, %d key(s)", name, _leaves(source.layer))
             except ConfigError as exc:
-                log.warning("%s; running on the other layers and retrying in the background", exc)
+                on_unreachable(name, exc)
         out.append(source)
     return out
+
+
+def read_config_sources(
+    host: Any,
+    environ: Mapping[str, str] | None = None,
+    on_unreachable: Callable[[str, ConfigError], None] = _warn_unreachable,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Each configured source's layer, read once now, for one-shot commands (``config show``)."""
+    sources = open_config_sources(host, environ, on_unreachable=on_unreachable)
+    try:
+        return source_layers(sources)
+    finally:
+        for source in sources:
+            source.stop()
 
 
 def source_layers(sources: list[Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -28,6 +28,7 @@ CONSUL = ConfigSourceType(
     "consul",
     open_consul,
     doc="Consul KV under HFTAGG_CONSUL_PREFIX (default hftagg/) when CONSUL_HTTP_ADDR is set",
+    removal="delete {key} from Consul KV",
 )
 
 
