@@ -118,3 +118,17 @@ def test_a_plugin_claims_a_range_and_registers_its_codes_at_import(tmp_path):
     assert next(r for r in host.records if r.name == "venue_reasons").error is None
     assert REASONS.name(0x5001) == "venue_x.bad_tick"
     assert REASONS.owner_of(0x50FF) == "venue_x"
+
+
+def test_dead_letter_metrics_are_labelled_with_the_reason_name():
+    from hftagg.records.catalog import DEAD_LETTER
+    from hftagg.telemetry.core import Telemetry
+
+    batch = DEAD_LETTER.empty(3)
+    batch["reason"] = [sbe.Reason.BAD_FRAME, sbe.Reason.BAD_FRAME, 0x0B7F]
+    tel = Telemetry()
+    tel.dead_lettered("dead_letters.sbe_decode", batch)
+    assert tel.dead_letters == {
+        ("dead_letters.sbe_decode", "sbe.bad_frame"): 2,
+        ("dead_letters.sbe_decode", "sbe.code_0xb7f"): 1,  # unregistered: still counted
+    }

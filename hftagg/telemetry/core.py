@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hftagg.records.reasons import REASONS
 from hftagg.telemetry.histogram import Histogram
 from hftagg.telemetry.settings import TelemetrySection
 
@@ -59,7 +60,7 @@ class Telemetry:
         self.processing: dict[str, Histogram] = {}
         self.latency_recv: dict[str, Histogram] = {}
         self.latency_event: dict[str, Histogram] = {}
-        self.dead_letters: dict[tuple[str, int], int] = {}
+        self.dead_letters: dict[tuple[str, str], int] = {}  # (topic, reason name)
         self.marks: dict[str, deque] = {}
         self.otel_latency = otel_latency  # OTel histogram fed a few samples per sink batch
         self._local = threading.local()
@@ -106,9 +107,10 @@ class Telemetry:
         return hist
 
     def dead_lettered(self, topic: str, batch: np.ndarray) -> None:
+        """Count a dead-letter batch by topic and reason name (``fix.bad_checksum``)."""
         reasons, counts = np.unique(batch["reason"], return_counts=True)
         for reason, count in zip(reasons.tolist(), counts.tolist(), strict=True):
-            key = (topic, reason)
+            key = (topic, REASONS.name(reason))
             self.dead_letters[key] = self.dead_letters.get(key, 0) + count
 
     # -- tracing --------------------------------------------------------------------------------
