@@ -8,37 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from hftagg.runtime.assemble import assemble
-
-CAPTURE_PLUGIN = """
-import numpy as np
-from hftagg import hookimpl
-from hftagg.stages import Params, Port, SinkStage
-
-
-class CaptureParams(Params):
-    path: str
-
-
-class Capture(SinkStage):
-    type_name = "npy_capture"
-    Params = CaptureParams
-    inputs = {"input": Port(None, "md.trades")}
-
-    def open(self, ctx):
-        self.parts = []
-
-    def write(self, batch, port, offset):
-        self.parts.append(batch.copy())
-
-    def close(self):
-        if self.parts:
-            np.save(self.params.path, np.concatenate(self.parts))
-
-
-@hookimpl
-def hftagg_register_stage_types(register):
-    register(Capture)
-"""
+from hftagg.testing import clear_collected, collected
 
 CONFIG = """
 [runtime]
@@ -61,33 +31,18 @@ ema_window = 20
 type = "sbe_encode"
 schema = "sbe/hftagg-md.xml"
 framing = "length2"
-topics = {{ trades = "sim.trades", book = "sim.book", output = "raw.sbe" }}
+topics = { trades = "sim.trades", book = "sim.book", output = "raw.sbe" }
 
 [stages.sbe_in]
 type = "sbe_decode"
 schema = "sbe/hftagg-md.xml"
 framing = "length2"
-topics = {{ input = "raw.sbe" }}
+topics = { input = "raw.sbe" }
 
-[stages.cap_sim]
-type = "npy_capture"
-path = "{sim}"
-topics = {{ input = "sim.trades" }}
-
-[stages.cap_decoded]
-type = "npy_capture"
-path = "{dec}"
-topics = {{ input = "md.trades" }}
-
-[stages.cap_book]
-type = "npy_capture"
-path = "{book}"
-topics = {{ input = "md.book" }}
-
-[stages.cap_sim_book]
-type = "npy_capture"
-path = "{sim_book}"
-topics = {{ input = "sim.book" }}
+[stages.capture]
+type = "testing_sink"        # hftagg.testing: read back with collected("sbe", topic)
+key = "sbe"
+streams = ["sim.trades", "md.trades", "md.book", "sim.book"]
 
 [delivery]
 enabled = false
@@ -95,12 +50,10 @@ enabled = false
 
 
 def test_config_pipeline_decodes_simulator_trades_field_by_field(tmp_path: Path):
-    # Arrange: a config.toml with the SBE round trip, and a capture sink plugin next to it
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "capture.py").write_text(CAPTURE_PLUGIN)
-    paths = {k: tmp_path / f"{k}.npy" for k in ("sim", "dec", "book", "sim_book")}
+    # Arrange: a config.toml with the SBE round trip and a testing sink on four topics
     config = tmp_path / "config.toml"
-    config.write_text(textwrap.dedent(CONFIG.format(**{k: str(v) for k, v in paths.items()})))
+    config.write_text(textwrap.dedent(CONFIG))
+    clear_collected("sbe")
     # Act
     assembled = assemble(config, environ={})
     ids = {n.id for n in assembled.graph.core}
@@ -110,9 +63,9 @@ def test_config_pipeline_decodes_simulator_trades_field_by_field(tmp_path: Path)
     pipeline.stop()
     # Assert: every simulated trade and book update came back through SBE unchanged, and EMA ran
     assert {"sbe_out", "sbe_in", "ema"} <= ids
-    sim, dec = np.load(paths["sim"]), np.load(paths["dec"])
+    sim, dec = collected("sbe", "sim.trades"), collected("sbe", "md.trades")
     assert len(sim) > 5000
     assert dec.dtype == sim.dtype
     for name in sim.dtype.names:
         np.testing.assert_array_equal(dec[name], sim[name], err_msg=name)
-    np.testing.assert_array_equal(np.load(paths["book"]), np.load(paths["sim_book"]))
+    np.testing.assert_array_equal(collected("sbe", "md.book"), collected("sbe", "sim.book"))
