@@ -15,7 +15,7 @@ import pandas as pd
 
 from benchmarks.harness import Result, best_rate
 from hftagg.kernels.bars import TimeBarKernel
-from hftagg.records import TRADE
+from hftagg.records import QTY_UNITS, TRADE
 
 MINUTE = 60 * 10**9
 BATCH = 65_536
@@ -27,7 +27,7 @@ def _trades(n: int, seed: int = 0) -> np.ndarray:
     trades = TRADE.empty(n)
     trades["instrument_id"] = rng.integers(1, INSTRUMENTS + 1, n, dtype=np.uint32) * 1009
     trades["price"] = np.round(100 + np.cumsum(rng.normal(0, 0.01, n)), 2) * 1e9
-    trades["size"] = rng.integers(1, 1000, n)
+    trades["size"] = rng.integers(1, 1000, n) * QTY_UNITS  # 1e-8 fixed-point quantities
     trades["ts_event"] = 1_700_000_000 * 10**9 + np.cumsum(rng.integers(1, 12_500_000, n))
     trades["ts_recv"] = trades["ts_event"] + 5000
     return trades

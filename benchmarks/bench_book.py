@@ -89,7 +89,7 @@ def _generate(out, instruments, seed):
         r["action"] = action
         r["side"] = _BID if side == 0 else _ASK
         r["price"] = (1_000_000 + px) * TICK
-        r["size"] = size
+        r["size"] = size * 100_000_000  # whole units as 1e-8 fixed-point quantities
         seq[k] += 1
 
 

@@ -42,7 +42,7 @@ def _stream(codec: SbeCodec, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
         batch["seq"] = np.arange(m)
         batch["instrument_id"] = rng.integers(1, 9, m)
         batch["price"] = rng.integers(90, 110, m) * 10**9
-        batch["size"] = rng.integers(1, 1000, m)
+        batch["size"] = rng.integers(1, 1000, m) * 10**8  # 1e-8 fixed-point quantities
         batch["side"] = ord("B")
     books["action"] = ord("M")
     enc = RecordEncoder(codec)

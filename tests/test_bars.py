@@ -374,7 +374,8 @@ def test_bad_count_params_and_live_flags():
     assert not params.is_live("timeframe") and params.is_live("close_on")
     assert params(timeframe="5m").timeframe_ns == 5 * M
     assert CascadeBars(timeframe="15m").output_topics == {
-        "output": "md.bars_15m", "partial": "md.bars_15m_partial"}  # fmt: skip
+        "output": "md.bars_15m", "partial": "md.bars_15m_partial",
+        "dead_letters": "dead_letters.bars_15m"}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- through the runtime

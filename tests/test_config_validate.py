@@ -111,7 +111,7 @@ def test_schema_mismatch_names_both_stages_and_schemas(host, tmp_path):
     assert len(lines) == 1
     assert (
         "stages.mid input 'quotes' = 'md.trades': schema mismatch: stage 'mid' expects quote "
-        "records but 'sim' produces trade@1" in lines[0]
+        "records but 'sim' produces trade@2" in lines[0]
     )
 
 

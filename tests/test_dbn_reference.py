@@ -5,7 +5,8 @@ the expected hftagg records are derived from the reference's records, field by f
 mapping rules of :mod:`hftagg.protocols.dbn.mapping`. DBN 1 and 2 files are written with the
 reference package's own record classes and metadata encoder (same values, older layouts) and
 compared the same way. The reference upgrades older versions to DBN 3 (as hftagg's records are
-version-independent), so the comparison is the same for every version.
+version-independent), so the comparison is the same for every version. DBN's whole-unit
+quantities are expected times ``QTY_UNITS`` (hftagg's 1e-8 fixed point), "undefined" as i64 max.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from hftagg.protocols.dbn import LAYOUTS, RType, decode_file
 from hftagg.protocols.dbn.layouts import OHLCV_RTYPES
+from hftagg.records import QTY_UNITS as Q
 
 dbn_ref = pytest.importorskip("databento_dbn", reason="the reference reader databento-dbn")
 zstandard = pytest.importorskip("zstandard", reason="zstandard reads the .dbn.zst test files")
@@ -31,6 +33,15 @@ UNMAPPED: dict[str, str] = {}
 _U64 = (1 << 64) - 1
 _I32_MAX, _I64_MAX = 2**31 - 1, 2**63 - 1
 _HEADER = ("ts_event", "ts_recv", "seq", "instrument_id")
+#: Quantity fields of the generic records and DBN's "undefined" for each (None: no sentinel).
+_QUANTITY = {"max_trade_vol": 2**32 - 1, "min_trade_vol": 2**32 - 1, "min_lot_size": _I32_MAX,
+             "min_lot_size_round_lot": _I32_MAX, "quantity": _I64_MAX, "paired_qty": None,
+             "total_imbalance_qty": None, "market_imbalance_qty": None, "unpaired_qty": None}  # fmt: skip
+
+
+def _qty(value, undefined=None) -> int:
+    """A DBN whole-unit quantity as hftagg's 1e-8 fixed point."""
+    return _I64_MAX if undefined is not None and value == undefined else int(value) * Q
 
 
 def _code(value) -> int:
@@ -71,7 +82,8 @@ def _head(r, seq=None, ts_event=None, ts_recv=None) -> dict:
 
 
 def _trade(r) -> dict:
-    return {**_head(r), "side": _code(r.side), "flags": r.flags, "price": r.price, "size": r.size}
+    return {**_head(r), "side": _code(r.side), "flags": r.flags, "price": r.price,
+            "size": _qty(r.size)}  # fmt: skip
 
 
 def _quote(r) -> dict:
@@ -79,8 +91,8 @@ def _quote(r) -> dict:
         **_head(r),
         "bid_px": r.bid_px_00,
         "ask_px": r.ask_px_00,
-        "bid_sz": r.bid_sz_00,
-        "ask_sz": r.ask_sz_00,
+        "bid_sz": _qty(r.bid_sz_00),
+        "ask_sz": _qty(r.ask_sz_00),
     }
 
 
@@ -94,14 +106,14 @@ def _book(r, depth: int) -> dict:
         "flags": r.flags,
         "price": r.price,
         "action": action,
-        "size": r.size,
+        "size": _qty(r.size),
     }
     if chr(action) in "AMC":
         prefix = "bid" if chr(side) == "B" else "ask"
         level = [i for i in range(depth) if getattr(r, f"{prefix}_px_{i:02d}") == r.price]
         if level:
             out["action"] = ord("A") if chr(action) == "A" else ord("M")
-            out["size"] = getattr(r, f"{prefix}_sz_{level[0]:02d}")
+            out["size"] = _qty(getattr(r, f"{prefix}_sz_{level[0]:02d}"))
         else:
             out["action"], out["size"] = ord("D"), 0
     return out
@@ -110,7 +122,8 @@ def _book(r, depth: int) -> dict:
 def _mbp10(r) -> dict:
     out = _head(r)
     for name in ("bid_px", "ask_px", "bid_sz", "ask_sz", "bid_ct", "ask_ct"):
-        out[name] = [getattr(r, f"{name}_{i:02d}") for i in range(10)]
+        scale = Q if name.endswith("_sz") else 1
+        out[name] = [getattr(r, f"{name}_{i:02d}") * scale for i in range(10)]
     return out
 
 
@@ -125,7 +138,7 @@ def _bar(r, seq: int, schema: str) -> dict:
         "high": r.high,
         "low": r.low,
         "close": r.close,
-        "volume": r.volume,
+        "volume": _qty(r.volume),
         "trade_count": 0,
         "synthetic": 0,
     }
@@ -141,6 +154,8 @@ def _generic(r, names, seq=None) -> dict:
         value = getattr(r, name)
         text = isinstance(value, str) and len(value) != 1
         out[name] = value if text else _code(value)
+        if name in _QUANTITY:
+            out[name] = _qty(out[name], _QUANTITY[name])
     return out
 
 
@@ -152,7 +167,7 @@ def _market_data(r, rtype: int, schema: str, add) -> None:
                 **_head(r),
                 "order_id": r.order_id,
                 "price": r.price,
-                "size": r.size,
+                "size": _qty(r.size),
                 "action": _code(r.action),
                 "side": _code(r.side),
                 "flags": r.flags,

@@ -41,6 +41,11 @@ def utc_ns(text: bytes) -> int:
     return int(secs) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
 
 
+def qty(text: bytes) -> int:
+    """A FIX size as hftagg's 1e-8 fixed point, by Python's decimal."""
+    return int(Decimal(text.decode()).scaleb(8))
+
+
 def reference(data: bytes, symbols=SYMBOLS):
     """Expected (book, trades) rows from simplefix's parse of the same bytes."""
     parser = simplefix.FixParser()
@@ -70,11 +75,11 @@ def reference(data: bytes, symbols=SYMBOLS):
             depth = int(e[1023]) - 1 if 1023 in e else 0
             if kind == b"2":
                 if msg.get(35) == b"X":
-                    rows.append(("trade", iid, ord("N"), fixed(e[270]), int(e[271])))
+                    rows.append(("trade", iid, ord("N"), fixed(e[270]), qty(e[271])))
                 continue
             side = ord("B") if kind == b"0" else ord("A")
             flags = 0x20 if msg.get(35) == b"W" else 0
-            rows.append(("book", iid, ord(act), side, depth, flags, fixed(e[270]), int(e[271])))
+            rows.append(("book", iid, ord(act), side, depth, flags, fixed(e[270]), qty(e[271])))
         last_book = max((i for i, r in enumerate(rows) if r[0] == "book"), default=None)
         for i, row in enumerate(rows):
             key = (row[0], row[1])
@@ -103,13 +108,19 @@ prices = st.builds(
     st.integers(0, 9_000_000_000),
     st.none() | st.text("0123456789", min_size=1, max_size=9),
 )
+#: Sizes as venues send them: whole units (up to 9.2e10) or up to 8 decimals (0.00012).
+sizes = st.integers(0, 92_233_720_368) | st.builds(
+    lambda whole, frac: f"{whole}.{frac}",
+    st.integers(0, 10**9),
+    st.text("0123456789", min_size=1, max_size=8),
+)
 symbols = st.sampled_from(sorted(SYMBOLS))
 entries_x = st.lists(st.builds(
     x_entry, action=st.sampled_from("0125"), kind=st.sampled_from("012"), symbol=symbols,
-    price=prices, size=st.integers(0, 2**32 - 1), level=st.none() | st.integers(1, 200),
+    price=prices, size=sizes, level=st.none() | st.integers(1, 200),
 ), min_size=1, max_size=8)  # fmt: skip
 entries_w = st.lists(st.builds(
-    m.MdEntry, st.sampled_from("0012"), prices, st.integers(0, 2**32 - 1),
+    m.MdEntry, st.sampled_from("0012"), prices, sizes,
     level=st.none() | st.integers(1, 200),
 ), max_size=8)  # fmt: skip
 times = st.builds(

@@ -53,7 +53,7 @@ def test_batches_larger_than_the_limit_split_with_consecutive_offsets(host):
 
 
 def test_limit_too_small_for_one_record_is_a_clear_error():
-    with pytest.raises(FrameError, match="max_frame_bytes=100 cannot hold one trade@1 record"):
+    with pytest.raises(FrameError, match="max_frame_bytes=100 cannot hold one trade@2 record"):
         FrameEncoder("md.trades", TRADE, max_frame_bytes=100)
 
 
@@ -63,7 +63,7 @@ def test_topic_longer_than_the_header_field_is_refused():
 
 
 def test_wrong_dtype_for_the_topic_is_refused():
-    with pytest.raises(FrameError, match="is not schema trade@1"):
+    with pytest.raises(FrameError, match="is not schema trade@2"):
         list(FrameEncoder("md.trades", TRADE).encode(QUOTE.empty(1), 0))
 
 

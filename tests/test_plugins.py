@@ -87,7 +87,7 @@ def test_plugins_json_lists_all_three_origins_and_the_broken_file(plugin_world):
     records = {r["name"]: r for r in json.loads(out.stdout)}
     assert records["hftagg.builtins.core.indicators"]["origin"] == "built-in"
     assert "ema (core)" in records["hftagg.builtins.core.indicators"]["provides"]["stage_types"]
-    assert "trade@1" in records["hftagg.builtins.records"]["provides"]["schemas"]
+    assert "trade@2" in records["hftagg.builtins.records"]["provides"]["schemas"]
     assert records["hftagg.builtins.delivery.pynng_transport"]["provides"] == {
         "transports": ["pynng"]
     }

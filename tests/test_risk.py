@@ -14,12 +14,13 @@ from pydantic import ValidationError
 from hftagg.builtins.core.risk import RiskChecks
 from hftagg.kernels.risk import OrderStatus, OrderType, RiskReason
 from hftagg.kernels.validation import UNDEF_PRICE
-from hftagg.records import ALERT, FILL, ORDER, QUOTE
+from hftagg.records import ALERT, FILL, ORDER, QTY_UNITS, QUOTE
 from hftagg.stages import Port, SourceStage
 from hftagg.testing import TestingSink, run_pipeline
 
 R = RiskReason
 PX = 1_000_000_000
+Q = QTY_UNITS  # sizes in the scripts below are in units; records hold them 1e-8 fixed-point
 DAY = 86_400 * PX
 B, A = ord("B"), ord("A")
 L, M = OrderType.LIMIT, OrderType.MARKET
@@ -47,7 +48,7 @@ def orders(rows, ts=None) -> np.ndarray:
     for i, (oid, iid, side, kind, price, size) in enumerate(rows):
         batch[i]["order_id"], batch[i]["instrument_id"] = oid, iid
         batch[i]["side"], batch[i]["order_type"] = side, kind
-        batch[i]["price"], batch[i]["size"] = price, size
+        batch[i]["price"], batch[i]["size"] = price, size * Q
     batch["seq"] = batch["order_id"]
     return _stamp(batch, ts)
 
@@ -66,7 +67,7 @@ def fills(rows, ts=None) -> np.ndarray:
     batch = FILL.empty(len(rows))
     for i, (oid, iid, side, price, size) in enumerate(rows):
         batch[i]["order_id"], batch[i]["instrument_id"] = oid, iid
-        batch[i]["side"], batch[i]["price"], batch[i]["size"] = side, price, size
+        batch[i]["side"], batch[i]["price"], batch[i]["size"] = side, price, size * Q
     return _stamp(batch, ts)
 
 
@@ -135,7 +136,7 @@ def test_accepted_orders_pass_unchanged_but_for_their_status():
     for name in ("ts_event", "ts_recv", "seq", "instrument_id", "price", "size", "side"):
         assert out["accepted"][name].tolist() == batch[name].tolist()
     assert len(out["rejected"]) == len(out["alerts"]) == 0
-    assert stage.kernel.position(1) == 2 and stage.counts["accepted"] == 2
+    assert stage.kernel.position(1) == 2 * Q and stage.counts["accepted"] == 2
 
 
 def test_invalid_orders_are_rejected_with_their_reason_and_an_alert():
@@ -215,7 +216,7 @@ def test_max_position_counts_accepted_orders_as_filled():
     assert ids(out["accepted"]) == [1, 2, 4, 6]
     assert ids(out["rejected"]) == [3, 5] and set(statuses(out["rejected"])) == {R.MAX_POSITION}
     assert out["alerts"]["value"].tolist() == [101.0, -101.0]
-    assert stage.kernel.position(1) == -100 and stage.kernel.position(2) == -100
+    assert stage.kernel.position(1) == -100 * Q and stage.kernel.position(2) == -100 * Q
 
 
 def test_with_fills_as_position_source_only_fills_move_the_position():
@@ -229,7 +230,7 @@ def test_with_fills_as_position_source_only_fills_move_the_position():
     assert ids(out["accepted"]) == [1, 2, 4]
     assert ids(out["rejected"]) == [3]
     assert out["alerts"]["code"].tolist() == [R.MAX_POSITION, R.BAD_FILL, R.BAD_FILL]
-    assert stage.kernel.position(1) == 100
+    assert stage.kernel.position(1) == 100 * Q
     assert stage.counts["fills"] == 1 and stage.counts["bad_fill"] == 2
 
 
@@ -316,13 +317,13 @@ class RefRisk:
     def on_fill(self, rec) -> None:
         self.roll(rec["ts_event"])
         iid = rec["instrument_id"]
-        if rec["side"] not in (B, A) or rec["size"] == 0:
+        if rec["side"] not in (B, A) or rec["size"] <= 0:
             self.counts["bad_fill"] += 1
             self.alert(rec, R.BAD_FILL)
             return
         self.counts["fills"] += 1
         sign = 1 if rec["side"] == B else -1
-        self.execute(iid, sign * rec["size"], Fraction(rec["price"], PX))
+        self.execute(iid, sign * Fraction(int(rec["size"]), Q), Fraction(rec["price"], PX))
 
     def alert(self, rec, code) -> None:
         iid = rec["instrument_id"]
@@ -332,8 +333,9 @@ class RefRisk:
     def check(self, rec):
         """(reason or None, signed size, execution price)."""
         p, iid = self.p, rec["instrument_id"]
-        side, kind, price, size = rec["side"], rec["order_type"], rec["price"], rec["size"]
-        if side not in (B, A) or kind not in (L, M) or size == 0:
+        side, kind, price = rec["side"], rec["order_type"], rec["price"]
+        size = Fraction(int(rec["size"]), Q)
+        if side not in (B, A) or kind not in (L, M) or size <= 0:
             return R.INVALID_ORDER, 0, 0
         if kind == L and (price == UNDEF_PRICE or price <= 0):
             return R.INVALID_ORDER, 0, 0
@@ -515,7 +517,7 @@ def test_many_instruments_and_large_batches_grow_the_state_and_the_buffers():
     stage = RiskChecks(position_source="fills", max_order_size=1)
     out = run(stage, script, max_batch=4096)
     assert len(out["accepted"]) == len(out["rejected"]) == len(out["alerts"]) == n // 2
-    assert stage.kernel.position(n - 1) == 1 and stage.counts["fills"] == n
+    assert stage.kernel.position(n - 1) == Q and stage.counts["fills"] == n
 
 
 @pytest.mark.parametrize(("name", "value"), [("max_order_size", -1), ("price_band_bps", -2.0),

@@ -15,6 +15,7 @@ from hftagg.protocols.sbe import Reason, SbeCodec, frame, parse_schema
 from hftagg.protocols.sbe.mdp3 import BOOK, TRADE_SUMMARY, mdp3_packet, mdp3_records
 from hftagg.protocols.sbe.records import RecordDecoder, RecordEncoder
 from hftagg.records.catalog import BOOK_UPDATE, MBP10, TRADE
+from hftagg.records.fixed import QTY_UNITS
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data" / "sbe"
 HFTAGG_MD = BUILTIN_DEFINITIONS / "sbe" / "hftagg-md.xml"
@@ -48,7 +49,7 @@ def _trades(n: int, seed: int = 1) -> np.ndarray:
     t["side"] = rng.choice([ord("A"), ord("B"), ord("N")], n)
     t["flags"] = rng.integers(0, 256, n)
     t["price"] = rng.integers(-(2**62), 2**62, n)
-    t["size"] = rng.integers(0, 2**32, n, dtype=np.uint32)
+    t["size"] = rng.integers(0, 2**63 - 1, n, dtype=np.int64)  # the whole 1e-8 quantity range
     return t
 
 
@@ -62,7 +63,7 @@ def _books(n: int, seed: int = 2) -> np.ndarray:
     b["action"] = rng.choice([ord(c) for c in "AMDRT"], n)
     b["side"] = rng.choice([ord("A"), ord("B")], n)
     b["depth"] = rng.integers(0, 10, n)
-    b["size"] = rng.integers(0, 2**32, n, dtype=np.uint32)
+    b["size"] = rng.integers(0, 2**63 - 1, n, dtype=np.int64)
     return b
 
 
@@ -265,14 +266,18 @@ def test_mdp3_packets_decode_to_book_updates_and_trades_matching_sbedecoder():
     for rec, ref in zip(book, ref_book, strict=True):
         assert rec["ts_event"] == ref["transact_time"]
         assert rec["price"] == round(ref["md_entry_px"] * 1e9)
-        assert rec["size"] == ref["md_entry_size"] and rec["instrument_id"] == ref["security_id"]
+        assert (
+            rec["size"] == ref["md_entry_size"] * QTY_UNITS
+            and rec["instrument_id"] == ref["security_id"]
+        )
         assert rec["seq"] == ref["rpt_seq"] and rec["depth"] == ref["md_price_level"] - 1
         assert rec["side"] == side[ref["md_entry_type"]]
         assert rec["action"] == action[ref["md_update_action"]]
     aggressor = {"No Aggressor": ord("N"), "Buy": ord("B"), "Sell": ord("A")}
     for rec, ref in zip(trade, ref_trade, strict=True):
         assert (
-            rec["price"] == round(ref["md_entry_px"] * 1e9) and rec["size"] == ref["md_entry_size"]
+            rec["price"] == round(ref["md_entry_px"] * 1e9)
+            and rec["size"] == ref["md_entry_size"] * QTY_UNITS
         )
         assert rec["side"] == aggressor[ref["aggressor_side"]] and rec["seq"] == ref["rpt_seq"]
     assert (book["flags"][np.r_[np.flatnonzero(np.diff(book["ts_event"])), len(book) - 1]]

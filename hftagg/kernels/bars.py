@@ -31,8 +31,15 @@ recorded data gives exactly the bars a live run gave:
 - ``flush()`` closes every open bar (end of a recording); ``advance(ts)`` moves the clock as a
   heartbeat would and closes what ``any_event`` would close.
 
-VWAP is ``sum(price * size) / sum(size)``: the sum is kept exactly in 96-bit integers for trades
-and rounded once when the bar is written. A bar with ``volume 0`` has ``vwap NaN``.
+Sizes and ``volume`` are int64 1e-8 fixed-point quantities (:mod:`hftagg.records.fixed`).
+VWAP is ``sum(price * size) / sum(size)``: the sum is kept exactly in a 128-bit integer for
+trades (a price times a size needs up to 126 bits) and rounded once when the bar is written. A
+bar with ``volume 0`` has ``vwap NaN``.
+
+A record that cannot be applied exactly is rejected, never wrapped: a negative size (or input
+bar volume), or one that would take the bar's volume past the int64 range (92,233,720,368.5
+units). It is skipped, counted (``rejected_records``) and returned as a ``dead_letter``
+(``FixedReason.OUT_OF_RANGE``, the detail names the field and value) by ``dead_letters()``.
 
 Cascading (``TimeBarKernel(..., from_bars=True)``) builds larger time bars from smaller ones: an
 input bar ``[ts_event - timeframe_ns, ts_event)`` joins the output bar that contains it (an input
@@ -70,7 +77,8 @@ import numpy as np
 
 from hftagg.kernels.options import NJIT as _NJIT
 from hftagg.kernels.slots import SlotTable, slot_of
-from hftagg.records.catalog import BAR, TRADE
+from hftagg.records.catalog import BAR, DEAD_LETTER, TRADE, copy_header
+from hftagg.records.fixed import FixedReason, format_fixed
 
 __all__ = [
     "EMIT_MODES",
@@ -100,14 +108,15 @@ MAX_TIMEFRAME_NS = 366 * _UNITS_NS["d"]
 
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
-_TWO32 = 4294967296.0
-_LOW32 = np.int64(0xFFFFFFFF)
+_TWO64 = 18446744073709551616.0
+_LOW32 = np.uint64(0xFFFFFFFF)
+_U32 = np.uint64(32)
 _NAN = np.nan
 _SCALE = 1e-9
 
 _INITIAL_OUT = 256
 
-# per-instrument int64 state columns
+# per-instrument int64 state columns (S_HI: the high word of the exact price * size sum)
 S_START, S_O, S_H, S_L, S_C, S_VOL, S_CNT, S_OPEN = 0, 1, 2, 3, 4, 5, 6, 7
 S_PREV, S_HASPREV, S_RUN, S_SEQ, S_HI, S_LAST_TS, S_LAST_RECV = 8, 9, 10, 11, 12, 13, 14
 _NS = 15
@@ -120,7 +129,7 @@ _NM = 11
 #: Per-instrument state rows: the S_* columns, the low word of the exact price * size sum (its
 #: high part is S_HI) and its float64 part (see ``_add_pq`` and ``_vwap``).
 _COLUMNS = {"state": ((_NS,), np.int64), "pq_low": ((), np.uint64), "pq_float": ((), np.float64)}
-ST_DONE, ST_SLOTS, ST_OUT, ST_PARTIAL, ST_MISALIGNED = 0, 1, 2, 3, 4
+ST_DONE, ST_SLOTS, ST_OUT, ST_PARTIAL, ST_MISALIGNED, ST_REJECT = 0, 1, 2, 3, 4, 5
 
 # time-bar params
 P_TF, P_OFFSET, P_ANY, P_GRACE, P_SYN, P_CAP, P_EMIT = 0, 1, 2, 3, 4, 5, 6
@@ -158,12 +167,21 @@ def parse_duration(text: object, name: str = "timeframe", *, allow_zero: bool = 
 
 @numba.njit(inline="always", **_NJIT)
 def _add_pq(st, lo, s, price, size):
-    """Add ``price * size`` to slot ``s``'s exact sum ``S_HI * 2**32 + lo`` (96 bits)."""
-    st[s, S_HI] += (price >> 32) * size
-    part = np.uint64(price & _LOW32) * np.uint64(size)
-    total = lo[s] + part
-    if total < lo[s]:
-        st[s, S_HI] += np.int64(1) << 32
+    """Add ``price * size`` (``size >= 0``) to slot ``s``'s exact sum ``S_HI * 2**64 + lo``
+    (128-bit two's complement; the sum fits: |price| < 2**63 and the volume < 2**63)."""
+    neg = price < 0
+    a = np.uint64(-(price + 1)) + np.uint64(1) if neg else np.uint64(price)
+    b = np.uint64(size)
+    a1, a0, b1, b0 = a >> _U32, a & _LOW32, b >> _U32, b & _LOW32
+    cross = a1 * b0 + a0 * b1  # < 2**64: a1, b1 < 2**31
+    low = a0 * b0
+    plo = low + (cross << _U32)
+    phi = a1 * b1 + (cross >> _U32) + (np.uint64(1) if plo < low else np.uint64(0))
+    if neg:  # negate the 128-bit product
+        plo = ~plo + np.uint64(1)
+        phi = ~phi + (np.uint64(1) if plo == 0 else np.uint64(0))
+    total = lo[s] + plo
+    st[s, S_HI] += np.int64(phi) + (np.int64(1) if total < plo else np.int64(0))
     lo[s] = total
 
 
@@ -172,8 +190,17 @@ def _vwap(st, lo, pqf, s):
     vol = st[s, S_VOL]
     if vol <= 0:
         return _NAN
-    exact = np.float64(st[s, S_HI]) * _TWO32 + np.float64(lo[s])
+    exact = np.float64(st[s, S_HI]) * _TWO64 + np.float64(lo[s])
     return (exact * _SCALE + pqf[s]) / np.float64(vol)
+
+
+@numba.njit(inline="always", **_NJIT)
+def _reject(meta, i):
+    """Stop at record ``i``: it cannot be applied (the driver dead-letters it and resumes)."""
+    meta[M_STATUS] = ST_REJECT
+    meta[M_ERR] = i
+    meta[M_PHASE] = 0
+    return i
 
 
 @numba.njit(inline="always", **_NJIT)
@@ -353,6 +380,8 @@ def _time_run(inp, start, table, shift, slot_ids, st, lo, pqf, prm, meta, out, p
                 else:
                     h = lw = c = rec["price"]
                     vol, cnt = np.int64(rec["size"]), np.int64(1)
+                if vol < 0 or vol > _INT64_MAX - st[s, S_VOL]:
+                    return _reject(meta, i)
                 moved = c != st[s, S_C]
                 st[s, S_H] = max(st[s, S_H], h)
                 st[s, S_L] = min(st[s, S_L], lw)
@@ -362,13 +391,18 @@ def _time_run(inp, start, table, shift, slot_ids, st, lo, pqf, prm, meta, out, p
                 applied = True
             else:
                 if from_bars:
+                    if rec["volume"] < 0:
+                        return _reject(meta, i)
                     st[s, S_O], st[s, S_H] = rec["open"], rec["high"]
                     st[s, S_L], st[s, S_C] = rec["low"], rec["close"]
                     vol, cnt = np.int64(rec["volume"]), np.int64(rec["trade_count"])
                 else:
+                    vol = np.int64(rec["size"])
+                    if vol < 0:
+                        return _reject(meta, i)
                     p = rec["price"]
                     st[s, S_O] = st[s, S_H] = st[s, S_L] = st[s, S_C] = p
-                    vol, cnt = np.int64(rec["size"]), np.int64(1)
+                    vol, cnt = vol, np.int64(1)
                 st[s, S_START] = b
                 st[s, S_OPEN] = 1
                 st[s, S_VOL] = vol
@@ -380,7 +414,7 @@ def _time_run(inp, start, table, shift, slot_ids, st, lo, pqf, prm, meta, out, p
                     if rec["volume"] > 0:
                         pqf[s] += rec["vwap"] * np.float64(rec["volume"])
                 else:
-                    _add_pq(st, lo, s, rec["price"], np.int64(rec["size"]))
+                    _add_pq(st, lo, s, rec["price"], rec["size"])
                 if emit == 1 or (emit == 2 and moved):
                     k = meta[M_NPART]
                     _write_slot(pout, k, ts, recv, st[s, S_SEQ], st, lo, pqf, slot_ids, s, tf)
@@ -467,9 +501,11 @@ def _count_run(inp, start, table, shift, slot_ids, st, lo, pqf, prm, meta, out, 
         size = np.int64(rec["size"])
         ts = rec["ts_event"]
         recv = rec["ts_recv"]
+        if size < 0 or (not (by_volume and split) and size > _INT64_MAX - st[s, S_VOL]):
+            return _reject(meta, i)
         need = 2
         if by_volume and split:
-            need += (st[s, S_VOL] + size) // threshold
+            need += st[s, S_VOL] // threshold + size // threshold + 1
         if meta[M_NOUT] + need > out.shape[0]:
             meta[M_STATUS] = ST_OUT
             meta[M_NEED] = meta[M_NOUT] + need
@@ -543,6 +579,7 @@ class _BarKernel:
     _schema = TRADE
 
     def __init__(self) -> None:
+        self.rejected_records = 0
         self._meta = np.zeros(_NM, dtype=np.int64)
         self._prm = np.zeros(_NP, dtype=np.int64)
         self._slots = SlotTable(_COLUMNS, meta=self._meta, count_at=M_SLOTS, name=self.name)
@@ -597,14 +634,37 @@ class _BarKernel:
         self._check_input(batch)
         meta = self._meta
         meta[M_NOUT] = meta[M_NPART] = meta[M_NEED] = 0
+        self._rejected: list[int] = []
         done, n = 0, batch.shape[0]
         while done < n:
             slots = self._slots
             done = kernel(batch, done, slots.table, slots.shift, slots.ids, self._st, self._lo,
                           self._pqf, self._prm, meta, self._out, self._pout)  # fmt: skip
             if done < n:
-                self._handle(int(meta[M_STATUS]), batch)
+                if meta[M_STATUS] == ST_REJECT:
+                    self._rejected.append(done)
+                    self.rejected_records += 1
+                    done += 1
+                else:
+                    self._handle(int(meta[M_STATUS]), batch)
+        self._batch = batch
         return self._out[: meta[M_NOUT]], self._pout[: meta[M_NPART]]
+
+    def dead_letters(self) -> np.ndarray:
+        """``dead_letter`` records for the records the last ``update`` rejected (see module)."""
+        if not getattr(self, "_rejected", None):
+            return DEAD_LETTER.empty(0)
+        rows = self._batch[np.array(self._rejected)]
+        field = "volume" if self._schema is BAR else "size"
+        out = DEAD_LETTER.empty(len(rows))
+        copy_header(rows, out)
+        out["reason"] = FixedReason.OUT_OF_RANGE
+        out["source_id"] = rows["instrument_id"]
+        for k, row in enumerate(rows):
+            value = format_fixed(np.array([row[field]]))[0].decode()
+            why = "negative" if row[field] < 0 else "bar volume would pass 92233720368.54775807"
+            out["detail"][k] = f"{self.name}: {field}={value}: {why}".encode()[:64]
+        return out
 
     # ----------------------------------------------------------------- inspection and state
 
@@ -757,7 +817,8 @@ class _CountBarKernel(_BarKernel):
         self.configure(threshold, split=split, emit=emit)
 
     def configure(self, threshold: int, *, split: bool = True, emit: str = "close") -> None:
-        """Set the threshold and the live options; they apply from the next trade."""
+        """Set the threshold (trades, or raw 1e-8 quantity units for volume bars) and the live
+        options; they apply from the next trade."""
         self.threshold = _check_int(threshold, self._threshold_name, 1, 2**62)
         self.split = bool(split)
         self.emit = _check_choice(emit, EMIT_MODES, "emit")
@@ -788,7 +849,8 @@ class TickBarKernel(_CountBarKernel):
 
 
 class VolumeBarKernel(_CountBarKernel):
-    """A bar every ``volume`` units of size per instrument (see the module docstring)."""
+    """A bar every ``volume`` raw quantity units (1e-8 fixed-point: ``10**8`` is one unit of
+    size) per instrument (see the module docstring)."""
 
     name = "volume_bars"
     _volume = 1
@@ -805,6 +867,7 @@ def warm() -> None:
     trades["ts_event"] = [0, 1, 2, 3, 90 * 10**9, 200 * 10**9]
     trades["price"] = [10**9, 2 * 10**9, 3 * 10**9, 4 * 10**9, 5 * 10**9, 6 * 10**9]
     trades["size"] = [1, 2, 3, 4, 5, 6]
+    trades["size"] *= 10**8
     for close_on in CLOSE_ON:
         kernel = TimeBarKernel(60 * 10**9, close_on=close_on, emit="tick")
         kernel.update(trades)
@@ -815,6 +878,6 @@ def warm() -> None:
     cascade = TimeBarKernel(60 * 10**9, from_bars=True, emit="price_move")
     cascade.update(minute.copy())
     cascade.flush()
-    for kernel in (TickBarKernel(2, emit="tick"), VolumeBarKernel(3, emit="price_move")):
+    for kernel in (TickBarKernel(2, emit="tick"), VolumeBarKernel(3 * 10**8, emit="price_move")):
         kernel.update(trades)
         kernel.flush()

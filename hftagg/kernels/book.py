@@ -34,8 +34,10 @@ Semantics, per instrument (``flags`` bits are DBN's: ``F_LAST = 0x80``, ``F_SNAP
   and nothing is published until the snapshot ends, at its record with ``F_LAST`` or at the
   first record without ``F_SNAPSHOT``. A clear (with or without snapshot) always republishes the
   top of book and the 10 levels once the book is published again.
-- ``T`` trade, ``F`` fill and ``N`` none leave the book alone. Any other action, or a side other
-  than ``B``/``A`` on an add/modify/delete, is counted and alerted (``ALERT_BAD_RECORD``).
+- ``T`` trade, ``F`` fill and ``N`` none leave the book alone. Any other action, a side other
+  than ``B``/``A`` on an add/modify/delete, or a negative size, is counted and alerted
+  (``ALERT_BAD_RECORD``).
+- Sizes are int64 1e-8 fixed-point quantities (:mod:`hftagg.records.fixed`), kept exactly.
 - Sequence: ``seq`` must be contiguous per instrument (the first record of an instrument, and a
   clear, may start anywhere). On a gap the book turns invalid (``ALERT_GAP``, value = records
   missed, negative for a step back) and every record but a clear is dropped (counted) until a
@@ -97,7 +99,7 @@ ALERT_TEXT = {
     ALERT_CROSSED: (1, b"book: crossed (best bid above best ask)"),
     ALERT_LOCKED: (1, b"book: locked (best bid equals best ask)"),
     ALERT_UNKNOWN_LEVEL: (1, b"book: delete of a level not in the book"),
-    ALERT_BAD_RECORD: (2, b"book: unknown action or side, record ignored"),
+    ALERT_BAD_RECORD: (2, b"book: bad action, side or size; record ignored"),
 }
 _SEVERITY = np.zeros(8, dtype=np.uint8)
 _TEXT = np.zeros(8, dtype="S48")
@@ -138,8 +140,9 @@ _SCAN = 8  # levels scanned linearly from the touch before a binary search
 # --------------------------------------------------------------------------- level arrays
 #
 # Levels of instrument slot s, side d (0 bid, 1 ask) are row 2 * s + d of ``keys`` (int64:
-# price for bids, -price for asks), ``sizes`` and ``orders`` (uint32; order counts, 0 for L2
-# input), ascending, the best level last; ``inst[s, _NLEV + d]`` of them are in use.
+# price for bids, -price for asks), ``sizes`` (int64, 1e-8 fixed-point quantities) and
+# ``orders`` (uint32; order counts, 0 for L2 input), ascending, the best level last;
+# ``inst[s, _NLEV + d]`` of them are in use.
 
 
 @numba.njit(inline="always", **_NJIT)
@@ -392,7 +395,7 @@ def _mbp_action(alerts, na, params, rec, iid, inst, slot, keys, sizes, orders, a
     """Apply one MBP action to the book; ``(status, alerts written)``."""
     if action == _R:
         st = _clear(inst, slot, rec["flags"] & F_SNAPSHOT, st)
-    elif (action == _A or action == _M or action == _D) and side >= 0:
+    elif (action == _A or action == _M or action == _D) and side >= 0 and rec["size"] >= 0:
         size = 0 if action == _D else rec["size"]
         key = rec["price"] if side == 0 else -rec["price"]
         n = inst[slot, _NLEV + side]
@@ -522,7 +525,7 @@ class BookKernel:
         columns = {
             "state": ((_NCOL,), np.int64),
             "keys": ((2, depth), np.int64),
-            "sizes": ((2, depth), np.uint32),
+            "sizes": ((2, depth), np.int64),
             "orders": ((2, depth), np.uint32),
         }
         return SlotTable(columns, meta=self._meta, capacity=_INITIAL_SLOTS, name="book")
@@ -696,6 +699,7 @@ def warm() -> None:
     batch["side"] = [ord(c) for c in "BAABBABA"]
     batch["price"] = [100, 101, 101, 99, 0, 50, 0, 51]
     batch["size"] = [1, 2, 3, 0, 0, 4, 0, 1]
+    batch["size"] *= 10**8
     for mode in _MBP_MODES:
         kernel = BookKernel(mbp10_on=mode, interval_ns=10, capacity=16)
         kernel.update(batch)

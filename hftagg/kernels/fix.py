@@ -14,7 +14,11 @@ unless ``final`` is set: every span depends only on the stream, never on how it 
 ``decode_md`` turns the ``OK`` spans that are market-data messages -- ``35=W`` snapshot full
 refresh and ``35=X`` incremental refresh, repeating group 268 NoMDEntries -- into ``book_update``
 and ``trade`` records, with no float arithmetic: prices are parsed digit by digit to int64
-fixed-point 1e-9, sizes to uint32, SendingTime (52) / TransactTime (60) to UNIX nanoseconds.
+fixed-point 1e-9, sizes to int64 fixed-point 1e-8 (:func:`hftagg.records.fixed.parse_fixed`),
+SendingTime (52) / TransactTime (60) to UNIX nanoseconds. A price or size that is a number but
+cannot be represented -- more decimals than its scale (``271=0.000000001``) or beyond its range
+-- makes the message a dead letter with ``FixedReason.TOO_PRECISE`` / ``OUT_OF_RANGE``; the
+detail names the tag and the value. Never rounded, never wrapped.
 Other message types are skipped (counted). Malformed messages become dead letters as a whole
 (no partial output); an entry for an unknown instrument is skipped and reported once per
 message while the rest of the message is decoded.
@@ -58,6 +62,7 @@ import numpy as np
 
 from hftagg.kernels.options import NJIT as _NJIT
 from hftagg.kernels.slots import build_table, slot_of
+from hftagg.records.fixed import OUT_OF_RANGE, TOO_PRECISE, FixedReason, parse_fixed
 from hftagg.records.reasons import REASONS as REGISTRY
 
 __all__ = [
@@ -95,6 +100,9 @@ UNKNOWN_INSTRUMENT = 0x0F13
 RPTSEQ_GAP = 0x0F14
 MISSING_FIELD = 0x0F15
 BAD_GROUP = 0x0F16
+# A price or size that is a number hftagg cannot represent: the records layer's codes.
+_TOO_PRECISE = FixedReason.TOO_PRECISE
+_OUT_OF_RANGE = FixedReason.OUT_OF_RANGE
 
 #: reason code -> (name, description) for dead-letter details, logs and metrics.
 REASONS: dict[int, tuple[str, str]] = {
@@ -112,6 +120,9 @@ REASONS: dict[int, tuple[str, str]] = {
     BAD_GROUP: ("bad_group", "NoMDEntries (268) does not match the entries present"),
 }
 REGISTRY.register_all("fix", REASONS)
+# the records layer's codes, which it registers itself, named here too for FIX's logs
+REASONS[_TOO_PRECISE] = ("too_precise", "a price or size with more decimals than its scale")
+REASONS[_OUT_OF_RANGE] = ("out_of_range", "a price or size beyond the int64 fixed-point range")
 
 # The tag numbers decode_md reads (``tags[T_*]``), taken from the data dictionary.
 T_COUNT = 0  # NoMDEntries (268)
@@ -537,6 +548,16 @@ def _instrument(buf, a, b, is_symbol, by_security_id, hashes, ids):
 
 
 @numba.njit(inline="always", **_NJIT)
+def _value_reason(status):
+    """The dead-letter reason of a price/size parse status: not a number is ``BAD_VALUE``."""
+    if status == TOO_PRECISE:
+        return _TOO_PRECISE
+    if status == OUT_OF_RANGE:
+        return _OUT_OF_RANGE
+    return BAD_VALUE
+
+
+@numba.njit(inline="always", **_NJIT)
 def _emit_entry(e, book, nb, trades, nt, slot_seq, slot, snapshot, ts_event, ts_recv):
     """Write one entry (``e`` = [kind, action, side, price, size, depth, instrument, extra_gap])
     as a book update or a trade; returns the new counts."""
@@ -739,19 +760,18 @@ def _decode_one(buf, a, z, by_security_id, hashes, ids, table, shift, slot_ids, 
             e[2] = _SIDE_BID if kind == 0 else (_SIDE_ASK if kind == 1 else _SIDE_NONE)
             if msg == 1:
                 e[1] = _ACT_ADD
-        elif tag == tg[T_PRICE]:
-            ok, price = parse_decimal(buf, v, w)
-            if not ok:
+        elif tag == tg[T_PRICE] or tag == tg[T_SIZE]:
+            is_price = tag == tg[T_PRICE]
+            status, value = parse_fixed(buf, v, w, 9 if is_price else 8)
+            if status != 0:
                 info[0] = tag
-                return BAD_VALUE, nb0, nt0
-            e[3] = price
-            e[8] = 1
-        elif tag == tg[T_SIZE]:
-            size = _parse_uint(buf, v, w, np.int64(0xFFFFFFFF))
-            if size < 0:
-                info[0] = tag
-                return BAD_VALUE, nb0, nt0
-            e[4] = size
+                info[1] = (v - a) * 8 + status  # where the value is, and why (for the detail)
+                return _value_reason(status), nb0, nt0
+            if is_price:
+                e[3] = value
+                e[8] = 1
+            else:
+                e[4] = value
         elif tag == tg[T_LEVEL]:
             level = _parse_uint(buf, v, w, np.int64(256))
             if level < 0:

@@ -19,13 +19,14 @@ _ASK, _BID = ord("A"), ord("B")
 
 
 class SimState:
-    """Per-instrument state: best bid (in ticks), spread (ticks), top sizes, sequence numbers."""
+    """Per-instrument state: best bid (in ticks), spread (ticks), top sizes (1e-8 fixed-point
+    quantities), sequence numbers."""
 
-    def __init__(self, instruments: int, start_ticks: int) -> None:
+    def __init__(self, instruments: int, start_ticks: int, start_size: int = 100 * 10**8) -> None:
         self.bid = np.full(instruments, start_ticks, dtype=np.int64)
         self.spread = np.ones(instruments, dtype=np.int64)
-        self.bid_sz = np.full(instruments, 100, dtype=np.int64)
-        self.ask_sz = np.full(instruments, 100, dtype=np.int64)
+        self.bid_sz = np.full(instruments, start_size, dtype=np.int64)
+        self.ask_sz = np.full(instruments, start_size, dtype=np.int64)
         self.seq = np.zeros((3, instruments), dtype=np.uint64)  # trades, book, quotes
 
     def snapshot(self) -> dict:
@@ -126,7 +127,7 @@ def warm() -> None:
     floats = np.linspace(0.0, 0.9, n)
     ints = np.arange(n, dtype=np.int64)
     simulate_batch(
-        ints % 2, floats, floats, floats, ints % 3, ints + 1, ints, ints + 10,
+        ints % 2, floats, floats, floats, ints % 3, (ints + 1) * 10**8, ints, ints + 10,
         0.25, 0.1, 10_000_000, 1,
         state.bid, state.spread, state.bid_sz, state.ask_sz, state.seq,
         TRADE.empty(n), BOOK_UPDATE.empty(n), QUOTE.empty(n),

@@ -1,8 +1,8 @@
 """Market-by-order (L3) books: orders by id, aggregated to price levels, the L2 book's outputs.
 
 Input is the ``mbo`` record (defined here, registered by the ``book`` plugin): the common
-header, ``order_id``, ``price``, ``size``, ``action``, ``side``, ``flags``. Actions follow DBN's
-MBO vocabulary:
+header, ``order_id``, ``price``, ``size`` (int64 1e-8 fixed-point), ``action``, ``side``,
+``flags``. Actions follow DBN's MBO vocabulary (a negative size is a bad record):
 
 - ``A`` add a resting order (an add of an id already resting is taken as a modify);
 - ``M`` modify: the order's new price and size (a price or side change moves it to its new
@@ -212,6 +212,8 @@ def _mbo_action(alerts, na, params, rec, iid, slot, book, pool, action, side, st
         table, shift, o_id, o_slot, _, _, o_size, free, ometa = pool
         _clear_orders(slot, table, shift, o_id, o_slot, o_size, free, ometa)
         st = _clear(inst, slot, rec["flags"] & F_SNAPSHOT, st)
+    elif rec["size"] < 0 and (action == _A or action == _M or action == _C):
+        na = _bad_record(alerts, na, rec, iid, inst, slot, action)
     elif (action == _A or action == _M) and side >= 0:
         st = _place(rec, slot, side, book, pool, st)
     elif action == _C:
@@ -371,6 +373,7 @@ def warm() -> None:
     batch["side"] = [ord(c) for c in "BAABBABA"]
     batch["price"] = [100, 101, 101, 99, 0, 50, 0, 51]
     batch["size"] = [1, 2, 3, 0, 0, 4, 0, 1]
+    batch["size"] *= 10**8
     for mode in ("off", "change", "interval"):
         kernel = MboBookKernel(mbp10_on=mode, interval_ns=10, capacity=16)
         kernel.update(batch)

@@ -7,20 +7,25 @@ account a cash balance and a mark-to-market sum, all updated in compiled code:
   instrument's book (bid, ask) for the price band and its mark to the mid ``(bid + ask) / 2``.
   A one-sided or non-positive quote changes nothing.
 - ``fills(batch)`` (position source ``"fills"``): each fill (side ``B`` +size, ``A`` -size)
-  moves the position and the cash at the fill price. A fill with another side or size 0 is
-  ignored and alerted (``BAD_FILL``).
+  moves the position and the cash at the fill price. A fill with another side, a size of 0 or
+  below, or one that would take the position past the int64 range, is ignored and alerted
+  (``BAD_FILL``).
+
+Sizes and positions are int64 1e-8 fixed-point quantities (:mod:`hftagg.records.fixed`), kept
+exactly; ``max_order_size`` and ``max_position`` are given in units (at most 8 decimals) and
+compared in raw units. Cash, marks, notional and P&L are float64 in price units times units.
 - ``orders(batch)``: each order is checked, in this order; the first failed check rejects it:
 
   ===================  ========================================================================
   ``INVALID_ORDER``    side not ``B``/``A``, order type not ``L`` (limit) / ``M`` (market),
-                       size 0, or a limit price that is ``UNDEF_PRICE`` or <= 0
+                       size <= 0, or a limit price that is ``UNDEF_PRICE`` or <= 0
   ``MAX_ORDER_SIZE``   size > ``max_order_size``
   ``NO_MARKET_DATA``   no two-sided quote seen for the instrument, for a market order (always:
                        it is valued at the mid) or a limit order when the price band is on
   ``PRICE_BAND``       limit order with ``|price - mid| / mid > price_band_bps / 1e4``
                        (computed ``|2 price - (bid + ask)| * 1e4 / (bid + ask)``; equal passes)
-  ``MAX_NOTIONAL``     ``price * size * 1e-9 > max_notional`` (market orders: at the mid)
-  ``MAX_POSITION``     ``|position + signed size| > max_position``
+  ``MAX_NOTIONAL``     ``price * 1e-9 * size * 1e-8 > max_notional`` (market orders: mid)
+  ``MAX_POSITION``     ``|position + signed size| > max_position``, or past the int64 range
   ``DAILY_LOSS``       the account's P&L since the start of the trading day is below
                        ``-max_daily_loss`` and the order does not reduce its instrument's
                        absolute position (reducing orders stay allowed, to flatten)
@@ -53,6 +58,7 @@ from hftagg.kernels.options import NJIT as _NJIT
 from hftagg.kernels.slots import SlotTable, find_slot
 from hftagg.kernels.validation import UNDEF_PRICE
 from hftagg.records.catalog import ALERT, FILL, ORDER, QUOTE
+from hftagg.records.fixed import INT64_MAX, QTY_DECIMALS, to_fixed
 from hftagg.records.reasons import REASONS, reason_arrays
 
 __all__ = ["OrderStatus", "OrderType", "RiskKernel", "RiskLimits", "RiskReason", "warm"]
@@ -60,6 +66,7 @@ __all__ = ["OrderStatus", "OrderType", "RiskKernel", "RiskLimits", "RiskReason",
 _DAY_NS = 86_400 * 1_000_000_000
 _NO_DAY = np.iinfo(np.int64).min
 _UNITS = 1e9  # fixed-point units per price unit: divide (exact when the result is representable)
+_QTY = 1e8  # raw quantity units per unit (QTY_UNITS): divide, as for prices
 
 
 class OrderType:
@@ -130,8 +137,8 @@ _P_MAX_NOTIONAL, _P_BAND, _P_MAX_LOSS = 0, 1, 2
 class RiskLimits:
     """The live limits (0 = that check off) and the position source (see the module docstring)."""
 
-    max_order_size: int = 10_000
-    max_position: int = 50_000
+    max_order_size: float = 10_000  # units (1.0 = QTY_UNITS raw)
+    max_position: float = 50_000
     max_notional: float = 1_000_000.0
     price_band_bps: float = 500.0
     max_daily_loss: float = 100_000.0
@@ -146,6 +153,13 @@ class RiskLimits:
                 raise ValueError(f"{name} must be a finite number >= 0 (0 = off), got {value}")
         if abs(self.day_offset_ns) >= _DAY_NS:
             raise ValueError(f"day_offset_ns must be within one day, got {self.day_offset_ns}")
+        for name in ("max_order_size", "max_position"):
+            _raw(getattr(self, name), name)
+
+
+def _raw(units: float, name: str) -> int:
+    """A limit in units as raw 1e-8 quantity units, exactly (raises if not representable)."""
+    return to_fixed(repr(units) if isinstance(units, float) else int(units), QTY_DECIMALS, name)
 
 
 # --------------------------------------------------------------------------- compiled loops
@@ -161,13 +175,20 @@ def _new_day(ts, meta, acct, ip):
 
 @numba.njit(inline="always", **_NJIT)
 def _execute(ints, fstate, acct, s, dq, px):
-    """Position ``s`` changes by ``dq`` at real price ``px``."""
-    acct[_CASH] -= dq * px
+    """Position ``s`` changes by ``dq`` raw quantity units at real price ``px``."""
+    q = np.float64(dq) / _QTY
+    acct[_CASH] -= q * px
     if not ints[s, _FLAGS] & _F_MARK:
         fstate[s, _MARK] = px
         ints[s, _FLAGS] |= _F_MARK
-    acct[_MTM] += dq * fstate[s, _MARK]
+    acct[_MTM] += q * fstate[s, _MARK]
     ints[s, _POS] += np.int64(dq)
+
+
+@numba.njit(inline="always", **_NJIT)
+def _overflows(pos, dq):
+    """Whether ``pos + dq`` leaves the symmetric int64 range."""
+    return (dq > 0 and pos > INT64_MAX - dq) or (dq < 0 and pos < -INT64_MAX - dq)
 
 
 @numba.njit(**_NJIT)
@@ -188,12 +209,12 @@ def _check(s, price, size, side, kind, ints, fstate, acct, ip, fp):
     """(reason, value, signed size, execution price) of one order; reason 0: accepted."""
     sign = 1 if side == _BUY else -1
     limit = kind == _LIMIT
-    if (side != _BUY and side != _SELL) or size == 0 or (not limit and kind != _MARKET):
-        return _INVALID, 0.0, 0, 0.0
+    if (side != _BUY and side != _SELL) or size <= 0 or (not limit and kind != _MARKET):
+        return _INVALID, size / _QTY, 0, 0.0
     if limit and (price == UNDEF_PRICE or price <= 0):
         return _INVALID, price / _UNITS, 0, 0.0
     if ip[_P_MAX_SIZE] > 0 and size > ip[_P_MAX_SIZE]:
-        return _SIZE, np.float64(size), 0, 0.0
+        return _SIZE, size / _QTY, 0, 0.0
     has_mid = ints[s, _FLAGS] & _F_MID
     m2 = np.float64(ints[s, _BID]) + np.float64(ints[s, _ASK])
     if not has_mid and (not limit or fp[_P_BAND] > 0):
@@ -203,14 +224,16 @@ def _check(s, price, size, side, kind, ints, fstate, acct, ip, fp):
         deviation = abs(2.0 * np.float64(price) - m2) * 1e4 / m2
         if deviation > fp[_P_BAND]:
             return _BAND, deviation, 0, 0.0
-    notional = (np.float64(price) if limit else m2 / 2) * np.float64(size) / _UNITS
+    notional = (np.float64(price) if limit else m2 / 2) / _UNITS * (size / _QTY)
     if fp[_P_MAX_NOTIONAL] > 0 and notional > fp[_P_MAX_NOTIONAL]:
         return _NOTIONAL, notional, 0, 0.0
     dq = sign * np.int64(size)
     pos = ints[s, _POS]
+    if _overflows(pos, dq):
+        return _POSITION, (np.float64(pos) + np.float64(dq)) / _QTY, 0, 0.0
     after = pos + dq
     if ip[_P_MAX_POS] > 0 and abs(after) > ip[_P_MAX_POS]:
-        return _POSITION, np.float64(after), 0, 0.0
+        return _POSITION, after / _QTY, 0, 0.0
     if fp[_P_MAX_LOSS] > 0 and abs(after) >= abs(pos):
         daily = acct[_CASH] + acct[_MTM] - acct[_DAY_START]
         if daily < -fp[_P_MAX_LOSS]:
@@ -255,12 +278,12 @@ def _fills(ids, ts, tr, price, size, side, start, table, shift, slot_ids, meta, 
             meta[_M_STOP] = _NEED_SLOTS
             return i
         _new_day(ts[i], meta, acct, ip)
-        if (side[i] != _BUY and side[i] != _SELL) or size[i] == 0:
+        dq = np.int64(size[i]) if side[i] == _BUY else -np.int64(size[i])
+        if (side[i] != _BUY and side[i] != _SELL) or size[i] <= 0 or _overflows(ints[s, _POS], dq):
             counts[_BADFILL] += 1
-            _alert(alerts, nout, ints, s, ids[i], ts[i], tr[i], _BADFILL, np.float64(size[i]))
+            _alert(alerts, nout, ints, s, ids[i], ts[i], tr[i], _BADFILL, size[i] / _QTY)
             continue
         counts[_FILLS] += 1
-        dq = np.int64(size[i]) if side[i] == _BUY else -np.int64(size[i])
         _execute(ints, fstate, acct, s, dq, price[i] / _UNITS)
     return ids.shape[0]
 
@@ -281,7 +304,7 @@ def _quotes(ids, ts, bid, ask, start, table, shift, slot_ids, meta, ints, fstate
             continue
         mid = (np.float64(b) + np.float64(a)) / (2 * _UNITS)
         old = fstate[s, _MARK] if ints[s, _FLAGS] & _F_MARK else 0.0
-        acct[_MTM] += ints[s, _POS] * (mid - old)
+        acct[_MTM] += ints[s, _POS] / _QTY * (mid - old)
         fstate[s, _MARK] = mid
         ints[s, _BID], ints[s, _ASK] = b, a
         ints[s, _FLAGS] |= _F_MID | _F_MARK
@@ -317,7 +340,8 @@ class RiskKernel:
     def configure(self, limits: RiskLimits) -> None:
         """Apply new limits from the next record on."""
         self.limits = limits
-        self._ip[:] = (limits.max_order_size, limits.max_position, limits.day_offset_ns,
+        self._ip[:] = (_raw(limits.max_order_size, "max_order_size"),
+                       _raw(limits.max_position, "max_position"), limits.day_offset_ns,
                        limits.position_from_orders)  # fmt: skip
         self._fp[:] = (limits.max_notional, limits.price_band_bps, limits.max_daily_loss)
 
@@ -392,13 +416,13 @@ class RiskKernel:
         return out
 
     def position(self, instrument_id: int) -> int:
-        """Current position of one instrument (0 if unseen)."""
+        """Current position of one instrument in raw 1e-8 units (0 if unseen)."""
         slot = self._slots.lookup(instrument_id)
         return int(self._slots["state"][slot, _POS]) if slot >= 0 else 0
 
     @property
     def pnl(self) -> float:
-        """Account P&L, realized and unrealized, in price units times size."""
+        """Account P&L, realized and unrealized, in price units times size units."""
         return float(self._acct[_CASH] + self._acct[_MTM])
 
     @property
@@ -434,13 +458,13 @@ def warm() -> None:
     orders = ORDER.empty(4)
     orders["instrument_id"] = [1, 1, 2, 3]
     orders["price"] = [100 * 10**9, 200 * 10**9, 0, 100 * 10**9]
-    orders["size"] = 1
+    orders["size"] = 10**8
     orders["side"] = [_BUY, _SELL, _BUY, _BUY]
     orders["order_type"] = [OrderType.LIMIT, OrderType.LIMIT, OrderType.MARKET, OrderType.LIMIT]
     fills = FILL.empty(2)
     fills["instrument_id"] = [1, 2]
     fills["price"] = 100 * 10**9
-    fills["size"] = 1
+    fills["size"] = 10**8
     fills["side"] = [_BUY, 0]
     kernel = RiskKernel()
     kernel.quotes(quotes)

@@ -12,7 +12,8 @@ per-instrument state (time, price, returns), so a bad record never moves a refer
    fixed-point form of a non-finite price). For quotes a side with ``UNDEF_PRICE`` is an empty
    side, allowed when ``allow_one_sided`` (its size is then not checked).
 2. ``NON_POSITIVE_PRICE``: a (present) price <= 0.
-3. ``ZERO_SIZE``: a (present) size of 0 (sizes are unsigned: 0 is the only bad value).
+3. ``ZERO_SIZE``: a (present) size of 0 or below (sizes are int64 1e-8 fixed-point
+   quantities; the alert value is the size in units).
 4. ``CROSSED`` / ``LOCKED`` (quotes with both sides): bid > ask, or bid == ask unless
    ``allow_locked``. Alert value: ask - bid in price units.
 5. ``OUT_OF_ORDER``: ``ts_event`` more than ``tolerance_ns`` before the newest accepted
@@ -93,12 +94,13 @@ class ValidationReason(IntEnum):
 
 
 _BASE = 100
+_QTY = 1e8  # raw quantity units per unit (QTY_UNITS); divided, so whole units come out exact
 _NCODES = 16
 #: code -> (severity 0 info / 1 warning / 2 error, text); the text is the dead-letter detail too.
 REASON_TEXT = {
     ValidationReason.UNDEFINED_PRICE: (2, b"undefined price (UNDEF_PRICE / non-finite)"),
     ValidationReason.NON_POSITIVE_PRICE: (2, b"price is zero or negative"),
-    ValidationReason.ZERO_SIZE: (2, b"size is zero"),
+    ValidationReason.ZERO_SIZE: (2, b"size is zero or negative"),
     ValidationReason.CROSSED: (2, b"crossed quote: bid above ask"),
     ValidationReason.LOCKED: (1, b"locked quote: bid equals ask"),
     ValidationReason.OUT_OF_ORDER: (1, b"ts_event went back beyond the tolerance"),
@@ -194,8 +196,10 @@ def _price_reason(p1, p2, s1, s2, quote, ip):
         if has2 and p2 <= 0:
             return _NONPOS, p2 * PRICE_SCALE
     if ip[_P_SIZES]:
-        if (has1 and s1 == 0) or (has2 and s2 == 0):
-            return _ZERO, 0.0
+        if has1 and s1 <= 0:
+            return _ZERO, s1 / _QTY
+        if has2 and s2 <= 0:
+            return _ZERO, s2 / _QTY
     if quote and ip[_P_CROSSED] and has1 and has2:
         if p1 > p2:
             return _CROSS, (p2 - p1) * PRICE_SCALE
@@ -559,7 +563,7 @@ def warm() -> None:
     trades["instrument_id"] = [1, 2, 1, 1, 2, 1]
     trades["ts_event"] = [1, 2, 3, 0, 10**10, 5]
     trades["price"] = [10**9, 2 * 10**9, 0, 10**9, 2 * 10**9, 5 * 10**9]
-    trades["size"] = [1, 1, 1, 1, 0, 1]
+    trades["size"] = [1, 1, 1, 1, 0, -1]
     quotes = QUOTE.empty(4)
     quotes["instrument_id"] = [1, 1, 2, 2]
     quotes["bid_px"] = [10**9, 2 * 10**9, UNDEF_PRICE, 10**9]

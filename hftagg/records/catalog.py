@@ -1,8 +1,14 @@
 """The built-in record catalog.
 
 Every market-data record starts with the common header (``ts_event``, ``ts_recv``, ``seq``,
-``instrument_id``). Prices are int64 fixed-point with scale 1e-9; derived values are float64.
+``instrument_id``). Prices are int64 fixed-point with scale 1e-9 (``PRICE_UNITS`` per 1.0);
+quantities -- sizes, volumes, filled/leaves quantities, positions -- are int64 fixed-point with
+scale 1e-8 (``QTY_UNITS`` per 1.0); counts are unsigned integers; derived values are float64.
+The scales, their ranges and the reasoning behind them are in :mod:`hftagg.records.fixed`.
 Single-character codes (side, action) are stored as uint8 ASCII, as in DBN: ``ord("B")``.
+
+Version 2 of trade, quote, book_update, mbp10, bar, mbo, order and fill replaced version 1's uint32
+sizes (and uint64 bar volume) with the int64 1e-8 quantities.
 
 The schemas are registered by the built-in ``records`` plugin through the same hook a
 third-party plugin would use.
@@ -56,21 +62,21 @@ class Action:
 
 TRADE = Schema(
     "trade",
-    1,
-    make_dtype([("side", "u1"), ("flags", "u1"), ("price", "<i8"), ("size", "<u4")]),
-    doc="A trade print: price (1e-9 fixed), size, aggressor side.",
+    2,
+    make_dtype([("side", "u1"), ("flags", "u1"), ("price", "<i8"), ("size", "<i8")]),
+    doc="A trade print: price (1e-9 fixed), size (1e-8 fixed), aggressor side.",
 )
 
 QUOTE = Schema(
     "quote",
-    1,
-    make_dtype([("bid_px", "<i8"), ("ask_px", "<i8"), ("bid_sz", "<u4"), ("ask_sz", "<u4")]),
-    doc="Best bid and offer (top of book).",
+    2,
+    make_dtype([("bid_px", "<i8"), ("ask_px", "<i8"), ("bid_sz", "<i8"), ("ask_sz", "<i8")]),
+    doc="Best bid and offer (top of book): prices 1e-9 fixed, sizes 1e-8 fixed.",
 )
 
 BOOK_UPDATE = Schema(
     "book_update",
-    1,
+    2,
     make_dtype(
         [
             ("action", "u1"),
@@ -78,31 +84,31 @@ BOOK_UPDATE = Schema(
             ("depth", "u1"),
             ("flags", "u1"),
             ("price", "<i8"),
-            ("size", "<u4"),
+            ("size", "<i8"),
         ]
     ),
-    doc="Market-by-price incremental update: action on the level at price/side.",
+    doc="Market-by-price incremental update: set the level at price/side to size (1e-8 fixed).",
 )
 
 MBP10 = Schema(
     "mbp10",
-    1,
+    2,
     make_dtype(
         [
             ("bid_px", "<i8", (10,)),
             ("ask_px", "<i8", (10,)),
-            ("bid_sz", "<u4", (10,)),
-            ("ask_sz", "<u4", (10,)),
+            ("bid_sz", "<i8", (10,)),
+            ("ask_sz", "<i8", (10,)),
             ("bid_ct", "<u4", (10,)),
             ("ask_ct", "<u4", (10,)),
         ]
     ),
-    doc="Ten price levels per side.",
+    doc="Ten price levels per side: prices 1e-9, sizes 1e-8 fixed, order counts.",
 )
 
 BAR = Schema(
     "bar",
-    1,
+    2,
     make_dtype(
         [
             ("timeframe_ns", "<i8"),
@@ -110,13 +116,14 @@ BAR = Schema(
             ("high", "<i8"),
             ("low", "<i8"),
             ("close", "<i8"),
-            ("volume", "<u8"),
+            ("volume", "<i8"),
             ("trade_count", "<u4"),
             ("synthetic", "u1"),
             ("vwap", "<f8"),
         ]
     ),
-    doc="OHLCV bar; ts_event is the bar's close time; synthetic=1 for a bar with no trades.",
+    doc="OHLCV bar (prices 1e-9, volume 1e-8 fixed); ts_event is the bar's close time; "
+    "synthetic=1 for a bar with no trades.",
 )
 
 INDICATOR = Schema(
@@ -135,25 +142,37 @@ SIGNAL = Schema(
 
 ORDER = Schema(
     "order",
-    1,
+    2,
     make_dtype(
         [
             ("order_id", "<u8"),
             ("price", "<i8"),
-            ("size", "<u4"),
+            ("size", "<i8"),
+            ("filled", "<i8"),
+            ("leaves", "<i8"),
             ("side", "u1"),
             ("order_type", "u1"),
             ("status", "u1"),
         ]
     ),
-    doc="An order request or state change.",
+    doc="An order request or state change: price 1e-9; size (ordered), filled (cumulative) "
+    "and leaves (still open) quantities 1e-8 fixed.",
 )
 
 FILL = Schema(
     "fill",
-    1,
-    make_dtype([("order_id", "<u8"), ("price", "<i8"), ("size", "<u4"), ("side", "u1")]),
-    doc="An execution of (part of) an order.",
+    2,
+    make_dtype(
+        [
+            ("order_id", "<u8"),
+            ("price", "<i8"),
+            ("size", "<i8"),
+            ("leaves", "<i8"),
+            ("side", "u1"),
+        ]
+    ),
+    doc="An execution of (part of) an order: price 1e-9, size (this fill) and leaves (still "
+    "open after it) 1e-8 fixed.",
 )
 
 ALERT = Schema(
@@ -180,18 +199,19 @@ DEAD_LETTER = Schema(
 
 MBO = Schema(
     "mbo",
-    1,
+    2,
     make_dtype(
         [
             ("order_id", "<u8"),
             ("price", "<i8"),
-            ("size", "<u4"),
+            ("size", "<i8"),
             ("action", "u1"),
             ("side", "u1"),
             ("flags", "u1"),
         ]
     ),
-    doc="Market-by-order event: one order's add, cancel, modify, clear, trade or fill (DBN MBO).",
+    doc="Market-by-order event: one order's add, cancel, modify, clear, trade or fill (DBN MBO); "
+    "price 1e-9, size 1e-8 fixed-point.",
 )
 
 RAW_CHUNK_BYTES = 4064

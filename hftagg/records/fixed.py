@@ -73,6 +73,7 @@ import numpy as np
 
 from hftagg.errors import FixedPointError
 from hftagg.kernels.options import NJIT as _NJIT
+from hftagg.records.reasons import REASONS
 
 __all__ = [
     "EMPTY",
@@ -131,12 +132,13 @@ STATUS_TEXT = {
 class FixedReason:
     """Dead-letter reason codes (``dead_letter.reason``) for values that cannot be represented.
 
-    Codes 0x0100..0x01FF belong to the records layer, whichever decoder found the value.
+    Codes 0x0200..0x02FF belong to the records layer (owner ``records`` in
+    :data:`hftagg.records.reasons.REASONS`), whichever decoder found the value.
     """
 
-    NOT_A_NUMBER = 0x0101  # the text is not a decimal number (or is empty)
-    TOO_PRECISE = 0x0102  # more decimals than the field's scale (would need rounding)
-    OUT_OF_RANGE = 0x0103  # beyond the field's range (would wrap or truncate)
+    NOT_A_NUMBER = 0x0201  # the text is not a decimal number (or is empty)
+    TOO_PRECISE = 0x0202  # more decimals than the field's scale (would need rounding)
+    OUT_OF_RANGE = 0x0203  # beyond the field's range (would wrap or truncate)
 
     NAMES = {
         NOT_A_NUMBER: "not_a_number",
@@ -147,7 +149,14 @@ class FixedReason:
     @staticmethod
     def of_status(status: int) -> int:
         """The reason code for a parse status (``OK`` has none: 0)."""
-        return {OK: 0, EMPTY: 0x0101, SYNTAX: 0x0101, TOO_PRECISE: 0x0102}.get(status, 0x0103)
+        return {OK: 0, EMPTY: 0x0201, SYNTAX: 0x0201, TOO_PRECISE: 0x0202}.get(status, 0x0203)
+
+
+REASONS.register_all("records", {
+    FixedReason.NOT_A_NUMBER: ("not_a_number", "a price or quantity that is not a decimal number"),
+    FixedReason.TOO_PRECISE: ("too_precise", "more decimals than the field's fixed-point scale"),
+    FixedReason.OUT_OF_RANGE: ("out_of_range", "beyond the field's int64 fixed-point range"),
+})  # fmt: skip
 
 
 # --------------------------------------------------------------------------- parsing

@@ -10,6 +10,7 @@ book        1 .. 99            ``hftagg.kernels.book`` ``ALERT_*`` (alerts)
 validation  100 .. 199         ``hftagg.kernels.validation.ValidationReason``
 risk        200 .. 255         ``hftagg.kernels.risk.RiskReason`` (also ``order.status``, u1)
 runtime     0x0100 .. 0x01FF   the runtime's own dead letters (a failing isolated stage, ...)
+records     0x0200 .. 0x02FF   ``hftagg.records.fixed.FixedReason`` (unrepresentable values)
 sbe         0x0B00 .. 0x0BFF   ``hftagg.protocols.sbe.Reason``
 dbn         0x0D00 .. 0x0DFF   ``hftagg.protocols.dbn.Reason``
 fix         0x0F00 .. 0x0FFF   ``hftagg.kernels.fix.REASONS``
@@ -53,6 +54,7 @@ BUILTIN_RANGES: dict[str, tuple[int, int]] = {
     "validation": (100, 199),
     "risk": (200, 255),
     "runtime": (0x0100, 0x01FF),
+    "records": (0x0200, 0x02FF),
     "sbe": (0x0B00, 0x0BFF),
     "dbn": (0x0D00, 0x0DFF),
     "fix": (0x0F00, 0x0FFF),

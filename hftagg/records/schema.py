@@ -98,7 +98,7 @@ class SchemaRegistry:
         return schema
 
     def get(self, name: str) -> Schema:
-        """Look up ``"trade"`` (newest version) or ``"trade@1"``."""
+        """Look up ``"trade"`` (newest version) or ``"trade@2"``."""
         schema = self._by_key.get(name) if "@" in name else self._latest.get(name)
         if schema is None:
             known = ", ".join(sorted(self._by_key)) or "none"

@@ -9,7 +9,9 @@ type               input               output (closed)                 output (p
 ``cascade_bars``   ``md.bars``         ``md.bars_<timeframe>``         ``md.bars_<timeframe>_partial``
 =================  ==================  ==============================  =========================
 
-All output ``bar`` records (ports ``output`` and ``partial``). Bars close on event time
+All output ``bar`` records (ports ``output`` and ``partial``); a trade that cannot be applied
+exactly (negative size, or a bar volume past the int64 1e-8 range) goes to ``dead_letters``
+(topic ``dead_letters.bars``) with the field and value named. Bars close on event time
 (``ts_event``), so a replay gives the bars a live run gave; the exact rules (bar boundaries,
 ``close_on``, synthetic bars, late trades, VWAP, cascading, partial bars) are in
 ``hftagg.kernels.bars``. In short:
@@ -53,6 +55,7 @@ from hftagg.kernels.bars import (
     VolumeBarKernel,
     parse_duration,
 )
+from hftagg.records.fixed import QTY_DECIMALS, FixedPointError, to_fixed
 from hftagg.stages import KernelStage, Params, Port, live, restart
 
 __all__ = [
@@ -67,7 +70,8 @@ __all__ = [
 ]
 
 EmitMode = Literal["close", "tick", "price_move"]
-_TRADES = Port("trade", "md.trades", "trades: price (int64 fixed-point 1e-9), size")
+_TRADES = Port("trade", "md.trades", "trades: price (1e-9 fixed-point), size (1e-8 fixed-point)")
+_DEAD = Port("dead_letter", "dead_letters.bars", "records that could not be applied exactly")
 
 
 def _emit():
@@ -151,6 +155,9 @@ class _Bars(KernelStage):
 
     def process(self, batch: np.ndarray):
         closed, partial = self.kernel.update(batch)
+        dead = self.kernel.dead_letters()
+        if len(dead):
+            return {"output": closed, "partial": partial, "dead_letters": dead}
         return {"output": closed, "partial": partial}
 
     def flush(self) -> np.ndarray:
@@ -182,6 +189,7 @@ class TimeBars(_TimeBars):
     outputs = {
         "output": Port("bar", "md.bars", "closed time bars (ts_event = bar end)"),
         "partial": Port("bar", "md.bars_partial", "bars in progress (emit = tick | price_move)"),
+        "dead_letters": _DEAD,
     }
 
 
@@ -195,6 +203,7 @@ class CascadeBars(_TimeBars):
     outputs = {
         "output": Port("bar", "md.bars_5m", "closed time bars"),
         "partial": Port("bar", "md.bars_5m_partial", "bars in progress"),
+        "dead_letters": Port("dead_letter", "dead_letters.bars_5m", "input bars not applied"),
     }
 
     @classmethod
@@ -204,6 +213,11 @@ class CascadeBars(_TimeBars):
         return inputs, {
             "output": Port("bar", topic, "closed time bars (ts_event = bar end)"),
             "partial": Port("bar", f"{topic}_partial", "bars in progress"),
+            "dead_letters": Port(
+                "dead_letter",
+                f"dead_letters.bars_{params.timeframe}",
+                "input bars that could not be applied exactly",
+            ),
         }
 
 
@@ -221,6 +235,7 @@ class TickBars(_Bars):
     outputs = {
         "output": Port("bar", "md.tick_bars", "closed tick bars (ts_event = last trade's)"),
         "partial": Port("bar", "md.tick_bars_partial", "bars in progress"),
+        "dead_letters": Port("dead_letter", "dead_letters.tick_bars", "trades not applied"),
     }
 
     def make_kernel(self, params: TickBarsParams) -> TickBarKernel:
@@ -231,13 +246,29 @@ class TickBars(_Bars):
 
 
 class VolumeBarsParams(Params):
-    volume: int = live(10_000, ge=1, le=2**62, description="units of size per bar")
+    volume: float = live(
+        10_000.0, gt=0, le=4.6e10, description="units of size per bar (<= 8 decimals: 0.5 BTC)"
+    )
     split_trades: bool = live(
         True,
         description="split the trade that crosses the threshold so each bar holds exactly "
         "volume (true), or put it whole in the bar (false)",
     )
     emit: EmitMode = _emit()
+
+    @field_validator("volume")
+    @classmethod
+    def _volume_is_a_quantity(cls, value: float) -> float:
+        try:
+            to_fixed(repr(value), QTY_DECIMALS, field="volume")
+        except FixedPointError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def volume_units(self) -> int:
+        """``volume`` as raw 1e-8 fixed-point units, exactly (no float rounding)."""
+        return to_fixed(repr(self.volume), QTY_DECIMALS, field="volume")
 
 
 class VolumeBars(_Bars):
@@ -249,13 +280,14 @@ class VolumeBars(_Bars):
     outputs = {
         "output": Port("bar", "md.volume_bars", "closed volume bars (ts_event = last trade's)"),
         "partial": Port("bar", "md.volume_bars_partial", "bars in progress"),
+        "dead_letters": Port("dead_letter", "dead_letters.volume_bars", "trades not applied"),
     }
 
     def make_kernel(self, params: VolumeBarsParams) -> VolumeBarKernel:
-        return VolumeBarKernel(params.volume, split=params.split_trades, emit=params.emit)
+        return VolumeBarKernel(params.volume_units, split=params.split_trades, emit=params.emit)
 
     def configure_kernel(self, kernel: VolumeBarKernel, params: VolumeBarsParams) -> None:
-        kernel.configure(params.volume, split=params.split_trades, emit=params.emit)
+        kernel.configure(params.volume_units, split=params.split_trades, emit=params.emit)
 
 
 STAGES = (TimeBars, TickBars, VolumeBars, CascadeBars)

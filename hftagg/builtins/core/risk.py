@@ -13,7 +13,7 @@ for the price band, market orders and the P&L marks) and, with ``position_source
 Checks, in order (:mod:`hftagg.kernels.risk` states them exactly): ``INVALID_ORDER`` (side,
 type ``L``/``M``, size, price), ``MAX_ORDER_SIZE``, ``NO_MARKET_DATA`` (no two-sided quote
 yet, for a market order or a limit order under the price band), ``PRICE_BAND`` (limit price more
-than ``price_band_bps`` from the mid), ``MAX_NOTIONAL`` (``price * size * 1e-9``),
+than ``price_band_bps`` from the mid), ``MAX_NOTIONAL`` (price times size, in units),
 ``MAX_POSITION`` (position after the order, if filled), ``DAILY_LOSS`` (account P&L since the
 trading day began below ``-max_daily_loss``: only orders that reduce a position pass). A limit
 of 0 turns its check off; every limit is live.
@@ -30,9 +30,11 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from pydantic import field_validator
 
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.risk import OrderStatus, OrderType, RiskKernel, RiskLimits, RiskReason
+from hftagg.records.fixed import QTY_DECIMALS, FixedPointError, to_fixed
 from hftagg.stages import KernelStage, Params, Port, live, restart
 
 __all__ = ["OrderStatus", "OrderType", "RiskChecks", "RiskChecksParams", "RiskReason"]
@@ -41,12 +43,15 @@ _SECS = 1_000_000_000
 
 
 class RiskChecksParams(Params):
-    max_order_size: int = live(10_000, ge=0, le=2**32 - 1, description="largest order size; 0 off")
-    max_position: int = live(
-        50_000, ge=0, le=2**62, description="largest absolute position per instrument; 0 off"
+    max_order_size: float = live(
+        10_000.0, ge=0, le=9.2e10, description="largest order size in units (<= 8 decimals); 0 off"
     )
+    max_position: float = live(
+        50_000.0, ge=0, le=9.2e10, description="largest absolute position per instrument in "
+        "units (<= 8 decimals); 0 off",
+    )  # fmt: skip
     max_notional: float = live(
-        1_000_000.0, ge=0.0, le=1e18, description="largest price * size per order; 0 off"
+        1_000_000.0, ge=0.0, le=1e18, description="largest price * size (units) per order; 0 off"
     )
     price_band_bps: float = live(
         500.0, ge=0.0, le=1e6, description="largest limit price distance from the mid; 0 off"
@@ -61,6 +66,15 @@ class RiskChecksParams(Params):
     position_source: Literal["orders", "fills"] = restart(
         "orders", description="positions from accepted orders (assumed filled) or from fills"
     )
+
+    @field_validator("max_order_size", "max_position")
+    @classmethod
+    def _a_quantity(cls, value: float, info) -> float:
+        try:
+            to_fixed(repr(float(value)), QTY_DECIMALS, field=info.field_name)
+        except FixedPointError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 def _limits(params: RiskChecksParams) -> RiskLimits:

@@ -18,7 +18,7 @@ Rules, in the order they are checked (the first broken one is the reason):
 - ``UNDEFINED_PRICE``: price is ``UNDEF_PRICE`` (the fixed-point "non-finite"); for quotes an
   empty side is allowed when ``allow_one_sided``;
 - ``NON_POSITIVE_PRICE``: price <= 0;
-- ``ZERO_SIZE``: size 0 (of a present quote side);
+- ``ZERO_SIZE``: size 0 or negative (of a present quote side);
 - ``CROSSED`` / ``LOCKED``: quotes with bid > ask / bid == ask (unless ``allow_locked``);
 - ``OUT_OF_ORDER``: ts_event more than ``out_of_order_tolerance_us`` before the instrument's
   newest accepted ts_event;

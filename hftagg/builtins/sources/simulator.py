@@ -3,7 +3,9 @@
 Several instruments, each with a random-walk book (best bid and spread in ticks); events arrive
 as a Poisson process; each is a trade at the touch (probability ``trade_probability``) or a book
 update (a level added, modified or deleted at some depth; with probability ``move_probability``
-the touch moves one tick). Top-of-book changes also produce quote records.
+the touch moves one tick). Top-of-book changes also produce quote records. Sizes are 1..999
+lots of ``lot_size`` units (1e-8 fixed-point quantities, so ``lot_size = 0.00001`` simulates a
+crypto book).
 
 Determinism: every random quantity has its own PCG64 stream derived from ``seed``, so the
 content of the n-th event (instrument, kind, side, size, price path) is the same for a given
@@ -28,6 +30,7 @@ from pydantic import ValidationInfo, field_validator
 from hftagg.hookspecs import hookimpl
 from hftagg.kernels.market_sim import SimState, simulate_batch
 from hftagg.records.catalog import BOOK_UPDATE, QUOTE, TRADE
+from hftagg.records.fixed import QTY_DECIMALS, FixedPointError, to_fixed
 from hftagg.stages import Params, Port, SourceStage, StageContext, live, restart
 
 __all__ = ["Simulator", "SimulatorParams"]
@@ -50,6 +53,9 @@ class SimulatorParams(Params):
     )
     start_price: float = restart(100.0, gt=0)
     tick_size: float = restart(0.01, gt=0, validate_default=True)
+    lot_size: float = restart(
+        1.0, gt=0, le=1e7, description="size step in units; sizes are 1..999 lots (<= 8 decimals)"
+    )
     latency_us: float = live(50.0, ge=0, le=1e6, description="mean venue-to-local latency")
     clock: Literal["wall", "simulated"] = restart("wall")
     start_ns: int = restart(DEFAULT_START_NS, ge=0, description="simulated clock start")
@@ -85,6 +91,15 @@ class SimulatorParams(Params):
             )
         return value
 
+    @field_validator("lot_size")
+    @classmethod
+    def _lot_is_a_quantity(cls, value: float) -> float:
+        try:
+            to_fixed(repr(value), QTY_DECIMALS, field="lot_size")
+        except FixedPointError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
 
 class Simulator(SourceStage):
     type_name = "simulator"
@@ -102,7 +117,10 @@ class Simulator(SourceStage):
                            for s in np.random.SeedSequence(p.seed).spawn(len(_STREAMS))), strict=True)
         )  # fmt: skip
         self._tick = int(round(p.tick_size * 1e9))
-        self._state = SimState(p.instruments, int(round(p.start_price / p.tick_size)))
+        self._lot = to_fixed(repr(p.lot_size), QTY_DECIMALS, field="lot_size")
+        self._state = SimState(
+            p.instruments, int(round(p.start_price / p.tick_size)), 100 * self._lot
+        )
         self._cap = max(p.batch_records, 1)
         self._buffers = {
             "trades": TRADE.empty(self._cap),
@@ -136,7 +154,7 @@ class Simulator(SourceStage):
             (r["instrument"].random(n) * p.instruments).astype(np.int64),
             r["kind"].random(n), r["move"].random(n), r["side"].random(n),
             np.minimum(r["depth"].geometric(0.45, n) - 1, 9).astype(np.int64),
-            r["size"].integers(1, 1000, n),
+            r["size"].integers(1, 1000, n) * self._lot,
             ts_recv - latency, ts_recv,
             p.trade_probability, p.move_probability, self._tick, p.first_instrument_id,
             self._state.bid, self._state.spread, self._state.bid_sz, self._state.ask_sz,

@@ -30,10 +30,11 @@ import numpy as np
 
 from hftagg.kernels.dbn import FRAME_BAD_LENGTH, frame_records, gather_rows, gather_u64
 from hftagg.protocols.dbn.layouts import TS_RECV_OFFSET, UNDEF_TIMESTAMP, layout, record_dtype
-from hftagg.protocols.dbn.mapping import Counters, map_records
+from hftagg.protocols.dbn.mapping import REJECTED, Counters, map_records
 from hftagg.protocols.dbn.metadata import DbnFormatError, DbnMetadata, metadata_size, parse_metadata
 from hftagg.protocols.dbn.reasons import REASON_TEXT, Reason
 from hftagg.records.catalog import DEAD_LETTER
+from hftagg.records.fixed import FixedReason
 
 __all__ = ["DEAD_LETTER_PORT", "DbnDecoder"]
 
@@ -281,6 +282,9 @@ class DbnDecoder:
             if rec is None:
                 continue
             mapped = map_records(rec, rtype, self.metadata.schema, self.counters)
+            rejected = mapped.pop(REJECTED, None)
+            if rejected is not None:
+                self._unrepresentable(group_offs, length, *rejected)
             for port, (sub, batch) in mapped.items():
                 if len(batch):
                     index = rows if sub is None else (sub if rows is None else rows[sub])
@@ -332,6 +336,12 @@ class DbnDecoder:
         self._dead_seq += n
         self.stats["dead_letters"] += n
         self._dead.append(dead)
+
+    def _unrepresentable(self, offs: np.ndarray, length: int, rows, details) -> None:
+        """Dead letters for records holding a value hftagg's fixed-point fields cannot hold."""
+        for row, detail in zip(rows.tolist(), details, strict=True):
+            self._dead_letters(FixedReason.OUT_OF_RANGE, offs[row : row + 1], length,
+                               detail.decode())  # fmt: skip
 
     def _dead_letter(
         self,

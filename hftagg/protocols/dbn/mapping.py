@@ -12,7 +12,12 @@ Common header, for every output:
 - ``instrument_id``: DBN ``instrument_id``.
 
 DBN's unsigned timestamps become int64 (DBN's ``UNDEF_TIMESTAMP`` reads as -1). Prices are
-int64 1e-9 fixed-point in both; DBN's ``UNDEF_PRICE`` (i64 max) is kept. ``side`` and
+int64 1e-9 fixed-point in both; DBN's ``UNDEF_PRICE`` (i64 max) is kept. Quantities (sizes,
+volumes, lot sizes, imbalance and statistics quantities) are whole units in DBN and int64 1e-8
+fixed-point in hftagg: ``value * 10**8``, exact. DBN's uint32 sizes always fit; a bar volume or a
+statistics quantity that would not (above 92,233,720,368 units) is not wrapped: the record is
+dead-lettered (``FixedReason.OUT_OF_RANGE``, the detail names the field and value). DBN's
+"undefined" quantity sentinels (i32/u32/i64 max) become i64 max. ``side`` and
 ``action`` are DBN's ASCII characters as uint8 (``ord("B")``); ``flags`` is DBN's bit field
 (``F_LAST`` 0x80, ``F_TOB`` 0x40, ``F_SNAPSHOT`` 0x20, ``F_MBP`` 0x10, ...).
 
@@ -52,8 +57,12 @@ from hftagg.protocols.dbn.layouts import OHLCV_RTYPES, RType
 from hftagg.protocols.dbn.records import IMBALANCE, INSTRUMENT_DEFINITION, STATISTICS
 from hftagg.records.catalog import BAR, BOOK_UPDATE, MBP10, QUOTE, TRADE
 from hftagg.records.catalog import MBO as MBO_SCHEMA
+from hftagg.records.fixed import QTY_UNITS, scale_integers
 
-__all__ = ["PORTS", "SCHEMA_PORTS", "Counters", "map_records"]
+__all__ = ["PORTS", "REJECTED", "SCHEMA_PORTS", "Counters", "map_records"]
+
+#: The key under which a mapper returns the rows it could not represent: ``(rows, details)``.
+REJECTED = "_rejected"
 
 #: Output port -> hftagg schema name.
 PORTS: dict[str, str] = {
@@ -127,8 +136,42 @@ def _header(schema, rec: np.ndarray, seq, ts_recv=None) -> np.ndarray:
 
 def _copy(out: np.ndarray, rec: np.ndarray, names) -> np.ndarray:
     for name in names:
-        out[name] = rec[name]
+        if name in _QUANTITIES:
+            out[name] = rec[name].astype(np.int64) * QTY_UNITS  # uint32 / int32: always fits
+        else:
+            out[name] = rec[name]
     return out
+
+
+#: Record fields that are quantities: whole units in DBN, 1e-8 fixed-point in hftagg.
+_QUANTITIES = frozenset(
+    ("size", "bid_sz", "ask_sz", "paired_qty", "total_imbalance_qty", "market_imbalance_qty",
+     "unpaired_qty")
+)  # fmt: skip
+
+
+def _scaled(values: np.ndarray, undefined: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Whole units -> 1e-8 fixed-point, checked; DBN's ``undefined`` sentinel -> i64 max."""
+    out, ok = scale_integers(values, QTY_UNITS)
+    if undefined is not None:
+        undef = values == undefined
+        out[undef] = _I64_MAX
+        ok |= undef
+    return out, ok
+
+
+def _keep(mapped: dict, port: str, out: np.ndarray, ok: np.ndarray, what: str, values) -> dict:
+    """Drop the rows of ``out`` that are not ``ok`` into ``mapped[REJECTED]``."""
+    if ok.all():
+        mapped[port] = (None, out)
+        return mapped
+    rows = np.flatnonzero(ok)
+    bad = np.flatnonzero(~ok)
+    mapped[port] = (rows, out[rows])
+    details = [f"{what}={int(values[k])} units: above 92233720368.54775807".encode()[:64]
+               for k in bad]  # fmt: skip
+    mapped[REJECTED] = (bad, details)
+    return mapped
 
 
 def _mbo(rec, ctx) -> dict[str, Output]:
@@ -148,9 +191,7 @@ def _trades(rec, rows: np.ndarray | None) -> Output:
 
 def _quotes(rec, levels) -> Output:
     out = _header(QUOTE, rec, None)
-    top = levels[:, 0]
-    for name in ("bid_px", "ask_px", "bid_sz", "ask_sz"):
-        out[name] = top[name]
+    _copy(out, levels[:, 0], ("bid_px", "ask_px", "bid_sz", "ask_sz"))
     return None, out
 
 
@@ -167,7 +208,8 @@ def _book(rec, levels) -> Output:
     level = (action == _ADD) | (action == _MODIFY) | (action == _CANCEL)
     new_action = np.where(found, np.where(action == _ADD, _ADD, _MODIFY), _DELETE)
     out["action"] = np.where(level, new_action, action)
-    out["size"] = np.where(level, np.where(found, level_size, 0), rec["size"])
+    size = np.where(level, np.where(found, level_size, 0), rec["size"])
+    out["size"] = size.astype(np.int64) * QTY_UNITS
     return None, out
 
 
@@ -194,6 +236,8 @@ def _mbp10(rec, ctx) -> dict[str, Output]:
     depth = _header(MBP10, rec, None)
     for name in ("bid_px", "ask_px", "bid_sz", "ask_sz", "bid_ct", "ask_ct"):
         depth[name] = levels[name]
+    depth["bid_sz"] *= QTY_UNITS  # uint32 sizes: always fit
+    depth["ask_sz"] *= QTY_UNITS
     return {
         "trades": _trades(rec, _trade_rows(rec)),
         "book": _book(rec, levels),
@@ -214,12 +258,13 @@ def _ohlcv(rec, ctx) -> dict[str, Output]:
     close = rec["ts_event"].astype(np.int64) + np.int64(timeframe)
     out = _header(BAR, rec, ctx.counters.take("ohlcv", len(rec)), ts_recv=close)
     out["ts_event"] = close
-    _copy(out, rec, ("open", "high", "low", "close", "volume"))
+    _copy(out, rec, ("open", "high", "low", "close"))
+    out["volume"], ok = _scaled(rec["volume"], None)
     out["timeframe_ns"] = timeframe
     out["trade_count"] = 0
     out["synthetic"] = 0
     out["vwap"] = np.nan
-    return {"ohlcv": (None, out)}
+    return _keep({}, "ohlcv", out, ok, "volume", rec["volume"])
 
 
 _DEF_FIELDS = tuple(
@@ -229,9 +274,20 @@ _DEF_FIELDS = tuple(
 )
 
 
+#: Definition quantities and DBN's "undefined" for each (u32 max / i32 max).
+_DEF_QUANTITIES = {
+    "max_trade_vol": 2**32 - 1,
+    "min_trade_vol": 2**32 - 1,
+    "min_lot_size": _I32_MAX,
+    "min_lot_size_round_lot": _I32_MAX,
+}
+
+
 def _definition(rec, ctx) -> dict[str, Output]:
     out = _header(INSTRUMENT_DEFINITION, rec, ctx.counters.take("definitions", len(rec)))
-    _copy(out, rec, _DEF_FIELDS)
+    _copy(out, rec, [n for n in _DEF_FIELDS if n not in _DEF_QUANTITIES])
+    for name, undefined in _DEF_QUANTITIES.items():
+        out[name] = _scaled(rec[name], undefined)[0]  # 32-bit: always fits
     return {"definitions": (None, out)}
 
 
@@ -250,11 +306,9 @@ _STAT_FIELDS = (
 def _statistics(rec, ctx) -> dict[str, Output]:
     out = _copy(_header(STATISTICS, rec, None), rec, _STAT_FIELDS)
     quantity = rec["quantity"]
-    if quantity.dtype.itemsize == 4:  # DBN 1/2: i32, "undefined" is i32 max
-        out["quantity"] = np.where(quantity == _I32_MAX, _I64_MAX, quantity.astype(np.int64))
-    else:
-        out["quantity"] = quantity
-    return {"statistics": (None, out)}
+    undefined = _I32_MAX if quantity.dtype.itemsize == 4 else _I64_MAX  # DBN 1/2: i32
+    out["quantity"], ok = _scaled(quantity, undefined)
+    return _keep({}, "statistics", out, ok, "quantity", quantity)
 
 
 _IMBALANCE_FIELDS = tuple(

@@ -2,7 +2,9 @@
 
 Registered by the ``dbn`` protocol plugin. Each starts with the common header (``ts_event``,
 ``ts_recv``, ``seq``, ``instrument_id``); prices are int64 with scale 1e-9 as in DBN (DBN's
-"no price", ``UNDEF_PRICE = 2**63 - 1``, is kept as is). Text fields are DBN's fixed-size,
+"no price", ``UNDEF_PRICE = 2**63 - 1``, is kept as is); quantities (lot sizes, trade volume
+limits, imbalance and statistics quantities) are int64 1e-8 fixed-point, DBN's whole units times
+``10**8``, with DBN's "undefined" as ``2**63 - 1`` (version 2; version 1 kept DBN's integers). Text fields are DBN's fixed-size,
 NUL-padded ASCII (numpy ``S<n>``, sized for the longest DBN version). Single characters are
 uint8 ASCII codes, as everywhere in hftagg. DBN timestamps that may be undefined (``expiration``,
 ``activation``, ``ts_ref``, ``auction_time``) keep DBN's uint64 with ``UNDEF_TIMESTAMP = 2**64 - 1``.
@@ -16,7 +18,7 @@ __all__ = ["DBN_SCHEMAS", "IMBALANCE", "INSTRUMENT_DEFINITION", "STATISTICS"]
 
 INSTRUMENT_DEFINITION = Schema(
     "instrument_definition",
-    1,
+    2,
     make_dtype(
         [
             ("raw_symbol", "S71"),  # v1 files: at most 21 characters
@@ -35,10 +37,10 @@ INSTRUMENT_DEFINITION = Schema(
             ("underlying_id", "<u4"),
             ("market_depth", "<i4"),
             ("market_segment_id", "<u4"),
-            ("max_trade_vol", "<u4"),
-            ("min_lot_size", "<i4"),
-            ("min_lot_size_round_lot", "<i4"),
-            ("min_trade_vol", "<u4"),
+            ("max_trade_vol", "<i8"),  # quantities: 1e-8 fixed-point
+            ("min_lot_size", "<i8"),
+            ("min_lot_size_round_lot", "<i8"),
+            ("min_trade_vol", "<i8"),
             ("contract_multiplier", "<i4"),
             ("publisher_id", "<u2"),
             ("channel_id", "<u2"),
@@ -65,12 +67,12 @@ INSTRUMENT_DEFINITION = Schema(
 
 STATISTICS = Schema(
     "statistics",
-    1,
+    2,
     make_dtype(
         [
             ("ts_ref", "<u8"),  # reference time of the statistic (UNDEF_TIMESTAMP: none)
             ("price", "<i8"),
-            ("quantity", "<i8"),  # i32 before DBN 3 (widened; i32 max stays i32 max)
+            ("quantity", "<i8"),  # 1e-8 fixed-point; DBN's undefined (i32/i64 max): i64 max
             ("ts_in_delta", "<i4"),
             ("stat_type", "<u2"),  # DBN StatType: 1 opening price, 3 settlement, 7 low offer...
             ("channel_id", "<u2"),
@@ -84,7 +86,7 @@ STATISTICS = Schema(
 
 IMBALANCE = Schema(
     "imbalance",
-    1,
+    2,
     make_dtype(
         [
             ("ref_price", "<i8"),
@@ -95,10 +97,10 @@ IMBALANCE = Schema(
             ("ind_match_price", "<i8"),
             ("upper_collar", "<i8"),
             ("lower_collar", "<i8"),
-            ("paired_qty", "<u4"),
-            ("total_imbalance_qty", "<u4"),
-            ("market_imbalance_qty", "<u4"),
-            ("unpaired_qty", "<u4"),
+            ("paired_qty", "<i8"),  # quantities: 1e-8 fixed-point
+            ("total_imbalance_qty", "<i8"),
+            ("market_imbalance_qty", "<i8"),
+            ("unpaired_qty", "<i8"),
             ("publisher_id", "<u2"),
             ("auction_type", "u1"),
             ("side", "u1"),

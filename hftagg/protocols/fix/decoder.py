@@ -37,6 +37,7 @@ from hftagg.kernels import fix as kernels
 from hftagg.kernels.slots import SlotTable
 from hftagg.protocols.fix.dictionary import DEFAULT_DICTIONARY, Dictionary, load_dictionary
 from hftagg.records.catalog import BOOK_UPDATE, DEAD_LETTER, TRADE
+from hftagg.records.fixed import detail as fixed_detail
 
 __all__ = [
     "Decoded",
@@ -312,6 +313,11 @@ class MarketDataDecoder:
             start = int(rec["raw_offset"]) - s.offset
             raw = s.buf[start : start + min(int(rec["raw_length"]), 24)].tobytes()
             a0, a1 = self._aux[k].tolist()
+            if reason in _VALUE_REASONS:  # name the tag and its value
+                end = start + int(rec["raw_length"])
+                value = s.buf[start + a1 // 8 : end].tobytes().split(b"\x01", 1)[0]
+                rec["detail"] = fixed_detail(str(a0), value, a1 % 8)
+                continue
             rec["detail"] = _detail(reason, name, a0, a1, raw).encode()[:64]
 
 
@@ -321,6 +327,9 @@ def _grown(batch: np.ndarray, need: int) -> np.ndarray:
     out = np.zeros(max(need, 2 * batch.shape[0]), dtype=batch.dtype)
     out[: batch.shape[0]] = batch
     return out
+
+
+_VALUE_REASONS = (kernels._TOO_PRECISE, kernels._OUT_OF_RANGE)
 
 
 def _detail(reason: int, name: str, a0: int, a1: int, raw: bytes) -> str:

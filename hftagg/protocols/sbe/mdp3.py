@@ -4,7 +4,8 @@ A packet (one UDP datagram) is a 12-byte header (``MsgSeqNum`` uint32, ``Sending
 ns, little-endian) then messages, each after a 2-byte little-endian size that counts itself.
 ``MDIncrementalRefreshBook46`` entries become book updates, ``MDIncrementalRefreshTradeSummary48``
 entries trades: ``ts_event`` = the message's ``TransactTime``, ``seq`` = ``RptSeq``,
-``instrument_id`` = ``SecurityID``, prices are PRICE9 mantissas (already 1e-9 fixed-point).
+``instrument_id`` = ``SecurityID``, prices are PRICE9 mantissas (already 1e-9 fixed-point),
+sizes (int32 contracts) become 1e-8 fixed-point quantities (``size * 10**8``: always exact).
 Actions: New -> A, Change/Overlay -> M, Delete/DeleteThru/DeleteFrom -> D (the last two also set
 flag bits); entry types Bid/ImpliedBid -> B, Offer/ImpliedOffer -> A (implied sets a flag),
 BookReset -> action R. ``depth`` = ``MDPriceLevel - 1``. The last entry of a message whose
@@ -18,6 +19,7 @@ import numpy as np
 
 from hftagg.protocols.sbe.codec import Decoded, SbeCodec
 from hftagg.records.catalog import BOOK_UPDATE, TRADE
+from hftagg.records.fixed import QTY_UNITS
 
 __all__ = ["BOOK", "FLAG_DELETE_FROM", "FLAG_DELETE_THRU", "FLAG_IMPLIED", "FLAG_LAST",
            "TRADE_SUMMARY", "mdp3_packet", "mdp3_records"]  # fmt: skip
@@ -53,7 +55,7 @@ def _header(batch, gb, ts_recv_by_segment: np.ndarray, out: np.ndarray) -> None:
     out["instrument_id"] = e["SecurityID"].astype(np.uint32)
     out["price"] = e["MDEntryPx"]["mantissa"]
     size = e["MDEntrySize"]
-    out["size"] = np.where(size == INT32_NULL, 0, size).astype(np.uint32)
+    out["size"] = np.where(size == INT32_NULL, 0, size).astype(np.int64) * QTY_UNITS
     last = np.ones(len(parent), dtype=bool)
     last[:-1] = parent[1:] != parent[:-1]
     eoe = (batch.root["MatchEventIndicator"][parent] & END_OF_EVENT) != 0
