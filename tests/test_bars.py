@@ -375,7 +375,7 @@ def test_bad_count_params_and_live_flags():
     assert params(timeframe="5m").timeframe_ns == 5 * M
     assert CascadeBars(timeframe="15m").output_topics == {
         "output": "md.bars_15m", "partial": "md.bars_15m_partial",
-        "dead_letters": "dead_letters.bars_15m"}  # fmt: skip
+        "dead_letters": "dead_letters.cascade_bars_15m"}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- through the runtime

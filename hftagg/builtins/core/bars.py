@@ -11,7 +11,7 @@ type               input               output (closed)                 output (p
 
 All output ``bar`` records (ports ``output`` and ``partial``); a trade that cannot be applied
 exactly (negative size, or a bar volume past the int64 1e-8 range) goes to ``dead_letters``
-(topic ``dead_letters.bars``) with the field and value named. Bars close on event time
+(topic ``dead_letters.<stage type>``) with the field and value named. Bars close on event time
 (``ts_event``), so a replay gives the bars a live run gave; the exact rules (bar boundaries,
 ``close_on``, synthetic bars, late trades, VWAP, cascading, partial bars) are in
 ``hftagg.kernels.bars``. In short:
@@ -71,7 +71,7 @@ __all__ = [
 
 EmitMode = Literal["close", "tick", "price_move"]
 _TRADES = Port("trade", "md.trades", "trades: price (1e-9 fixed-point), size (1e-8 fixed-point)")
-_DEAD = Port("dead_letter", "dead_letters.bars", "records that could not be applied exactly")
+_DEAD = Port("dead_letter", "dead_letters.time_bars", "trades that could not be applied exactly")
 
 
 def _emit():
@@ -203,7 +203,9 @@ class CascadeBars(_TimeBars):
     outputs = {
         "output": Port("bar", "md.bars_5m", "closed time bars"),
         "partial": Port("bar", "md.bars_5m_partial", "bars in progress"),
-        "dead_letters": Port("dead_letter", "dead_letters.bars_5m", "input bars not applied"),
+        "dead_letters": Port(
+            "dead_letter", "dead_letters.cascade_bars_5m", "input bars not applied"
+        ),
     }
 
     @classmethod
@@ -215,7 +217,7 @@ class CascadeBars(_TimeBars):
             "partial": Port("bar", f"{topic}_partial", "bars in progress"),
             "dead_letters": Port(
                 "dead_letter",
-                f"dead_letters.bars_{params.timeframe}",
+                f"dead_letters.cascade_bars_{params.timeframe}",
                 "input bars that could not be applied exactly",
             ),
         }
