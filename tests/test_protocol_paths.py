@@ -99,3 +99,27 @@ def test_the_default_sbe_pipeline_runs_from_a_folder_with_no_protocols(tmp_path)
 
     assert run.returncode == 0, run.stderr
     assert not (tmp_path / "protocols").exists()
+
+
+def test_config_validate_names_every_referenced_file_it_cannot_read(tmp_path):
+    (tmp_path / "data" / "folder.dbn").mkdir(parents=True)
+    (tmp_path / "config.toml").write_text(
+        '[data_sources.replay]\ntype = "dbn_replay"\npath = "data/missing.dbn.zst"\n\n'
+        '[data_sources.replay2]\ntype = "dbn_replay"\npath = "data/folder.dbn"\n\n'
+        '[stages.decode]\ntype = "sbe_decode"\nschema = "sbe/nope.xml"\n\n'
+        "[delivery]\nenabled = false\n"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+
+    run = subprocess.run(
+        [sys.executable, "-m", "hftagg", "config", "validate", "config.toml"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert run.returncode == 1
+    err = run.stderr
+    assert f"replay.path = 'data/missing.dbn.zst': cannot read {tmp_path}/data/missing" in err
+    assert f"replay2.path = 'data/folder.dbn': cannot read {tmp_path}/data/folder.dbn" in err
+    assert "decode.schema = 'sbe/nope.xml'" in err and "not found in" in err

@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from hftagg.errors import SchemaError
 from hftagg.hookspecs import hookimpl
 from hftagg.protocols import find_definition
 from hftagg.protocols.sbe import Reason, SbeCodec, parse_schema
@@ -71,7 +72,10 @@ def _family(ctx: StageContext) -> SbeFamily:
 def _schema_problems(ctx: StageContext, schema: str) -> list[tuple[str, str]]:
     """The schema file must exist and parse as an SBE XML schema (as ``open`` will read it)."""
     family = _family(ctx)
-    path = family.resolve(schema)
+    try:
+        path = family.resolve(schema)
+    except SchemaError as exc:  # found in no folder of the search path: it names them
+        return [("schema", str(exc))]
     if not path.is_file():
         where = "a directory" if path.is_dir() else "no such file"
         return [("schema", f"{where}: {path}; put the SBE XML schema in protocols/ (names are "

@@ -135,6 +135,18 @@ class DbnReplay(SourceStage):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def check(self, ctx: StageContext) -> list[tuple[str, str]]:
+        """Every file ``path`` names must open and read (``hftagg config validate`` says which
+        one cannot, and why), without decoding anything."""
+        problems = []
+        for name in self._paths:
+            try:
+                with open(name, "rb") as file:
+                    file.read(4)
+            except OSError as exc:
+                problems.append(("path", f"cannot read {name}: {exc.strerror or exc}"))
+        return problems
+
     def open(self, ctx: StageContext) -> None:
         self._counters = Counters()
         self.counters = {"records": 0, "dead_letters": 0, "files": 0, "loops": 0, "bytes": 0}
