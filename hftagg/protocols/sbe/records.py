@@ -93,11 +93,7 @@ class RecordDecoder:
             self.null_rows[o, : m.schema.itemsize] = row.view(np.uint8)
         self.out_size = np.array([m.schema.itemsize for m in self.maps] or [8], dtype=np.int64)
         self._out = np.zeros(0, dtype=np.uint8)
-        self._padded = any(
-            sum(m.schema.dtype.fields[n][0].itemsize for n in m.schema.dtype.names)
-            < m.schema.itemsize
-            for m in self.maps
-        )
+        self._pads = [_padding(m.schema.dtype) for m in self.maps]
 
     @property
     def record_schemas(self) -> list[Schema]:
@@ -117,8 +113,6 @@ class RecordDecoder:
         total = int(sizes.sum())
         if len(self._out) < total:
             self._out = np.zeros(max(total, 2 * len(self._out)), dtype=np.uint8)
-        if self._padded:  # padding bytes between record fields read as zero, not stale bytes
-            self._out[:total] = 0
         filled = np.zeros(n_out, dtype=np.int64)
         K.gather_records(sc.buf, sc.msg_header, sc.msg_slot, sc.msg_block_length, sc.msg_version,
                          len(sc.msg_slot), self.codec.header_size, self.slot_out, self.slot_block,
@@ -127,7 +121,10 @@ class RecordDecoder:
         out = {}
         for o, m in enumerate(self.maps):
             b, n = int(base[o]), int(counts[o])
-            batch = self._out[b : b + n * m.schema.itemsize].view(m.schema.dtype)
+            rows = self._out[b : b + n * m.schema.itemsize]
+            for start, stop in self._pads[o]:  # padding reads as zero, not as stale bytes
+                rows.reshape(n, m.schema.itemsize)[:, start:stop] = 0
+            batch = rows.view(m.schema.dtype)
             if not m.exact and n:
                 self._convert(sc, m, batch)
             out[m.schema.name] = batch
@@ -141,6 +138,17 @@ class RecordDecoder:
         batch[...] = 0
         for name in m.fields:
             batch[name] = root[name]
+
+
+def _padding(dtype: np.dtype) -> list[tuple[int, int]]:
+    """Byte ranges of a record dtype that no field covers."""
+    covered = np.zeros(dtype.itemsize, dtype=bool)
+    for name in dtype.names:
+        field, offset = dtype.fields[name][:2]
+        covered[offset : offset + field.itemsize] = True
+    steps = np.diff(np.concatenate(([0], ~covered, [0])).astype(np.int8))
+    starts, stops = np.flatnonzero(steps == 1), np.flatnonzero(steps == -1)
+    return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
 
 
 class RecordEncoder:
