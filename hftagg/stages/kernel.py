@@ -35,15 +35,9 @@ __all__ = ["KernelStage"]
 class KernelStage(Stage):
     """A stage backed by one kernel object: see the module docstring for the lifecycle."""
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        stage_id: str | None = None,
-        topics: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(params, stage_id=stage_id, topics=topics, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """``Stage``'s arguments (params or keyword parameters, stage_id, topics)."""
+        super().__init__(*args, **kwargs)
         self.kernel = self.make_kernel(self.params)
 
     # ----------------------------------------------------------------- what subclasses provide
