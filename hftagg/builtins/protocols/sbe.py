@@ -16,6 +16,7 @@ unusable to its ``dead_letters`` port with a reason code from
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,7 @@ from hftagg.stages import Params, Port, Stage, StageContext, restart
 
 __all__ = ["SbeDecode", "SbeDecodeParams", "SbeEncode", "SbeEncodeParams", "SbeFamily"]
 
+log = logging.getLogger("hftagg.sbe")
 DATAGRAM = 1  # raw_chunk flags bit 0: the chunk is one whole datagram / packet
 _PORT_OF = {"trade": "trades", "book_update": "book", "mbp10": "mbp10"}
 
@@ -203,6 +205,7 @@ class SbeDecode(Stage):
         self.messages = 0
 
     def process(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self._handed_over = False
         out: dict[str, list[np.ndarray]] = {port: [] for port in self.outputs}
         streams = batch["instrument_id"]
         datagram = (batch["flags"] & DATAGRAM) != 0
@@ -337,7 +340,21 @@ class SbeDecode(Stage):
             self.dead_letter_counts[key] = self.dead_letter_counts.get(key, 0) + 1
         return dl
 
+    def close(self) -> None:
+        """Say what is left undecided (a rebuild carries it over through ``snapshot`` instead)."""
+        waiting = {k: st for k, st in getattr(self, "_streams", {}).items() if st.waiting}
+        if waiting and not getattr(self, "_handed_over", False):
+            held = sum(len(st.pending) for st in waiting.values())
+            runs = sum(st.run is not None for st in waiting.values())
+            log.warning(
+                "sbe_decode %r closes with %d byte(s) of unfinished frames and %d open bad "
+                "run(s) on stream(s) %s, never decoded nor dead-lettered; call flush_pending() "
+                "at the end of a stream to decide on them", self.stage_id, held, runs,
+                sorted(waiting),
+            )  # fmt: skip
+
     def snapshot(self) -> dict:
+        self._handed_over = True  # until the next batch: the successor carries the state on
         return {"streams": {k: st.snapshot() for k, st in self._streams.items()}}
 
     def restore(self, state: dict) -> None:
