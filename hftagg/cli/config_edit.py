@@ -39,11 +39,11 @@ _STAGE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 def format_value(value: Any) -> str:
     """``value`` as TOML on one line (tables inline)."""
-    from hftagg.config.edit import _inline
+    from hftagg.config.edit import inline_table
 
     try:
         if isinstance(value, dict):
-            return _inline(value).as_string()
+            return inline_table(value).as_string()
         return tomlkit.item(value).as_string()
     except Exception:  # not representable in TOML (should not happen for parsed config)
         return repr(value)
@@ -212,7 +212,7 @@ def _stage_table(stage_type: str, assignments: list[str], source: str) -> dict[s
 
 
 def cmd_config_add_stage(args: argparse.Namespace) -> int:
-    from hftagg.config.edit import _inline, set_item
+    from hftagg.config.edit import inline_table, set_item
 
     path = _edit_path(args)
     key = f"stages.{args.id}"
@@ -232,7 +232,7 @@ def cmd_config_add_stage(args: argparse.Namespace) -> int:
                 [Problem(key, existing, "already exists; pass --replace to redefine it, or "
                          f"hftagg config remove {key}", str(path))]
             )  # fmt: skip
-        set_item(path, key, _inline(table), validate=full_validator(path))
+        set_item(path, key, inline_table(table), validate=full_validator(path))
     except ConfigError as exc:
         return _refused(path, exc)
     verb = "replaced" if existing is not None else "added"

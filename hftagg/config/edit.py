@@ -23,7 +23,14 @@ from tomlkit.items import AoT, InlineTable, Item, Table
 from hftagg.config.load import loads, read_text
 from hftagg.errors import MISSING, ConfigError, Problem
 
-__all__ = ["parse_value", "remove_key", "set_item", "set_value", "write_atomic"]
+__all__ = [
+    "inline_table",
+    "parse_value",
+    "remove_key",
+    "set_item",
+    "set_value",
+    "write_atomic",
+]
 
 _TABLES = (Table, InlineTable, tomlkit.TOMLDocument)
 
@@ -100,10 +107,11 @@ def _check_key(key: str, shown: object, path: Path) -> list[str]:
     return parts
 
 
-def _inline(value: dict) -> InlineTable:
+def inline_table(value: dict) -> InlineTable:
+    """A plain dict as a TOML inline table (``{a = 1, b = {c = "x"}}``), nested ones too."""
     table = tomlkit.inline_table()
     for name, item in value.items():
-        table[name] = _inline(item) if isinstance(item, dict) else item
+        table[name] = inline_table(item) if isinstance(item, dict) else item
     return table
 
 
@@ -112,7 +120,7 @@ def _as_table(value: InlineTable) -> Table:
     followed by a blank line like the tables around it."""
     table = tomlkit.table()
     for name, item in value.unwrap().items():
-        table[name] = _inline(item) if isinstance(item, dict) else item
+        table[name] = inline_table(item) if isinstance(item, dict) else item
     table.add(tomlkit.nl())
     return table
 
