@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from hftagg.errors import ConfigError
+from hftagg.records.reasons import REASONS, RuntimeReason
 from hftagg.runtime.assemble import assemble
-from hftagg.runtime.isolate import STAGE_RAISED
 from hftagg.runtime.pipeline import StageFailed
 from hftagg.runtime.status import StatusReporter, format_summary
 from hftagg.telemetry.core import Telemetry
@@ -104,7 +104,7 @@ def test_by_default_a_stage_that_raises_stops_the_pipeline_naming_it(tmp_path):
 
 @pytest.mark.slow
 def test_isolate_sends_the_failing_batch_to_dead_letters_and_the_rest_runs_on(tmp_path):
-    streams = ["md.trades", "md.checked", "ind.ema", "dead.poison"]
+    streams = ["md.trades", "md.checked", "ind.ema", "dead_letters.isolated.poison"]
     config = write_config(tmp_path, 'on_error = "isolate"', "isolate", streams)
     telemetry = Telemetry()
     pipeline = assemble(config, environ={}).pipeline(telemetry=telemetry)
@@ -117,7 +117,7 @@ def test_isolate_sends_the_failing_batch_to_dead_letters_and_the_rest_runs_on(tm
     summary = pipeline.stop()
 
     trades, checked = captured("isolate:md.trades"), captured("isolate:md.checked")
-    ema, dead = captured("isolate:ind.ema"), captured("isolate:dead.poison")
+    ema, dead = captured("isolate:ind.ema"), captured("isolate:dead_letters.isolated.poison")
     # the rest ran on: every trade reached the EMA, per instrument in order, none lost
     for iid in np.unique(trades["instrument_id"]):
         seq = trades["seq"][trades["instrument_id"] == iid]
@@ -138,7 +138,8 @@ def test_isolate_sends_the_failing_batch_to_dead_letters_and_the_rest_runs_on(tm
     np.testing.assert_array_equal(
         dead["instrument_id"], trades["instrument_id"][dead["raw_offset"]]
     )
-    assert set(dead["reason"]) == {STAGE_RAISED}
+    assert set(dead["reason"]) == {RuntimeReason.STAGE_FAILED}
+    assert REASONS.name(dead["reason"][0]) == "runtime.stage_failed"
     assert set(dead["raw_length"]) == {trades.dtype.itemsize}
     assert all(d.startswith(b"ValueError: poison trade at seq ") for d in dead["detail"])
     # it kept processing the batches after a failure

@@ -45,8 +45,9 @@ class Node:
 
     @property
     def error_topic(self) -> str | None:
-        """Where an isolated stage's failed input goes, as dead letters: ``dead.<stage id>``."""
-        return f"dead.{self.id}" if self.on_error == "isolate" else None
+        """Where an isolated stage's failed input goes, as dead letters:
+        ``dead_letters.isolated.<stage id>`` (per stage, whatever its type)."""
+        return f"dead_letters.isolated.{self.id}" if self.on_error == "isolate" else None
 
     @property
     def id(self) -> str:

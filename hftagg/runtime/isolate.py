@@ -4,10 +4,12 @@ By default a stage that raises stops the pipeline (crash-only: a broken invarian
 A stage configured with ``on_error = "isolate"`` (any ``[stages.<id>]``, ``[data_sources.<n>]``
 or ``[delivery]``) is isolated instead:
 
-- the input batch it raised on becomes dead letters on ``dead.<stage id>`` (a topic of the
+- the input batch it raised on becomes dead letters on ``dead_letters.isolated.<stage id>``
+  (a topic of the
   ``dead_letter`` schema the graph declares for it, so a sink can store or publish it): one
   record per input record, with the input's header (``ts_event``, ``ts_recv``, ``seq``,
-  ``instrument_id``) when it has one, ``reason = STAGE_RAISED``, ``raw_offset`` its stream
+  ``instrument_id``) when it has one, ``reason = RuntimeReason.STAGE_FAILED`` (0x0101, in the
+  runtime's range of :mod:`hftagg.records.reasons`), ``raw_offset`` its stream
   offset in the input topic, ``raw_length`` its record size, ``source_id`` the CRC-32 of the input
   topic's name and ``detail`` the exception (``ValueError: ...``, cut to 64 bytes);
 - the stage is marked failed from then on (status ``FAILED``, the summary's ``state``, the
@@ -29,14 +31,15 @@ import zlib
 import numpy as np
 
 from hftagg.records.catalog import DEAD_LETTER
+from hftagg.records.reasons import RuntimeReason
 from hftagg.records.schema import HEADER_FIELDS
 
 __all__ = ["STAGE_RAISED", "FailureLog", "dead_letters_for"]
 
 log = logging.getLogger("hftagg.isolate")
 
-#: ``dead_letter.reason`` for input a stage raised on (the runtime's own range, 0x0A..)
-STAGE_RAISED = 0x0A01
+#: ``dead_letter.reason`` for input an isolated stage raised on
+STAGE_RAISED = RuntimeReason.STAGE_FAILED
 
 
 def describe(exc: BaseException) -> str:
