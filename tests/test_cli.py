@@ -382,3 +382,24 @@ def test_user_mistakes_are_named_in_a_line_never_a_traceback(capsys, config, arg
     assert code == 1
     assert names in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        (
+            "processing.ema_windw",
+            "processing.ema_windw = 3: unknown key (did you mean 'ema_window'?)",
+        ),
+        ("procesing.ema_window", "unknown section (did you mean 'processing'?)"),
+        ("data_sources.sim.rat", "unknown key (did you mean 'rate'?)"),
+    ],
+)
+def test_a_misspelt_config_key_gets_a_suggestion(capsys, config, key, hint):
+    before = config.read_bytes()
+
+    code, _, err = cli(capsys, "config", "set", key, "3")
+
+    assert code == 1
+    assert hint in err
+    assert config.read_bytes() == before

@@ -60,14 +60,18 @@ def test_no_config_file_runs_on_embedded_defaults(host):
 def test_unknown_key_names_the_key_and_lists_known_ones(host, tmp_path):
     lines = problems_of(BASE + "\n[runtime]\nmax_bach = 10\n", host, tmp_path)
     assert len(lines) == 1
-    assert "runtime.max_bach = 10: unknown key; known keys: status_interval_secs" in lines[0]
+    assert (
+        "runtime.max_bach = 10: unknown key (did you mean 'max_batch'?); "
+        "known keys: status_interval_secs" in lines[0]
+    )
     assert str(tmp_path / "config.toml") in lines[0]
 
 
 def test_unknown_stage_parameter_names_the_source_key(host, tmp_path):
     lines = problems_of(BASE.replace("rate = 1000", "raet = 1000"), host, tmp_path)
     assert lines == [
-        f"{tmp_path / 'config.toml'}: data_sources.sim.raet = 1000: unknown key; "
+        f"{tmp_path / 'config.toml'}: data_sources.sim.raet = 1000: unknown key "
+        "(did you mean 'rate'?); "
         f"known keys: " + lines[0].split("known keys: ")[1]
     ]
     assert "rate" in lines[0].split("known keys: ")[1]

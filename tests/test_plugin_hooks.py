@@ -118,7 +118,10 @@ def test_a_section_nobody_owns_is_unknown_and_its_keys_are_checked_by_the_owner(
     (alerts_root / "config.toml").write_text(CONFIG.replace("threshold = 4.5", "treshold = 4"))
     with pytest.raises(ConfigError) as err:
         assemble(alerts_root / "config.toml", environ={})
-    assert "alerts.treshold = 4: unknown key; known keys: threshold, input" in str(err.value)
+    assert (
+        "alerts.treshold = 4: unknown key (did you mean 'threshold'?); known keys: threshold, input"
+        in str(err.value)
+    )
 
 
 def test_seed_sections_belong_to_the_plugins_of_their_stages():

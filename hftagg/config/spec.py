@@ -19,7 +19,8 @@ plugin and ``[delivery]`` (``method``, ``target``, ``topics``) to the publisher 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,12 @@ class PipelineSpec:
     telemetry: TelemetrySection = field(default_factory=TelemetrySection)
 
 
+def _did_you_mean(word: str, known: Sequence[str]) -> str:
+    """`` (did you mean 'ema_window'?)`` for a likely typo of a known name, else ``""``."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def pydantic_problems(
     exc: ValidationError, key_of, source: str, known: list[str] | None = None
 ) -> list[Problem]:
@@ -124,7 +131,8 @@ def pydantic_problems(
         loc = [str(p) for p in err["loc"]]
         key = key_of(loc[0]) + "".join(f".{p}" for p in loc[1:]) if loc else "?"
         if err["type"] == "extra_forbidden":
-            expected = "unknown key" + (f"; known keys: {', '.join(known)}" if known else "")
+            expected = "unknown key" + _did_you_mean(loc[-1] if loc else "", known or [])
+            expected += f"; known keys: {', '.join(known)}" if known else ""
         elif err["type"] == "missing":
             problems.append(Problem(key, MISSING, "required key is missing", source))
             continue
@@ -450,7 +458,12 @@ def problem_keys(problems: list[Problem]) -> set[str]:
 
 def _unknown_sections(raw: dict[str, Any], known: tuple[str, ...], source: str) -> list[Problem]:
     return [
-        Problem(name, raw[name], f"unknown section; known sections: {', '.join(known)}", source)
+        Problem(
+            name,
+            raw[name],
+            f"unknown section{_did_you_mean(name, known)}; known sections: {', '.join(known)}",
+            source,
+        )
         for name in raw
         if name not in known and not _only_core_keys(name, raw[name])
     ]
