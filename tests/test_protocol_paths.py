@@ -101,6 +101,7 @@ def test_the_default_sbe_pipeline_runs_from_a_folder_with_no_protocols(tmp_path)
     assert not (tmp_path / "protocols").exists()
 
 
+@pytest.mark.slow
 def test_config_validate_names_every_referenced_file_it_cannot_read(tmp_path):
     (tmp_path / "data" / "folder.dbn").mkdir(parents=True)
     (tmp_path / "config.toml").write_text(
