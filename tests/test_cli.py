@@ -306,6 +306,14 @@ def test_params_lists_ports_allowed_values_and_bounds(capsys, config):
     assert "'first' | 'sma'" in seed and "restart" in seed
 
 
+def test_params_takes_several_types_in_the_order_given(capsys, config):
+    code, out, _ = cli(capsys, "config", "params", "sma", "ema")
+
+    assert code == 0
+    titles = [line.split()[0] for line in out.splitlines() if line and not line.startswith(" ")]
+    assert titles[-2:] == ["sma", "ema"]
+
+
 def test_params_json_is_structured(capsys, config):
     import json
 
@@ -366,7 +374,7 @@ def test_plugin_template_stage_processes_trades(tmp_path):
         (["config", "validate", "missing.toml"], "missing.toml: config file not found"),
         (["config", "validate", "folder"], "is a directory"),
         (["config", "validate", "latin1.toml"], "is not UTF-8"),
-        (["config", "params", "emma"], "unknown stage type 'emma'"),
+        (["config", "params", "emma"], "unknown stage type 'emma' (did you mean 'ema'?)"),
         (["config", "set", "processing.ema_window", "3", "-c", "missing.toml"], "not found"),
         (["config", "remove", "stages.nope"], "stages.nope"),
         (["graph", "-c", "missing.toml"], "missing.toml: config file not found"),

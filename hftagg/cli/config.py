@@ -171,7 +171,9 @@ def add_parser(sub: Any) -> None:
         "restart). live: applied to the running stage from its next batch when the config "
         "changes; restart: the stage is rebuilt (state carried by snapshot/restore).",
     )
-    params.add_argument("type", nargs="?", help="one stage type (default: all)")
+    params.add_argument(
+        "types", nargs="*", metavar="TYPE", help="stage types or sections (default: all)"
+    )
     params.add_argument("--json", action="store_true", help="JSON instead of text")
     add_config_option(params, "its plugins' stage types are listed too; default: ./config.toml")
     params.set_defaults(func=cmd_config_params)

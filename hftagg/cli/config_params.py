@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import types
 import typing
 from typing import Any
@@ -150,7 +151,7 @@ def _print_stage_type(d: dict[str, Any]) -> None:
 
 def cmd_config_params(args: argparse.Namespace) -> int:
     """Every stage type's ports and parameters (or one type's)."""
-    from hftagg.cli.common import config_path
+    from hftagg.cli.common import config_path, suggest
     from hftagg.config.load import read_layers
     from hftagg.plugins.manager import load_plugins
     from hftagg.runtime.assemble import plugin_dirs
@@ -158,15 +159,30 @@ def cmd_config_params(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     host = load_plugins(plugin_dirs(read_layers(path), path))
     sections = describe_sections(host)
-    if args.type in sections:
-        described = [sections[args.type]]
-    else:
-        names = [args.type] if args.type else sorted(host.stage_types)
+    known = sorted(host.stage_types)
+    unknown = [t for t in args.types if t not in sections and t not in host.stage_types]
+    for name in unknown:
+        close = suggest(name, known + sorted(sections))
+        hint = f" (did you mean {close!r}?)" if close else ""
+        print(
+            f"hftagg config params: unknown stage type {name!r}{hint}; known stage types: "
+            f"{', '.join(known)}; sections: {', '.join(sorted(sections))}",
+            file=sys.stderr,
+        )
+    if unknown:
+        return 1
+    if args.types:
         described = [
-            describe_stage_type(n, host.stage_type(n), host.stage_origin[n]) for n in names
+            sections[t]
+            if t in sections
+            else describe_stage_type(t, host.stage_type(t), host.stage_origin[t])
+            for t in args.types
         ]
-        if not args.type:
-            described += list(sections.values())
+    else:
+        described = [
+            describe_stage_type(n, host.stage_type(n), host.stage_origin[n]) for n in known
+        ]
+        described += list(sections.values())
     if args.json:
         print(json.dumps(described, indent=2, default=str))
         return 0
