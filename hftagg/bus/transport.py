@@ -16,11 +16,24 @@ __all__ = ["Publisher", "Subscriber", "Transport", "check_loopback"]
 
 
 class Publisher(Protocol):
+    """What the publisher stage needs. A transport that can tell what reached its peers also
+    offers (the built-in pynng one does; the stage uses them when present):
+
+    - ``send(frame, records) -> bool``: False when ``interrupt()`` made a blocked send give up;
+    - ``interrupt()``: the pipeline stops hard, return from blocking calls soon;
+    - ``drain(idle_secs) -> int``: wait until peers have every frame sent; frames still not;
+    - ``counters() -> dict``: ``peers``, ``frames_sent``, ``frames_queued``, ``frames_lost``,
+      ``records_lost`` (final after ``close``, which counts what it discards).
+    """
+
     def send(self, frame: bytes) -> None: ...
     def close(self) -> None: ...
 
 
 class Subscriber(Protocol):
+    """Optionally ``dropped_connections() -> int`` (connections the transport lost or cut,
+    such as for a frame over the receive limit)."""
+
     def recv(self, timeout_secs: float | None = None) -> bytes | None:
         """The next frame, or ``None`` if none arrived within ``timeout_secs``."""
         ...
@@ -36,7 +49,9 @@ class Transport(Protocol):
 
     def subscriber(
         self, address: str, topics: list[str] | None, *, pattern: str, buffer_frames: int
-    ) -> Subscriber: ...
+    ) -> Subscriber:
+        """May also accept ``max_frame_bytes``: the receive limit (larger frames unread)."""
+        ...
 
 
 def check_loopback(address: str, allow_remote: bool, key: str = "delivery.target") -> None:

@@ -149,8 +149,14 @@ def _address(args: argparse.Namespace) -> tuple[str, int | None]:
     if args.address is not None and args.max_frame_bytes is not None:
         return args.address, args.max_frame_bytes
     from hftagg.config.load import read_layers
+    from hftagg.errors import ConfigError
 
-    delivery = read_layers(config_path(args.config)).get("delivery", {})
+    try:
+        delivery = read_layers(config_path(args.config)).get("delivery", {})
+    except ConfigError:
+        if args.address is None:  # the config was needed for the address: say what is wrong
+            raise
+        delivery = {}  # --address given: a broken config.toml here is not tail's business
     address = args.address or delivery.get("target", "tcp://127.0.0.1:5555")
     return address, args.max_frame_bytes or delivery.get("max_frame_bytes")
 
