@@ -13,6 +13,7 @@ import pytest
 from hftagg.bus.frame import FrameEncoder
 from hftagg.plugins.manager import load_plugins
 from hftagg.records import INDICATOR, QUOTE, TRADE
+from hftagg.records.fixed import QTY_UNITS
 
 from .conftest import hftagg_cmd
 
@@ -37,7 +38,7 @@ def trade_frame(offset: int) -> bytes:
     batch["instrument_id"] = 7
     batch["side"] = ord("B")
     batch["price"] = [100_250_000_000, 100_000_000_001]  # 100.25 and 100.000000001
-    batch["size"] = 3
+    batch["size"] = 3 * (QTY_UNITS if batch["size"].dtype == np.int64 else 1)  # 3 units
     return next(FrameEncoder("md.trades", TRADE, session_id=42).encode(batch, offset))
 
 
