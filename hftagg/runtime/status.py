@@ -259,8 +259,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(line)
         if "frames_sent" in s:  # a publisher: what reached its peers
             lines.append(
-                f"  {'':<16} frames sent {s['frames_sent']:,}, lost {s['frames_lost']:,} "
-                f"(never reached a peer), still queued {s['frames_queued']:,}, "
+                f"  {'':<16} frames sent {s['frames_sent']:,}; never reached a peer "
+                f"{s['frames_lost']:,}; still queued {s['frames_queued']:,}; "
                 f"peers {s['peers']}"
             )
     if summary.get("left_over"):
