@@ -1,8 +1,8 @@
-"""Built-in plugin: registers the ``warm()`` of every built-in kernel module.
+"""Built-in plugin: registers the ``warm()`` of every hftagg module that has one
+(:func:`hftagg.kernels.warm_modules`: the kernel modules, ``records.fixed``, ...).
 
-The modules are found by :func:`hftagg.kernels.warm_modules` (every hftagg module with a
-top-level ``warm()``). Third-party plugins register their own through the same hook
-(``hftagg_register_kernel_warmups``), so ``hftagg warm`` compiles their kernels too.
+Third-party plugins register their own through the same hook (``hftagg_register_kernel_warmups``),
+so ``hftagg warm`` compiles their kernels too.
 """
 
 from __future__ import annotations
