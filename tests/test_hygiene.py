@@ -108,3 +108,14 @@ def test_tests_that_start_processes_are_marked_slow():
                 unmarked.append(f"{path.name}:{fn.lineno} {fn.name}")
 
     assert unmarked == [], "start a process, so mark @pytest.mark.slow: " + ", ".join(unmarked)
+
+
+def test_ci_runs_the_slow_tests_too():
+    root = TESTS.parent
+    ci = [root / ".ci" / "run", root / "run_tests.sh", root / "pyproject.toml"]
+
+    for path in ci:
+        text = path.read_text(encoding="utf-8")
+        assert "not slow" not in text, f"{path.name} deselects the slow tests"
+    assert "./run_tests.sh" in (root / ".ci" / "run").read_text(encoding="utf-8")
+    assert '"slow: ' in (root / "pyproject.toml").read_text(encoding="utf-8")  # registered
