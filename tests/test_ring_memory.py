@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from hftagg.errors import ConfigError
 from hftagg.records.catalog import RAW_CHUNK
 from hftagg.runtime.assemble import assemble
 from hftagg.runtime.status import format_ring_memory
@@ -93,10 +90,8 @@ def test_the_deprecated_ring_capacity_still_counts_records_and_says_so(tmp_path)
     assert "use runtime.ring_bytes" in note
 
 
-def test_ring_bytes_and_ring_capacity_together_are_refused(tmp_path):
-    with pytest.raises(ConfigError) as info:
-        pipeline_for(tmp_path, "ring_bytes = 65536\nring_capacity = 2048")
-    assert [str(p) for p in info.value.problems] == [
-        f"{tmp_path / 'config.toml'}: runtime.ring_capacity = 2048: set only runtime.ring_bytes "
-        f"(ring_capacity counts records and is deprecated)"
-    ]
+def test_ring_capacity_set_beside_ring_bytes_wins_and_the_note_says_so(tmp_path):
+    assembled, pipeline = pipeline_for(tmp_path, "ring_bytes = 65536\nring_capacity = 2048")
+    assert pipeline.ring_memory()["rings"]["md.trades"]["records"] == 2048
+    (note,) = assembled.spec.notes
+    assert note.endswith("(it still applies until then; it overrides runtime.ring_bytes = 65536)")

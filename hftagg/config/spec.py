@@ -65,8 +65,8 @@ class RuntimeSection(_Section):
         description="memory per topic ring, in bytes (records: the largest power of two that "
         "fits, at least 16); a topic nobody reads gets no ring",
     )
-    ring_capacity: int | None = restart(
-        None, ge=16, le=1 << 26, description="deprecated: records per topic ring; use ring_bytes"
+    ring_capacity: int = restart(
+        0, ge=0, le=1 << 26, description="deprecated: records per topic ring (0: use ring_bytes)"
     )
     max_batch: int = restart(4096, ge=1, le=1 << 20, description="largest batch a stage is given")
     drain_timeout_secs: float = live(5.0, ge=0, le=600, description="how long stop may drain")
@@ -267,26 +267,18 @@ def _on_error(table: dict, key: str, source: str, problems: list[Problem]) -> st
     return value
 
 
-def _ring_size_notes(raw: Any, source: str, problems: list[Problem]) -> list[str]:
-    """``runtime.ring_capacity`` (records) still works, with a note; with ``ring_bytes`` too,
-    it is an error (which one would win is not obvious)."""
-    if not isinstance(raw, dict) or "ring_capacity" not in raw:
+def _ring_size_notes(raw: Any, source: str) -> list[str]:
+    """``runtime.ring_capacity`` (records; 0 or absent: unset) still works, with a note."""
+    if not isinstance(raw, dict) or not raw.get("ring_capacity"):
         return []
-    if "ring_bytes" in raw:
-        problems.append(
-            Problem(
-                "runtime.ring_capacity",
-                raw["ring_capacity"],
-                "set only runtime.ring_bytes (ring_capacity counts records and is deprecated)",
-                source,
-            )
-        )
-        return []
+    overrides = (
+        f"; it overrides runtime.ring_bytes = {raw['ring_bytes']!r}" if "ring_bytes" in raw else ""
+    )
     return [
         f"{source}: runtime.ring_capacity = {raw['ring_capacity']!r} is deprecated: it counts "
         f"records, so rings of large records take far more memory than small ones (a 4 KiB "
         f"raw chunk ring of 65536 records is 256 MiB); use runtime.ring_bytes, the memory "
-        f"per ring (ring_capacity still applies until then)"
+        f"per ring, and remove ring_capacity (it still applies until then{overrides})"
     ]
 
 
@@ -398,7 +390,7 @@ def parse_spec(
         for s in stages
         if s.mocked is not None
     ]
-    notes += _ring_size_notes(raw.get("runtime"), source, problems)
+    notes += _ring_size_notes(raw.get("runtime"), source)
     if not stages and "data_sources" not in problem_keys(problems):
         stages.append(
             StageSpec("sim", "simulator", {}, "data_sources.sim", topics={"*": "md"}, builtin=True)

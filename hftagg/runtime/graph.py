@@ -328,7 +328,7 @@ class _Builder:
         total = sum(records * graph.topics[t].dtype.itemsize for t, records in plan.items())
         memory = physical_memory_bytes()
         if memory and total > memory // 2:
-            key = "ring_capacity" if runtime.ring_capacity is not None else "ring_bytes"
+            key = "ring_capacity" if runtime.ring_capacity else "ring_bytes"
             self.problem(
                 f"runtime.{key}",
                 getattr(runtime, key),

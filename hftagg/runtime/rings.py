@@ -5,7 +5,7 @@
 - A ring holds the largest power of two of records that fits in ``runtime.ring_bytes``, and at
   least 16. A ring that a core stage writes and a core stage reads holds at least ``max_batch``
   records whatever its bytes: the core thread writes and reads it, and cannot wait for itself.
-- The deprecated ``runtime.ring_capacity`` (records per ring) wins when set.
+- The deprecated ``runtime.ring_capacity`` (records per ring) wins when set (not 0).
 
 Used by the graph check (is there memory for it?) and by the pipeline (allocation).
 """
@@ -40,7 +40,7 @@ def core_to_core_topics(nodes: list[Node], producer: dict[str, str]) -> set[str]
 def ring_records(runtime: Any, itemsize: int, core_to_core: bool) -> int:
     """Records in one ring (a power of two) for records of ``itemsize`` bytes."""
     max_batch = runtime.max_batch
-    if runtime.ring_capacity is not None:
+    if runtime.ring_capacity:  # the deprecated records count, when set (0: unset)
         wanted = max(runtime.ring_capacity, max_batch)
         return max(2, 1 << (wanted - 1).bit_length())  # as the ring rounds it
     records = max(16, runtime.ring_bytes // itemsize)
