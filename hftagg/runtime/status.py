@@ -80,10 +80,11 @@ class StatusReporter:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self._last_time = time.monotonic()
+        # the first interval runs from the pipeline's start (everything so far counts), or from
+        # now for a pipeline not started yet
+        self._last_time = pipeline.started_at or time.monotonic()
         self._last: dict[str, tuple[int, int, int]] = {}
         self._last_hist: dict[str, np.ndarray] = {}
-        self._counts()  # start the first interval now
 
     def _counts(self) -> dict[str, tuple[int, int, int]]:
         """(records read or emitted by a source, batches, records out) per stage id now."""
