@@ -411,3 +411,13 @@ def test_a_misspelt_config_key_gets_a_suggestion(capsys, config, key, hint):
     assert code == 1
     assert hint in err
     assert config.read_bytes() == before
+
+
+def test_remove_warns_when_the_environment_still_sets_the_key(capsys, config, monkeypatch):
+    monkeypatch.setenv("HFTAGG__PROCESSING__EMA_WINDOW", "50")
+
+    code, _, err = cli(capsys, "config", "remove", "processing.ema_window")
+
+    assert code == 0
+    assert "no longer sets processing.ema_window" in err
+    assert "env HFTAGG__PROCESSING__EMA_WINDOW overrides processing.ema_window = 50" in err

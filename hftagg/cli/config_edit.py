@@ -132,7 +132,9 @@ def _source_layers_for_warning(path: Path, environ: Mapping[str, str]) -> tuple[
     return read_config_sources(host, environ, unreachable), host
 
 
-def warn_if_overridden(path: Path, key: str, environ: Mapping[str, str] | None = None) -> int:
+def warn_if_overridden(
+    path: Path, key: str, environ: Mapping[str, str] | None = None, edit: str = "sets"
+) -> int:
     """Tell the user (stderr) which higher layers still override ``key``; returns how many."""
     environ = dict(os.environ) if environ is None else environ
     remote, host = _source_layers_for_warning(path, environ)
@@ -144,7 +146,7 @@ def warn_if_overridden(path: Path, key: str, environ: Mapping[str, str] | None =
         else:
             how = kind.removal.format(key=other, name=layer)
         print(
-            f"hftagg config: warning: {path} now sets {key}, but {layer} overrides {other} = "
+            f"hftagg config: warning: {path} now {edit} {key}, but {layer} overrides {other} = "
             f"{format_value(value)}; a pipeline started with this environment uses that "
             f"value ({how} to use the file's)",
             file=sys.stderr,
@@ -261,7 +263,7 @@ def cmd_config_remove(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _refused(path, exc)
     print(f"{path}: removed {args.key} (was {format_value(old)})")
-    warn_if_overridden(path, args.key)
+    warn_if_overridden(path, args.key, edit="no longer sets")
     return 0
 
 
