@@ -166,3 +166,42 @@ def test_an_unknown_on_error_value_is_a_config_error_naming_the_choices(tmp_path
         f'stops the pipeline) or "isolate" (its input batch goes to dead letters with the '
         f"exception and the rest runs on)"
     )
+
+
+FLAKY_SINK = """
+from hftagg import Port, SinkStage, hookimpl
+
+class FlakySink(SinkStage):
+    type_name = "flaky_sink"
+    inputs = {"input": Port("trade", "md.trades")}
+    written = 0
+
+    def write(self, batch, port, offset):
+        if (batch["seq"] % 500 == 499).any():
+            raise ConnectionError("backend refused the batch")
+        FlakySink.written += len(batch)
+
+@hookimpl
+def hftagg_register_stage_types(register):
+    register(FlakySink)
+"""
+
+
+def test_an_isolated_sink_dead_letters_the_batches_it_failed_to_write(tmp_path):
+    config = write_config(tmp_path, "", "sink", ["md.trades", "dead_letters.isolated.out"])
+    (tmp_path / "plugins" / "flaky_sink.py").write_text(FLAKY_SINK)
+    text = config.read_text().replace("[delivery]", '[stages.out]\ntype = "flaky_sink"\n'
+                                      'on_error = "isolate"\n\n[delivery]')  # fmt: skip
+    config.write_text(text.replace('[stages.poison]\ntype = "poison"\n', ""))
+    pipeline = assemble(config, environ={}).pipeline()
+    pipeline.start()
+    assert pipeline.wait(120), "the pipeline did not finish"
+    summary = pipeline.stop()
+    trades, dead = captured("sink:md.trades"), captured("sink:dead_letters.isolated.out")
+    written = sys.modules["hftagg_plugins.flaky_sink"].FlakySink.written
+    assert len(dead) > 0 and written + len(dead) == len(trades)  # each record once, one way
+    assert (dead["seq"] % 500 == 499).any()
+    assert all(d == b"ConnectionError: backend refused the batch" for d in dead["detail"])
+    out = summary["stages"]["out"]
+    assert out["state"] == "failed" and out["failures"] >= 1
+    assert out["records"] == len(trades) and out["dead_letters"] == len(dead)

@@ -584,11 +584,21 @@ class Pipeline:
                 bell.clear()
                 if self.pump_sink(node):
                     continue
-                if not core.alive and not self.backlog(node.id):
+                if not core.alive and self._writers_done(node) and not self.backlog(node.id):
                     break
                 bell.wait(0.01)
         finally:
             node.stage.flush()
+
+    def _writers_done(self, node: Node) -> bool:
+        """No sink still runs that writes to ``node``'s inputs (an isolated sink writes its
+        dead letters from its own thread, possibly after the core thread has ended)."""
+        for topic in node.inputs.values():
+            writer = self.graph.producer.get(topic)
+            worker = self.workers.get(f"sink:{writer}") if writer != node.id else None
+            if worker is not None and worker.alive:
+                return False
+        return True
 
     def stop(self, drain: bool = True) -> dict[str, Any]:
         """Stop sources, drain (unless ``drain=False``), close stages; return the summary."""
