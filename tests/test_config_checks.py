@@ -47,7 +47,7 @@ CASES = {
     ),
     "delivery bad port": (
         SIM + '[delivery]\ntarget = "tcp://127.0.0.1:70000"\n',
-        "delivery.target = 'tcp://127.0.0.1:70000': port '70000' is not a port number 1-65535",
+        "delivery.target = 'tcp://127.0.0.1:70000': port '70000' is not a port number 0-65535 (0: any free one)",
     ),
     "delivery unknown scheme": (
         SIM + '[delivery]\ntarget = "http://127.0.0.1:5555"\n',
@@ -72,7 +72,7 @@ CASES = {
     ),
     "missing schema file": (
         SIM + SBE.format(schema="sbe/missing.xml"),
-        "stages.enc.schema = 'sbe/missing.xml': no such file: ",
+        "stages.enc.schema = 'sbe/missing.xml': SBE schema 'sbe/missing.xml' not found in ",
     ),
     "enabled as a string": (
         SIM + '[stages.mid]\ntype = "example_midprice"\nenabled = "no"\n',

@@ -126,6 +126,9 @@ def root(tmp_path):
 def test_config_show_and_the_reloader_agree_on_every_key(root):
     config = root / "config.toml"
     rows = effective_config(config, environ={})
+    # a default of None (unset) cannot be written in TOML; setting such a key is a change
+    # of the key it stands in for (runtime.ring_capacity for ring_bytes), compared there
+    rows = {k: row for k, row in rows.items() if row["value"] is not None}
     merged = {}
     for key, row in rows.items():
         _set_plain(merged, key, row["value"])

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from hftagg import hookimpl
+from hftagg.config.edit import write_atomic
 from hftagg.runtime.assemble import assemble, plugin_dirs
 from hftagg.runtime.reload import Reloader
 from hftagg.telemetry.prometheus import render_prometheus
@@ -156,6 +157,14 @@ def test_truncate_then_write_at_any_gap_never_applies_the_empty_file(root):
     trades = contiguous_per_instrument("safety:md.trades")
     ema = contiguous_per_instrument("safety:ind.ema")
     assert len(trades) > 1000 and len(ema) == len(trades)  # nothing lost, nothing twice
+
+
+def test_an_edit_made_while_the_pipeline_starts_is_not_missed(root):
+    live = Live(root)  # the config is read here ...
+    write_atomic(live.config, CONFIG.format(window=27).encode())  # ... then edited at once
+    with live:  # before the watcher is watching
+        live.wait_for(lambda e: e.accepted and e.changes == ["ema: window 20 -> 27 (live)"])
+    assert live.reloader.rejected == 0
 
 
 def test_a_change_that_removes_every_source_or_stage_is_refused_unless_allowed(root):

@@ -28,8 +28,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _port_problem(port_text: str) -> str | None:
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        return f"port {port_text or '(none)'!r} is not a port number 1-65535"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        return f"port {port_text or '(none)'!r} is not a port number 0-65535 (0: any free one)"
     return None
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import watchfiles
 
-__all__ = ["FileWatcher", "wait_until_stable"]
+__all__ = ["FileWatcher", "fingerprint", "wait_until_stable"]
 
 log = logging.getLogger("hftagg.watch")
 
 
-def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+def fingerprint(path: Path) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -42,7 +42,7 @@ def wait_until_stable(
     Returns True once settled, False when it was still changing after ``timeout_secs`` (the
     caller reads it anyway: validation refuses a half-written file that does not parse)."""
     deadline = time.monotonic() + timeout_secs
-    last = _fingerprint(path)
+    last = fingerprint(path)
     stable_since = time.monotonic()
     while True:
         now = time.monotonic()
@@ -51,7 +51,7 @@ def wait_until_stable(
         if now >= deadline:
             return False
         time.sleep(step_secs)
-        current = _fingerprint(path)
+        current = fingerprint(path)
         if current != last:
             last, stable_since = current, time.monotonic()
 
@@ -71,8 +71,10 @@ class FileWatcher:
         folders: list[Path] = (),
         debounce_ms: int = 20,
         step_ms: int = 5,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.files = {Path(f).resolve() for f in files}
+        self.on_ready = on_ready
         self.folders = [Path(d).resolve() for d in folders if Path(d).is_dir()]
         self.on_change = on_change
         self.debounce_ms = debounce_ms
@@ -109,7 +111,9 @@ class FileWatcher:
             raise_interrupt=False,
         )
         for changes in watcher:
-            self.ready.set()
+            if not self.ready.is_set():
+                self.ready.set()
+                self._call_on_ready()
             if self._stop.is_set():
                 return
             if not changes:
@@ -119,7 +123,18 @@ class FileWatcher:
             except BaseException:  # noqa: BLE001 - SystemExit here would end watching silently
                 log.exception("handling a change to %s failed", sorted(p for _, p in changes))
 
+    def _call_on_ready(self) -> None:
+        if self.on_ready is None:
+            return
+        try:
+            self.on_ready()
+        except Exception:
+            log.exception("handling the watcher's start failed")
+
     def start(self) -> None:
+        """Start watching; returns once watching (or after 2 s on a slow machine: ``on_ready``
+        is called from the watching thread when it really starts, so that the caller can catch
+        up with changes made before then)."""
         self._thread = threading.Thread(target=self._run, name="hftagg-watch", daemon=True)
         self._thread.start()
         self.ready.wait(2.0)

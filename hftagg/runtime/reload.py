@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hftagg.config.watch import FileWatcher, wait_until_stable
+from hftagg.config.watch import FileWatcher, fingerprint, wait_until_stable
 from hftagg.errors import MISSING, ConfigError, Problem
 from hftagg.plugins.manager import PluginHost, plugin_files
 from hftagg.runtime.apply import Applied, ApplyError, apply_changes
@@ -84,6 +84,7 @@ class Reloader:
         self.remote_layers: dict[str, dict[str, Any]] = {}
         self.on_event = on_event
         self.settle_secs = settle_secs
+        self._fingerprint = fingerprint(self.config_path) if self.config_path else None
         self.applied = 0
         self.rejected = 0
         self.history: list[ReloadEvent] = []
@@ -281,8 +282,17 @@ class Reloader:
 
     def start(self) -> None:
         files = [self.config_path] if self.config_path else []
-        self._watcher = FileWatcher(self._on_files, files=files, folders=self.plugin_dirs)
+        self._watcher = FileWatcher(
+            self._on_files, files=files, folders=self.plugin_dirs, on_ready=self._catch_up
+        )
         self._watcher.start()
+
+    def _catch_up(self) -> None:
+        """The watcher has started: a config edit made before then (while the pipeline was
+        starting on a busy machine) is handled now instead of waiting for the next one."""
+        if self.config_path is not None and fingerprint(self.config_path) != self._fingerprint:
+            log.info("%s: changed while starting; reading it now", self.config_path)
+            self._on_files({self.config_path})
 
     def stop(self) -> None:
         if self._watcher is not None:
