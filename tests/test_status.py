@@ -129,6 +129,11 @@ def test_on_a_terminal_status_is_a_table_redrawn_in_place_with_decoder_records_o
     assert len(busy) >= 3
     assert all(rate(r[2]) > 10 * rate(r[1]) for r in busy), busy
     assert "hftagg summary" in text
+    # and the summary says what the decoder emitted, not only the chunks it read
+    decode = re.search(r"^  decode\s+sbe_decode\s+([\d,]+) records .* out ([\d,]+)", text, re.M)
+    assert decode, text
+    chunks, records = (int(g.replace(",", "")) for g in decode.groups())
+    assert records > 10 * chunks > 0
 
 
 @pytest.mark.slow

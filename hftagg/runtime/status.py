@@ -249,6 +249,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{s['batches']:>9,} batches  mean batch {s['mean_batch']:8.1f}  "
             f"{_rate(s['records_per_sec']):>7} rec/s  backlog {s['backlog']}  drops {s['drops']}"
         )
+        if s.get("role") == "core" and s.get("records_out", 0) != s["records"]:
+            line += f"  out {s['records_out']:,}"  # a decoder: chunks in, records out
         if s.get("dead_letters"):
             line += f"  dead letters {s['dead_letters']}"
         if "added_secs" in s:
