@@ -209,7 +209,9 @@ def test_decoder_reads_price_tag_and_entry_types_from_a_venue_dictionary(tmp_pat
     assert len(out.dead_letters) == 0
     assert out.book["action"].tobytes() == b"AD"
     assert out.book["price"].tolist() == [1_250_000_000, 1_300_000_000]
-    assert out.trades["price"].tolist() == [1_260_000_000] and out.trades["size"].tolist() == [2]
+    assert out.trades["price"].tolist() == [1_260_000_000] and out.trades["size"].tolist() == [
+        2 * 10**8
+    ]
     standard = MarketDataDecoder({"EURUSD": 1}).feed(_venue_stream())  # FIX44: 270 missing
     assert len(standard.dead_letters) == 1 and len(standard.book) == 0
 

@@ -184,7 +184,7 @@ async def _exercise(session, hft: HftMd, qf: QuickFixMd) -> None:
     assert len(out.dead_letters) == 0
     assert out.book["action"].tobytes() == b"RAAM"
     assert out.book["price"].tolist() == [0, 99_500_000_000, 100_250_000_000, 100_125_000_000]
-    assert out.book["size"].tolist() == [0, 10, 7, 3]
+    assert out.book["size"].tolist() == [0, 10 * 10**8, 7 * 10**8, 3 * 10**8]  # 1e-8 fixed
     assert out.trades["price"].tolist() == [100_125_000_000]
 
     # gap QuickFIX -> hftagg: hftagg asks for a resend, QuickFIX gap-fills, queue drains

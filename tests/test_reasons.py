@@ -12,10 +12,11 @@ from hftagg.kernels import book, fix, risk, validation
 from hftagg.plugins import load_plugins
 from hftagg.protocols import dbn, sbe
 from hftagg.records.catalog import RAW_CHUNK
+from hftagg.records.fixed import FixedReason
 from hftagg.records.reasons import BUILTIN_RANGES, REASONS, ReasonRegistry, RuntimeReason
 from hftagg.stages import StageContext
 
-OWNERS = {"sbe", "fix", "dbn", "book", "validation", "risk", "runtime"}
+OWNERS = {"sbe", "fix", "dbn", "book", "validation", "risk", "runtime", "records"}
 
 
 def _constants(cls) -> dict[str, int]:
@@ -39,6 +40,7 @@ def test_every_owner_has_a_range_and_ranges_do_not_overlap():
         ("risk", {r.name: int(r) for r in risk.RiskReason}),
         ("book", {k: v for k, v in vars(book).items() if k.startswith("ALERT_") and k != "ALERT_TEXT"}),
         ("runtime", _constants(RuntimeReason)),
+        ("records", {k: v for k, v in vars(FixedReason).items() if isinstance(v, int)}),
     ],
 )  # fmt: skip
 def test_every_code_an_owner_defines_is_registered_in_its_range(owner, codes):

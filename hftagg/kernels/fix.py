@@ -120,9 +120,8 @@ REASONS: dict[int, tuple[str, str]] = {
     BAD_GROUP: ("bad_group", "NoMDEntries (268) does not match the entries present"),
 }
 REGISTRY.register_all("fix", REASONS)
-# the records layer's codes, which it registers itself, named here too for FIX's logs
-REASONS[_TOO_PRECISE] = ("too_precise", "a price or size with more decimals than its scale")
-REASONS[_OUT_OF_RANGE] = ("out_of_range", "a price or size beyond the int64 fixed-point range")
+# Besides these, a price or size that is a number but cannot be represented is dead-lettered
+# with the records layer's FixedReason.TOO_PRECISE / OUT_OF_RANGE (registered by it).
 
 # The tag numbers decode_md reads (``tags[T_*]``), taken from the data dictionary.
 T_COUNT = 0  # NoMDEntries (268)

@@ -203,9 +203,7 @@ class CascadeBars(_TimeBars):
     outputs = {
         "output": Port("bar", "md.bars_5m", "closed time bars"),
         "partial": Port("bar", "md.bars_5m_partial", "bars in progress"),
-        "dead_letters": Port(
-            "dead_letter", "dead_letters.cascade_bars_5m", "input bars not applied"
-        ),
+        "dead_letters": Port("dead_letter", "dead_letters.cascade_bars", "input bars not applied"),
     }
 
     @classmethod

@@ -38,6 +38,7 @@ from hftagg.kernels.slots import SlotTable
 from hftagg.protocols.fix.dictionary import DEFAULT_DICTIONARY, Dictionary, load_dictionary
 from hftagg.records.catalog import BOOK_UPDATE, DEAD_LETTER, TRADE
 from hftagg.records.fixed import detail as fixed_detail
+from hftagg.records.reasons import REASONS
 
 __all__ = [
     "Decoded",
@@ -55,7 +56,11 @@ _COLUMNS = {"seq": ((3,), np.int64)}
 
 def reason_name(code: int) -> str:
     """The short name of a FIX dead-letter reason code (``"bad_checksum"``)."""
-    return kernels.REASONS.get(int(code), (f"reason_{code}", ""))[0]
+    entry = kernels.REASONS.get(int(code))
+    if entry is not None:
+        return entry[0]
+    reason = REASONS.get(code)  # the records layer's (a price or size it cannot represent)
+    return reason.name if reason is not None else f"reason_{code}"
 
 
 def build_symbol_table(symbols: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
