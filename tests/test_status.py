@@ -125,15 +125,17 @@ def test_on_a_terminal_status_is_a_table_redrawn_in_place_with_decoder_records_o
         assert {"sim", "encode", "decode", "ema"} <= set(rows), rows
         assert rows["sim"][1] == "-" and rows["ema"][2] != "-"  # a source reads nothing
     # the decoder reads raw chunks and emits records: both are shown, records out >> chunks in
+    # (how many records a chunk holds depends on how busy the machine is: 10x held on a quiet
+    # one, 9.8x was seen under load; a table showing chunks for both would give 1x)
     busy = decoding(tables)
     assert len(busy) >= 3
-    assert all(rate(r[2]) > 10 * rate(r[1]) for r in busy), busy
+    assert all(rate(r[2]) > 3 * rate(r[1]) for r in busy), busy
     assert "hftagg summary" in text
     # and the summary says what the decoder emitted, not only the chunks it read
     decode = re.search(r"^  decode\s+sbe_decode\s+([\d,]+) records .* out ([\d,]+)", text, re.M)
     assert decode, text
     chunks, records = (int(g.replace(",", "")) for g in decode.groups())
-    assert records > 10 * chunks > 0
+    assert records > 3 * chunks > 0
 
 
 @pytest.mark.slow
