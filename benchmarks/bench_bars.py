@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.harness import Result, best_rate
-from hftagg.kernels.bars import TimeBarKernel
+from hftagg.builtins.core.bars.kernels import TimeBarKernel
 from hftagg.records import QTY_UNITS, TRADE
 
 MINUTE = 60 * 10**9

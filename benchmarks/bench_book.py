@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 from benchmarks.harness import Result, best_rate
-from hftagg.kernels.book import UNDEF_PRICE, BookKernel
+from hftagg.builtins.core.book.kernels import UNDEF_PRICE, BookKernel
 from hftagg.records import BOOK_UPDATE
 
 INSTRUMENTS = 16

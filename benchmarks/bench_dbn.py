@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import Result, best_rate
-from hftagg.kernels.dbn import warm
-from hftagg.protocols.dbn import DbnDecoder, RType
-from hftagg.protocols.dbn.layouts import LAYOUTS
+from hftagg.builtins.protocols.dbn import DbnDecoder, RType
+from hftagg.builtins.protocols.dbn.kernels import warm
+from hftagg.builtins.protocols.dbn.layouts import LAYOUTS
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dbn"
 BATCH = 65536

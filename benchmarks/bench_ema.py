@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.harness import Result, best_rate
-from hftagg.kernels import EmaKernel, ema_series
+from hftagg.builtins.core.indicators.ema import EmaKernel, ema_series
 from hftagg.records import PRICE_SCALE
 
 WINDOW = 20

@@ -19,7 +19,7 @@ import numpy as np
 import simplefix
 
 from benchmarks.harness import Result, best_rate
-from hftagg.protocols.fix.decoder import MarketDataDecoder
+from hftagg.builtins.protocols.fix.decoder import MarketDataDecoder
 
 TARGET = 1e6
 CHUNK = 1 << 16

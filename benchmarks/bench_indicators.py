@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.harness import Result, best_rate
-from hftagg.kernels.indicators import OlsKernel, RsiKernel, SmaKernel
+from hftagg.builtins.core.indicators.kernels import OlsKernel, RsiKernel, SmaKernel
 
 OLS_WINDOW = 100
 OLS_TARGET_RATIO = 100.0

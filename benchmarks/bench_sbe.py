@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import Result, best_rate
-from hftagg.protocols import BUILTIN_DEFINITIONS
-from hftagg.protocols.sbe import SbeCodec, parse_schema
-from hftagg.protocols.sbe.mdp3 import BOOK, mdp3_packet, mdp3_records
-from hftagg.protocols.sbe.records import RecordDecoder, RecordEncoder
+from hftagg.builtins.protocols import BUILTIN_DEFINITIONS
+from hftagg.builtins.protocols.sbe import SbeCodec, parse_schema
+from hftagg.builtins.protocols.sbe.mdp3 import BOOK, mdp3_packet, mdp3_records
+from hftagg.builtins.protocols.sbe.records import RecordDecoder, RecordEncoder
 from hftagg.records.catalog import BOOK_UPDATE, TRADE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ on purpose. Library exceptions are translated at the boundary (``raise ConfigErr
                              previous config
 
 Every class is defined here and exported from ``hftagg`` (a test checks both). The one
-exception class elsewhere is ``hftagg.protocols.fix.session.RejectMessage``: not an error but a
+exception class elsewhere is ``hftagg.builtins.protocols.fix.session.RejectMessage``: not an error but a
 signal a FIX application handler raises to have the session answer with a Reject (35=3); the
 session catches it and it never leaves the session.
 

@@ -272,7 +272,7 @@ class FakeClock:
     """A clock the test moves: ``time()``, ``time_ns()``, ``monotonic()``, ``monotonic_ns()``,
     ``perf_counter()``, ``sleep(secs)`` (advances instead of waiting) and ``advance(secs=, ns=)``.
 
-    ``with clock.patch("hftagg.builtins.sources.simulator"):`` makes those modules' ``time``
+    ``with clock.patch("hftagg.builtins.sources.simulator.stages"):`` makes those modules' ``time``
     this clock for the block (only modules that ``import time``). Any attribute it does not
     define falls through to the real ``time`` module.
     """

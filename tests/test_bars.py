@@ -8,9 +8,14 @@ import pydantic
 import pytest
 
 from hftagg import Port, Stage
-from hftagg.builtins.core.bars import CascadeBars, TickBars, TimeBars, VolumeBars
-from hftagg.builtins.core.indicators import Atr
-from hftagg.kernels.bars import TickBarKernel, TimeBarKernel, VolumeBarKernel, parse_duration
+from hftagg.builtins.core.bars.kernels import (
+    TickBarKernel,
+    TimeBarKernel,
+    VolumeBarKernel,
+    parse_duration,
+)
+from hftagg.builtins.core.bars.stages import CascadeBars, TickBars, TimeBars, VolumeBars
+from hftagg.builtins.core.indicators.stages import Atr
 from hftagg.records import BAR, INDICATOR, TRADE
 from hftagg.stages import StageContext
 from hftagg.testing import TestingSink, TestingSource, run_pipeline

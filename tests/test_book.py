@@ -7,8 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hftagg.builtins.core.book import Book, MboBook
-from hftagg.kernels.book import (
+from hftagg.builtins.core.book.kernels import (
     ALERT_BAD_RECORD,
     ALERT_CROSSED,
     ALERT_GAP,
@@ -19,7 +18,8 @@ from hftagg.kernels.book import (
     UNDEF_PRICE,
     BookKernel,
 )
-from hftagg.kernels.mbo import MboBookKernel
+from hftagg.builtins.core.book.mbo import MboBookKernel
+from hftagg.builtins.core.book.stages import Book, MboBook
 from hftagg.records import ALERT, BOOK_UPDATE, MBP10, QUOTE
 from hftagg.records.catalog import MBO
 from hftagg.stages import StageContext
@@ -462,10 +462,10 @@ def test_mbo_order_pool_grows_and_orders_aggregate_to_levels():
 
 def test_kernels_compile_without_numba_refcounting():
     """The book kernels run without numba's runtime: with it, refcount calls per array per record
-    halve the throughput (see :mod:`hftagg.kernels.book`). Only if this numba has the switch."""
+    halve the throughput (see :mod:`hftagg.builtins.core.book.kernels`). Only if this numba has the switch."""
     from numba.core.options import DefaultOptions
 
-    from hftagg.kernels.book import _NJIT
+    from hftagg.builtins.core.book.kernels import _NJIT
 
     if hasattr(DefaultOptions, "_nrt"):
         assert _NJIT["_nrt"] is False

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import tomlkit
 
+from hftagg.builtins.protocols import find_definition
 from hftagg.cli.config import effective_config
 from hftagg.errors import ConfigError
-from hftagg.protocols import find_definition
 from hftagg.runtime.assemble import assemble
 from hftagg.runtime.reload import Reloader
 from hftagg.telemetry.core import Telemetry

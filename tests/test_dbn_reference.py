@@ -2,7 +2,7 @@
 
 Every file in ``../shared/data/dbn/`` (DBN 3) is decoded by hftagg and by ``databento_dbn``;
 the expected hftagg records are derived from the reference's records, field by field, by the
-mapping rules of :mod:`hftagg.protocols.dbn.mapping`. DBN 1 and 2 files are written with the
+mapping rules of :mod:`hftagg.builtins.protocols.dbn.mapping`. DBN 1 and 2 files are written with the
 reference package's own record classes and metadata encoder (same values, older layouts) and
 compared the same way. The reference upgrades older versions to DBN 3 (as hftagg's records are
 version-independent), so the comparison is the same for every version. DBN's whole-unit
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hftagg.protocols.dbn import LAYOUTS, RType, decode_file
-from hftagg.protocols.dbn.layouts import OHLCV_RTYPES
+from hftagg.builtins.protocols.dbn import LAYOUTS, RType, decode_file
+from hftagg.builtins.protocols.dbn.layouts import OHLCV_RTYPES
 from hftagg.records import QTY_UNITS as Q
 
 dbn_ref = pytest.importorskip("databento_dbn", reason="the reference reader databento-dbn")
@@ -192,7 +192,7 @@ def _market_data(r, rtype: int, schema: str, add) -> None:
 
 def expected(metadata, records) -> dict[str, list[dict]]:
     """hftagg records per port, derived from the reference's records."""
-    from hftagg.protocols.dbn import IMBALANCE, INSTRUMENT_DEFINITION, STATISTICS
+    from hftagg.builtins.protocols.dbn import IMBALANCE, INSTRUMENT_DEFINITION, STATISTICS
 
     schema = str(getattr(metadata.schema, "value", metadata.schema))
     out: dict[str, list[dict]] = {}
@@ -267,7 +267,7 @@ def test_shared_file_decodes_like_the_reference(path):
 
 @needs_data
 def test_every_shared_schema_is_mapped_or_listed_as_skipped():
-    from hftagg.protocols.dbn import SCHEMA_PORTS
+    from hftagg.builtins.protocols.dbn import SCHEMA_PORTS
 
     for path in FILES:
         schema = str(getattr(_reference(path)[0].schema, "value", ""))

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hftagg.builtins.sources.dbn_replay import DbnReplay
-from hftagg.protocols.dbn import DbnDecoder, Reason, RType, decode_file
-from hftagg.protocols.dbn.layouts import LAYOUTS
+from hftagg.builtins.protocols.dbn import DbnDecoder, Reason, RType, decode_file
+from hftagg.builtins.protocols.dbn.layouts import LAYOUTS
+from hftagg.builtins.protocols.dbn.replay import DbnReplay
 from hftagg.stages import StageContext
 from hftagg.testing import TestingSink, run_pipeline
 

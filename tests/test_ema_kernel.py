@@ -13,8 +13,8 @@ import talib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hftagg.builtins.core.indicators.ema import EmaKernel, ema_series
 from hftagg.kernels import warm_all
-from hftagg.kernels.ema import EmaKernel, ema_series
 from hftagg.records import PRICE_SCALE, TRADE
 
 from .compiled import entry_points, hftagg_modules, uncompiled

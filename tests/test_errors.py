@@ -97,7 +97,7 @@ def test_no_exception_class_is_defined_outside_errors_py():
 
 
 def test_errors_defined_elsewhere_before_are_the_same_classes():
-    from hftagg.protocols.dbn import DbnFormatError
+    from hftagg.builtins.protocols.dbn import DbnFormatError
     from hftagg.runtime.apply import ApplyError
     from hftagg.runtime.pipeline import StageFailed
 

@@ -10,9 +10,9 @@ import simplefix
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hftagg.kernels import fix as kernels
-from hftagg.protocols.fix import messages as m
-from hftagg.protocols.fix.decoder import Framer, MarketDataDecoder, build_symbol_table
+from hftagg.builtins.protocols.fix import kernels
+from hftagg.builtins.protocols.fix import messages as m
+from hftagg.builtins.protocols.fix.decoder import Framer, MarketDataDecoder, build_symbol_table
 
 SYMBOLS = {"EURUSD": 1, "GBPUSD": 2, "ES.H6": 3, "BTC/USD": 0xFFFFFFFF}
 SETTINGS = settings(max_examples=150, deadline=None,

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import simplefix
 
-from hftagg.builtins.protocols.fix import FixDecode
+from hftagg.builtins.protocols import BUILTIN_DEFINITIONS
+from hftagg.builtins.protocols.fix import messages as m
+from hftagg.builtins.protocols.fix.decoder import MarketDataDecoder
+from hftagg.builtins.protocols.fix.dictionary import load_dictionary, resolve
+from hftagg.builtins.protocols.fix.session import Acceptor
+from hftagg.builtins.protocols.fix.stages import FixDecode
+from hftagg.builtins.protocols.fix.validate import validate
 from hftagg.errors import ConfigError, SchemaError
-from hftagg.protocols import BUILTIN_DEFINITIONS
-from hftagg.protocols.fix import messages as m
-from hftagg.protocols.fix.decoder import MarketDataDecoder
-from hftagg.protocols.fix.dictionary import load_dictionary, resolve
-from hftagg.protocols.fix.session import Acceptor
-from hftagg.protocols.fix.validate import validate
 from hftagg.testing import TestingSink, TestingSource, run_pipeline
 from tests.test_fix_pipeline import chunks
 from tests.test_fix_session import CLIENT, SERVER, Recorder, _until
@@ -169,7 +169,7 @@ def test_session_with_validate_rejects_each_defect_with_quickfix_reasons():
         client_app, server_app = Recorder(), Recorder()
         acceptor = Acceptor([server], server_app)
         port = await acceptor.start("127.0.0.1", 0)
-        from hftagg.protocols.fix.session import connect
+        from hftagg.builtins.protocols.fix.session import connect
 
         client = await connect("127.0.0.1", port, CLIENT, client_app)
         session = acceptor.sessions[-1]

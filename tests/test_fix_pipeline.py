@@ -9,14 +9,14 @@ import time
 import numpy as np
 import pytest
 
-from hftagg.builtins.protocols.fix import FixDecode
-from hftagg.builtins.sources.fix_md import FixMarketData
+from hftagg.builtins.protocols.fix import kernels
+from hftagg.builtins.protocols.fix import messages as m
+from hftagg.builtins.protocols.fix.session import Acceptor, SessionSettings
+from hftagg.builtins.protocols.fix.source import FixMarketData
+from hftagg.builtins.protocols.fix.stages import FixDecode
 from hftagg.config.spec import RuntimeSection
 from hftagg.errors import ConfigError
-from hftagg.kernels import fix as kernels
 from hftagg.plugins.manager import load_plugins
-from hftagg.protocols.fix import messages as m
-from hftagg.protocols.fix.session import Acceptor, SessionSettings
 from hftagg.records.catalog import RAW_CHUNK, RAW_CHUNK_BYTES
 from hftagg.runtime.graph import graph_from_stages
 from hftagg.runtime.pipeline import Pipeline

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from hftagg.protocols.fix import messages as m
-from hftagg.protocols.fix.decoder import MarketDataDecoder
-from hftagg.protocols.fix.session import Acceptor, Application, SessionSettings, connect
+from hftagg.builtins.protocols.fix import messages as m
+from hftagg.builtins.protocols.fix.decoder import MarketDataDecoder
+from hftagg.builtins.protocols.fix.session import Acceptor, Application, SessionSettings, connect
 from tests.conftest import free_port
 
 fix = pytest.importorskip(

@@ -6,16 +6,16 @@ import asyncio
 
 import pytest
 
-from hftagg.protocols.fix import messages as m
-from hftagg.protocols.fix.decoder import MarketDataDecoder
-from hftagg.protocols.fix.session import (
+from hftagg.builtins.protocols.fix import messages as m
+from hftagg.builtins.protocols.fix.decoder import MarketDataDecoder
+from hftagg.builtins.protocols.fix.session import (
     Acceptor,
     Application,
     RejectMessage,
     SessionSettings,
     connect,
 )
-from hftagg.protocols.fix.store import FileStore
+from hftagg.builtins.protocols.fix.store import FileStore
 
 CLIENT = SessionSettings("CLIENT", "SERVER", heartbeat_secs=1, logout_timeout_secs=1.0)
 SERVER = SessionSettings("SERVER", "CLIENT", heartbeat_secs=1, logout_timeout_secs=1.0,

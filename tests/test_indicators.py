@@ -8,18 +8,7 @@ import pydantic
 import pytest
 import talib
 
-from hftagg.builtins.core.indicators import (
-    Atr,
-    Ols,
-    RollingVwap,
-    Rsi,
-    SessionVwap,
-    Sma,
-    Volatility,
-    Wma,
-    ZScore,
-)
-from hftagg.kernels.indicators import (
+from hftagg.builtins.core.indicators.kernels import (
     AtrKernel,
     OlsKernel,
     RollingVwapKernel,
@@ -29,6 +18,17 @@ from hftagg.kernels.indicators import (
     VolatilityKernel,
     WmaKernel,
     ZScoreKernel,
+)
+from hftagg.builtins.core.indicators.stages import (
+    Atr,
+    Ols,
+    RollingVwap,
+    Rsi,
+    SessionVwap,
+    Sma,
+    Volatility,
+    Wma,
+    ZScore,
 )
 from hftagg.records import BAR, INDICATOR, TRADE
 from hftagg.stages import StageContext

@@ -104,7 +104,7 @@ def test_clients_that_hang_up_early_print_no_traceback(server, capsys, caplog):
 
 
 def test_publisher_counters_are_served(address):
-    from hftagg.builtins.delivery.publisher import Publisher, PublisherParams
+    from hftagg.builtins.delivery.pynng.publisher import Publisher, PublisherParams
     from hftagg.records import INDICATOR
 
     host = load_plugins([], entry_points=False)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from hftagg import Port, Stage
-from hftagg.builtins.core.indicators import Ema
-from hftagg.builtins.sources.simulator import Simulator
+from hftagg.builtins.core.indicators.stages import Ema
+from hftagg.builtins.sources.simulator.stages import Simulator
 from hftagg.records import INDICATOR, TRADE
 from hftagg.runtime.pipeline import StageFailed
 from hftagg.stages import StageContext

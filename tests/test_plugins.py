@@ -85,10 +85,12 @@ def test_plugins_json_lists_all_three_origins_and_the_broken_file(plugin_world):
     )
     assert out.returncode == 0, out.stderr
     records = {r["name"]: r for r in json.loads(out.stdout)}
-    assert records["hftagg.builtins.core.indicators"]["origin"] == "built-in"
-    assert "ema (core)" in records["hftagg.builtins.core.indicators"]["provides"]["stage_types"]
+    assert records["hftagg.builtins.core.indicators.stages"]["origin"] == "built-in"
+    assert (
+        "ema (core)" in records["hftagg.builtins.core.indicators.stages"]["provides"]["stage_types"]
+    )
     assert "trade@2" in records["hftagg.builtins.records"]["provides"]["schemas"]
-    assert records["hftagg.builtins.delivery.pynng_transport"]["provides"] == {
+    assert records["hftagg.builtins.delivery.pynng.transport"]["provides"] == {
         "transports": ["pynng"]
     }
     assert records["ep_demo"]["origin"] == "entry point"
@@ -166,7 +168,7 @@ def test_builtins_register_through_the_same_hooks_as_third_parties():
     for name in ("simulator", "ema", "publisher"):
         assert host.stage_origin[name].startswith("hftagg.builtins.")
     impls = host.pm.hook.hftagg_register_stage_types.get_hookimpls()
-    assert {i.plugin_name for i in impls} >= {"hftagg.builtins.core.indicators"}
+    assert {i.plugin_name for i in impls} >= {"hftagg.builtins.core.indicators.stages"}
 
 
 def test_every_hookspec_is_documented_and_prefixed():
@@ -184,7 +186,7 @@ def test_every_hookspec_is_documented_and_prefixed():
 
 def test_hooks_are_not_called_per_batch():
     """The hot path must not go through pluggy: count hook calls during a run."""
-    from hftagg.builtins.core.indicators import Ema
+    from hftagg.builtins.core.indicators.stages import Ema
     from hftagg.records import TRADE
     from hftagg.testing import TestingSink, TestingSource, run_pipeline
 

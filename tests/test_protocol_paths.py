@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 
 import hftagg
-from hftagg.errors import SchemaError
-from hftagg.protocols import (
+from hftagg.builtins.protocols import (
     BUILTIN_DEFINITIONS,
     find_definition,
     protocol_dirs,
     search_path,
     set_search_path,
 )
-from hftagg.protocols.fix.dictionary import load_dictionary
+from hftagg.builtins.protocols.fix.dictionary import load_dictionary
+from hftagg.errors import SchemaError
 
 REPO = Path(hftagg.__file__).resolve().parents[1]
 SBE = "sbe/hftagg-md.xml"
@@ -70,10 +70,10 @@ def test_a_missing_definition_names_the_path_and_every_folder_searched(tmp_path)
 
 
 def test_every_shipped_definition_is_package_data():
-    """A wheel must carry the definitions: every non-Python file under hftagg/protocols matches
+    """A wheel must carry the definitions: every non-Python file under hftagg/builtins/protocols matches
     a package-data pattern in pyproject.toml."""
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["hftagg.protocols"]
+    patterns = config["tool"]["setuptools"]["package-data"]["hftagg.builtins.protocols"]
     shipped = [
         p.relative_to(BUILTIN_DEFINITIONS).as_posix()
         for p in BUILTIN_DEFINITIONS.rglob("*")

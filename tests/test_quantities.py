@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from hftagg.builtins.core.bars import TimeBars, VolumeBars
-from hftagg.builtins.core.risk import RiskChecks
-from hftagg.builtins.sources.simulator import Simulator
-from hftagg.kernels.bars import TimeBarKernel
-from hftagg.kernels.book import ALERT_BAD_RECORD, BookKernel
-from hftagg.kernels.risk import OrderType, RiskKernel, RiskLimits, RiskReason
-from hftagg.kernels.validation import ValidationKernel, ValidationReason
-from hftagg.protocols.fix import messages as m
-from hftagg.protocols.fix.decoder import MarketDataDecoder
+from hftagg.builtins.core.bars.kernels import TimeBarKernel
+from hftagg.builtins.core.bars.stages import TimeBars, VolumeBars
+from hftagg.builtins.core.book.kernels import ALERT_BAD_RECORD, BookKernel
+from hftagg.builtins.core.risk.kernels import OrderType, RiskKernel, RiskLimits, RiskReason
+from hftagg.builtins.core.risk.stages import RiskChecks
+from hftagg.builtins.core.validation.kernels import ValidationKernel, ValidationReason
+from hftagg.builtins.protocols.fix import messages as m
+from hftagg.builtins.protocols.fix.decoder import MarketDataDecoder
+from hftagg.builtins.sources.simulator.stages import Simulator
 from hftagg.records import BOOK_UPDATE, FILL, ORDER, QTY_UNITS, QUOTE, TRADE, to_fixed
 from hftagg.records.fixed import INT64_MAX, FixedReason
 
@@ -254,7 +254,7 @@ def test_quote_schema_holds_sizes_past_uint32():
 
 def test_dbn_volume_past_the_quantity_range_is_dead_lettered_not_wrapped(tmp_path):
     dbn_ref = pytest.importorskip("databento_dbn", reason="writes the DBN test file")
-    from hftagg.protocols.dbn import decode_file
+    from hftagg.builtins.protocols.dbn import decode_file
 
     too_big = 2**63 // Q + 1  # whole units: times 1e8 passes the int64 range
     bars = [

@@ -6,11 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hftagg.builtins.protocols.fix import FixDecode
-from hftagg.builtins.protocols.sbe import SbeDecode
-from hftagg.kernels import book, fix, risk, validation
+from hftagg.builtins.core.book import kernels as book
+from hftagg.builtins.core.risk import kernels as risk
+from hftagg.builtins.core.validation import kernels as validation
+from hftagg.builtins.protocols import dbn, sbe
+from hftagg.builtins.protocols.fix import kernels as fix
+from hftagg.builtins.protocols.fix.stages import FixDecode
+from hftagg.builtins.protocols.sbe.stages import SbeDecode
 from hftagg.plugins import load_plugins
-from hftagg.protocols import dbn, sbe
 from hftagg.records.catalog import RAW_CHUNK
 from hftagg.records.fixed import FixedReason
 from hftagg.records.reasons import BUILTIN_RANGES, REASONS, ReasonRegistry, RuntimeReason

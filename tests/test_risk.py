@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hftagg.builtins.core.risk import RiskChecks
-from hftagg.kernels.risk import OrderStatus, OrderType, RiskReason
-from hftagg.kernels.validation import UNDEF_PRICE
+from hftagg.builtins.core.risk.kernels import OrderStatus, OrderType, RiskReason
+from hftagg.builtins.core.risk.stages import RiskChecks
+from hftagg.builtins.core.validation.kernels import UNDEF_PRICE
 from hftagg.records import ALERT, FILL, ORDER, QTY_UNITS, QUOTE
 from hftagg.stages import Port, SourceStage
 from hftagg.testing import TestingSink, run_pipeline
@@ -276,7 +276,7 @@ def test_trading_day_offset_moves_the_day_boundary(offset, rejected):
 
 
 class RefRisk:
-    """The checks of ``hftagg.kernels.risk`` as a plain loop, in exact fractions."""
+    """The checks of ``hftagg.builtins.core.risk.kernels`` as a plain loop, in exact fractions."""
 
     def __init__(self, **params) -> None:
         self.p = {**RiskChecks.Params().model_dump(), **params}

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hftagg.protocols import BUILTIN_DEFINITIONS
-from hftagg.protocols.sbe import Reason, SbeCodec, frame, parse_schema
-from hftagg.protocols.sbe.mdp3 import BOOK, TRADE_SUMMARY, mdp3_packet, mdp3_records
-from hftagg.protocols.sbe.records import RecordDecoder, RecordEncoder
+from hftagg.builtins.protocols import BUILTIN_DEFINITIONS
+from hftagg.builtins.protocols.sbe import Reason, SbeCodec, frame, parse_schema
+from hftagg.builtins.protocols.sbe.mdp3 import BOOK, TRADE_SUMMARY, mdp3_packet, mdp3_records
+from hftagg.builtins.protocols.sbe.records import RecordDecoder, RecordEncoder
 from hftagg.records.catalog import BOOK_UPDATE, MBP10, TRADE
 from hftagg.records.fixed import QTY_UNITS
 
@@ -353,7 +353,7 @@ def test_group_count_running_past_the_frame_is_a_dead_letter(car_codec):
 
 
 def test_decode_stage_counts_dead_letters_and_keeps_split_frames(md):
-    from hftagg.builtins.protocols.sbe import SbeDecode
+    from hftagg.builtins.protocols.sbe.stages import SbeDecode
     from hftagg.records.catalog import RAW_CHUNK
     from hftagg.stages import StageContext
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hftagg.builtins.protocols.sbe import SbeDecode
-from hftagg.protocols.sbe import Reason, SbeCodec, frame, parse_schema
-from hftagg.protocols.sbe.records import RecordDecoder, RecordEncoder
+from hftagg.builtins.protocols.sbe import Reason, SbeCodec, frame, parse_schema
+from hftagg.builtins.protocols.sbe.records import RecordDecoder, RecordEncoder
+from hftagg.builtins.protocols.sbe.stages import SbeDecode
 from hftagg.records.catalog import BOOK_UPDATE, MBP10, RAW_CHUNK, TRADE
 from hftagg.stages import StageContext
 from tests.test_sbe import CAR, EXAMPLE, HFTAGG_MD, RECORDS, _books, _trades

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import hftagg
-from hftagg.builtins.core.book import Book
-from hftagg.builtins.core.indicators import INDICATORS, STAGES, Ema, Sma
+from hftagg.builtins.core.book.stages import Book
+from hftagg.builtins.core.indicators.stages import INDICATORS, STAGES, Ema, Sma
 from hftagg.kernels.slots import SlotTable, slot_of
 from hftagg.records import BOOK_UPDATE, TRADE
 from hftagg.stages import KernelStage, StageContext
@@ -192,7 +192,7 @@ def test_every_indicator_row_is_a_registered_stage_with_live_window():
     assert [s.type_name for s in STAGES] == [row.type_name for row in INDICATORS]
     for stage_type in STAGES:
         params = stage_type.Params()
-        assert stage_type.__module__ == "hftagg.builtins.core.indicators"
+        assert stage_type.__module__ == "hftagg.builtins.core.indicators.stages"
         assert stage_type.Params.__name__ == f"{stage_type.__name__}Params"
         assert isinstance(stage_type(params).kernel, object)
         if "window" in stage_type.Params.model_fields:

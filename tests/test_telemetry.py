@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hftagg import Port, Stage
-from hftagg.builtins.core.indicators import Ema
+from hftagg.builtins.core.indicators.stages import Ema
 from hftagg.records import INDICATOR, TRADE
 from hftagg.telemetry import TelemetrySection, make_telemetry
 from hftagg.testing import TestingSink, TestingSource, run_pipeline

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hftagg.builtins.core.indicators import Ema
-from hftagg.builtins.sources import simulator
-from hftagg.builtins.sources.simulator import Simulator
+from hftagg.builtins.core.indicators.stages import Ema
+from hftagg.builtins.sources.simulator import stages as simulator
+from hftagg.builtins.sources.simulator.stages import Simulator
 from hftagg.records import TRADE
 from hftagg.runtime.assemble import assemble
 from hftagg.stages import StageContext

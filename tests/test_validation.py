@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hftagg.builtins.core.validation import ValidateQuotes, ValidateTrades
-from hftagg.kernels.validation import UNDEF_PRICE, ValidationReason
+from hftagg.builtins.core.validation.kernels import UNDEF_PRICE, ValidationReason
+from hftagg.builtins.core.validation.stages import ValidateQuotes, ValidateTrades
 from hftagg.records import ALERT, DEAD_LETTER, QUOTE, TRADE
 from hftagg.testing import TestingSink, TestingSource, run_pipeline
 
@@ -299,7 +299,7 @@ def test_alerts_are_throttled_per_instrument_and_reason_but_dead_letters_are_not
 
 
 class RefValidator:
-    """The rules of ``hftagg.kernels.validation`` written as a plain loop over dict records."""
+    """The rules of ``hftagg.builtins.core.validation.kernels`` written as a plain loop over dict records."""
 
     def __init__(self, quote: bool, **params) -> None:
         self.quote = quote

@@ -21,7 +21,10 @@ from pathlib import Path
 __all__ = ["warm_all", "warm_modules"]
 
 _WARM = re.compile(r"^def warm\(\)", re.MULTILINE)
-_FIRST = ("hftagg.records.fixed", "hftagg.kernels.ema")  # the decimal parsers, then the EMA
+_FIRST = (
+    "hftagg.records.fixed",
+    "hftagg.builtins.core.indicators.ema",
+)  # the decimal parsers, then the EMA
 _PACKAGES = ("records", "kernels", "protocols", "builtins")
 
 

@@ -6,14 +6,14 @@ and why, whatever topic it arrived on:
 =========== ================== ==============================================================
 owner       range              codes
 =========== ================== ==============================================================
-book        1 .. 99            ``hftagg.kernels.book`` ``ALERT_*`` (alerts)
-validation  100 .. 199         ``hftagg.kernels.validation.ValidationReason``
-risk        200 .. 255         ``hftagg.kernels.risk.RiskReason`` (also ``order.status``, u1)
+book        1 .. 99            ``hftagg.builtins.core.book.kernels`` ``ALERT_*`` (alerts)
+validation  100 .. 199         ``hftagg.builtins.core.validation.kernels.ValidationReason``
+risk        200 .. 255         ``hftagg.builtins.core.risk.kernels.RiskReason`` (also ``order.status``, u1)
 runtime     0x0100 .. 0x01FF   the runtime's own dead letters (a failing isolated stage, ...)
 records     0x0200 .. 0x02FF   ``hftagg.records.fixed.FixedReason`` (unrepresentable values)
-sbe         0x0B00 .. 0x0BFF   ``hftagg.protocols.sbe.Reason``
-dbn         0x0D00 .. 0x0DFF   ``hftagg.protocols.dbn.Reason``
-fix         0x0F00 .. 0x0FFF   ``hftagg.kernels.fix.REASONS``
+sbe         0x0B00 .. 0x0BFF   ``hftagg.builtins.protocols.sbe.Reason``
+dbn         0x0D00 .. 0x0DFF   ``hftagg.builtins.protocols.dbn.Reason``
+fix         0x0F00 .. 0x0FFF   ``hftagg.builtins.protocols.fix.kernels.REASONS``
 plugins     0x1000 ..          a range each, claimed with :meth:`ReasonRegistry.claim`
 =========== ================== ==============================================================
 

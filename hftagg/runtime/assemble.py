@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hftagg.builtins.protocols import protocol_dirs, set_search_path
 from hftagg.config.layers import attribute, merge_layers
 from hftagg.config.load import named_layers
 from hftagg.config.paths import set_config_dir
 from hftagg.config.spec import PipelineSpec, parse_spec
 from hftagg.errors import ConfigError
 from hftagg.plugins.manager import PluginHost, load_plugins
-from hftagg.protocols import protocol_dirs, set_search_path
 from hftagg.runtime.graph import Graph, build_graph
 from hftagg.runtime.pipeline import Pipeline
 

@@ -1,0 +1,1 @@
+"""Pre-trade risk checks and positions (``stages``; compiled checks in ``kernels``)."""

@@ -1,0 +1,1 @@
+"""Delivery over pynng: the publisher stage (``publisher``) and the pynng transport (``transport``)."""
