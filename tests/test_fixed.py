@@ -179,3 +179,23 @@ def test_dead_letter_detail_names_field_and_value():
     )
     assert FixedReason.of_status(OUT_OF_RANGE) == FixedReason.OUT_OF_RANGE
     assert FixedReason.of_status(SYNTAX) == FixedReason.NOT_A_NUMBER
+
+
+def test_every_catalog_price_and_quantity_field_is_int64_fixed_point_by_its_name():
+    """``field_decimals`` (what ``hftagg tail`` prints by) covers the catalog: each field it
+    names is int64 wherever it appears, and trade/quote/bar/order prices and sizes are found."""
+    from hftagg.records import catalog
+    from hftagg.records.fixed import PRICE_FIELDS, QTY_FIELDS, field_decimals
+
+    schemas = [v for v in vars(catalog).values() if isinstance(v, catalog.Schema)]
+    seen = set()
+    for schema in schemas:
+        for name in schema.dtype.names:
+            if name in PRICE_FIELDS | QTY_FIELDS:
+                assert schema.dtype[name].base == np.dtype("<i8"), (schema.name, name)
+                seen.add(name)
+    assert {"price", "size", "bid_px", "ask_sz", "volume", "filled", "leaves"} <= seen
+    trade = catalog.TRADE.dtype
+    assert field_decimals("price", trade["price"]) == 9
+    assert field_decimals("size", trade["size"]) == 8
+    assert field_decimals("ts_event", trade["ts_event"]) is None

@@ -21,31 +21,12 @@ from collections.abc import Callable
 import numpy as np
 
 from hftagg.cli.common import add_config_option, config_path, non_negative_int, positive_float
-from hftagg.records.fixed import PRICE_DECIMALS, QTY_DECIMALS, format_fixed
+from hftagg.records.fixed import field_decimals, format_fixed
 
-__all__ = ["add_parser", "cmd_tail", "field_decimals", "format_records"]
+__all__ = ["add_parser", "cmd_tail", "format_records"]
 
-#: fixed-point fields (int64) by name: prices at 1e-9, quantities at 1e-8
-PRICE_FIELDS = frozenset({"price", "bid_px", "ask_px", "open", "high", "low", "close"})
-QTY_FIELDS = frozenset({"size", "bid_sz", "ask_sz", "volume", "filled", "leaves", "position"})
 TIME_FIELDS = frozenset({"ts_event", "ts_recv"})
 CODE_FIELDS = frozenset({"side", "action"})
-
-
-def field_decimals(name: str, dtype: np.dtype) -> int | None:
-    """The decimals of a fixed-point field (prices 9, quantities 8), or None if it is not one.
-
-    Only int64 fields are fixed-point: while a quantity is still a plain integer count
-    (uint32 sizes), it prints as that integer.
-    """
-    base = dtype.base if dtype.shape else dtype
-    if base != np.dtype("<i8"):
-        return None
-    if name in PRICE_FIELDS:
-        return PRICE_DECIMALS
-    if name in QTY_FIELDS:
-        return QTY_DECIMALS
-    return None
 
 
 def _iso(values: np.ndarray) -> np.ndarray:

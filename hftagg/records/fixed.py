@@ -76,6 +76,9 @@ from hftagg.kernels.options import NJIT as _NJIT
 from hftagg.records.reasons import REASONS
 
 __all__ = [
+    "PRICE_FIELDS",
+    "QTY_FIELDS",
+    "field_decimals",
     "EMPTY",
     "INT64_MAX",
     "OK",
@@ -398,6 +401,28 @@ def detail(field: str, value: object, status: int) -> bytes:
         value = value.rstrip(b"\0").decode("latin-1")
     text = f"{field}={str(value)[:24]!r}: {STATUS_TEXT.get(int(status), 'bad value')}"
     return text.encode()[:64]
+
+
+#: the catalog's fixed-point fields (int64) by name: prices at 1e-9, quantities at 1e-8.
+#: One list for every tool that prints or exports records (``hftagg tail`` today).
+PRICE_FIELDS = frozenset({"price", "bid_px", "ask_px", "open", "high", "low", "close"})
+QTY_FIELDS = frozenset({"size", "bid_sz", "ask_sz", "volume", "filled", "leaves", "position"})
+
+
+def field_decimals(name: str, dtype: np.dtype) -> int | None:
+    """The decimals of a fixed-point field (prices 9, quantities 8), or None if it is not one.
+
+    Only int64 fields are fixed-point: while a quantity is still a plain integer count
+    (uint32 sizes), it prints as that integer.
+    """
+    base = dtype.base if dtype.shape else dtype
+    if base != np.dtype("<i8"):
+        return None
+    if name in PRICE_FIELDS:
+        return PRICE_DECIMALS
+    if name in QTY_FIELDS:
+        return QTY_DECIMALS
+    return None
 
 
 def warm() -> None:
