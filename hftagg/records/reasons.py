@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
 
@@ -46,6 +47,7 @@ __all__ = [
     "ReasonRegistry",
     "RuntimeReason",
     "reason_arrays",
+    "register_reason_table",
 ]
 
 #: owner -> (first, last) code, inclusive
@@ -207,4 +209,20 @@ def reason_arrays(
             raise ValueError(f"reason {code} text is {len(words)} bytes; at most 48 fit an alert")
         severity[code - base] = level
         text[code - base] = words
+    return severity, text
+
+
+def register_reason_table(
+    owner: str, table: Mapping[IntEnum, tuple[int, bytes]], base: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Register an owner's ``{code: (severity, text)}`` table (codes of an ``IntEnum``, named
+    after its members) with :data:`REASONS`, and return its :func:`reason_arrays`."""
+    severity, text = reason_arrays(table, base, size)
+    REASONS.register_all(
+        owner,
+        {
+            code: (code.name.lower(), words.decode(), level)
+            for code, (level, words) in table.items()
+        },
+    )
     return severity, text

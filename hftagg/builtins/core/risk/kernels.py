@@ -59,7 +59,7 @@ from hftagg.kernels.options import NJIT as _NJIT
 from hftagg.kernels.slots import SlotTable, find_slot
 from hftagg.records.catalog import ALERT, FILL, ORDER, QUOTE
 from hftagg.records.fixed import INT64_MAX, QTY_DECIMALS, to_fixed
-from hftagg.records.reasons import REASONS, reason_arrays
+from hftagg.records.reasons import register_reason_table
 
 __all__ = ["OrderStatus", "OrderType", "RiskKernel", "RiskLimits", "RiskReason", "warm"]
 
@@ -110,9 +110,7 @@ REASON_TEXT = {
     RiskReason.DAILY_LOSS: (2, b"risk: daily loss limit reached"),
     RiskReason.BAD_FILL: (2, b"risk: fill with bad side or size ignored"),
 }
-_SEVERITY, _TEXT = reason_arrays(REASON_TEXT, _BASE, _NCODES)
-REASONS.register_all("risk", {code: (code.name.lower(), text.decode(), level)
-                                    for code, (level, text) in REASON_TEXT.items()})  # fmt: skip
+_SEVERITY, _TEXT = register_reason_table("risk", REASON_TEXT, _BASE, _NCODES)
 _ACCEPTED, _FILLS, _QUOTES = 0, 14, 15  # counts[code - 200] per reason, these three besides
 _INVALID, _SIZE, _NOMD, _BAND, _NOTIONAL, _POSITION, _LOSS, _BADFILL = range(1, 9)
 

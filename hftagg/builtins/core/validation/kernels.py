@@ -60,7 +60,7 @@ from hftagg.builtins.core.indicators.rolling import moment_sums, resize_ring, se
 from hftagg.kernels.options import NJIT as _NJIT
 from hftagg.kernels.slots import SlotTable, find_slot
 from hftagg.records.catalog import ALERT, DEAD_LETTER, QUOTE, TRADE
-from hftagg.records.reasons import REASONS, reason_arrays
+from hftagg.records.reasons import register_reason_table
 from hftagg.records.schema import PRICE_SCALE
 
 __all__ = [
@@ -109,9 +109,7 @@ REASON_TEXT = {
     ValidationReason.STALE_RECOVERED: (0, b"stale instrument updated again"),
     ValidationReason.JUMP_REBASED: (1, b"repeated jumps accepted as the new price level"),
 }
-_SEVERITY, _TEXT = reason_arrays(REASON_TEXT, _BASE, _NCODES)
-REASONS.register_all("validation", {code: (code.name.lower(), text.decode(), level)
-                                    for code, (level, text) in REASON_TEXT.items()})  # fmt: skip
+_SEVERITY, _TEXT = register_reason_table("validation", REASON_TEXT, _BASE, _NCODES)
 _DETAIL = _TEXT  # the dead letter's detail is the same text
 _PASSED = 0  # counts[0]: accepted records; counts[code - 100] per reason
 _ALERTS, _SUPPRESSED = 14, 15  # alerts emitted, rejection alerts throttled away
