@@ -116,3 +116,29 @@ def test_tail_stops_cleanly_on_ctrl_c_and_says_what_it_saw(address, push):
     assert tail.returncode == 0
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "8 records were lost between frames" in err
+
+
+def aged_ema_frame(offset: int, age_ns: int, n: int = 100) -> bytes:
+    batch = INDICATOR.empty(n)
+    batch["seq"] = np.arange(offset, offset + n)
+    batch["ts_recv"] = time.time_ns() - age_ns
+    return next(FrameEncoder("ind.ema", INDICATOR, session_id=5).encode(batch, offset))
+
+
+@pytest.mark.slow
+def test_tail_latency_prints_live_lines_and_the_totals(address, push):
+    tail = start_tail(address, "--latency", "--interval", "0.2", "--count", "200")
+    push.send(aged_ema_frame(0, 30_000_000))  # received by "the pipeline" 30 ms ago
+    live = tail.stdout.readline()
+    push.send(aged_ema_frame(100, 30_000_000))
+    out, err = tail.communicate(timeout=60)
+    assert tail.returncode == 0, err
+    assert live.startswith("latency last 0.2s: ts_recv->here p50 "), live
+    assert "(n=100)" in live and "pynng hop p99 " in live
+    (total,) = out.splitlines()[-1:]
+    assert total.startswith("latency total over 2 frames: ts_recv->here p50 "), total
+    assert "(n=200)" in total
+    p50 = total.split("p50 ")[1].split("  ")[0]  # e.g. "31.6 ms": at least the 30 ms age
+    value, unit = p50.split()
+    assert unit == "ms" and 30 <= float(value) < 1000, total
+    assert not any(line.startswith("ind.ema ") for line in out.splitlines())  # no records

@@ -5,6 +5,12 @@ UTC (nanoseconds), fixed-point prices and quantities as exact decimals, side/act
 letters. ``--format json``: one JSON object per line (times as ISO strings plus the raw ``_ns``,
 fixed-point values as exact decimal strings), for ``jq`` and scripts.
 
+``--latency``: instead of records, one line per ``--interval`` (default 1 s) with the delivery
+latency this subscriber measures on its own clock -- ``ts_recv`` (when the pipeline received
+each record) to the moment its frame arrived here: p50, p99, p99.9 and max, plus the pynng hop
+alone (the frame's ``ts_send`` to arrival) -- and the totals when it stops. Records are not
+printed then: formatting 100 k lines a second would be the latency it measures.
+
 It says what it waits for, reports every frame it cannot decode (the first of each kind as it
 happens, all of them at the end), what was lost between frames, duplicates and publisher
 restarts, and stops cleanly on Ctrl-C.
@@ -160,9 +166,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
             reporter = _Reporter(sub, err)
             err(f"waiting for {names} at {address} ({args.pattern}; Ctrl-C to stop)")
             try:
-                _print_frames(sub, reporter, args)
+                if args.latency:
+                    _print_latency(sub, reporter, args)
+                else:
+                    _print_frames(sub, reporter, args)
             finally:  # Ctrl-C included: say what was seen
                 reporter.check()
+                if args.latency:
+                    _latency_total(sub)
                 for line in reporter.summary():
                     err(line)
     except KeyboardInterrupt:
@@ -199,6 +210,44 @@ def _print_frames(sub, reporter: _Reporter, args) -> None:
             return
 
 
+def _latency_line(label: str, path: dict, hop: dict) -> str:
+    from hftagg.client import format_latency, format_ns
+
+    return (
+        f"latency {label}: ts_recv->here {format_latency(path)} | "
+        f"pynng hop p99 {format_ns(hop['p99_ns'])} max {format_ns(hop['max_ns'])}"
+    )
+
+
+def _print_latency(sub, reporter: _Reporter, args) -> None:
+    """One line per --interval; stops on --count records, --timeout without data, or Ctrl-C."""
+    interval = args.interval
+    last_data = time.monotonic()
+    next_line = last_data + interval
+    while True:
+        now = time.monotonic()
+        frame = sub.next_frame(max(0.001, min(next_line - now, 1.0)))
+        reporter.check()
+        now = time.monotonic()
+        if frame is not None:
+            last_data = now
+            reporter.printed += len(frame.records)
+        if now >= next_line:
+            path, hop = sub.latency.interval(), sub.transport_latency.interval()
+            if path["count"] or path["unmeasured"]:
+                print(_latency_line(f"last {interval:g}s", path, hop), flush=True)
+            next_line = now + interval
+        if args.count and reporter.printed >= args.count:
+            return
+        if args.timeout is not None and now - last_data >= args.timeout:
+            return
+
+
+def _latency_total(sub) -> None:
+    path, hop = sub.latency.summary(), sub.transport_latency.summary()
+    print(_latency_line(f"total over {sub.frames:,} frames", path, hop), flush=True)
+
+
 def add_parser(sub) -> None:
     tail = sub.add_parser(
         "tail",
@@ -217,6 +266,19 @@ def add_parser(sub) -> None:
     )
     tail.add_argument(
         "--timeout", type=positive_float, metavar="SECS", help="give up after SECS without data"
+    )
+    tail.add_argument(
+        "--latency",
+        action="store_true",
+        help="print delivery latency (ts_recv -> this process: p50/p99/p99.9/max) every "
+        "--interval and at the end, instead of the records",
+    )
+    tail.add_argument(
+        "--interval",
+        type=positive_float,
+        default=1.0,
+        metavar="SECS",
+        help="with --latency: seconds per line (default 1)",
     )
     tail.add_argument(
         "--max-frame-bytes",
