@@ -13,6 +13,7 @@ from hftagg.errors import (
     Problem,
     SchemaError,
     StageFailed,
+    StorageError,
     TransportError,
 )
 from hftagg.hookspecs import hookimpl
@@ -41,6 +42,7 @@ __all__ = [
     "Stage",
     "StageContext",
     "StageFailed",
+    "StorageError",
     "TransportError",
     "hookimpl",
     "live",

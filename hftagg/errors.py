@@ -16,6 +16,8 @@ on purpose. Library exceptions are translated at the boundary (``raise ConfigErr
     ├── DbnFormatError       a DBN stream's header or records break the format (also a
     │                        ValueError; ``reason`` is its dead-letter reason code)
     ├── TransportError       a network transport could not open, send or receive
+    ├── StorageError         stored data cannot be written or read (a bad segment header, a
+    │                        locked topic, a path that is not a store); names file and offset
     ├── StageFailed          a stage raised while opening or processing; the pipeline stopped
     └── ApplyError           a live change could not be applied; the pipeline runs on with its
                              previous config
@@ -45,6 +47,7 @@ __all__ = [
     "Problem",
     "SchemaError",
     "StageFailed",
+    "StorageError",
     "TransportError",
 ]
 
@@ -110,6 +113,10 @@ class FrameError(HftaggError):
 
 class TransportError(HftaggError):
     """A transport could not open, send or receive."""
+
+
+class StorageError(HftaggError):
+    """Stored data cannot be written or read; the message names the file (and byte offset)."""
 
 
 class DbnFormatError(HftaggError, ValueError):

@@ -20,6 +20,7 @@ NOT_ERRORS = {
 }
 
 PUBLIC_API = {
+    "StorageError",
     "ApplyError",
     "BusError",
     "BusTimeout",
