@@ -1,0 +1,1 @@
+"""Storage: the embedded segment store (``store``) and the sinks that write to servers."""

@@ -1,0 +1,125 @@
+"""The store's folder layout: one folder per topic, segment files named by store position.
+
+::
+
+    <path>/                       the store (``path`` of the ``store`` stage, ``./storage``)
+      md.trades/                  one folder per topic (the topic name as is)
+        00000000000000000000.seg  segments, name = store position of their first record
+        00000000000000349524.seg
+        LOCK                      held (flock) by the one process writing this topic
+      md.book/ ...
+
+What ``catalog`` archives (Parquet partitions) it lists through :func:`archived_partitions`,
+the seam :func:`hftagg.read` reads them through.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from hftagg.builtins.storage.store.segment import SEGMENT_SUFFIX, SegmentInfo, read_header
+from hftagg.errors import StorageError
+
+__all__ = [
+    "TopicLock",
+    "archived_partitions",
+    "list_segments",
+    "list_topics",
+    "register_partition_lister",
+    "segment_infos",
+    "topic_dir",
+    "topic_problem",
+]
+
+_TOPIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot name a folder (``None`` when it can)."""
+    if not _TOPIC.match(topic) or ".." in topic:
+        return (
+            f"topic {topic!r} cannot be stored: use letters, digits, '_', '-' and single dots "
+            f"(it names a folder)"
+        )
+    return None
+
+
+def topic_dir(path: str | Path, topic: str) -> Path:
+    problem = topic_problem(topic)
+    if problem:
+        raise StorageError(problem)
+    return Path(path) / topic
+
+
+def list_topics(path: str | Path) -> list[str]:
+    """Topics with a folder in the store at ``path`` (sorted)."""
+    root = Path(path)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not topic_problem(p.name))
+
+
+def list_segments(path: str | Path, topic: str) -> list[Path]:
+    """The segment files of ``topic``, in store order."""
+    folder = topic_dir(path, topic)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix == SEGMENT_SUFFIX and p.is_file())
+
+
+def segment_infos(path: str | Path, topic: str, schemas: Iterable = ()) -> list[SegmentInfo]:
+    """The headers of ``topic``'s segments, in store order (problems inside each)."""
+    return [read_header(p, schemas) for p in list_segments(path, topic)]
+
+
+# -- archived partitions (Parquet, owned by the catalog) ----------------------------------------
+
+_partition_listers: list[Callable[[Path, str], list]] = []
+
+
+def register_partition_lister(lister: Callable[[Path, str], list]) -> None:
+    """The catalog registers ``lister(store_path, topic) -> [partition, ...]``; each partition
+    has ``path``, ``ts_min``, ``ts_max``, ``rows`` and ``position`` (store position of its first
+    row) and is read by ``hftagg.read`` before the live segments it came from."""
+    if lister not in _partition_listers:
+        _partition_listers.append(lister)
+
+
+def archived_partitions(path: str | Path, topic: str) -> list:
+    """Archived partitions of ``topic`` (from every registered lister), in store order."""
+    found = []
+    for lister in _partition_listers:
+        found.extend(lister(Path(path), topic))
+    return sorted(found, key=lambda p: p.position)
+
+
+# -- one writer per topic -------------------------------------------------------------------------
+
+
+class TopicLock:
+    """An exclusive ``flock`` on ``<topic>/LOCK``: one process writes a topic at a time."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "LOCK"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            raise StorageError(
+                f"{folder}: topic is being written by another process (pid {holder}); stop it "
+                f"or give this store another path"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
