@@ -1,0 +1,111 @@
+"""The store's archive: sealed segments compacted to Parquet (zstd), a DuckDB catalog of the
+partitions that heals itself, retention, and reading archived records back.
+
+- :mod:`.parquet`: one partition file per topic, UTC date and source segment; written
+  crash-safely; read back with row-group skipping;
+- :mod:`.catalog`: ``<path>/catalog.duckdb`` and its healing (``quarantine/``);
+- :mod:`.compact`: the background compactor the store stage runs, and retention;
+- :mod:`.segments`: the archive's view of the store's segment files.
+
+:func:`partitions` and :func:`read_archived` are what ``hftagg.read`` reads archived data
+through; importing this package registers the partition lister with the store's layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hftagg.builtins.storage.archive.catalog import Catalog
+from hftagg.builtins.storage.archive.parquet import PartitionFile, read_partition
+from hftagg.builtins.storage.store.layout import register_partition_lister
+from hftagg.records.schema import Schema
+
+__all__ = ["ArchivedPartition", "partitions", "read_archived"]
+
+
+@dataclass(frozen=True)
+class ArchivedPartition:
+    """A catalogued Parquet partition, located: ``path`` (absolute), ``position`` (the store
+    position of its source segment's first record: partitions sort with segments by it)."""
+
+    entry: PartitionFile
+    path: Path
+
+    @property
+    def ts_min(self) -> int:
+        return self.entry.ts_min
+
+    @property
+    def ts_max(self) -> int:
+        return self.entry.ts_max
+
+    @property
+    def rows(self) -> int:
+        return self.entry.rows
+
+    @property
+    def instruments(self) -> tuple[int, ...]:
+        return self.entry.instruments
+
+    @property
+    def position(self) -> int:
+        stem = Path(self.entry.source).stem
+        return int(stem) if stem.isdigit() else 0
+
+    def read(
+        self,
+        schema: Schema,
+        start: int | None = None,
+        end: int | None = None,
+        instruments: list[int] | None = None,
+    ) -> np.ndarray:
+        """Its records with ``start <= ts_event < end`` of ``instruments``, in stored order."""
+        return read_partition(self.path, schema, start, end, instruments)
+
+
+def partitions(
+    path: str | Path,
+    topic: str,
+    start: int | None = None,
+    end: int | None = None,
+    instruments: list[int] | None = None,
+) -> list[ArchivedPartition]:
+    """The archived partitions of ``topic`` that may hold ``start <= ts_event < end`` (ns) of
+    ``instruments``, in store order (source segment position, then date)."""
+    root = Path(path)
+    if not (root / "catalog.duckdb").exists():
+        return []
+    found = Catalog(root).partitions(topic, start, end, instruments)
+    located = [ArchivedPartition(p, root / p.file) for p in found]
+    return sorted(located, key=lambda p: (p.position, p.entry.date))
+
+
+def read_archived(
+    path: str | Path,
+    topic: str,
+    schema: Schema,
+    start: int | None = None,
+    end: int | None = None,
+    instruments: list[int] | None = None,
+    exclude_positions: set[int] | frozenset[int] = frozenset(),
+) -> np.ndarray:
+    """Every archived record of ``topic`` in range, in store order, as one record array.
+
+    ``exclude_positions``: positions of segments the caller is reading live (a segment being
+    archived right now exists both ways for a moment; its live copy wins)."""
+    parts = [
+        p.read(schema, start, end, instruments)
+        for p in partitions(path, topic, start, end, instruments)
+        if p.position not in exclude_positions
+    ]
+    return np.concatenate(parts) if parts else schema.empty(0)
+
+
+def _lister(root: Path, topic: str) -> list[ArchivedPartition]:
+    return partitions(root, topic)
+
+
+register_partition_lister(_lister)
