@@ -1,5 +1,6 @@
 """hftagg: high-frequency market-data pipelines."""
 
+from hftagg.builtins.storage.store.reader import read
 from hftagg.errors import (
     ApplyError,
     BusError,
@@ -47,5 +48,6 @@ __all__ = [
     "hookimpl",
     "live",
     "make_dtype",
+    "read",
     "restart",
 ]

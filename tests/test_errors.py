@@ -21,6 +21,7 @@ NOT_ERRORS = {
 
 PUBLIC_API = {
     "StorageError",
+    "read",
     "ApplyError",
     "BusError",
     "BusTimeout",

@@ -46,6 +46,8 @@ class StageContext:
     transports: dict[str, Any] = field(default_factory=dict)  # name -> transport
     telemetry: Any = None  # hftagg.telemetry.Telemetry when the pipeline has it
     codecs: dict[str, Any] = field(default_factory=dict)  # name -> codec family
+    #: stream offsets survive restarts (the write-ahead log is on): a sink may skip what it holds
+    durable_offsets: bool = False
 
 
 class Stage:

@@ -82,9 +82,13 @@ _partition_listers: list[Callable[[Path, str], list]] = []
 
 
 def register_partition_lister(lister: Callable[[Path, str], list]) -> None:
-    """The catalog registers ``lister(store_path, topic) -> [partition, ...]``; each partition
-    has ``path``, ``ts_min``, ``ts_max``, ``rows`` and ``position`` (store position of its first
-    row) and is read by ``hftagg.read`` before the live segments it came from."""
+    """The catalog registers ``lister(store_path, topic) -> [partition, ...]``.
+
+    A partition has ``path``, ``schema_key`` (``"trade@2"``), ``ts_min``, ``ts_max`` (its
+    ``ts_event`` range, ns), ``rows``, ``position`` (store position of its first row) and
+    ``read(schema) -> record array``. ``hftagg.read`` reads partitions first, then the segments
+    no partition fully covers (by store position), so a segment archived but not yet deleted
+    is not read twice."""
     if lister not in _partition_listers:
         _partition_listers.append(lister)
 
