@@ -1,0 +1,250 @@
+"""Built-in plugin: ``store_replay``, a source that replays what a ``store`` stage kept.
+
+Configured as a stage (``[stages.<id>]``), it publishes each stored topic on the topic it was
+stored from, so the graph that ran live runs on the replay unchanged: the same records, byte for
+byte (``seq`` included), in the same order per topic::
+
+    [stages.replay]
+    type = "store_replay"
+    path = "storage"                     # the store's folder, relative to the config file
+    topics = ["md.trades", "md.book"]    # one output port per topic (the port is the topic)
+    start = "2026-01-02T09:30:00Z"       # ISO-8601 UTC or UNIX ns; inclusive (default: all)
+    end = "2026-01-02T10:00:00Z"         # exclusive
+    instruments = [1234, 5678]           # instrument ids (default: all)
+    speed = 0                            # 0 as fast as possible, 1 real time, N N x faster
+    batch = 4096                         # most records per batch, over all topics
+
+Order across topics: by ``ts_event``, ties broken by the order of ``topics`` and then by stream
+position (see :mod:`.merge`); a topic's own order is always its stored order. Each batch is one
+stretch of that merged order, handed to the pipeline as one array per topic; the runtime runs
+every stage once per batch in topological order, so a stage reading several topics sees them a
+batch at a time (``batch = 1`` gives strict record-by-record interleaving, at a cost).
+
+Pacing (``speed`` > 0): the first record replayed anchors the clock; a record is due
+``(ts_event - first ts_event) / speed`` after it. ``next_batch`` never blocks: it returns what is
+due (at most ``batch``) and ``next_awake`` says when the next record is; a change of ``speed``
+(live) re-anchors at the last record replayed. Progress (``progress()``, shown in status lines
+and the summary): the share of the time range replayed and the replay clock (the ``ts_event``
+of the last record out). ``exhausted`` once every topic is replayed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import model_validator
+
+from hftagg.builtins.storage.store.layout import list_segments, list_topics, segment_infos
+from hftagg.builtins.storage.store.segment import read_header
+from hftagg.builtins.storage.store_replay.merge import merge_keys, merge_step
+from hftagg.builtins.storage.store_replay.streams import (
+    INT64_MAX,
+    INT64_MIN,
+    TopicStream,
+    format_time_ns,
+    parse_time_ns,
+    topic_parts,
+)
+from hftagg.config.paths import config_relative
+from hftagg.errors import StorageError
+from hftagg.hookspecs import hookimpl
+from hftagg.stages import Params, Port, SourceStage, StageContext, live, restart
+
+__all__ = ["StoreReplay", "StoreReplayParams"]
+
+
+class StoreReplayParams(Params):
+    path: str = restart("storage", description="the store's folder, relative to the config file")
+    topics: list[str] = restart(
+        [], description="stored topics to replay, each on its own topic; order breaks time ties"
+    )
+    start: int | str | None = restart(
+        None, description="first ts_event replayed: ISO-8601 UTC or UNIX ns (default: all)"
+    )
+    end: int | str | None = restart(
+        None, description="ts_event where the replay stops, exclusive (default: all)"
+    )
+    instruments: list[int] = restart([], description="instrument ids to replay (default: all)")
+    speed: float = live(
+        0.0, ge=0, le=1e9, description="0 = as fast as possible, 1 = real time, N = N x faster"
+    )
+    batch: int = live(4096, ge=1, le=1 << 20, description="most records per batch, all topics")
+
+    @model_validator(mode="after")
+    def _check(self) -> StoreReplayParams:
+        if not self.topics:
+            raise ValueError('topics: name the stored topics to replay, e.g. ["md.trades"]')
+        if len(set(self.topics)) != len(self.topics):
+            raise ValueError(f"topics {self.topics} names a topic twice; name each once")
+        start = parse_time_ns(self.start, "start", INT64_MIN)
+        end = parse_time_ns(self.end, "end", INT64_MAX)
+        if start >= end:
+            raise ValueError(
+                f"start {self.start!r} is not before end {self.end!r}: the range [start, end) "
+                f"is empty; swap them or widen it"
+            )
+        return self
+
+    @property
+    def range_ns(self) -> tuple[int, int]:
+        return parse_time_ns(self.start, "start", INT64_MIN), parse_time_ns(
+            self.end, "end", INT64_MAX
+        )
+
+
+def _topic_schema_key(root: Path, topic: str) -> str:
+    """The schema key of ``topic``'s first segment; a clear error when the store lacks it."""
+    segments = list_segments(root, topic)
+    if not segments:
+        stored = ", ".join(t for t in list_topics(root) if list_segments(root, t)) or "none"
+        raise ValueError(
+            f"store_replay: the store at {root} holds no topic {topic!r} (topics stored there: "
+            f"{stored}); fix 'topics' or 'path'"
+        )
+    return read_header(segments[0]).schema.key
+
+
+class StoreReplay(SourceStage):
+    kind = "source"
+    type_name = "store_replay"
+    Params = StoreReplayParams
+    outputs: dict[str, Port] = {}
+
+    @classmethod
+    def ports(cls, params: StoreReplayParams) -> tuple[dict[str, Port], dict[str, Port]]:
+        root = config_relative(params.path)
+        return {}, {
+            t: Port(_topic_schema_key(root, t), t, "as stored, same records and seq")
+            for t in params.topics
+        }
+
+    def check(self, ctx: StageContext) -> list[tuple[str, str]]:
+        """Every segment of every topic must have a readable header."""
+        root = config_relative(self.params.path)
+        problems = []
+        for topic in self.params.topics:
+            try:
+                segment_infos(root, topic)
+            except StorageError as exc:
+                problems.append(("path", str(exc)))
+        return problems
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def open(self, ctx: StageContext) -> None:
+        p = self.params
+        root = config_relative(p.path)
+        start, end = p.range_ns
+        ids = np.asarray(p.instruments, dtype=np.uint32) if p.instruments else None
+        self._ports = list(self.output_topics)  # port = stored topic, in tie-break order
+        self._streams = [TopicStream(t, topic_parts(root, t), start, end, ids) for t in p.topics]
+        self._run = None  # the merged stretch being emitted
+        self._windows: list[np.ndarray] = []  # per topic: its records in the current stretch
+        self._anchor: tuple[int, int] | None = None  # (monotonic ns, key): pacing origin
+        self._next_awake: float | None = None
+        self._done = False
+        self.records_out = 0
+        self.clock_ns: int | None = None  # merge key of the last record out
+        self.first_ns: int | None = None
+        self.last_ns = max((s.ts_last for s in self._streams), default=start)
+
+    # -- merging ---------------------------------------------------------------------------------
+
+    def _refill(self) -> bool:
+        """Merge the next stretch; False when every topic is replayed."""
+        n = self.params.batch
+        streams = self._streams
+        counts = [s.available(n) for s in streams]
+        if not any(counts):
+            return False
+        windows = [s.peek(c) for s, c in zip(streams, counts, strict=True)]
+        keys = [merge_keys(w["ts_event"], s.floor) for w, s in zip(windows, streams, strict=True)]
+        more = [c == n and s.more_after(n) for s, c in zip(streams, counts, strict=True)]
+        self._run = merge_step(keys, more)
+        self._keys = keys
+        self._windows = windows
+        self._taken = [0] * len(streams)
+        return True
+
+    def _due(self, limit: int) -> int:
+        """How many of the next ``limit`` merged records are due at ``speed``."""
+        speed = self.params.speed
+        self._next_awake = None
+        if speed == 0:
+            return limit
+        keys = self._run.peek_keys()[:limit]
+        now = time.monotonic_ns()
+        if self._anchor is None:
+            self._anchor = (now, int(keys[0]))
+        wall0, key0 = self._anchor
+        reached = key0 + int((now - wall0) * speed)
+        due = int(np.searchsorted(keys, reached, side="right"))
+        if due == 0:
+            self._next_awake = (wall0 + (int(keys[0]) - key0) / speed) / 1e9
+        return due
+
+    def next_batch(self) -> dict[str, np.ndarray] | None:
+        if self._done:
+            return None
+        if self._run is None or not len(self._run):
+            if not self._refill():
+                self._done = True
+                return None
+        n = self._due(min(self.params.batch, len(self._run)))
+        if n == 0:
+            return None
+        keys = self._run.peek_keys()
+        if self.first_ns is None:
+            self.first_ns = int(keys[0])
+        last_key = int(keys[n - 1])
+        counts = self._run.take(n)
+        out = {}
+        for t, stream in enumerate(self._streams):
+            c = int(counts[t])
+            if not c:
+                continue
+            a = self._taken[t]
+            out[self._ports[t]] = self._windows[t][a : a + c]
+            stream.floor = int(self._keys[t][a + c - 1])
+            self._taken[t] = a + c
+        if not len(self._run):
+            for t, stream in enumerate(self._streams):
+                stream.advance(self._taken[t])  # the windows' views are not used past here
+        self.clock_ns = last_key
+        self.records_out += n
+        return out
+
+    def next_awake(self) -> float | None:
+        if self._next_awake is None:
+            return None
+        return max(self._next_awake, time.monotonic() + 0.0002)
+
+    @property
+    def exhausted(self) -> bool:
+        return self._done
+
+    def reconfigure(self, params: StoreReplayParams) -> None:
+        if params.speed != self.params.speed:  # re-anchor at the last record replayed
+            self._anchor = None if self.clock_ns is None else (time.monotonic_ns(), self.clock_ns)
+        self.params = params
+
+    # -- progress --------------------------------------------------------------------------------
+
+    def progress(self) -> dict:
+        """``percent`` of the time range replayed, the replay ``clock`` (UTC) and ``records``."""
+        if self.first_ns is None:
+            return {"percent": 100.0 if self._done else 0.0, "clock": "-", "records": 0}
+        span = max(self.last_ns - self.first_ns, 1)
+        share = 100.0 if self._done else 100.0 * (self.clock_ns - self.first_ns) / span
+        return {
+            "percent": round(min(share, 100.0), 1),
+            "clock": format_time_ns(self.clock_ns),
+            "records": self.records_out,
+        }
+
+
+@hookimpl
+def hftagg_register_stage_types(register):
+    register(StoreReplay)

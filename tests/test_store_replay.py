@@ -1,0 +1,276 @@
+"""store_replay: merge order across topics, time-range and instrument filters against a numpy
+reference, pacing by ts_event through next_awake (on a fake clock), progress, and a stored run
+of the default pipeline's topics replayed through the same graph, record for record."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hftagg.builtins.storage.store.segment import SegmentWriter, segment_name
+from hftagg.builtins.storage.store_replay.merge import merge_keys, merge_step
+from hftagg.builtins.storage.store_replay.stage import StoreReplay, StoreReplayParams
+from hftagg.builtins.storage.store_replay.streams import parse_time_ns
+from hftagg.records import BOOK_UPDATE, QUOTE, TRADE
+from hftagg.stages import StageContext
+from hftagg.testing import FakeClock, TestingSink, run_pipeline
+
+T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
+
+
+def _stream(schema, n, *, seed, step=1000, instruments=4, ties=False):
+    """``n`` records of ``schema`` with increasing ts_event (``ties``: many equal ones) and a
+    distinct ``seq`` per record, so every record is identifiable."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n, dtype=schema.dtype)
+    gaps = rng.integers(0, 3, n) * step if ties else rng.integers(1, step, n)
+    out["ts_event"] = T0 + np.cumsum(gaps)
+    out["ts_recv"] = out["ts_event"] + 10
+    out["seq"] = np.arange(n, dtype=np.uint64) + 1 + seed * 1_000_000
+    out["instrument_id"] = rng.integers(0, instruments, n).astype(np.uint32) + 100
+    return out
+
+
+def _store(root, topic, schema, records, *, per_segment=1000, batch=97):
+    """Write ``records`` into ``root/topic`` as the store lays it out: segments of at most
+    ``per_segment`` records, appended in batches of ``batch``."""
+    folder = root / topic
+    folder.mkdir(parents=True)
+    position = 0
+    while position < len(records):
+        chunk = records[position : position + per_segment]
+        writer = SegmentWriter(
+            folder / segment_name(position),
+            schema=schema,
+            topic=topic,
+            position=position,
+            first_offset=position,
+            epoch=1,
+            max_bytes=4096 * 2 + per_segment * schema.itemsize,
+        )
+        for i in range(0, len(chunk), batch):
+            writer.append(chunk[i : i + batch])
+        writer.seal()
+        position += len(chunk)
+
+
+def _join(arrays):
+    """Batches joined byte for byte (``np.concatenate`` copies fields, not the padding)."""
+    arrays = list(arrays)
+    void = np.dtype((np.void, arrays[0].dtype.itemsize))
+    return np.concatenate([a.view(void) for a in arrays]).view(arrays[0].dtype)
+
+
+def _same_records(a, b):
+    """Every field equal (rings and sinks copy fields; a dtype's padding bytes are not data)."""
+    return a.dtype == b.dtype and all(np.array_equal(a[f], b[f]) for f in a.dtype.names)
+
+
+def _replay_all(stage, ctx=None):
+    """Every batch ``stage`` gives until exhausted (speed 0), as a list of {topic: array}."""
+    stage.open(ctx or StageContext())
+    batches = []
+    while not stage.exhausted:
+        out = stage.next_batch()
+        if out:
+            batches.append(out)
+    return batches
+
+
+def _reference_merge(streams):
+    """Records of every topic in (ts_event, topic index, stream position) order."""
+    ts = np.concatenate([s["ts_event"] for s in streams])
+    topic = np.concatenate([np.full(len(s), i) for i, s in enumerate(streams)])
+    pos = np.concatenate([np.arange(len(s)) for s in streams])
+    order = np.lexsort((pos, topic, ts))
+    return topic[order], pos[order]
+
+
+def _flatten(batches, topics):
+    """(topic index, seq) per record in emitted order; within a batch, topics are interleaved
+    by ts_event (the merged order of the batch's stretch)."""
+    topic_idx, seqs, ts = [], [], []
+    for batch in batches:
+        parts = [(topics.index(t), b) for t, b in batch.items()]
+        t_i = np.concatenate([np.full(len(b), i) for i, b in parts])
+        s_i = np.concatenate([b["seq"] for _, b in parts])
+        e_i = np.concatenate([b["ts_event"] for _, b in parts])
+        order = np.lexsort((t_i, e_i))
+        topic_idx.append(t_i[order])
+        seqs.append(s_i[order])
+        ts.append(e_i[order])
+    return np.concatenate(topic_idx), np.concatenate(seqs), np.concatenate(ts)
+
+
+# -- merge --------------------------------------------------------------------------------------
+
+
+def test_merge_step_emits_only_what_no_unread_record_can_precede():
+    a = np.array([1, 5, 9], dtype=np.int64)  # more of topic 0 follows (keys >= 9)
+    b = np.array([2, 9, 30], dtype=np.int64)  # topic 1 is complete
+
+    run = merge_step([a, b], [True, False])
+
+    # 9 of topic 0 is the boundary; 9 of topic 1 ties with it and sorts after (topic order),
+    # so it waits, as does 30
+    assert run.keys.tolist() == [1, 2, 5, 9]
+    assert run.take(4).tolist() == [3, 1]
+
+
+def test_merge_keys_keep_a_topics_order_when_ts_event_steps_back():
+    ts = np.array([10, 12, 11, 15], dtype=np.int64)
+
+    assert merge_keys(ts, floor=13).tolist() == [13, 13, 13, 15]
+    assert merge_keys(ts, floor=np.iinfo(np.int64).min).tolist() == [10, 12, 12, 15]
+
+
+@pytest.mark.parametrize("batch", [1, 7, 256, 4096])
+def test_topics_merge_by_ts_event_then_topic_order_then_stream_position(tmp_path, batch):
+    trades = _stream(TRADE, 2500, seed=1, ties=True)
+    book = _stream(BOOK_UPDATE, 3100, seed=2, ties=True)
+    quotes = _stream(QUOTE, 700, seed=3, step=5000, ties=True)
+    for topic, schema, records in (
+        ("md.trades", TRADE, trades),
+        ("md.book", BOOK_UPDATE, book),
+        ("md.quotes", QUOTE, quotes),
+    ):
+        _store(tmp_path, topic, schema, records, per_segment=900)
+    topics = ["md.book", "md.trades", "md.quotes"]  # tie order: book first
+    stage = StoreReplay(StoreReplayParams(path=str(tmp_path), topics=topics, batch=batch))
+
+    batches = _replay_all(stage)
+
+    want_topic, want_pos = _reference_merge([book, trades, quotes])
+    got_topic, got_seq, _ = _flatten(batches, topics)
+    starts = np.cumsum([0, len(book), len(trades)])
+    want_seq = np.concatenate([book["seq"], trades["seq"], quotes["seq"]])[
+        starts[want_topic] + want_pos
+    ]
+    assert got_topic.tolist() == want_topic.tolist()
+    assert np.array_equal(got_seq, want_seq)
+    assert max(sum(len(b) for b in out.values()) for out in batches) <= batch
+    per_topic = {t: _join(b[t] for b in batches if t in b) for t in topics}
+    assert per_topic["md.trades"].tobytes() == trades.tobytes()  # every field, byte for byte
+    assert per_topic["md.book"].tobytes() == book.tobytes()
+
+
+# -- filters ------------------------------------------------------------------------------------
+
+
+def test_time_range_and_instruments_match_a_numpy_reference(tmp_path):
+    trades = _stream(TRADE, 20_000, seed=4, instruments=9)
+    book = _stream(BOOK_UPDATE, 15_000, seed=5, step=1500, instruments=9)
+    _store(tmp_path, "md.trades", TRADE, trades, per_segment=3000)
+    _store(tmp_path, "md.book", BOOK_UPDATE, book, per_segment=4000)
+    start, end = T0 + 3_000_000, T0 + 7_000_123
+    wanted = [101, 104, 108]
+    params = StoreReplayParams(
+        path=str(tmp_path),
+        topics=["md.trades", "md.book"],
+        start="2026-01-01T00:00:00.003Z",
+        end=str(end),
+        instruments=wanted,
+        batch=512,
+    )
+
+    batches = _replay_all(StoreReplay(params))
+
+    for topic, records in (("md.trades", trades), ("md.book", book)):
+        keep = (
+            (records["ts_event"] >= start)
+            & (records["ts_event"] < end)
+            & np.isin(records["instrument_id"], wanted)
+        )
+        got = _join(b[topic] for b in batches if topic in b)
+        assert len(got) and got.tobytes() == records[keep].tobytes()
+
+
+def test_iso_times_parse_to_utc_nanoseconds():
+    assert parse_time_ns("2026-01-01T00:00:00Z", "start", 0) == T0
+    assert parse_time_ns("2026-01-01T01:00:00.000000005+01:00", "start", 0) == T0 + 5
+    assert parse_time_ns("2026-01-01", "start", 0) == T0
+    assert parse_time_ns(str(T0 + 7), "end", 0) == T0 + 7
+    assert parse_time_ns(None, "end", -1) == -1
+    with pytest.raises(ValueError, match="start = 'yesterday' is not a time"):
+        parse_time_ns("yesterday", "start", 0)
+
+
+def test_a_topic_the_store_lacks_is_named_with_what_it_holds(tmp_path):
+    _store(tmp_path, "md.trades", TRADE, _stream(TRADE, 10, seed=6))
+
+    with pytest.raises(ValueError, match=r"no topic 'md\.bok'.*md\.trades"):
+        StoreReplay(StoreReplayParams(path=str(tmp_path), topics=["md.bok"]))
+
+
+def test_an_empty_time_range_is_refused_with_both_bounds():
+    with pytest.raises(ValueError, match="is not before end"):
+        StoreReplayParams(topics=["md.trades"], start=T0 + 5, end=T0)
+
+
+# -- pacing and progress ------------------------------------------------------------------------
+
+
+def test_speed_paces_by_ts_event_through_next_awake(tmp_path):
+    trades = _stream(TRADE, 50, seed=7)
+    trades["ts_event"] = T0 + np.arange(50, dtype=np.int64) * 10_000_000  # every 10 ms
+    _store(tmp_path, "md.trades", TRADE, trades)
+    clock = FakeClock(start_ns=5 * 10**9)
+    stage = StoreReplay(StoreReplayParams(path=str(tmp_path), topics=["md.trades"], speed=2.0))
+    emitted, waits = [], []
+
+    with clock.patch("hftagg.builtins.storage.store_replay.stage"):
+        stage.open(StageContext())
+        while not stage.exhausted:
+            out = stage.next_batch()
+            if out:
+                emitted.append((clock.monotonic_ns(), out["md.trades"]))
+                continue
+            wake = stage.next_awake()
+            if wake is not None:  # what the runtime's source loop does: wait until then
+                waits.append(wake - clock.monotonic())
+                clock.advance(max(wake - clock.monotonic(), 0.0))
+
+    assert _join(b for _, b in emitted).tobytes() == trades.tobytes()
+    # at speed 2 a 10 ms ts_event gap is 5 ms of replay time: each record came out on its own,
+    # after a wait asked for through next_awake (none spun for), not before it was due
+    wall0 = emitted[0][0]
+    lateness = [(t - wall0) - (int(b["ts_event"][0]) - T0) / 2 for t, b in emitted]
+    assert [len(b) for _, b in emitted] == [1] * 50
+    assert all(0 <= late < 1_000_000 for late in lateness)  # never early, under 1 ms late
+    assert sum(w > 0.004 for w in waits) == 49 and all(w > 0 for w in waits)
+    assert stage.progress()["percent"] == 100.0
+
+
+def test_progress_reports_share_of_the_time_range_and_the_replay_clock(tmp_path):
+    trades = _stream(TRADE, 1000, seed=8)
+    trades["ts_event"] = T0 + np.arange(1000, dtype=np.int64) * 1_000_000  # 1 ms apart
+    _store(tmp_path, "md.trades", TRADE, trades)
+    stage = StoreReplay(StoreReplayParams(path=str(tmp_path), topics=["md.trades"], batch=250))
+    stage.open(StageContext())
+
+    stage.next_batch()
+    first = stage.progress()
+    while not stage.exhausted:
+        stage.next_batch()
+
+    assert first["records"] == 250 and first["clock"] == "2026-01-01T00:00:00.249000000Z"
+    assert first["percent"] == pytest.approx(24.9, abs=0.1)
+    assert stage.progress() == {
+        "percent": 100.0,
+        "clock": "2026-01-01T00:00:00.999000000Z",
+        "records": 1000,
+    }
+
+
+def test_replay_feeds_a_graph_through_the_runtime(tmp_path):
+    trades = _stream(TRADE, 5000, seed=9)
+    _store(tmp_path, "md.trades", TRADE, trades, per_segment=1200)
+    out = []
+    replay = StoreReplay(
+        StoreReplayParams(path=str(tmp_path), topics=["md.trades"], batch=333), stage_id="replay"
+    )
+
+    summary = run_pipeline([replay, TestingSink(out, topic="md.trades")])
+
+    assert _same_records(_join(out), trades)
+    assert summary["stages"]["replay"]["records"] == 5000
