@@ -35,6 +35,10 @@ class ArchivedPartition:
     path: Path
 
     @property
+    def schema_key(self) -> str:
+        return self.entry.schema
+
+    @property
     def ts_min(self) -> int:
         return self.entry.ts_min
 

@@ -59,8 +59,9 @@ class CompactionReport:
 class Compactor:
     """Archives the sealed segments of the store at ``root`` (see the module docstring).
 
-    ``retention_ns``: per topic, how long partitions are kept (by their newest ``ts_event``
-    against the wall clock); topics not in it are kept forever. ``interval_secs``: how often
+    ``retention_ns``: per topic (``"*"``: every other topic), how long partitions are kept (by
+    their newest ``ts_event`` against the wall clock); topics not in it are kept forever. The
+    store changes it live with :meth:`set_retention`. ``interval_secs``: how often
     the thread looks for sealed segments when nobody calls :meth:`wake`.
     """
 
@@ -86,6 +87,11 @@ class Compactor:
         #: partitions expired, segments with problems
         self.totals = {"segments": 0, "rows": 0, "files": 0, "expired": 0, "problems": 0}
         self.error: BaseException | None = None
+
+    def set_retention(self, retention_ns: dict[str, int]) -> None:
+        """New per-topic retention (ns), applied from the next pass."""
+        self.retention_ns = dict(retention_ns)
+        self.wake()
 
     # -- thread ---------------------------------------------------------------------------
 
@@ -163,7 +169,12 @@ class Compactor:
 
     def _expire(self, report: CompactionReport) -> None:
         now = self._clock()
-        for topic, keep_ns in self.retention_ns.items():
+        retention = dict(self.retention_ns)
+        default = retention.pop("*", None)
+        if default is not None:
+            for topic in self.catalog.topics():
+                retention.setdefault(topic, default)
+        for topic, keep_ns in retention.items():
             old = self.catalog.partitions(topic, end=None)
             old = [p for p in old if p.ts_max < now - keep_ns]
             for part in old:
