@@ -16,7 +16,7 @@ checked and stored; refused like MongoDB < 5.0 when the version is older), ``ins
 not: with ``ordered=false`` it goes on after a duplicate key and reports one ``writeErrors`` entry,
 code 11000, per failed index), ``find``/``getMore``/``killCursors`` (equality and
 ``$gt/$gte/$lt/$lte/$in/$ne`` filters on top-level fields, ``sort``, ``projection``, ``skip``,
-``limit``, ``batchSize``), ``count``, ``createIndexes``/``listIndexes`` (unique indexes enforced on
+``limit``, ``batchSize``), ``count``, ``aggregate`` (what ``count_documents`` sends), ``createIndexes``/``listIndexes`` (unique indexes enforced on
 insert; refused on time-series collections, as MongoDB does), ``drop``, ``dropDatabase``,
 ``endSessions``; anything else gets ``CommandNotFound`` (code 59). Documents are kept in memory
 as decoded BSON and survive :meth:`MongoFake.stop`/:meth:`MongoFake.start`, which close and reopen
@@ -579,6 +579,40 @@ class MongoFake:
         coll = self._collection(db, command["count"])
         query = command.get("query") or {}
         return {"n": sum(_matches(d, query) for d in (coll.documents if coll else []))}
+
+    def _cmd_aggregate(self, command: dict, db: str, connection_id: int) -> dict:
+        """``$match``, ``$sort``, ``$skip``, ``$limit`` and a ``$group`` with a constant ``_id``
+        and ``$sum`` accumulators (what ``count_documents`` sends)."""
+        coll = self._collection(db, command["aggregate"])
+        docs = list(coll.documents if coll else [])
+        for stage in command.get("pipeline", []):
+            (op, arg), *_ = stage.items()
+            if op == "$match":
+                docs = [d for d in docs if _matches(d, arg)]
+            elif op == "$sort":
+                docs = _sorted(docs, arg)
+            elif op == "$skip":
+                docs = docs[arg:]
+            elif op == "$limit":
+                docs = docs[:arg]
+            elif op == "$group" and not isinstance(arg.get("_id"), str):
+                out = {"_id": arg["_id"]}
+                for name, acc in arg.items():
+                    if name != "_id":
+                        value = acc["$sum"]
+                        out[name] = sum(
+                            d.get(value[1:], 0) if isinstance(value, str) else value for d in docs
+                        )
+                docs = [out] if docs else []
+            else:
+                raise CommandError(
+                    40324,
+                    "Location40324",
+                    f"Unrecognized pipeline stage name: {op!r} (this "
+                    "test server has $match $sort $skip $limit and a constant-_id $group)",
+                )
+        size = command.get("cursor", {}).get("batchSize", 101)
+        return self._first_batch(db, command["aggregate"], docs, size, single=False)
 
     def _cmd_createindexes(self, command: dict, db: str, connection_id: int) -> dict:
         created = command["createIndexes"] not in self.databases.get(db, {})
