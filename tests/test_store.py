@@ -268,3 +268,44 @@ def test_params_are_validated_with_the_fix_in_the_message():
     assert params.retention_secs("md.x") == 12 * 3600
     assert params.retention_secs("md.y") == 7 * 86400
     assert parse_duration_secs("forever") is None
+
+
+def test_read_merges_archived_parquet_and_live_segments_in_store_order(tmp_path):
+    from hftagg.builtins.storage.archive.compact import Compactor
+
+    records = _trades(12_000)
+    _store(tmp_path, _split(records[:8192], [4096, 4096]), segment_bytes=128 * 1024)
+    Compactor(tmp_path, settle_ns=0).run_once()  # the sealed segments go to Parquet
+    archived = len(list_segments(tmp_path, "md.x"))
+    later = _open(tmp_path, durable=False)
+    later.write(records[8192:], "md.x", 0)  # still live while read
+    ts = records["ts_event"]
+    start, end = int(ts[2_000]), int(ts[11_000])
+
+    everything = hftagg.read("md.x", path=tmp_path)
+    window = hftagg.read("md.x", start=start, end=end, instruments=[1, 4], path=tmp_path)
+    later.close()
+
+    keep = (ts >= start) & (ts < end) & np.isin(records["instrument_id"], [1, 4])
+    assert archived == 0 and (tmp_path / "catalog.duckdb").exists()
+    assert np.array_equal(everything, records)
+    assert np.array_equal(window, records[keep])
+
+
+def test_offsets_and_positions_survive_the_archiving_of_every_segment(tmp_path):
+    from hftagg.builtins.storage.archive.compact import Compactor
+
+    records = _trades(3_000)
+    first = _open(tmp_path, durable=True)
+    first.write(records[:2_000], "md.x", 0)
+    first.close()
+    Compactor(tmp_path, settle_ns=0).run_once()
+
+    second = _open(tmp_path, durable=True)
+    committed = second.committed()
+    second.write(records[1_000:], "md.x", 1_000)  # a replay from an older offset
+    second.close()
+
+    assert list_segments(tmp_path, "md.x")[0].name == "00000000000000002000.seg"
+    assert committed == {"md.x": 2_000}
+    assert np.array_equal(hftagg.read("md.x", path=tmp_path), records)

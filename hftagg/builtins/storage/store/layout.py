@@ -7,6 +7,9 @@
         00000000000000000000.seg  segments, name = store position of their first record
         00000000000000349524.seg
         LOCK                      held (flock) by the one process writing this topic
+        STATE                     JSON: where the topic stands after its last sealed segment
+                                  (position, end offset, epoch, durable), so the numbering and
+                                  the committed offset survive the archiving of every segment
       md.book/ ...
 
 What ``catalog`` archives (Parquet partitions) it lists through :func:`archived_partitions`,
@@ -16,6 +19,8 @@ the seam :func:`hftagg.read` reads them through.
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -26,14 +31,19 @@ from hftagg.errors import StorageError
 
 __all__ = [
     "TopicLock",
+    "archived_end",
     "archived_partitions",
     "list_segments",
     "list_topics",
+    "read_state",
     "register_partition_lister",
     "segment_infos",
     "topic_dir",
     "topic_problem",
+    "write_state",
 ]
+
+log = logging.getLogger("hftagg.storage")
 
 _TOPIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
@@ -93,12 +103,56 @@ def register_partition_lister(lister: Callable[[Path, str], list]) -> None:
         _partition_listers.append(lister)
 
 
+def _load_archive() -> None:
+    """Import the built-in archive (Parquet + DuckDB catalog): it registers its lister."""
+    try:
+        import hftagg.builtins.storage.archive  # noqa: F401
+    except ImportError as exc:  # pyarrow or duckdb missing: live segments only
+        log.debug("archived partitions not listed: %s", exc)
+
+
 def archived_partitions(path: str | Path, topic: str) -> list:
     """Archived partitions of ``topic`` (from every registered lister), in store order."""
+    _load_archive()
     found = []
     for lister in _partition_listers:
         found.extend(lister(Path(path), topic))
     return sorted(found, key=lambda p: p.position)
+
+
+def archived_end(path: str | Path, topic: str) -> int:
+    """The store position after the last archived row of ``topic`` (0: nothing archived)."""
+    rows: dict[int, int] = {}
+    for part in archived_partitions(path, topic):
+        rows[part.position] = rows.get(part.position, 0) + part.rows
+    return max((position + n for position, n in rows.items()), default=0)
+
+
+# -- the topic's state after its last sealed segment ----------------------------------------------
+
+
+def read_state(folder: Path) -> dict | None:
+    """``STATE`` of a topic folder: ``position``, ``end_offset``, ``epoch``, ``durable``."""
+    try:
+        state = json.loads((folder / "STATE").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StorageError(
+            f"{folder / 'STATE'}: unreadable ({exc}); delete it: the segments tell the rest"
+        ) from exc
+    return state if isinstance(state, dict) else None
+
+
+def write_state(folder: Path, state: dict, fsync: bool) -> None:
+    """Replace ``STATE`` atomically (write a temporary file, rename)."""
+    temporary = folder / "STATE.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(state, f)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(temporary, folder / "STATE")
 
 
 # -- one writer per topic -------------------------------------------------------------------------

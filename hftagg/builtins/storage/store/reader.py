@@ -5,8 +5,8 @@
 the window, and cuts each time-ordered segment with ``np.searchsorted`` (an unordered one with a
 mask). One segment and no instrument filter gives a view of the memory-mapped file (zero-copy);
 otherwise the pieces are concatenated once. Archived partitions (Parquet, listed by the catalog
-through :func:`~hftagg.builtins.storage.store.layout.archived_partitions`) come first, their
-rows converted back with :func:`hftagg.records.arrow.from_arrow_table`.
+through :func:`~hftagg.builtins.storage.store.layout.archived_partitions`) merge in by store
+position; a segment present both ways (being archived right now) is read from its live copy.
 
 The window is half-open, ``start <= ts_event < end``; ``start``/``end`` are UNIX ns, or anything
 with a UTC meaning: ``datetime`` (naive means UTC), ISO strings, ``numpy.datetime64``,
@@ -146,19 +146,26 @@ def read(
     root = Path(path if path is not None else DEFAULT_PATH)
     lo, hi = to_ns(start), to_ns(end)
     wanted = None if instruments is None else np.unique(np.asarray(list(instruments), np.uint32))
+    schemas = list(schemas)
     infos = _segments(root, topic, schemas)
-    schema = _one_schema(infos, root, topic)
+    live = {info.position for info in infos}
+    parts = [p for p in archived_partitions(root, topic) if p.position not in live]
+    schema = _one_schema(infos, parts, schemas, root, topic)
+    sources: list[tuple[int, Any]] = [(p.position, p) for p in parts]
+    sources += [(info.position, info) for info in infos]
+    sources.sort(key=lambda item: item[0])  # store order; a partition before its segment's
     pieces: list[np.ndarray] = []
     problems: list[str] = []
-    parts = archived_partitions(root, topic)
-    for part in parts:
-        if _overlaps(part, lo, hi):
-            pieces.append(_filter(part.read(schema), lo, hi, wanted, ordered=False))
-    for info in infos:
-        problems.extend(info.problems)
-        if info.count == 0 or not _overlaps(info, lo, hi) or _archived(info, parts):
+    for _, source in sources:
+        if not _overlaps(source, lo, hi):
             continue
-        pieces.append(_filter(open_records(info), lo, hi, wanted, ordered=info.ts_ordered))
+        if isinstance(source, SegmentInfo):
+            problems.extend(source.problems)
+            if source.count:
+                pieces.append(_filter(open_records(source), lo, hi, wanted, source.ts_ordered))
+        else:
+            chosen = None if wanted is None else wanted.tolist()
+            pieces.append(source.read(schema, lo, hi, chosen))
     for problem in problems:
         log.warning("hftagg.read(%r): %s", topic, problem)
     pieces = [p for p in pieces if len(p)]
@@ -171,7 +178,7 @@ def read(
     return StoredRecords(data, schema, topic, problems)
 
 
-def _segments(root: Path, topic: str, schemas: Iterable[Schema]) -> list[SegmentInfo]:
+def _segments(root: Path, topic: str, schemas: list[Schema]) -> list[SegmentInfo]:
     if not list_segments(root, topic) and not archived_partitions(root, topic):
         stored = ", ".join(list_topics(root)) or "none"
         raise StorageError(
@@ -181,29 +188,34 @@ def _segments(root: Path, topic: str, schemas: Iterable[Schema]) -> list[Segment
     return segment_infos(root, topic, list(schemas))
 
 
-def _one_schema(infos: list[SegmentInfo], root: Path, topic: str) -> Schema:
-    schemas = {info.schema.schema_id: info.schema for info in infos}
-    if len(schemas) > 1:
-        keys = sorted(s.key for s in schemas.values())
+def _one_schema(
+    infos: list[SegmentInfo], parts: list, schemas: list[Schema], root: Path, topic: str
+) -> Schema:
+    found = {info.schema.schema_id: info.schema for info in infos}
+    if len(found) > 1:
+        keys = sorted(s.key for s in found.values())
         raise StorageError(
             f"{root / topic} mixes schemas {keys}; read one with a copy of the folder holding "
             f"only its segments"
         )
-    if schemas:
-        return next(iter(schemas.values()))
+    keys = {p.entry.schema for p in parts}
+    if found:
+        schema = next(iter(found.values()))
+        if keys - {schema.key}:
+            raise StorageError(
+                f"{root / topic}: archived partitions hold {sorted(keys)} but its segments "
+                f"{schema.key}; move one of them away"
+            )
+        return schema
     from hftagg.records.catalog import BUILTIN_SCHEMAS
 
-    parts = archived_partitions(root, topic)
-    for schema in BUILTIN_SCHEMAS:
-        if parts and getattr(parts[0], "schema_key", None) == schema.key:
+    for schema in [*schemas, *BUILTIN_SCHEMAS]:
+        if keys == {schema.key}:
             return schema
-    raise StorageError(f"{root / topic}: cannot tell the schema of its archived partitions")
-
-
-def _archived(info: SegmentInfo, parts: list) -> bool:
-    """Whether an archived partition already holds every record of this segment."""
-    end = info.position + info.count
-    return any(p.position <= info.position and end <= p.position + p.rows for p in parts)
+    raise StorageError(
+        f"{root / topic}: archived partitions hold {sorted(keys)}, a schema this process does "
+        f"not know; pass schemas=[...] with the plugin's schema"
+    )
 
 
 def _overlaps(info: Any, lo: int | None, hi: int | None) -> bool:

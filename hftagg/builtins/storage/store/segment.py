@@ -494,9 +494,11 @@ class SegmentWriter:
         os.fsync(self._fd)
 
     def seal(self, fsync: bool = False) -> None:
-        """Truncate to the records held, mark sealed, close. Idempotent."""
+        """Truncate to the records held, then mark sealed (a reader that sees the flag sees
+        the final size), close. Idempotent."""
         if self._fd < 0:
             return
+        os.ftruncate(self._fd, self.bytes_written)  # the header page stays: header_bytes >= 4096
         head = self._head
         head["sealed_ns"] = time.time_ns()
         head["flags"] = int(head["flags"][0]) | FLAG_SEALED
@@ -504,7 +506,6 @@ class SegmentWriter:
         del head
         self._map.flush()
         self._map.close()
-        os.ftruncate(self._fd, self.bytes_written)
         if fsync:
             os.fsync(self._fd)
         os.close(self._fd)
@@ -526,8 +527,8 @@ def seal_abandoned(info: SegmentInfo) -> SegmentInfo:
         head["count"] = info.count
         head["flags"] = head["flags"] | FLAG_SEALED
         head["sealed_ns"] = time.time_ns()
+        os.ftruncate(fd, end)  # first: a reader that sees the sealed flag sees the final size
         os.pwrite(fd, head.tobytes(), 0)
-        os.ftruncate(fd, end)
     finally:
         os.close(fd)
     return read_header(info.path)

@@ -36,7 +36,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import field_validator
 
-from hftagg.builtins.storage.store.layout import TopicLock, segment_infos, topic_dir, topic_problem
+from hftagg.builtins.storage.store.layout import (
+    TopicLock,
+    archived_end,
+    read_state,
+    segment_infos,
+    topic_dir,
+    topic_problem,
+    write_state,
+)
 from hftagg.builtins.storage.store.segment import (
     SegmentInfo,
     SegmentWriter,
@@ -200,11 +208,19 @@ class Store(SinkStage):
         except BaseException:
             lock.release()
             raise
+        # where the topic stands: its last segment, else STATE (written at each seal, so it
+        # survives the archiving of every segment); positions go on after archived rows too
         last = infos[-1] if infos else None
-        position = last.position + last.count if last else 0
-        next_offset = 0
-        if self._durable and last is not None and last.durable_offsets:
-            next_offset = last.end_offset
+        state = read_state(folder) or {}
+        tail = {"position": 0, "end_offset": 0, "durable": False, **state}
+        if last is not None and last.position + last.count >= tail["position"]:
+            tail = {
+                "position": last.position + last.count,
+                "end_offset": last.end_offset,
+                "durable": last.durable_offsets,
+            }
+        position = max(tail["position"], archived_end(root, topic))
+        next_offset = tail["end_offset"] if self._durable and tail["durable"] else 0
         return _Topic(topic, folder, schema, lock, position, next_offset)
 
     def _recover(self, info: SegmentInfo) -> SegmentInfo:
@@ -277,8 +293,16 @@ class Store(SinkStage):
             writer.seal()
             os.unlink(writer.path)
             return
-        writer.seal(fsync=self.params.fsync != "none")
+        fsync = self.params.fsync != "none"
+        writer.seal(fsync=fsync)
         t.sealed += 1
+        state = {
+            "position": t.position,
+            "end_offset": writer.end_offset,
+            "epoch": self._epoch,
+            "durable": self._durable,
+        }
+        write_state(t.folder, state, fsync)
 
     # -- offsets, lifecycle, counters ------------------------------------------------------------
 
