@@ -307,6 +307,19 @@ class Ring:
             self._lossless = tuple(r for r in self._lossless if r is not reader)
         self._space.set()
 
+    def start_at(self, offset: int) -> None:
+        """Number this stream from ``offset`` instead of 0, before anything is published (the
+        write-ahead log continues a topic's offsets across restarts); every reader moves there."""
+        with self._lock:
+            if self._claimed or self._published:
+                raise BusError(
+                    f"ring {self.name!r}: start_at({offset}) after {self._published} records "
+                    "were published; call it before the first publish"
+                )
+            self._claimed = self._published = self._gate = offset
+            for reader in self._readers:
+                reader.cursor = offset
+
     def add_waiter(self, event: threading.Event) -> None:
         """Set ``event`` on every publish (a consumer thread sleeps on it when idle)."""
         with self._lock:

@@ -28,8 +28,17 @@ class Assembled:
     file_layer: dict[str, Any] | None = None  # the config file as read (None: no file)
 
     def pipeline(self, telemetry: Any = None) -> Pipeline:
-        """A pipeline for this graph; ``telemetry``: a :class:`hftagg.telemetry.Telemetry`."""
-        return Pipeline(self.graph, self.spec.runtime, host=self.host, telemetry=telemetry)
+        """A pipeline for this graph; ``telemetry``: a :class:`hftagg.telemetry.Telemetry`;
+        with ``[durability] wal = true``, with its write-ahead log."""
+        from hftagg.runtime.durability import durability_from
+
+        return Pipeline(
+            self.graph,
+            self.spec.runtime,
+            host=self.host,
+            telemetry=telemetry,
+            durability=durability_from(self.spec.raw),
+        )
 
 
 def plugin_dirs(raw: Mapping[str, Any], config_path: Path | None) -> list[Path]:

@@ -120,8 +120,14 @@ class Pipeline:
         runtime: RuntimeSection | None = None,
         host: Any = None,
         telemetry: Any = None,
+        durability: Any = None,
     ):
         self.graph = graph
+        #: hftagg.runtime.durability.Durability when the write-ahead log is on, else None
+        self.durability = durability
+        #: sink id -> port -> the offset below which the sink gets nothing (durability: what it
+        #: committed, or the live offset for a sink that does not take part)
+        self.sink_floors: dict[str, dict[str, int]] = {}
         self.telemetry = telemetry  # hftagg.telemetry.Telemetry, or None: no per-batch cost
         self.runtime = runtime or RuntimeSection()
         self.host = host
@@ -231,6 +237,7 @@ class Pipeline:
             transports=dict(self.host.transports) if self.host is not None else {},
             telemetry=self.telemetry,
             codecs=dict(self.host.codecs) if self.host is not None else {},
+            durable_offsets=self.durability is not None,
         )
 
     # -- one step of each role (used by the threads and by hftagg.testing) -------------------
@@ -240,6 +247,8 @@ class Pipeline:
             ctx = self.context()
             for node in self.graph.nodes:
                 _open_stage(node, ctx)
+            if self.durability is not None:
+                self.durability.prepare(self)
             self._opened = True
 
     def pump_source(self, node: Node) -> bool:
@@ -247,14 +256,20 @@ class Pipeline:
         tel = self.telemetry
         if tel is not None and tel.sample():
             return self._pump_source_traced(node, tel)
-        out = node.stage.next_batch()
+        out = self._next_batch(node)
         if out is None:
             return False
         return self._emit(node, out) > 0
 
+    def _next_batch(self, node: Node) -> Any:
+        """A source's next batch; with durability, replayed or appended to the log first."""
+        if self.durability is None:
+            return node.stage.next_batch()
+        return self.durability.next_batch(node, self)
+
     def _pump_source_traced(self, node: Node, tel) -> bool:
         t0 = time.time_ns()
-        out = node.stage.next_batch()
+        out = self._next_batch(node)
         if out is None:
             return False
         out = self._as_ports(node, out)
@@ -336,12 +351,18 @@ class Pipeline:
         """Hand what is waiting in a sink's rings to the sink; returns records written."""
         done = 0
         stats = self.stats[node.id]
+        floors = self.sink_floors.get(node.id)
         for port, reader in self.readers[node.id]:
             offset = reader.cursor
             batch = reader.poll(self.max_batch)
             n = len(batch)
             if not n:
                 continue
+            if floors and port in floors:
+                offset, batch = self._above_floor(node.id, port, offset, batch)
+                if not len(batch):
+                    reader.commit(n)
+                    continue
             tel = self.telemetry
             try:
                 if tel is not None:
@@ -359,6 +380,17 @@ class Pipeline:
             stats.batches_in += 1
             done += n
         return done
+
+    def _above_floor(self, node_id: str, port: str, offset: int, batch):
+        """Durability: the part of ``batch`` at or above the sink's floor for ``port`` (what it
+        already holds, or a replay it does not take part in, is not handed to it)."""
+        floor = self.sink_floors[node_id][port]
+        if offset + len(batch) >= floor:  # reached: no more checks for this port
+            del self.sink_floors[node_id][port]
+        if offset >= floor:
+            return offset, batch
+        skip = min(floor - offset, len(batch))
+        return offset + skip, batch[skip:]
 
     def _write_observed(self, node: Node, port: str, batch, offset: int, tel) -> None:
         topic = node.inputs[port]
@@ -481,6 +513,8 @@ class Pipeline:
 
     def start(self) -> None:
         self.open()
+        if self.durability is not None:
+            self.durability.start()
         self.started_at = time.monotonic()
         self._started = True
         for node in self.graph.sources:
@@ -627,6 +661,8 @@ class Pipeline:
             except Exception:
                 if self.failure is None:
                     self.failure = f"closing {node.id} failed:\n{traceback.format_exc()}"
+        if self.durability is not None:
+            self.durability.close()
         if self.failure:
             raise StageFailed(self.failure)
         return summary
@@ -710,9 +746,12 @@ class Pipeline:
         stages = {node.id: self._stage_summary(node, elapsed) for node in self.graph.nodes}
         for stage_id, entry in self.removed.items():
             stages.setdefault(stage_id, dict(entry))
-        return {
+        out = {
             "elapsed_secs": elapsed,
             "left_over": self.left_over,
             "discarded": self.discarded,
             "stages": stages,
         }
+        if self.durability is not None:
+            out["durability"] = self.durability.summary()
+        return out

@@ -1,6 +1,14 @@
 """The stage API: base classes, ports and typed parameters."""
 
-from hftagg.stages.base import KINDS, Port, SinkStage, SourceStage, Stage, StageContext
+from hftagg.stages.base import (
+    KINDS,
+    Port,
+    SinkStage,
+    SourcePosition,
+    SourceStage,
+    Stage,
+    StageContext,
+)
 from hftagg.stages.kernel import KernelStage
 from hftagg.stages.params import Params, live, restart
 
@@ -10,6 +18,7 @@ __all__ = [
     "Params",
     "Port",
     "SinkStage",
+    "SourcePosition",
     "SourceStage",
     "Stage",
     "StageContext",

@@ -11,6 +11,12 @@ Three shapes:
 - ``SourceStage``: ``next_batch()`` never blocks and returns ``None`` when nothing is ready;
   ``next_awake()`` says when to ask again (Bytewax's partition interface).
 - ``SinkStage``: ``write(batch, port)`` does I/O in the sink's own thread.
+
+Durability (``[durability] wal = true``, :mod:`hftagg.runtime.durability`): offsets are then
+stable across restarts (``StageContext.durable_offsets``). A sink takes part by returning from
+``committed()`` the next offset it still needs per port; after a crash the runtime replays the
+write-ahead log into it from there. A source that can continue where the log stops implements
+``resume(position)``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 
 from hftagg.stages.params import Params
 
-__all__ = ["KINDS", "Port", "SinkStage", "SourceStage", "Stage", "StageContext"]
+__all__ = ["KINDS", "Port", "SinkStage", "SourcePosition", "SourceStage", "Stage", "StageContext"]
 
 KINDS = ("source", "protocol", "core", "analytics", "storage", "delivery")
 
@@ -46,8 +52,22 @@ class StageContext:
     transports: dict[str, Any] = field(default_factory=dict)  # name -> transport
     telemetry: Any = None  # hftagg.telemetry.Telemetry when the pipeline has it
     codecs: dict[str, Any] = field(default_factory=dict)  # name -> codec family
-    #: stream offsets survive restarts (the write-ahead log is on): a sink may skip what it holds
+    #: the write-ahead log is on: the ``offset`` a sink's ``write`` gets is the record's stream
+    #: offset, the same across restarts (key rows by (topic, offset) to be idempotent)
     durable_offsets: bool = False
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    """Where the write-ahead log says a source stopped (handed to ``SourceStage.resume``).
+
+    ``offsets``: per output port, the next stream offset, i.e. how many records of that port
+    the log holds over every run so far; ``last``: per port, the last record logged (a
+    one-record array; a port with nothing logged is missing).
+    """
+
+    offsets: dict[str, int]
+    last: dict[str, np.ndarray]
 
 
 class Stage:
@@ -148,6 +168,15 @@ class SourceStage(Stage):
         """True once a bounded source (a file, a test source) has nothing more to give."""
         return False
 
+    #: whether this source type implements ``resume`` (set by subclasses that do)
+    resumable: ClassVar[bool] = False
+
+    def resume(self, position: SourcePosition) -> None:
+        """Continue after what the write-ahead log holds (called after ``open``, before the
+        first ``next_batch``, only when the log holds records of this source). A replay
+        skips what it already gave, a simulator continues its sequence numbers, a FIX session
+        its MsgSeqNum. Default: nothing (the source starts where it starts)."""
+
 
 class SinkStage(Stage):
     """A sink: writes batches to the outside (a socket, a database, a file) in its own thread."""
@@ -164,6 +193,17 @@ class SinkStage(Stage):
     def interrupt(self) -> None:
         """The pipeline stops hard: a ``write`` or ``flush`` blocked in I/O should return soon,
         counting what it could not write (called from another thread)."""
+
+    def committed(self) -> dict[str, int] | None:
+        """Durability: per input port, the next stream offset this sink still needs, i.e.
+        everything below it is durably written (fsynced, committed). ``None`` (the default):
+        the sink does not take part (it gets live records only, never a replay).
+
+        Called after ``open`` and then about once a second from the runtime's housekeeping
+        thread, concurrently with ``write``: return a snapshot, never block on I/O. A sink that
+        takes part must be idempotent: after a crash it may be handed offsets it already holds
+        again (and must skip them); offsets below what it returned are not replayed to it."""
+        return None
 
     def counters(self) -> dict[str, int]:
         """Sink-specific counters for status lines and the summary; ``dropped`` (records the
