@@ -58,9 +58,7 @@ def trades(first: int, n: int) -> np.ndarray:
 
 
 def ctx(durable: bool = False) -> StageContext:
-    context = StageContext(topic_schemas={"md.trades": TRADE})
-    object.__setattr__(context, "offsets_durable", durable)
-    return context
+    return StageContext(topic_schemas={"md.trades": TRADE}, durable_offsets=durable)
 
 
 def params(tmp_path, **kw) -> dict:

@@ -43,8 +43,7 @@ def sink_for(dsn_env: str, tmp_path, topics: dict[str, Schema], durable=False, *
         ),
         stage_id="pg",
     )
-    ctx = StageContext(topic_schemas=dict(topics))
-    object.__setattr__(ctx, "offsets_durable", durable)
+    ctx = StageContext(topic_schemas=dict(topics), durable_offsets=durable)
     sink.open(ctx)
     return sink
 

@@ -27,7 +27,7 @@ What the base class does:
   that is not ``retryable`` (the backend refuses the data, or a bug) stops the writer; the next
   ``write`` or ``flush`` raises it (crash-only) and the backlog is kept in the spill.
 - Stream offsets and idempotency. Rows are keyed by (stream, offset). When the runtime says ring
-  offsets are durable across runs (the write-ahead log is on: ``StageContext.offsets_durable``),
+  offsets are durable across runs (the write-ahead log is on: ``StageContext.durable_offsets``),
   the stored offset is the ring offset, and records below what the backend holds are trimmed
   before sending -- a replay after a crash writes nothing twice, at full COPY speed (no staging
   table, no ON CONFLICT: the held offset is committed in the same transaction as the rows, so
@@ -130,7 +130,7 @@ class ExternalSink(SinkStage):
 
     def open(self, ctx: StageContext) -> None:
         p = self.params
-        self.durable = bool(getattr(ctx, "offsets_durable", False))
+        self.durable = ctx.durable_offsets
         self.dtypes = {
             port: ctx.topic_schemas[topic].dtype
             for port, topic in self.input_topics.items()
