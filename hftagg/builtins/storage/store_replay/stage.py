@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import model_validator
 
-from hftagg.builtins.storage.store.layout import list_segments, list_topics, segment_infos
-from hftagg.builtins.storage.store.segment import read_header
+from hftagg.builtins.storage.store.layout import list_topics, segment_infos
 from hftagg.builtins.storage.store_replay.merge import merge_keys, merge_step
 from hftagg.builtins.storage.store_replay.streams import (
     INT64_MAX,
@@ -95,15 +95,15 @@ class StoreReplayParams(Params):
 
 
 def _topic_schema_key(root: Path, topic: str) -> str:
-    """The schema key of ``topic``'s first segment; a clear error when the store lacks it."""
-    segments = list_segments(root, topic)
-    if not segments:
-        stored = ", ".join(t for t in list_topics(root) if list_segments(root, t)) or "none"
+    """The schema key of ``topic`` as stored; a clear error when the store lacks it."""
+    parts = topic_parts(root, topic)
+    if not parts:
+        stored = ", ".join(t for t in list_topics(root) if topic_parts(root, t)) or "none"
         raise ValueError(
             f"store_replay: the store at {root} holds no topic {topic!r} (topics stored there: "
             f"{stored}); fix 'topics' or 'path'"
         )
-    return read_header(segments[0]).schema.key
+    return parts[0].schema.key
 
 
 class StoreReplay(SourceStage):
@@ -112,13 +112,26 @@ class StoreReplay(SourceStage):
     Params = StoreReplayParams
     outputs: dict[str, Port] = {}
 
+    def __init__(self, params: StoreReplayParams | None = None, **kwargs: Any) -> None:
+        # each topic is replayed on the topic it was stored from: a [data_sources] table's
+        # topic_prefix (which would map port "md.trades" to "md.md.trades") does not apply
+        kwargs.pop("topics", None)
+        super().__init__(params, **kwargs)
+        root = config_relative(self.params.path)
+        for topic in self.params.topics:
+            _topic_schema_key(root, topic)  # a topic the store lacks: say which ones it has
+
     @classmethod
     def ports(cls, params: StoreReplayParams) -> tuple[dict[str, Port], dict[str, Port]]:
         root = config_relative(params.path)
-        return {}, {
-            t: Port(_topic_schema_key(root, t), t, "as stored, same records and seq")
-            for t in params.topics
-        }
+        outputs = {}
+        for topic in params.topics:
+            try:
+                schema = _topic_schema_key(root, topic)
+            except (ValueError, StorageError):
+                schema = None  # the constructor says what is wrong
+            outputs[topic] = Port(schema, topic, "as stored, same records and seq")
+        return {}, outputs
 
     def check(self, ctx: StageContext) -> list[tuple[str, str]]:
         """Every segment of every topic must have a readable header."""

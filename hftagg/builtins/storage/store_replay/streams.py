@@ -11,17 +11,20 @@ stream opens: records appended later are not replayed.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hftagg.builtins.storage.store.layout import archived_partitions, segment_infos
-from hftagg.builtins.storage.store.segment import SEGMENT_SUFFIX, SegmentInfo, open_records
+from hftagg.builtins.storage.store.segment import SegmentInfo, open_records
 from hftagg.errors import StorageError
+from hftagg.records.schema import Schema
 
 __all__ = [
     "INT64_MAX",
@@ -85,7 +88,7 @@ class Part:
     ts_max: int
     ordered: bool  # ts_event never decreases inside (binary search is valid)
     load: Callable[[], np.ndarray]
-    dtype: np.dtype | None = None
+    schema: Schema | None = None
 
 
 def _segment_part(info: SegmentInfo) -> Part:
@@ -98,18 +101,11 @@ def _segment_part(info: SegmentInfo) -> Part:
         ts_max=info.ts_max if ranged else INT64_MAX,
         ordered=info.ts_ordered,
         load=lambda: open_records(info),
-        dtype=info.schema.dtype,
+        schema=info.schema,
     )
 
 
-def _partition_part(partition: object, schema: object) -> Part:
-    def load() -> np.ndarray:
-        import pyarrow.parquet as pq
-
-        from hftagg.records.arrow import from_arrow_table
-
-        return from_arrow_table(pq.read_table(partition.path), schema)
-
+def _partition_part(partition: Any, schema: Schema) -> Part:
     return Part(
         name=str(partition.path),
         position=int(partition.position),
@@ -117,21 +113,36 @@ def _partition_part(partition: object, schema: object) -> Part:
         ts_min=int(partition.ts_min),
         ts_max=int(partition.ts_max),
         ordered=False,  # checked when loaded
-        load=load,
-        dtype=getattr(schema, "dtype", None),
+        load=lambda: partition.read(schema),
+        schema=schema,
     )
 
 
 def topic_parts(root: Path, topic: str) -> list[Part]:
-    """``topic``'s archived partitions and live segments in store order, each record once
-    (a segment's records already archived are skipped by position when read)."""
+    """``topic``'s archived Parquet partitions and live segments in store order, each record
+    once: a segment compacts to one partition per UTC date, all at the segment's position, and
+    once archived its live copy (if still there) is skipped."""
+    with contextlib.suppress(ImportError):  # registers the catalog's partition lister
+        import hftagg.builtins.storage.archive  # noqa: F401
     infos = segment_infos(root, topic)
     schema = infos[0].schema if infos else None
-    parts = [_segment_part(i) for i in infos]
-    if schema is not None:
-        parts += [_partition_part(p, schema) for p in archived_partitions(root, topic)]
-    # an archived partition before the segment it came from (same position)
-    return sorted(parts, key=lambda p: (p.position, p.name.endswith(SEGMENT_SUFFIX)))
+    archived = archived_partitions(root, topic)
+    if schema is None and archived:
+        entry = getattr(archived[0], "entry", None)
+        schema = _schema_by_key(getattr(entry, "schema", None), root / topic)
+    parts = [_partition_part(p, schema) for p in archived]
+    positions = {p.position for p in parts}
+    parts += [_segment_part(i) for i in infos if i.position not in positions]
+    return sorted(parts, key=lambda p: p.position)  # stable: a segment's dates stay in order
+
+
+def _schema_by_key(key: str | None, folder: Path) -> Schema:
+    from hftagg.records.catalog import BUILTIN_SCHEMAS
+
+    for schema in BUILTIN_SCHEMAS:
+        if schema.key == key:
+            return schema
+    raise StorageError(f"{folder}: cannot tell the schema of its archived partitions ({key!r})")
 
 
 class TopicStream:
@@ -149,7 +160,7 @@ class TopicStream:
         self.topic = topic
         self.start, self.end = start, end
         self.instruments = instruments
-        self.dtype = parts[0].dtype if parts else None
+        self.dtype = parts[0].schema.dtype if parts else None
         self._parts = deque(p for p in parts if self._overlaps(p))
         #: the latest ``ts_event`` the replayed range can reach (for progress)
         reach = max((p.ts_max for p in self._parts), default=start)
@@ -158,7 +169,6 @@ class TopicStream:
         self._buffered = 0
         self._current: np.ndarray | None = None  # the open part's records still to filter
         self._ordered = False
-        self._next_position = min((p.position for p in parts), default=0)
         self.floor = INT64_MIN  # merge key of the last record handed out
 
     def _overlaps(self, part: Part) -> bool:
@@ -169,9 +179,6 @@ class TopicStream:
     def _open_next(self) -> bool:
         while self._parts:
             part = self._parts.popleft()
-            skip = self._next_position - part.position  # records archived already
-            if skip >= part.count:
-                continue
             records = part.load()
             if records.dtype != self.dtype:
                 raise StorageError(
@@ -179,8 +186,7 @@ class TopicStream:
                     f"segment holds {self.dtype}; replay one schema per topic (move the older "
                     f"segments to another store)"
                 )
-            records = records[max(skip, 0) : part.count]
-            self._next_position = part.position + part.count
+            records = records[: part.count]
             ts = records["ts_event"]
             self._ordered = part.ordered or bool(np.all(ts[1:] >= ts[:-1]))
             if self._ordered:
