@@ -37,7 +37,7 @@ from hftagg.errors import BusError, HftaggError, StageFailed
 from hftagg.runtime.graph import Graph, Node
 from hftagg.runtime.isolate import FailureLog, dead_letters_for, describe
 from hftagg.runtime.rings import core_to_core_topics, read_topics, ring_records
-from hftagg.stages.base import StageContext
+from hftagg.stages.base import SourceStage, StageContext
 
 __all__ = ["NodeStats", "Pipeline", "StageFailed", "Worker"]
 
@@ -734,6 +734,10 @@ class Pipeline:
             entry["added_secs"] = added
         if node.role == "sink":
             entry.update(node.stage.counters())
+        elif node.role == "source" and isinstance(node.stage, SourceStage):
+            progress = node.stage.progress()
+            if progress:
+                entry["progress"] = progress
         if node.id in self.isolated:
             entry["state"] = "failed"
             entry["error"] = self.isolated[node.id]

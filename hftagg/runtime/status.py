@@ -41,6 +41,15 @@ __all__ = [
 ]
 
 
+def _progress(stage: Any) -> str:
+    """A source's ``progress()`` as text: ``42.0% at <clock>`` (empty when it has none)."""
+    progress = stage.progress() if hasattr(stage, "progress") else None
+    if not progress:
+        return ""
+    clock = progress.get("clock")
+    return f"{progress['percent']:.1f}%" + (f" at {clock}" if clock and clock != "-" else "")
+
+
 def _rate(x: float) -> str:
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if x >= div:
@@ -73,6 +82,7 @@ class StageRow:
     p99_ns: float  # nan: unknown
     failed: bool = False
     frames_lost: int = 0  # a sink's frames its transport could not deliver, since start
+    progress: str = ""  # a bounded source's progress ("42.0% at 2026-01-02T09:41:00Z")
 
 
 class StatusReporter:
@@ -142,6 +152,7 @@ class StatusReporter:
                     frames_lost=(
                         node.stage.counters().get("frames_lost", 0) if node.role == "sink" else 0
                     ),
+                    progress=_progress(node.stage) if node.role == "source" else "",
                 )
             )
         return rows
@@ -166,6 +177,8 @@ class StatusReporter:
                 text += f" p99 {_duration(r.p99_ns)}"
             if r.frames_lost:
                 text += f" lost {r.frames_lost} frames"
+            if r.progress:
+                text += f" {r.progress}"
             if r.failed:
                 text += " FAILED"
             parts.append(text)
@@ -189,6 +202,7 @@ class StatusReporter:
                     " ".join(
                         (["FAILED"] if r.failed else [])
                         + ([f"lost {r.frames_lost} frames"] if r.frames_lost else [])
+                        + ([r.progress] if r.progress else [])
                     ),
                 )
             )
@@ -253,6 +267,10 @@ def format_summary(summary: dict[str, Any]) -> str:
             line += f"  out {s['records_out']:,}"  # a decoder: chunks in, records out
         if s.get("dead_letters"):
             line += f"  dead letters {s['dead_letters']}"
+        if s.get("progress"):
+            line += f"  replayed {s['progress']['percent']:.1f}%"
+            clock = s["progress"].get("clock")
+            line += f" (up to {clock})" if clock and clock != "-" else ""
         if "added_secs" in s:
             line += f"  (added at {s['added_secs']:.1f}s)"
         if s.get("state") == "removed":

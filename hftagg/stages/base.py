@@ -177,6 +177,12 @@ class SourceStage(Stage):
         skips what it already gave, a simulator continues its sequence numbers, a FIX session
         its MsgSeqNum. Default: nothing (the source starts where it starts)."""
 
+    def progress(self) -> dict[str, Any] | None:
+        """How far a bounded source (a replay) has got, for status lines and the summary:
+        ``percent`` (0-100), and optionally ``clock`` (the replayed time, as text) and
+        ``records``. ``None`` (the default): the source has no end to measure against."""
+        return None
+
 
 class SinkStage(Stage):
     """A sink: writes batches to the outside (a socket, a database, a file) in its own thread."""

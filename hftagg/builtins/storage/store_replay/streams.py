@@ -128,8 +128,7 @@ def topic_parts(root: Path, topic: str) -> list[Part]:
     schema = infos[0].schema if infos else None
     archived = archived_partitions(root, topic)
     if schema is None and archived:
-        entry = getattr(archived[0], "entry", None)
-        schema = _schema_by_key(getattr(entry, "schema", None), root / topic)
+        schema = _schema_by_key(getattr(archived[0], "schema_key", None), root / topic)
     parts = [_partition_part(p, schema) for p in archived]
     positions = {p.position for p in parts}
     parts += [_segment_part(i) for i in infos if i.position not in positions]
