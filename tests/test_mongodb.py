@@ -78,6 +78,12 @@ def read_back(uri: str, database: str, collection: str, schema) -> np.ndarray:
     return records_from_documents(docs, schema)
 
 
+@pytest.fixture(autouse=True)
+def _spill_in_tmp(tmp_path, monkeypatch):
+    """The sinks' default spill folder (./storage/spill) lands in the test's own folder."""
+    monkeypatch.chdir(tmp_path)
+
+
 def sink(database: str, topics: list[str], **params) -> MongoSink:
     return MongoSink(stage_id="mongo", uri_env=URI_ENV, database=database, topics=topics, **params)
 
@@ -88,7 +94,7 @@ def sink(database: str, topics: list[str], **params) -> MongoSink:
 @pytest.mark.parametrize("schema", BUILTIN_SCHEMAS, ids=lambda s: s.name)
 def test_bulk_bson_is_byte_for_byte_what_pymongo_encodes_from_dicts(schema):
     batch = random_records(schema, 300)
-    layout = DocumentLayout(schema, "md.test", epoch=5)
+    layout = DocumentLayout(schema, "md.test")
 
     data, bounds = layout.encode(batch, 1_000)
 
@@ -127,9 +133,11 @@ def test_every_builtin_schema_round_trips_through_mongodb(mongo):
     ]
     mongo_sink = sink(database, [f"rt.{s.name}" for s in BUILTIN_SCHEMAS])
 
-    summary = run_pipeline([*sources, mongo_sink], wire=False)
+    summary = run_pipeline([*sources, mongo_sink], wire=False, threaded=True)
 
-    assert mongo_sink.counters() == {"inserted": 257 * len(records), "already_held": 0}
+    counters = mongo_sink.counters()
+    assert (counters["inserted"], counters["already_held"]) == (257 * len(records), 0)
+    assert (counters["backlog"], counters["spilled"], counters["dropped"]) == (0, 0, 0)
     for schema, expected in records.items():
         back = read_back(uri, database, f"rt_{schema.name}", schema)
         assert same_records(back, expected), schema.name
@@ -153,6 +161,7 @@ def test_timeseries_collection_created_with_ts_event_and_instrument(mongo):
             ),
         ],
         wire=False,
+        threaded=True,
     )
 
     with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
@@ -176,31 +185,44 @@ def test_server_without_timeseries_gets_a_plain_collection_with_unique_key():
                     sink("old", ["md.trades"]),
                 ],
                 wire=False,
+                threaded=True,
             )
         finally:
             del os.environ[URI_ENV]
         coll = old_server.collection("old", "md_trades")
     assert coll is not None and coll.timeseries is None and len(coll.documents) == 5
     unique = [i.key for i in coll.indexes.values() if i.unique]
-    assert {"stream": 1, "epoch": 1, "offset": 1} in unique
+    assert {"stream": 1, "offset": 1} in unique
 
 
 @pytest.mark.parametrize("timeseries", [True, False], ids=["timeseries", "plain"])
-def test_replayed_offsets_count_as_already_held_and_the_rest_goes_in(mongo, timeseries):
+def test_resent_offsets_count_as_already_held_and_the_rest_goes_in(mongo, timeseries):
+    """An unordered insert cut short (a crash) left offsets 50..99 of 0..149 in the collection:
+    with durable offsets the sink sends from the first gap, the held ones are refused (unique
+    index) or skipped (time-series), the rest go in, each record exactly once."""
     uri, database = mongo
     records = random_records(TRADE, 150)
+    layout = DocumentLayout(TRADE, "md.trades")
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+        if timeseries:
+            client[database].create_collection(
+                "md_trades", timeseries={"timeField": "ts_event", "metaField": "instrument"}
+            )
+        client[database]["md_trades"].insert_many(layout.raw_documents(records[50:100], 50))
     mongo_sink = sink(database, ["md.trades"], timeseries=timeseries)
-    ctx = StageContext(topic_schemas={"md.trades": TRADE})
-    mongo_sink.open(ctx)
+    mongo_sink.open(StageContext(topic_schemas={"md.trades": TRADE}, durable_offsets=True))
     try:
-        mongo_sink.write(records[:100], "md.trades", 0)
+        committed_at_open = mongo_sink.committed()
 
-        mongo_sink.write(records[50:150], "md.trades", 50)  # a replay overlapping the first
+        mongo_sink.write(records, "md.trades", 0)  # the log replays from the first gap
+        mongo_sink.flush()
 
         counters = mongo_sink.counters()
+        committed = mongo_sink.committed()
     finally:
         mongo_sink.close()
-    assert counters == {"inserted": 150, "already_held": 50}
+    assert committed_at_open == {"md.trades": 0} and committed == {"md.trades": 150}
+    assert (counters["inserted"], counters["already_held"], counters["backlog"]) == (100, 50, 0)
     back = read_back(uri, database, "md_trades", TRADE)
     assert same_records(back, records)
 
@@ -210,18 +232,23 @@ def test_documents_the_server_refuses_fail_the_stage_naming_them(mongo):
     with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
         # a collection made by someone else, for another layout: its timeField is not ours
         client[database].create_collection("md_trades", timeseries={"timeField": "time"})
-    mongo_sink = sink(database, ["md.trades"])
+    mongo_sink = sink(database, ["md.trades"], flush_timeout_secs=1.0, retry_max_ms=200.0)
     mongo_sink.open(StageContext(topic_schemas={"md.trades": TRADE}))
+    refused = (
+        r"3 of 3 documents refused by .*md_trades; first at offset 0 of md\.trades: "
+        r".*time.*\(code \d+\); they stay queued"
+    )
     try:
-        with pytest.raises(
-            StorageError,
-            match=r"3 of 3 documents refused by .*md_trades; "
-            r"first at offset 10 of md\.trades: .*time.*\(code \d+\)",
-        ):
-            mongo_sink.write(random_records(TRADE, 3), "md.trades", 10)
+        mongo_sink.write(random_records(TRADE, 3), "md.trades", 0)
+
+        with pytest.raises(StorageError, match=refused):
+            mongo_sink.flush()
+        with pytest.raises(StorageError, match=refused):
+            mongo_sink.write(random_records(TRADE, 3), "md.trades", 3)
     finally:
         mongo_sink.close()
-    assert mongo_sink.counters()["inserted"] == 0
+    counters = mongo_sink.counters()
+    assert counters["inserted"] == 0 and counters["backlog"] == 3  # kept in the spill, not lost
 
 
 def test_missing_uri_variable_is_named_with_the_fix(monkeypatch):
@@ -264,7 +291,7 @@ def test_fake_answers_the_legacy_op_query_handshake(fake_server):
 
 
 def test_fake_checks_op_msg_checksums_and_reads_document_sequences(fake_server):
-    docs = [{"stream": "s", "epoch": 0, "offset": i} for i in range(3)]
+    docs = [{"stream": "s", "offset": i} for i in range(3)]
     sequence = b"documents\x00" + b"".join(bson.encode(d) for d in docs)
     body = bson.encode({"insert": "seq", "ordered": False, "$db": "wire"})
     payload = struct.pack("<I", 1) + b"\x00" + body

@@ -10,10 +10,7 @@ one object per document).
 
 Document layout (the record schema's field names, except the two header fields noted)::
 
-    stream       string      the topic ("md.trades"); with epoch and offset, the document's key
-    epoch        int64       0 when offsets are durable (the write-ahead log is on: a replay
-                             hands the same offsets again); otherwise the run's start time in
-                             ns, as offsets restart at 0 with every run
+    stream       string      the topic ("md.trades"); with offset, the document's key
     offset       int64       the record's stream offset
     ts_event     date        venue time, milliseconds (the time-series timeField)
     ts_event_ns  int64       venue time, exact UNIX nanoseconds (what reads use)
@@ -142,16 +139,12 @@ def _decimal_words(values: np.ndarray, decimals: int) -> tuple[np.ndarray, np.nd
 class DocumentLayout:
     """The BSON layout of one schema's records on one stream; :meth:`encode` a batch."""
 
-    def __init__(
-        self, schema: Schema, stream: str, *, epoch: int = 0, decimals: bool = True
-    ) -> None:
-        self.schema, self.stream, self.epoch, self.decimals = schema, stream, epoch, decimals
+    def __init__(self, schema: Schema, stream: str, *, decimals: bool = True) -> None:
+        self.schema, self.stream, self.decimals = schema, stream, decimals
         b = _Builder()
         raw_stream = stream.encode()
         b.element(_STRING, "stream")
         b.const(len(raw_stream + b"\0").to_bytes(4, "little") + raw_stream + b"\0")
-        b.element(_INT64, "epoch")
-        b.const(int(epoch).to_bytes(8, "little", signed=True))
         b.element(_INT64, "offset")
         b.slot("<i8", _offsets)
         for name in schema.dtype.names:
@@ -318,7 +311,6 @@ def documents_as_dicts(
     for i, record in enumerate(batch.tolist()):
         doc: dict[str, Any] = {
             "stream": layout.stream,
-            "epoch": Int64(layout.epoch),
             "offset": Int64(first_offset + i),
         }
         for name, value in zip(names, record, strict=True):

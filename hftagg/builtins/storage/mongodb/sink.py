@@ -10,28 +10,31 @@ each collection is a time-series collection: ``timeField`` ``ts_event`` (a BSON 
 nanoseconds are ``ts_event_ns``), ``metaField`` ``instrument``, ``granularity`` as configured and
 ``expireAfterSeconds`` when ``expire_after_secs`` is set. Otherwise (an older server, a create the
 server refuses, or ``timeseries = false``) a plain collection with a unique index on
-``(stream, epoch, offset)`` and an index on ``(instrument, ts_event)``. An existing collection is used
+``(stream, offset)`` and an index on ``(instrument, ts_event)``. An existing collection is used
 as it is.
 
-Idempotence. Every document is keyed by ``(stream, epoch, offset)`` -- the topic, the run
-(``epoch`` 0 when the write-ahead log makes offsets durable; the run's start time otherwise, as
-offsets then restart at 0 each run) and the record's stream offset -- so a replay (after a crash,
-with the write-ahead log) writes nothing twice:
+Outages (the shared external-sink base, :mod:`hftagg.builtins.storage._external`): ``write``
+only queues the batch (memory, then a spill on local disk); the base's writer thread -- where
+this sink's asyncio loop and client live -- sends it with capped exponential backoff and jitter,
+keeps the cursor through an outage and catches up when MongoDB is back. ``connect`` tells the
+base, per stream, the next offset the collection holds, derived from the documents themselves
+(the highest ``offset``, checked by a count to have no gap below it), so it is exact without a
+separate bookkeeping document or a transaction.
+
+Idempotence. Every document is keyed by ``(stream, offset)`` -- the topic and the record's
+stream offset (the write-ahead log's durable offset, or without it numbered on after what the
+collection holds) -- so a resent or replayed record is never stored twice:
 
 - plain collections: the unique index refuses a document already held; the inserts are
   ``ordered=False``, so the rest of the batch goes in, and each duplicate-key error (code 11000)
   counts as ``already_held``, not as a failure;
-- time-series collections, where MongoDB allows no unique index: the sink asks, once per stream
-  when it starts, for the highest offset held; a batch at or below it (a replay, or the retry of
-  an insert whose outcome is unknown) first reads which of its offsets are held (one indexed
-  ``find`` per batch) and inserts only the others.
+- time-series collections, where MongoDB allows no unique index: a batch at or below the highest
+  offset the collection may hold (a retry after an insert whose outcome is unknown, a replay)
+  first reads which of its offsets are held (one indexed ``find``) and inserts only the others.
 
-With durable offsets the sink reports ``committed()`` offsets (what the server acknowledged),
-so the write-ahead log replays into it only what it may be missing; at start it is what the
-collection holds without a gap (one count and one indexed lookup per stream).
-
-Any other write error (a document the server refuses) fails the stage with the server's message,
-naming collection, offset and code: nothing is dropped silently.
+Any other write error (a document the server refuses) cannot be fixed by retrying: the records
+stay queued and the stage fails at its next ``write`` (or at the end of the run) with the
+server's message naming collection, offset and code. Nothing is dropped silently.
 
 Encoding is in bulk (:mod:`.documents`): the BSON bytes of a whole batch are built through numpy
 and inserted as ``RawBSONDocument`` s, in chunks of ``max_documents_per_insert``.
@@ -43,16 +46,16 @@ import asyncio
 import logging
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from hftagg.builtins.storage._external import ExternalParams, ExternalSink
 from hftagg.errors import StorageError
 from hftagg.hookspecs import hookimpl
-from hftagg.stages import Params, Port, SinkStage, StageContext, restart
+from hftagg.stages import Params, StageContext, restart
 
 from .documents import DocumentLayout
 
@@ -61,18 +64,18 @@ __all__ = ["MongoSink", "MongoSinkParams", "server_version"]
 log = logging.getLogger("hftagg.storage.mongodb")
 
 DUPLICATE_KEY = 11000
+NAMESPACE_EXISTS = 48
 TIMESERIES_MIN_VERSION = (5, 0)
 _BAD_COLLECTION = re.compile(r"^$|\$|\x00|^system\.")
 
 
-class MongoSinkParams(Params):
+class MongoSinkParams(ExternalParams):
     uri_env: str = restart(
         "HFTAGG_MONGODB_URI",
         min_length=1,
         description="environment variable holding the connection URI (mongodb://host:27017)",
     )
     database: str = restart("hftagg", min_length=1, description="database name")
-    topics: list[str] = restart(["md.trades"], min_length=1, description="topics to keep")
     collections: dict[str, str] = restart(
         {}, description="topic -> collection name (default: the topic with '.' -> '_')"
     )
@@ -105,11 +108,6 @@ class _Target:
     layout: DocumentLayout
     timeseries: bool = False
     held_upto: int = -1  # the highest offset the collection may hold for this stream
-    next_offset: int = 0  # everything below is acknowledged by the server
-
-    @property
-    def key(self) -> dict[str, Any]:
-        return {"stream": self.topic, "epoch": self.layout.epoch}
 
 
 def collection_name(topic: str, params: MongoSinkParams) -> str:
@@ -127,8 +125,7 @@ def redact(uri: str) -> str:
     return re.sub(r"(mongodb(?:\+srv)?://[^:/@]+):[^@]*@", r"\1:***@", uri)
 
 
-class MongoSink(SinkStage):
-    kind = "storage"
+class MongoSink(ExternalSink):
     type_name = "mongodb"
     Params = MongoSinkParams
 
@@ -146,10 +143,6 @@ class MongoSink(SinkStage):
             params = MongoSinkParams(topics=list(topics), **kwargs)
             kwargs, topics = {}, None
         super().__init__(params, stage_id=stage_id, topics=topics, **kwargs)
-
-    @classmethod
-    def ports(cls, params: MongoSinkParams) -> tuple[dict[str, Port], dict[str, Port]]:
-        return {topic: Port(None, topic) for topic in params.topics}, {}
 
     def check(self, ctx: StageContext) -> list[tuple[str, str]]:
         p = self.params
@@ -185,79 +178,123 @@ class MongoSink(SinkStage):
         p = self.params
         self._uri = os.environ[p.uri_env]
         self._targets: dict[str, _Target] = {}
-        self.durable = bool(getattr(ctx, "durable_offsets", False))
-        epoch = 0 if self.durable else time.time_ns()
         for port, topic in self.input_topics.items():
-            schema = ctx.topic_schemas[topic]
-            layout = DocumentLayout(schema, topic, epoch=epoch, decimals=p.decimals)
+            layout = DocumentLayout(ctx.topic_schemas[topic], topic, decimals=p.decimals)
             self._targets[port] = _Target(topic, collection_name(topic, p), layout)
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._db: Any = None
-        self._task: asyncio.Task | None = None
+        self._fatal: StorageError | None = None
         self.inserted = 0
         self.already_held = 0
         self.version: tuple[int, ...] = ()
+        super().open(ctx)
 
-    # -- the loop ------------------------------------------------------------------------------
+    def backend_name(self) -> str:
+        return f"MongoDB {redact(self._uri)} database {self.params.database}"
 
-    def _run(self, coro: Any) -> Any:
-        """Run ``coro`` on the sink's loop in the calling (the sink's) thread."""
-        self._task = self._loop.create_task(coro)
-        try:
-            return self._loop.run_until_complete(self._task)
-        finally:
-            self._task = None
+    # -- the pipeline thread ---------------------------------------------------------------------
 
-    async def _connect(self) -> None:
+    def write(self, batch: np.ndarray, port: str, offset: int) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        super().write(batch, port, offset)
+
+    def flush(self) -> None:
+        super().flush()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def counters(self) -> dict[str, int]:
+        return {**super().counters(), "inserted": self.inserted, "already_held": self.already_held}
+
+    def close(self) -> None:
+        super().close()  # joins the writer thread, which disconnected
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.close()
+
+    # -- the writer thread (the base's): the asyncio loop and the client live here ----------------
+
+    def _run_async(self, coro: Any) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def connect(self) -> dict[str, int]:
+        return self._run_async(self._open_client())
+
+    def send(self, port: str, records: np.ndarray, offset: int) -> None:
+        self._run_async(self._send_records(self._targets[port], records, offset))
+
+    def disconnect(self) -> None:
+        client, self._client, self._db = self._client, None, None
+        if client is not None:
+            self._run_async(client.close())
+
+    async def _open_client(self) -> dict[str, int]:
         from pymongo import AsyncMongoClient
 
         ms = int(self.params.timeout_secs * 1000)
-        self._client = AsyncMongoClient(
+        client = AsyncMongoClient(
             self._uri,
             serverSelectionTimeoutMS=ms,
             connectTimeoutMS=ms,
             socketTimeoutMS=ms,
             appname="hftagg",
-            tz_aware=True,
         )
-        self._db = self._client[self.params.database]
-        self.version = server_version(await self._db.command("buildInfo"))
-        for target in self._targets.values():
-            await self._prepare(target)
+        try:
+            db = client[self.params.database]
+            self.version = server_version(await db.command("buildInfo"))
+            held = {}
+            for target in self._targets.values():
+                held[target.topic] = await self._prepare(db, target)
+        except BaseException:
+            await client.close()
+            raise
+        self._client, self._db = client, db
+        return held
 
-    async def _prepare(self, target: _Target) -> None:
-        """Create (or find) the target's collection and its indexes; learn what it holds."""
-        db, p = self._db, self.params
+    async def _prepare(self, db: Any, target: _Target) -> int:
+        """Create (or find) the target's collection and indexes; returns the next offset the
+        collection holds for the stream (everything below it is there)."""
         found = await (await db.list_collections(filter={"name": target.collection})).to_list()
         if found:
             target.timeseries = found[0].get("type") == "timeseries"
-        elif p.timeseries and self.version >= TIMESERIES_MIN_VERSION:
-            target.timeseries = await self._create_timeseries(target)
+        elif self.params.timeseries and self.version >= TIMESERIES_MIN_VERSION:
+            target.timeseries = await self._create_timeseries(db, target)
         coll = db[target.collection]
-        key = [("stream", 1), ("epoch", 1), ("offset", 1)]
+        key = [("stream", 1), ("offset", 1)]
         if target.timeseries:
             await coll.create_index(key)
         else:
             await coll.create_index(key, unique=True)
             await coll.create_index([("instrument", 1), ("ts_event", 1)])
-        if self.durable:  # a fresh epoch holds nothing yet
-            last = await coll.find_one(target.key, {"offset": 1}, sort=[("offset", -1)])
-            target.held_upto = -1 if last is None else int(last["offset"])
-            if target.held_upto >= 0:
-                count = await coll.count_documents(target.key)
-                # no gap below the highest offset: everything up to it is held
-                target.next_offset = target.held_upto + 1 if count == target.held_upto + 1 else 0
         kind = "time-series" if target.timeseries else "plain"
-        log.info(
-            "mongodb %s: %s -> %s collection %s",
-            self.stage_id,
-            target.topic,
-            kind,
-            target.collection,
-        )
+        log.info("stage %r: %s -> %s collection %s", self.stage_id, target.topic, kind,
+                 target.collection)  # fmt: skip
+        return await self._held_offset(coll, target)
 
-    async def _create_timeseries(self, target: _Target) -> bool:
+    async def _held_offset(self, coll: Any, target: _Target) -> int:
+        """The next offset held for the stream: the highest plus one when nothing is missing
+        below it (one count); after an interrupted unordered insert left a gap, without the
+        log (offsets number on) still the highest plus one, with it the first gap (a binary
+        search of counts), so the log replays what is missing."""
+        stream = {"stream": target.topic}
+        last = await coll.find_one(stream, {"offset": 1}, sort=[("offset", -1)])
+        if last is None:
+            return 0
+        top = int(last["offset"])
+        target.held_upto = max(target.held_upto, top)
+        if not self.durable or await coll.count_documents(stream) == top + 1:
+            return top + 1
+        low, high = 0, top  # invariant: everything below low is held; something below high is not
+        while low < high:
+            mid = (low + high + 1) // 2
+            below = await coll.count_documents({**stream, "offset": {"$lt": mid}})
+            low, high = (mid, high) if below == mid else (low, mid - 1)
+        return low
+
+    async def _create_timeseries(self, db: Any, target: _Target) -> bool:
         from pymongo.errors import OperationFailure
 
         p = self.params
@@ -271,32 +308,22 @@ class MongoSink(SinkStage):
         if p.expire_after_secs:
             options["expireAfterSeconds"] = p.expire_after_secs
         try:
-            await self._db.create_collection(target.collection, **options)
+            await db.create_collection(target.collection, **options)
         except OperationFailure as exc:
-            if exc.code == 48:  # NamespaceExists: created meanwhile; look again
+            if exc.code == NAMESPACE_EXISTS:  # created meanwhile; look again
                 found = await (
-                    await self._db.list_collections(filter={"name": target.collection})
+                    await db.list_collections(filter={"name": target.collection})
                 ).to_list()
                 return bool(found) and found[0].get("type") == "timeseries"
             log.warning(
-                "mongodb %s: the server refused a time-series collection %s (%s, code %s); "
+                "stage %r: the server refused a time-series collection %s (%s, code %s); "
                 "using a plain collection with a unique (stream, offset) index",
-                self.stage_id,
-                target.collection,
-                exc,
-                exc.code,
-            )
+                self.stage_id, target.collection, exc, exc.code,
+            )  # fmt: skip
             return False
         return True
 
-    # -- writing -------------------------------------------------------------------------------
-
-    def write(self, batch: np.ndarray, port: str, offset: int) -> None:
-        self._run(self._write(self._targets[port], batch, offset))
-
-    async def _write(self, target: _Target, batch: np.ndarray, offset: int) -> None:
-        if self._client is None:
-            await self._connect()
+    async def _send_records(self, target: _Target, batch: np.ndarray, offset: int) -> None:
         end = offset + len(batch)
         try:
             if target.timeseries and offset <= target.held_upto:
@@ -310,15 +337,14 @@ class MongoSink(SinkStage):
                 await self._insert(target, target.layout.raw_documents(part, first), first)
         finally:
             # written, or (an interrupted insert) perhaps written: a later batch at or below
-            # this offset (a replay, a retry) first checks what is held
+            # this offset (a retry, a replay) first checks what is held
             target.held_upto = max(target.held_upto, end - 1)
-        target.next_offset = max(target.next_offset, end)
 
     async def _not_held(self, target: _Target, batch: np.ndarray, offset: int):
         """The records of ``batch`` the (time-series) collection does not hold yet."""
         end = offset + len(batch)
         cursor = self._db[target.collection].find(
-            {**target.key, "offset": {"$gte": offset, "$lt": end}}, {"offset": 1}
+            {"stream": target.topic, "offset": {"$gte": offset, "$lt": end}}, {"offset": 1}
         )
         held = np.array([d["offset"] async for d in cursor], dtype=np.int64)
         offsets = np.arange(offset, end, dtype=np.int64)
@@ -332,8 +358,8 @@ class MongoSink(SinkStage):
         if not docs:
             return
         try:
-            result = await self._db[target.collection].insert_many(docs, ordered=False)
-            self.inserted += len(result.inserted_ids) if result.inserted_ids else len(docs)
+            await self._db[target.collection].insert_many(docs, ordered=False)
+            self.inserted += len(docs)
         except BulkWriteError as exc:
             details = exc.details
             errors = details.get("writeErrors", [])
@@ -344,37 +370,14 @@ class MongoSink(SinkStage):
                 error = others[0]
                 index = error.get("index", 0)
                 at = first[index] if isinstance(first, np.ndarray) else first + index
-                raise StorageError(
+                self._fatal = StorageError(
                     f"stage {self.stage_id!r} (mongodb): {len(others)} of {len(docs)} documents "
                     f"refused by {self.params.database}.{target.collection}; first at offset "
-                    f"{at} of {target.topic}: {error.get('errmsg')} (code {error.get('code')})"
-                ) from exc
-
-    def committed(self) -> dict[str, int] | None:
-        """Per port, the next offset the server has not acknowledged (durable offsets only)."""
-        if not self.durable:
-            return None
-        return {port: target.next_offset for port, target in self._targets.items()}
-
-    def flush(self) -> None:
-        """Nothing buffered: every ``write`` returns once the server acknowledged it."""
-
-    def interrupt(self) -> None:
-        task = self._task
-        if task is not None:
-            self._loop.call_soon_threadsafe(task.cancel)
-
-    def counters(self) -> dict[str, int]:
-        return {"inserted": self.inserted, "already_held": self.already_held}
-
-    def close(self) -> None:
-        loop = getattr(self, "_loop", None)
-        if loop is None or loop.is_closed():
-            return
-        if self._client is not None:
-            loop.run_until_complete(self._client.close())
-            self._client = None
-        loop.close()
+                    f"{at} of {target.topic}: {error.get('errmsg')} (code {error.get('code')}); "
+                    f"they stay queued -- fix the collection (or drop it to let the sink "
+                    f"create it) and restart"
+                )
+                raise self._fatal from exc
 
 
 @hookimpl
