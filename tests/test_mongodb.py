@@ -20,7 +20,7 @@ import pytest
 
 from hftagg.builtins.storage.mongodb.documents import DocumentLayout, records_from_documents
 from hftagg.builtins.storage.mongodb.sink import MongoSink
-from hftagg.errors import StorageError
+from hftagg.errors import StageFailed
 from hftagg.records.catalog import BUILTIN_SCHEMAS, TRADE
 from hftagg.stages import StageContext
 from hftagg.testing import TestingSource, run_pipeline
@@ -241,9 +241,9 @@ def test_documents_the_server_refuses_fail_the_stage_naming_them(mongo):
     try:
         mongo_sink.write(random_records(TRADE, 3), "md.trades", 0)
 
-        with pytest.raises(StorageError, match=refused):
+        with pytest.raises(StageFailed, match=refused):
             mongo_sink.flush()
-        with pytest.raises(StorageError, match=refused):
+        with pytest.raises(StageFailed, match=refused):
             mongo_sink.write(random_records(TRADE, 3), "md.trades", 3)
     finally:
         mongo_sink.close()

@@ -32,9 +32,10 @@ collection holds) -- so a resent or replayed record is never stored twice:
   offset the collection may hold (a retry after an insert whose outcome is unknown, a replay)
   first reads which of its offsets are held (one indexed ``find``) and inserts only the others.
 
-Any other write error (a document the server refuses) cannot be fixed by retrying: the records
-stay queued and the stage fails at its next ``write`` (or at the end of the run) with the
-server's message naming collection, offset and code. Nothing is dropped silently.
+Any other write error (a document the server refuses) cannot be fixed by retrying
+(``retryable``): the records stay queued (kept in the spill) and the stage fails at its next
+``write`` or ``flush`` with the server's message naming collection, offset and code. Nothing is
+dropped silently.
 
 Encoding is in bulk (:mod:`.documents`): the BSON bytes of a whole batch are built through numpy
 and inserted as ``RawBSONDocument`` s, in chunks of ``max_documents_per_insert``.
@@ -66,6 +67,10 @@ log = logging.getLogger("hftagg.storage.mongodb")
 DUPLICATE_KEY = 11000
 NAMESPACE_EXISTS = 48
 TIMESERIES_MIN_VERSION = (5, 0)
+#: server error codes that mean "not now" (shutdown, stepdown, network, timeouts): retried
+RETRYABLE_CODES = frozenset(
+    {6, 7, 50, 63, 89, 91, 150, 189, 234, 262, 462, 9001, 10107, 11600, 11602, 13388, 13435, 13436}
+)
 _BAD_COLLECTION = re.compile(r"^$|\$|\x00|^system\.")
 
 
@@ -184,7 +189,6 @@ class MongoSink(ExternalSink):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._db: Any = None
-        self._fatal: StorageError | None = None
         self.inserted = 0
         self.already_held = 0
         self.version: tuple[int, ...] = ()
@@ -193,17 +197,18 @@ class MongoSink(ExternalSink):
     def backend_name(self) -> str:
         return f"MongoDB {redact(self._uri)} database {self.params.database}"
 
-    # -- the pipeline thread ---------------------------------------------------------------------
+    def retryable(self, exc: BaseException) -> bool:
+        """MongoDB away (network errors, timeouts, a primary stepping down, a shutdown):
+        retry. A document refused, an index in the way, a bug: stop the stage."""
+        from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-    def write(self, batch: np.ndarray, port: str, offset: int) -> None:
-        if self._fatal is not None:
-            raise self._fatal
-        super().write(batch, port, offset)
-
-    def flush(self) -> None:
-        super().flush()
-        if self._fatal is not None:
-            raise self._fatal
+        if isinstance(exc, StorageError):
+            return False
+        if isinstance(exc, ConnectionFailure | OSError | asyncio.TimeoutError):
+            return True  # AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
+        if isinstance(exc, OperationFailure):
+            return exc.code in RETRYABLE_CODES or exc.has_error_label("RetryableWriteError")
+        return isinstance(exc, PyMongoError) and exc.timeout
 
     def counters(self) -> dict[str, int]:
         return {**super().counters(), "inserted": self.inserted, "already_held": self.already_held}
@@ -370,14 +375,13 @@ class MongoSink(ExternalSink):
                 error = others[0]
                 index = error.get("index", 0)
                 at = first[index] if isinstance(first, np.ndarray) else first + index
-                self._fatal = StorageError(
+                raise StorageError(
                     f"stage {self.stage_id!r} (mongodb): {len(others)} of {len(docs)} documents "
                     f"refused by {self.params.database}.{target.collection}; first at offset "
                     f"{at} of {target.topic}: {error.get('errmsg')} (code {error.get('code')}); "
                     f"they stay queued -- fix the collection (or drop it to let the sink "
                     f"create it) and restart"
-                )
-                raise self._fatal from exc
+                ) from exc
 
 
 @hookimpl
