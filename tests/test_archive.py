@@ -4,6 +4,7 @@ DuckDB read from the same files."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from decimal import Decimal
@@ -102,6 +103,9 @@ def test_sealed_segments_become_parquet_by_date_and_live_one_stays(store):
     entries = Catalog(root).partitions("md.trades")
     assert sum(e.rows for e in entries) == 3000
     assert entries[0].instruments == (1, 2, 3, 4) and entries[0].schema == "trade@2"
+    located = partitions(root, "md.trades")
+    assert [p.position for p in located] == [0, 1000, 1500, 2000]
+    assert all(a.position + a.rows == b.position for a, b in itertools.pairwise(located))
 
 
 def test_parquet_files_carry_zstd_row_group_statistics_and_page_checksums(store):

@@ -13,15 +13,20 @@ through; importing this package registers the partition lister with the store's 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from hftagg.builtins.storage.archive.catalog import Catalog
-from hftagg.builtins.storage.archive.parquet import PartitionFile, read_partition
+from hftagg.builtins.storage.archive.catalog import Catalog, CatalogUnusable
+from hftagg.builtins.storage.archive.parquet import PartitionFile, describe, read_partition
 from hftagg.builtins.storage.store.layout import register_partition_lister
+from hftagg.errors import StorageError
 from hftagg.records.schema import Schema
+
+log = logging.getLogger("hftagg.store")
 
 __all__ = ["ArchivedPartition", "partitions", "read_archived"]
 
@@ -29,7 +34,9 @@ __all__ = ["ArchivedPartition", "partitions", "read_archived"]
 @dataclass(frozen=True)
 class ArchivedPartition:
     """A catalogued Parquet partition, located: ``path`` (absolute), ``position`` (the store
-    position of its source segment's first record: partitions sort with segments by it)."""
+    position of its first record: its source segment's position plus ``source_row``;
+    partitions sort with segments by it, and ``position + rows`` is where the next one starts
+    whenever the segment's ``ts_event`` did not go back across midnight)."""
 
     entry: PartitionFile
     path: Path
@@ -57,7 +64,7 @@ class ArchivedPartition:
     @property
     def position(self) -> int:
         stem = Path(self.entry.source).stem
-        return int(stem) if stem.isdigit() else 0
+        return (int(stem) if stem.isdigit() else 0) + self.entry.source_row
 
     def read(
         self,
@@ -66,8 +73,16 @@ class ArchivedPartition:
         end: int | None = None,
         instruments: list[int] | None = None,
     ) -> np.ndarray:
-        """Its records with ``start <= ts_event < end`` of ``instruments``, in stored order."""
-        return read_partition(self.path, schema, start, end, instruments)
+        """Its records with ``start <= ts_event < end`` of ``instruments``, in stored order;
+        :class:`StorageError` naming the file when it cannot be read."""
+        try:
+            return read_partition(self.path, schema, start, end, instruments)
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(
+                f"{self.path}: archived partition ({self.entry.rows} rows of "
+                f"{self.entry.topic}, {self.entry.date}) cannot be read: {exc}; run "
+                f"hftagg store verify"
+            ) from exc
 
 
 def partitions(
@@ -82,9 +97,32 @@ def partitions(
     root = Path(path)
     if not (root / "catalog.duckdb").exists():
         return []
-    found = Catalog(root).partitions(topic, start, end, instruments)
+    try:
+        found = Catalog(root).partitions(topic, start, end, instruments)
+    except CatalogUnusable as exc:
+        log.warning("%s; reading the partition files found on disk instead", exc)
+        found = _scan(root, topic, start, end, instruments)
     located = [ArchivedPartition(p, root / p.file) for p in found]
     return sorted(located, key=lambda p: (p.position, p.entry.date))
+
+
+def _scan(root: Path, topic: str, start, end, instruments) -> list[PartitionFile]:
+    """Partition entries described from the files themselves (when the catalog is unusable)."""
+    found = []
+    for file in sorted((root / topic).glob("date=*/*.parquet")):
+        try:
+            entry = describe(root, file)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is named and skipped
+            log.warning("skipped %s: unreadable: %s", file, exc)
+            continue
+        if start is not None and entry.ts_max < start:
+            continue
+        if end is not None and entry.ts_min >= end:
+            continue
+        if instruments is not None and not set(entry.instruments) & set(instruments):
+            continue
+        found.append(entry)
+    return found
 
 
 def read_archived(
@@ -99,12 +137,17 @@ def read_archived(
     """Every archived record of ``topic`` in range, in store order, as one record array.
 
     ``exclude_positions``: positions of segments the caller is reading live (a segment being
-    archived right now exists both ways for a moment; its live copy wins)."""
-    parts = [
-        p.read(schema, start, end, instruments)
-        for p in partitions(path, topic, start, end, instruments)
-        if p.position not in exclude_positions
-    ]
+    archived right now exists both ways for a moment; its live copy wins). A partition that
+    cannot be read is skipped with a warning naming the file and the rows it holds, so the
+    good data stays readable."""
+    parts = []
+    for p in partitions(path, topic, start, end, instruments):
+        if p.position in exclude_positions:
+            continue
+        try:
+            parts.append(p.read(schema, start, end, instruments))
+        except StorageError as exc:
+            log.warning("skipped: %s", exc)
     return np.concatenate(parts) if parts else schema.empty(0)
 
 

@@ -47,7 +47,7 @@ _COLUMNS = (
     "file VARCHAR PRIMARY KEY, topic VARCHAR NOT NULL, schema VARCHAR NOT NULL, "
     "date DATE NOT NULL, ts_min BIGINT NOT NULL, ts_max BIGINT NOT NULL, rows BIGINT NOT NULL, "
     "bytes BIGINT NOT NULL, checksum UBIGINT NOT NULL, instruments UINTEGER[] NOT NULL, "
-    "source VARCHAR NOT NULL"
+    "source VARCHAR NOT NULL, source_row BIGINT NOT NULL"
 )
 _FIELDS = tuple(PartitionFile.__dataclass_fields__)
 
@@ -108,7 +108,8 @@ class Catalog:
                 con = duckdb.connect(str(self.file), read_only=read_only)
                 break
             except duckdb.Error as exc:
-                locked = "lock" in str(exc).lower()
+                text = str(exc).lower()
+                locked = "conflicting lock" in text or "could not set lock" in text
                 if locked and time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue

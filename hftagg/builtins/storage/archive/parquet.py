@@ -50,6 +50,7 @@ ROW_GROUP_ROWS = 128 * 1024
 META_TOPIC = b"hftagg.topic"
 META_SCHEMA = b"hftagg.schema"
 META_SOURCE = b"hftagg.source"
+META_SOURCE_ROW = b"hftagg.source_row"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class PartitionFile:
     checksum: int  # CRC32C of the whole file
     instruments: tuple[int, ...]
     source: str  # the segment it came from, relative to the store path
+    source_row: int = 0  # index in that segment of the file's first record
 
 
 def fsync_dir(path: Path) -> None:
@@ -103,16 +105,27 @@ def write_partitions(
     """
     days = records["ts_event"] // NS_PER_DAY
     out = []
-    for day in np.unique(days):
-        part = records if len(days) and days[0] == days[-1] == day else records[days == day]
-        out.append(_write_one(root, topic, schema, part, source, _date_of(day)))
+    unique = np.unique(days)
+    for day in unique:
+        if len(unique) == 1:
+            part, first = records, 0
+        else:
+            mask = days == day
+            part, first = records[mask], int(np.argmax(mask))
+        out.append(_write_one(root, topic, schema, part, source, first, _date_of(day)))
     return out
 
 
-def _write_one(root, topic, schema, records, source, date) -> PartitionFile:
+def _write_one(root, topic, schema, records, source, source_row, date) -> PartitionFile:
     table = to_arrow_table(records, schema)
     meta = dict(table.schema.metadata or {})
-    meta.update({META_TOPIC: topic.encode(), META_SOURCE: source.encode()})
+    meta.update(
+        {
+            META_TOPIC: topic.encode(),
+            META_SOURCE: source.encode(),
+            META_SOURCE_ROW: str(source_row).encode(),
+        }
+    )
     table = table.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     pq.write_table(
@@ -150,6 +163,7 @@ def _write_one(root, topic, schema, records, source, date) -> PartitionFile:
         checksum=crc32c.crc32c(data),
         instruments=tuple(int(i) for i in np.unique(records["instrument_id"])),
         source=source,
+        source_row=source_row,
     )
 
 
@@ -178,6 +192,7 @@ def describe(root: Path, file: Path) -> PartitionFile:
         checksum=file_crc32c(file),
         instruments=tuple(int(i) for i in instruments),
         source=meta[META_SOURCE].decode(),
+        source_row=int(meta.get(META_SOURCE_ROW, b"0")),
     )
 
 
