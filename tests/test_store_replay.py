@@ -12,10 +12,11 @@ from hftagg.builtins.storage.store.segment import SegmentWriter, segment_name
 from hftagg.builtins.storage.store_replay.merge import merge_keys, merge_step
 from hftagg.builtins.storage.store_replay.stage import StoreReplay, StoreReplayParams
 from hftagg.builtins.storage.store_replay.streams import parse_time_ns
+from hftagg.errors import StorageError
 from hftagg.records import BOOK_UPDATE, QUOTE, TRADE
 from hftagg.runtime.assemble import assemble
 from hftagg.runtime.status import StatusReporter, format_summary
-from hftagg.stages import StageContext
+from hftagg.stages import SourcePosition, StageContext
 from hftagg.testing import FakeClock, TestingSink, clear_collected, collected, run_pipeline
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
@@ -72,6 +73,10 @@ def _same_records(a, b):
 def _replay_all(stage, ctx=None):
     """Every batch ``stage`` gives until exhausted (speed 0), as a list of {topic: array}."""
     stage.open(ctx or StageContext())
+    return _replay_all_opened(stage)
+
+
+def _replay_all_opened(stage):
     batches = []
     while not stage.exhausted:
         out = stage.next_batch()
@@ -277,6 +282,36 @@ def test_replay_feeds_a_graph_through_the_runtime(tmp_path):
 
     assert _same_records(_join(out), trades)
     assert summary["stages"]["replay"]["records"] == 5000
+
+
+def test_resume_continues_after_what_the_log_holds_and_checks_its_last_record(tmp_path):
+    trades = _stream(TRADE, 3000, seed=12, ties=True)
+    book = _stream(BOOK_UPDATE, 2000, seed=13, ties=True)
+    _store(tmp_path, "md.trades", TRADE, trades, per_segment=700)
+    _store(tmp_path, "md.book", BOOK_UPDATE, book, per_segment=700)
+    params = StoreReplayParams(path=str(tmp_path), topics=["md.trades", "md.book"], batch=300)
+    whole = _replay_all(StoreReplay(params))
+    logged = whole[:7]  # what a write-ahead log held when the process died
+    offsets = {t: sum(len(b[t]) for b in logged if t in b) for t in ("md.trades", "md.book")}
+    last = {t: _join(b[t] for b in logged if t in b)[-1:] for t in offsets}
+
+    again = StoreReplay(params)
+    again.open(StageContext())
+    again.resume(SourcePosition(offsets, last))
+    rest = _replay_all_opened(again)
+
+    for topic, records in (("md.trades", trades), ("md.book", book)):
+        joined = _join(
+            [b[topic] for b in logged if topic in b] + [b[topic] for b in rest if topic in b]
+        )
+        assert joined.tobytes() == records.tobytes(), topic
+    assert again.progress()["records"] == len(trades) + len(book)
+    moved = StoreReplay(params)
+    moved.open(StageContext())
+    wrong = {t: v.copy() for t, v in last.items()}
+    wrong["md.book"]["seq"] += 1
+    with pytest.raises(StorageError, match=r"resuming md\.book.*store changed"):
+        moved.resume(SourcePosition(offsets, wrong))
 
 
 # -- a stored run replayed through the same graph -----------------------------------------------

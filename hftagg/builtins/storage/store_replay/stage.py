@@ -50,7 +50,7 @@ from hftagg.builtins.storage.store_replay.streams import (
 from hftagg.config.paths import config_relative
 from hftagg.errors import StorageError
 from hftagg.hookspecs import hookimpl
-from hftagg.stages import Params, Port, SourceStage, StageContext, live, restart
+from hftagg.stages import Params, Port, SourcePosition, SourceStage, StageContext, live, restart
 
 __all__ = ["StoreReplay", "StoreReplayParams"]
 
@@ -104,6 +104,38 @@ def _topic_schema_key(root: Path, topic: str) -> str:
             f"{stored}); fix 'topics' or 'path'"
         )
     return parts[0].schema.key
+
+
+def _skip(stream: TopicStream, n: int, stage_id: str, port: str) -> np.ndarray | None:
+    """Drop the next ``n`` records of ``stream`` (keeping its merge key); the last one, or
+    ``None`` when ``n`` is 0."""
+    left, last = n, None
+    while left:
+        k = stream.available(min(left, 1 << 16))
+        if k == 0:
+            raise StorageError(
+                f"store_replay {stage_id!r}: the write-ahead log holds {n} records of {port} "
+                f"but the store has only {n - left} in the replayed range; the store or the "
+                f"range changed since: clear the log's state or restore the store"
+            )
+        chunk = stream.peek(k)
+        stream.floor = max(stream.floor, int(chunk["ts_event"].max()))
+        last = chunk[-1:].copy()
+        stream.advance(k)
+        left -= k
+    return last
+
+
+def _check_same(replayed: np.ndarray, logged: np.ndarray, stage_id: str, port: str) -> None:
+    fields = [f for f in ("ts_event", "seq", "instrument_id") if f in replayed.dtype.names]
+    if any(replayed[f][0] != logged[f][0] for f in fields):
+        got = {f: int(replayed[f][0]) for f in fields}
+        want = {f: int(logged[f][0]) for f in fields}
+        raise StorageError(
+            f"store_replay {stage_id!r}: resuming {port}, the store's record at the log's "
+            f"offset is {got} but the log's last record is {want}; the store changed since "
+            f"the log was written: restore it, or start afresh without the log's state"
+        )
 
 
 class StoreReplay(SourceStage):
@@ -237,6 +269,26 @@ class StoreReplay(SourceStage):
     @property
     def exhausted(self) -> bool:
         return self._done
+
+    #: the write-ahead log can resume it: it skips what the log holds, topic by topic
+    resumable = True
+
+    def resume(self, position: SourcePosition) -> None:
+        """Continue after what the write-ahead log holds: skip, per topic, the number of
+        records the log has of it (the log holds a prefix of the merged order, so the skipped
+        counts meet at one point of it), checking that the last one skipped is the record the
+        log holds last -- a store changed since would otherwise replay the wrong records."""
+        self.first_ns = min(
+            (int(s.peek(1)["ts_event"][0]) for s in self._streams if s.available(1)), default=None
+        )
+        for port, stream in zip(self._ports, self._streams, strict=True):
+            skipped = _skip(stream, position.offsets.get(port, 0), self.stage_id, port)
+            logged = position.last.get(port)
+            if skipped is not None and logged is not None:
+                _check_same(skipped, logged, self.stage_id, port)
+            self.records_out += position.offsets.get(port, 0)
+            if skipped is not None:
+                self.clock_ns = max(self.clock_ns or INT64_MIN, stream.floor)
 
     def reconfigure(self, params: StoreReplayParams) -> None:
         if params.speed != self.params.speed:  # re-anchor at the last record replayed
