@@ -4,7 +4,6 @@ DuckDB read from the same files."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from decimal import Decimal
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import hftagg
 from hftagg.builtins.storage.archive import partitions, read_archived
 from hftagg.builtins.storage.archive.catalog import Catalog
 from hftagg.builtins.storage.archive.compact import Compactor
@@ -104,8 +104,12 @@ def test_sealed_segments_become_parquet_by_date_and_live_one_stays(store):
     assert sum(e.rows for e in entries) == 3000
     assert entries[0].instruments == (1, 2, 3, 4) and entries[0].schema == "trade@2"
     located = partitions(root, "md.trades")
-    assert [p.position for p in located] == [0, 1000, 1500, 2000]
-    assert all(a.position + a.rows == b.position for a, b in itertools.pairwise(located))
+    assert [(p.position, p.entry.source_row) for p in located] == [
+        (0, 0),
+        (1000, 0),
+        (1000, 500),
+        (2000, 0),
+    ]
 
 
 def test_parquet_files_carry_zstd_row_group_statistics_and_page_checksums(store):
@@ -140,11 +144,12 @@ def test_time_and_instrument_filters_match_a_numpy_reference(store):
     ]
 
 
-def test_archived_read_equals_pandas_polars_and_duckdb_on_the_same_files(store):
-    root, _ = store
+def test_hftagg_read_equals_pandas_polars_and_duckdb_on_the_same_files(store):
+    root, batches = store
     compactor(root).run_once()
-    ours = read_archived(root, "md.trades", TRADE)
     files = [str(p.path) for p in partitions(root, "md.trades")]
+    ours = np.asarray(hftagg.read("md.trades", path=root, end=DAY0 + 7200 * 10**9))
+    assert np.array_equal(ours, np.concatenate(batches[:3]))
     reference = to_arrow_table(ours, TRADE)
 
     by_pandas = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
@@ -258,6 +263,18 @@ def test_retention_deletes_partitions_older_than_the_topic_keeps(store):
     remaining = sorted(p.name for p in root.rglob("*.parquet"))
     assert remaining == ["00000000000000002000.parquet"]
     assert np.array_equal(read_archived(root, "md.trades", TRADE), batches[2])
+
+
+def test_retention_star_applies_to_every_topic_not_named(store):
+    root, batches = store
+    write_segment(root, "md.book", 0, make_trades(10, DAY0 - NS_PER_DAY, 10**6))
+    now = DAY0 + 3 * 3600 * 10**9
+    keep = {"*": 2 * 3600 * 10**9, "md.book": 10 * NS_PER_DAY}
+
+    report = compactor(root, retention_ns=keep, clock=lambda: now).run_once()
+
+    assert len(report.expired) == 3 and all(f.startswith("md.trades/") for f in report.expired)
+    assert len(read_archived(root, "md.book", TRADE)) == 10
 
 
 def test_background_thread_archives_after_wake_and_on_stop(store):

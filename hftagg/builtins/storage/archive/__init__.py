@@ -34,9 +34,11 @@ __all__ = ["ArchivedPartition", "partitions", "read_archived"]
 @dataclass(frozen=True)
 class ArchivedPartition:
     """A catalogued Parquet partition, located: ``path`` (absolute), ``position`` (the store
-    position of its first record: its source segment's position plus ``source_row``;
-    partitions sort with segments by it, and ``position + rows`` is where the next one starts
-    whenever the segment's ``ts_event`` did not go back across midnight)."""
+    position of its source segment: every partition of one segment has the segment's, so a
+    reader tells an archived segment from a live one by it, and the rows of one position add up
+    to the segment's count). Partitions of one segment sort by ``entry.source_row``, the index
+    in the segment of their first record.
+    """
 
     entry: PartitionFile
     path: Path
@@ -64,7 +66,7 @@ class ArchivedPartition:
     @property
     def position(self) -> int:
         stem = Path(self.entry.source).stem
-        return (int(stem) if stem.isdigit() else 0) + self.entry.source_row
+        return int(stem) if stem.isdigit() else 0
 
     def read(
         self,
@@ -103,7 +105,7 @@ def partitions(
         log.warning("%s; reading the partition files found on disk instead", exc)
         found = _scan(root, topic, start, end, instruments)
     located = [ArchivedPartition(p, root / p.file) for p in found]
-    return sorted(located, key=lambda p: (p.position, p.entry.date))
+    return sorted(located, key=lambda p: (p.position, p.entry.source_row, p.entry.date))
 
 
 def _scan(root: Path, topic: str, start, end, instruments) -> list[PartitionFile]:

@@ -157,7 +157,8 @@ class Catalog:
 
     def topics(self) -> list[str]:
         with self._connect(read_only=True) as con:
-            return [r[0] for r in con.execute("SELECT DISTINCT topic FROM partitions ORDER BY 1")]
+            rows = con.execute("SELECT DISTINCT topic FROM partitions ORDER BY 1").fetchall()
+            return [r[0] for r in rows]
 
     def source_rows(self, source: str) -> int:
         """Rows catalogued from segment ``source`` (0 when none)."""
