@@ -329,8 +329,9 @@ class ExternalSink(SinkStage):
         except Exception:  # a broken connection may fail to close: it is gone either way
             log.debug("stage %r: disconnect failed", self.stage_id, exc_info=True)
 
-    def _take(self) -> tuple[str, list, np.ndarray, int] | None:
-        """The oldest queued records of one port, coalesced: (port, items, records, offset)."""
+    def _take(self) -> list[tuple[str, list]] | None:
+        """The oldest queued batches, up to ``send_records`` records, grouped per port (order
+        kept within a port; a gap in offsets starts a new group): ``[(port, items)]``."""
         with self._lock:
             while not self._memory and not self.spill.records:
                 if self._stop.is_set():
@@ -340,37 +341,32 @@ class ExternalSink(SinkStage):
             if self._memory:
                 items = [self._memory.popleft()]
                 count = len(items[0].records)
-                while self._memory and count < limit:
-                    nxt = self._memory[0]
-                    last = items[-1]
-                    contiguous = nxt.offset == last.offset + len(last.records)
-                    if nxt.port != last.port or not contiguous:
-                        break
-                    if count + len(nxt.records) > limit:
-                        break
+                while self._memory and count + len(self._memory[0].records) <= limit:
                     items.append(self._memory.popleft())
-                    count += len(nxt.records)
+                    count += len(items[-1].records)
                 self._memory_bytes -= sum(i.records.nbytes for i in items)
             else:
-                items = self._spill_run(limit)
+                items = self.spill.peek(limit)
             self._inflight = items
             self._inflight_records = sum(len(i.records) for i in items)
-        first = items[0]
-        records = first.records if len(items) == 1 else np.concatenate([i.records for i in items])
-        return first.port, items, records, first.offset
+        groups: dict[str, list[list]] = {}
+        for item in items:
+            runs = groups.setdefault(item.port, [])
+            last = runs[-1][-1] if runs else None
+            if last is not None and item.offset == last.offset + len(last.records):
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+        return [(port, run) for port, runs in groups.items() for run in runs]
 
-    def _spill_run(self, limit: int) -> list[SpillFrame]:
-        frames = self.spill.peek(limit)
-        run = [frames[0]]
-        for frame in frames[1:]:
-            last = run[-1]
-            if frame.port != last.port or frame.offset != last.offset + len(last.records):
-                break
-            run.append(frame)
-        return run
+    def _send(self, groups: list[tuple[str, list]]) -> None:
+        for port, items in groups:
+            records = (
+                items[0].records if len(items) == 1 else np.concatenate([i.records for i in items])
+            )
+            self._send_run(port, items, records, items[0].offset)
 
-    def _send(self, work: tuple[str, list, np.ndarray, int]) -> None:
-        port, items, records, offset = work
+    def _send_run(self, port: str, items: list, records: np.ndarray, offset: int) -> None:
         stream = self.input_topics[port]
         end = offset + len(records)
         held = self._held.get(stream, 0)
@@ -388,12 +384,13 @@ class ExternalSink(SinkStage):
             self._held[stream] = new_held
             self._sent_end[port] = end
             self.tally["sent"] += len(records)
+            done = {id(i) for i in items}
+            self._inflight = [i for i in self._inflight if id(i) not in done]
+            self._inflight_records = sum(len(i.records) for i in self._inflight)
             if isinstance(items[0], SpillFrame):
                 self.spill.consume(items)
                 if not self.spill.records:
                     self._spilling = False
-            self._inflight = []
-            self._inflight_records = 0
             self._wake.notify_all()
 
     def _release_inflight(self) -> None:

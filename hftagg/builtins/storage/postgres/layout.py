@@ -197,7 +197,9 @@ class TableLayout:
             if col.index is not None:
                 records[col.field][:, col.index] = values
             elif records[col.field].ndim == 2:
-                records[col.field] = np.ascontiguousarray(values).view(np.uint8).reshape(len(rows), -1)
+                records[col.field] = (
+                    np.ascontiguousarray(values).view(np.uint8).reshape(len(rows), -1)
+                )
             else:
                 records[col.field] = values
         return records, rows["v0"].astype(np.int16), rows["v1"].astype(np.int64)

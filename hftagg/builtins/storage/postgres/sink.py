@@ -55,7 +55,10 @@ with warnings.catch_warnings():
         )
         auto_migrate: bool = restart(True, description="create/upgrade the tables at connect")
         connect_timeout_secs: float = restart(
-            5.0, ge=0, le=600, description="at start, wait this long for the backend before running on"
+            5.0,
+            ge=0,
+            le=600,
+            description="at start, wait this long for the backend before running on",
         )
 
 
