@@ -111,9 +111,9 @@ def test_backend_down_writes_never_wait_spill_in_order_and_catch_up(tmp_path):
     sink.close()
 
     assert took < 5.0  # no write waited for the backoff (a retry is 5-50 ms)
-    assert during["connected"] == 0 and during["backlog"] == 10_000
+    assert during["connected"] == 0 and during["pending"] == 10_000
     assert during["spilled"] > 5_000 and during["spill_bytes"] > 0
-    assert after["backlog"] == 0 and after["sent"] == 10_000 and after["dropped"] == 0
+    assert after["pending"] == 0 and after["written"] == 10_000 and after["dropped"] == 0
     assert after["retries"] >= 1 and after["connected"] == 1
     assert seqs(db) == list(range(10_000))  # every record once, in order, offsets 0..9999
     assert sorted(db.rows["md.trades"]) == list(range(10_000))
@@ -127,7 +127,7 @@ def test_outage_in_the_middle_keeps_the_cursor_and_loses_nothing(tmp_path):
     for i in range(20):
         sink.write(trades(i * 50, 50), "md.trades", i * 50)
         if i == 5:
-            assert wait_until(lambda: sink.counters()["backlog"] == 0)
+            assert wait_until(lambda: sink.counters()["pending"] == 0)
             db.up.clear()
         if i == 15:
             db.up.set()
@@ -266,3 +266,39 @@ def test_no_port_of_another_schema_mixes(tmp_path, durable):
 
     assert list(db.rows) == ["md.trades"]
     assert len(db.rows["md.trades"]) == 3
+
+
+def test_outage_counters_show_in_status_metrics_and_top(tmp_path):
+    from collections import defaultdict
+
+    from rich.console import Console
+
+    from hftagg.runtime.status import external_note
+    from hftagg.telemetry.prometheus import _sink_series
+    from hftagg.telemetry.top import _external_table
+
+    db = MemoryDb()
+    db.up.clear()
+    sink = MemorySink(db, **params(tmp_path))
+    sink.open(ctx())
+    for i in range(30):
+        sink.write(trades(i * 100, 100), "md.trades", i * 100)
+    counters = sink.counters()
+    db.up.set()
+    sink.flush()
+    sink.close()
+
+    note = external_note(counters)
+    series = defaultdict(list)
+    _sink_series(series, "mem", counters)
+    console = Console(record=True, width=120)
+    console.print(_external_table([{"stage": "mem", "counters": counters}]))
+    top = console.export_text()
+
+    assert note.startswith("retrying (") and "pending 3.0k" in note and "on disk" in note
+    assert series["hftagg_sink_connected"] == ['hftagg_sink_connected{stage="mem"} 0']
+    assert series["hftagg_sink_pending_records"] == [
+        'hftagg_sink_pending_records{stage="mem"} 3000'
+    ]
+    assert "retrying" in top and "database sinks" in top
+    assert external_note(sink.counters()) == ""  # caught up: nothing to say

@@ -71,7 +71,7 @@ def test_every_builtin_schema_round_trips_identical(dsn_env, pg_dsn, tmp_path):
             back, offsets = read_table(conn, default_table(topic), schema)
             assert back.tobytes() == sent[topic].tobytes(), f"{schema.key} differs"
             assert offsets.tolist() == list(range(300))
-    assert counters["sent"] == 300 * len(topics) and counters["backlog"] == 0
+    assert counters["written"] == 300 * len(topics) and counters["pending"] == 0
 
 
 def test_fixed_point_prices_and_times_read_exactly_through_the_view(dsn_env, pg_dsn, tmp_path):
@@ -150,8 +150,7 @@ def test_a_new_schema_version_adding_a_field_is_an_alter_and_old_rows_read_zero(
     with psycopg.connect(pg_dsn) as conn:
         created = migrate_table(conn, "public", "ticks", TableLayout(v1), "auto")
         conn.execute(
-            "CREATE TABLE ticks_p19700101 PARTITION OF ticks FOR VALUES FROM (0) TO (%s)"
-            % DAY_NS
+            "CREATE TABLE ticks_p19700101 PARTITION OF ticks FOR VALUES FROM (0) TO (%s)" % DAY_NS
         )
         conn.execute("INSERT INTO ticks (stream, stream_offset, ts_event, ts_recv, seq, "
                      "instrument_id, price) VALUES (1, 0, 5, 5, 1, 9, 42)")  # fmt: skip

@@ -82,7 +82,25 @@ class StageRow:
     p99_ns: float  # nan: unknown
     failed: bool = False
     frames_lost: int = 0  # a sink's frames its transport could not deliver, since start
+    backend: str = ""  # an external sink's state when not plainly caught up (external_note)
     progress: str = ""  # a bounded source's progress ("42.0% at 2026-01-02T09:41:00Z")
+
+
+def external_note(counters: dict[str, int]) -> str:
+    """An external sink's (PostgreSQL, MongoDB) state for a status line, when it is not plainly
+    caught up: ``retrying (12) pending 1.2M spilled 800.0k (52.1 MiB on disk)``; "" otherwise."""
+    if "connected" not in counters:
+        return ""
+    backlog, spill = counters.get("pending", 0), counters.get("spill_bytes", 0)
+    if counters["connected"] and not spill and backlog < 100_000:
+        return ""
+    state = "connected" if counters["connected"] else f"retrying ({counters.get('retries', 0)})"
+    text = f"{state} pending {_rate(backlog)}"
+    if counters.get("spilled"):
+        text += f" spilled {_rate(counters['spilled'])} ({_bytes(spill)} on disk)"
+    if counters.get("dropped"):
+        text += f" LOST {counters['dropped']}"
+    return text
 
 
 class StatusReporter:
@@ -137,6 +155,7 @@ class StatusReporter:
             last_records, last_batches, last_out = previous.get(node.id, (0, 0, 0))
             d_records, d_batches = records - last_records, batches - last_batches
             stats = self.pipeline.stats[node.id]
+            counters = node.stage.counters() if node.role == "sink" else {}
             rows.append(
                 StageRow(
                     stage_id=node.id,
@@ -149,9 +168,8 @@ class StatusReporter:
                     dead_letters=stats.dead_letters,
                     p99_ns=self._p99(node.id),
                     failed=node.id in isolated,
-                    frames_lost=(
-                        node.stage.counters().get("frames_lost", 0) if node.role == "sink" else 0
-                    ),
+                    frames_lost=counters.get("frames_lost", 0),
+                    backend=external_note(counters),
                     progress=_progress(node.stage) if node.role == "source" else "",
                 )
             )
@@ -177,6 +195,8 @@ class StatusReporter:
                 text += f" p99 {_duration(r.p99_ns)}"
             if r.frames_lost:
                 text += f" lost {r.frames_lost} frames"
+            if r.backend:
+                text += f" {r.backend}"
             if r.progress:
                 text += f" {r.progress}"
             if r.failed:
@@ -202,6 +222,7 @@ class StatusReporter:
                     " ".join(
                         (["FAILED"] if r.failed else [])
                         + ([f"lost {r.frames_lost} frames"] if r.frames_lost else [])
+                        + ([r.backend] if r.backend else [])
                         + ([r.progress] if r.progress else [])
                     ),
                 )
@@ -255,6 +276,18 @@ def format_ring_memory(memory: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _external_summary(s: dict[str, Any]) -> str:
+    line = (
+        f"  {'':<16} written {s['written']:,}; spilled {s['spilled']:,} to disk; "
+        f"retries {s['retries']}"
+    )
+    if s["pending"]:
+        line += f"; NOT YET WRITTEN {s['pending']:,} (kept in the spill for the next run)"
+    if s.get("dropped"):
+        line += f"; LOST {s['dropped']:,} (a damaged spill file: see the log)"
+    return line
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"hftagg summary: ran {summary['elapsed_secs']:.2f}s"]
     for stage_id, s in summary["stages"].items():
@@ -284,6 +317,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"{s['frames_lost']:,}; still queued {s['frames_queued']:,}; "
                 f"peers {s['peers']}"
             )
+        if "connected" in s:  # an external sink (PostgreSQL, MongoDB): outages and spill
+            lines.append(_external_summary(s))
     if summary.get("left_over"):
         lines.append(f"  drain timed out: {summary['left_over']} records were not processed")
     if summary.get("discarded"):

@@ -119,6 +119,15 @@ _HELP = {
     ),
     "hftagg_delivery_frames_queued": ("gauge", "publisher frames sent, not yet written to a peer"),
     "hftagg_delivery_peers": ("gauge", "connected pullers or subscribers"),
+    "hftagg_sink_pending_records": (
+        "gauge",
+        "external sink (PostgreSQL, MongoDB): records accepted, not yet in the database",
+    ),
+    "hftagg_sink_spilled_records_total": ("counter", "external sink: records spilled to disk"),
+    "hftagg_sink_spill_bytes": ("gauge", "external sink: spill bytes on disk now"),
+    "hftagg_sink_retries_total": ("counter", "external sink: failed attempts, retried"),
+    "hftagg_sink_connected": ("gauge", "external sink: 1 connected to its database, 0 retrying"),
+    "hftagg_sink_written_records_total": ("counter", "external sink: records in the database"),
     "hftagg_dead_letters_total": ("counter", "records sent to a dead-letter topic, by reason"),
     "hftagg_reloads_total": ("counter", "config changes applied or rejected"),
     "hftagg_uptime_seconds": ("gauge", "seconds since the pipeline started"),
@@ -138,7 +147,13 @@ def _sink_series(series: dict[str, list[str]], stage: str, counters: dict[str, i
                 f"{counters[f'frames_{state}']}"
             )
     for key, name in (("frames_queued", "hftagg_delivery_frames_queued"),
-                      ("peers", "hftagg_delivery_peers")):  # fmt: skip
+                      ("peers", "hftagg_delivery_peers"),
+                      ("pending", "hftagg_sink_pending_records"),
+                      ("spilled", "hftagg_sink_spilled_records_total"),
+                      ("spill_bytes", "hftagg_sink_spill_bytes"),
+                      ("retries", "hftagg_sink_retries_total"),
+                      ("connected", "hftagg_sink_connected"),
+                      ("written", "hftagg_sink_written_records_total")):  # fmt: skip
         if key in counters:
             series[name].append(f"{name}{_label(stage=stage)} {counters[key]}")
 

@@ -1,7 +1,8 @@
 """``hftagg top``: a live terminal view of a running pipeline, read from its metrics endpoint.
 
 Per stage: records/s, mean batch size, p50/p99 processing time per batch, backlog, drops -- all
-over the last refresh interval; per sink: end-to-end latency p50/p99/p99.9 from ts_recv. Works
+over the last refresh interval; per sink: end-to-end latency p50/p99/p99.9 from ts_recv; per
+database sink (PostgreSQL, MongoDB): connected or retrying, pending, spill and retries. Works
 over SSH: it only needs the pipeline's loopback metrics endpoint and a terminal.
 """
 
@@ -97,11 +98,36 @@ def render(new: dict, old: dict | None, address: str) -> Group:
                 str(int(lat[1].sum())),
             )
     parts: list[Any] = [stages, latency]
+    external = _external_table(new["stages"])
+    if external is not None:
+        parts.append(external)
     if new.get("reloads"):
         parts.append(
             f"reloads: {new['reloads']['applied']} applied, {new['reloads']['rejected']} rejected"
         )
     return Group(*parts)
+
+
+def _external_table(stages: list[dict]) -> Table | None:
+    """Sinks into databases (PostgreSQL, MongoDB): connection state, pending, spill, retries."""
+    rows = [st for st in stages if "connected" in st.get("counters", {})]
+    if not rows:
+        return None
+    table = Table(title="database sinks", expand=True)
+    for col in ("sink", "state", "pending", "spilled", "spill on disk", "retries", "written"):
+        table.add_column(col, justify="left" if col in ("sink", "state") else "right")
+    for st in rows:
+        c = st["counters"]
+        table.add_row(
+            st["stage"],
+            "connected" if c["connected"] else "[bold red]retrying[/]",
+            _fmt_rate(c.get("pending", 0)),
+            _fmt_rate(c.get("spilled", 0)),
+            f"{c.get('spill_bytes', 0) / 2**20:.1f} MiB",
+            str(c.get("retries", 0)),
+            _fmt_rate(c.get("written", 0)),
+        )
+    return table
 
 
 def run_top(

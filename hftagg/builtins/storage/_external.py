@@ -39,9 +39,9 @@ What the base class does:
 - ``flush`` (the end of a run) waits up to ``flush_timeout_secs`` for the backlog to reach the
   backend; what is still unsent then is moved to the spill, said in a warning with the count and
   the folder, and sent first at the next start.
-- ``counters()``: ``backlog`` (records not yet in the backend), ``spilled`` (records that went
-  to disk, since start), ``spill_bytes`` (on disk now), ``retries``, ``connected`` (1/0),
-  ``sent``, ``dropped`` (spilled records lost to a corrupt spill file: logged with file and
+- ``counters()``: ``pending`` (records accepted, not yet in the backend), ``spilled`` (records
+  that went to disk, since start), ``spill_bytes`` (on disk now), ``retries``, ``connected``
+  (1/0), ``written`` (records in the backend, since start), ``dropped`` (spilled records lost to a corrupt spill file: logged with file and
   byte offset). Status lines, the summary, ``/metrics`` and ``hftagg top`` show them.
 """
 
@@ -246,12 +246,12 @@ class ExternalSink(SinkStage):
     def counters(self) -> dict[str, int]:
         with self._lock:
             return {
-                "backlog": self._backlog(),
+                "pending": self._backlog(),
                 "spilled": self.tally["spilled"],
                 "spill_bytes": self.spill.bytes,
                 "retries": self.tally["retries"],
                 "connected": int(self.connected),
-                "sent": self.tally["sent"],
+                "written": self.tally["sent"],
                 "dropped": self.spill.lost_records,
             }
 
