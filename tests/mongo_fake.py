@@ -199,6 +199,7 @@ class MongoFake:
         self._cursors: dict[int, list[dict[str, Any]]] = {}
         self._cursor_ids = itertools.count(1_000_001)
         self._connection_ids = itertools.count(1)
+        self._reply_ids = itertools.count(1)
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.base_events.Server | None = None
         self._loop = asyncio.new_event_loop()
@@ -352,8 +353,7 @@ class MongoFake:
             ).reply()
         return self._dispatch(query, connection_id)
 
-    @staticmethod
-    def _frame(reply: dict[str, Any], request_id: int, opcode: int) -> bytes:
+    def _frame(self, reply: dict[str, Any], request_id: int, opcode: int) -> bytes:
         doc = bson.encode(reply)
         if opcode == OP_QUERY:
             payload = struct.pack("<iqii", 0, 0, 0, 1) + doc
@@ -361,7 +361,8 @@ class MongoFake:
         else:
             payload = struct.pack("<IB", 0, 0) + doc
             op = OP_MSG
-        return _HEADER.pack(16 + len(payload), request_id + 1_000_000, request_id, op) + payload
+        own_id = next(self._reply_ids) & 0x7FFFFFFF
+        return _HEADER.pack(16 + len(payload), own_id, request_id, op) + payload
 
     # -- commands ----------------------------------------------------------------------------------
 

@@ -189,6 +189,7 @@ class MongoSink(ExternalSink):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._db: Any = None
+        self._reconnect = False
         self.inserted = 0
         self.already_held = 0
         self.version: tuple[int, ...] = ()
@@ -226,7 +227,14 @@ class MongoSink(ExternalSink):
         return self._loop.run_until_complete(coro)
 
     def connect(self) -> dict[str, int]:
-        return self._run_async(self._open_client())
+        held = self._run_async(self._open_client())
+        if self._reconnect:
+            # the base's own count stays right: an insert cut off by the failure may have gone
+            # in, and read back from the documents it would move offsets past records the base
+            # resends (without durable offsets they would then be stored twice, renumbered)
+            return dict(self._held)
+        self._reconnect = True
+        return held
 
     def send(self, port: str, records: np.ndarray, offset: int) -> None:
         self._run_async(self._send_records(self._targets[port], records, offset))
