@@ -347,8 +347,12 @@ def run_pipeline(
     wire: bool = True,
     telemetry: Any = None,
     host: PluginHost | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run ``stages`` until every source is exhausted and everything drained; return the summary."""
+    """Run ``stages`` until every source is exhausted and everything drained; return the summary.
+
+    ``runtime``: more ``[runtime]`` keys for a threaded run, e.g. ``{"threading": "inline"}`` or
+    ``{"wait": "busy_spin"}``."""
     if wire:
         _wire_linear(stages)
     host = host or _host()
@@ -358,12 +362,13 @@ def run_pipeline(
             (len(b) for s in stages if isinstance(s, TestingSource) for b in s.batches), default=0
         )
         ring_capacity = max(ring_capacity, 4 * largest)
-    runtime = RuntimeSection(
+    section = RuntimeSection(
         max_batch=max_batch,
         ring_capacity=min(ring_capacity, 1 << 26),
         drain_timeout_secs=timeout_secs,
+        **(runtime or {}),
     )
-    pipeline = Pipeline(graph, runtime, host=host, telemetry=telemetry)
+    pipeline = Pipeline(graph, section, host=host, telemetry=telemetry)
     if threaded:
         pipeline.start()
         pipeline.wait(timeout_secs)

@@ -52,12 +52,15 @@ def candidates(key: str, value: Any) -> list[Any]:
     if isinstance(value, float):
         return [value * 0.5, value * 2, value + 1.0, 0.5]
     if isinstance(value, list):
-        return [value[:-1], value + ["extra"]] if value else [["x"]]
+        return [value[:-1], value + ["extra"]] if value else [["x"], ["delivery"]]
+    if isinstance(value, dict) and not value:  # runtime.waits, runtime.cpus: per thread
+        return [{"core": "yielding"}, {"core": [0]}]
     if isinstance(value, str):
         out = []
         if value.rpartition(":")[2].isdigit():
             out.append(_bump_port(value))
         out += ["sma", "console", "memory", "push", "sofh", "simulated", "records", "svc"]
+        out += ["yielding", "inline"]  # runtime.wait, runtime.threading
         return [c for c in out if c != value] + [value + "x"]
     return []
 

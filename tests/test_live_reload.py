@@ -127,6 +127,19 @@ def live_root(tmp_path):
     return tmp_path
 
 
+INLINE_CONFIG = CONFIG.replace("max_batch = 512\n", 'max_batch = 512\nthreading = "inline"\n')
+
+
+@pytest.fixture(params=["threaded", "inline"])
+def threading_mode(request, monkeypatch, live_root):
+    """Run a test in both threading modes: ``inline`` runs the core stages and the sinks on
+    the source's thread, so parking, swapping and draining take other paths there."""
+    if request.param == "inline":
+        monkeypatch.setattr(sys.modules[__name__], "CONFIG", INLINE_CONFIG)
+        (live_root / "config.toml").write_text(INLINE_CONFIG.format(window=20, extra=""))
+    return request.param
+
+
 def captured(key: str) -> list:
     return sys.modules["hftagg_plugins.capture"].CAPTURED[key]
 
@@ -161,7 +174,7 @@ def reference_ema(trades: np.ndarray, windows: list[tuple[int, int]]) -> np.ndar
 
 
 @pytest.mark.slow
-def test_hundreds_of_edits_under_load_lose_nothing_and_take_effect(live_root):
+def test_hundreds_of_edits_under_load_lose_nothing_and_take_effect(live_root, threading_mode):
     rng = np.random.default_rng(5)
     windows = [(0, 20)]
     accepted = rejected = structural = 0
@@ -382,7 +395,7 @@ def test_a_change_that_fails_while_applying_rolls_back_to_the_old_graph(live_roo
 
 @pytest.mark.slow
 def test_two_hundred_source_replacements_under_load_keep_data_flowing_and_seq_contiguous(
-    live_root,
+    live_root, threading_mode
 ):
     """Issue #9.1: a restart-only source parameter toggled under load used to end the core loop
     (it saw no live source between the old thread's retirement and the new one's start)."""

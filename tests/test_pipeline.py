@@ -44,15 +44,22 @@ def pandas_ema(trades: np.ndarray, window: int) -> np.ndarray:
     )
 
 
-@pytest.mark.parametrize("threaded", [False, True])
-def test_ema_stage_matches_pandas_across_batches_and_instruments(threaded):
+MODES = {  # how run_pipeline runs a graph: stepped on this thread, or with real threads
+    "stepped": {"threaded": False},
+    "threaded": {"threaded": True},
+    "inline": {"threaded": True, "runtime": {"threading": "inline"}},
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_ema_stage_matches_pandas_across_batches_and_instruments(mode):
     trades = random_trades(20_000, instruments=4)
     out: list[np.ndarray] = []
     summary = run_pipeline(
         [TestingSource(split_randomly(trades)), Ema(window=15), TestingSink(out)],
         max_batch=97,
         ring_capacity=256,
-        threaded=threaded,
+        **MODES[mode],
     )
     result = np.concatenate(out)
     assert result.dtype == INDICATOR.dtype
@@ -99,7 +106,8 @@ class Join(Stage):
         return out
 
 
-def test_diamond_graph_runs_each_stage_once_per_batch_in_topological_order():
+@pytest.mark.parametrize("mode", list(MODES))
+def test_diamond_graph_runs_each_stage_once_per_batch_in_topological_order(mode):
     trades = random_trades(5_000, instruments=2)
     left = Scale(1.0, stage_id="left", topics={"output": "x.left"})
     right = Scale(2.0, stage_id="right", topics={"output": "x.right"})
@@ -108,7 +116,10 @@ def test_diamond_graph_runs_each_stage_once_per_batch_in_topological_order():
     source = TestingSource(split_randomly(trades), topic="md.trades")
     # listed out of order on purpose: the runtime orders core stages topologically
     run_pipeline(
-        [source, join, right, left, TestingSink(out, topic="x.joined")], wire=False, max_batch=64
+        [source, join, right, left, TestingSink(out, topic="x.joined")],
+        wire=False,
+        max_batch=64,
+        **MODES[mode],
     )
     assert left.seen == right.seen == len(trades)
     by_port = {p: sum(n for q, n in join.calls if q == p) for p in ("left", "right")}
@@ -128,12 +139,13 @@ class Boom(Stage):
         raise ValueError("broken invariant in boom")
 
 
-def test_a_stage_that_raises_stops_the_pipeline_naming_the_stage():
+@pytest.mark.parametrize("mode", ["threaded", "inline"])
+def test_a_stage_that_raises_stops_the_pipeline_naming_the_stage(mode):
     with pytest.raises(StageFailed) as info:
         run_pipeline(
             [TestingSource([random_trades(100, 1)]), Boom(stage_id="boomer"), TestingSink([])],
-            threaded=True,
             timeout_secs=10,
+            **MODES[mode],
         )
     assert "ValueError: broken invariant in boom" in str(info.value)
 

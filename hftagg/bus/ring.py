@@ -32,6 +32,7 @@ import mmap
 import operator
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -345,6 +346,7 @@ class Ring:
         *,
         timeout: float | None = None,
         stop: threading.Event | None = None,
+        on_full: Callable[[], int] | None = None,
     ) -> int:
         """Copy ``batch`` into the ring and publish it; returns the offset of its first record.
 
@@ -352,6 +354,8 @@ class Ring:
         goes through as they consume; the waiters are set once per chunk (once per call when
         it fits). Raises :class:`BusTimeout` when blocked ``timeout`` seconds after the call;
         returns early, publishing nothing further, once ``stop`` is set while blocked.
+        ``on_full()`` is called before waiting for space and returns how much work it did: the
+        runtime's inline mode passes one that runs the readers on the writer's own thread.
         """
         dtype = batch.dtype
         if dtype is not self.dtype and dtype != self.dtype:
@@ -375,6 +379,8 @@ class Ring:
         while done < total:
             n = self._reserve(total - done)
             if n == 0:
+                if on_full is not None and on_full():
+                    continue  # the readers ran on this thread: try again
                 if not self._wait_for_space(deadline, stop, total - done):
                     break
                 continue

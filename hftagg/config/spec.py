@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -56,6 +56,9 @@ class _Section(Params):
     these marks (:func:`hftagg.config.layers.liveness_of`)."""
 
 
+WaitName = Literal["blocking", "yielding", "busy_spin", "sleeping"]
+
+
 class RuntimeSection(_Section):
     status_interval_secs: float = live(1.0, gt=0, le=3600, description="status line interval")
     ring_bytes: int = restart(
@@ -73,6 +76,26 @@ class RuntimeSection(_Section):
     plugin_paths: list[str] = restart(["plugins"], description="drop-in plugin folders")
     protocol_paths: list[str] = restart(
         ["protocols"], description="folders of your SBE schemas and FIX dictionaries"
+    )
+    wait: WaitName = restart(
+        "blocking",
+        description="how an idle thread waits for data: blocking (woken by the publish), "
+        "yielding, busy_spin (burns a core; pin it with runtime.cpus) or sleeping",
+    )
+    waits: dict[str, WaitName] = restart(
+        {}, description="wait strategy per thread: 'core' or a source/sink stage id"
+    )
+    cpus: dict[str, list[int]] = restart(
+        {}, description="CPUs per thread ('core' or a source/sink stage id), pinned at start"
+    )
+    threading: Literal["threaded", "inline"] = restart(
+        "threaded",
+        description="threaded: sources, the core stages and each sink in their own threads; "
+        "inline: a source's thread runs the core stages and the sinks for its batches (lowest "
+        "latency, no hand-off)",
+    )
+    threaded_sinks: list[str] = restart(
+        [], description='sinks that keep their own thread when threading = "inline" (slow I/O)'
     )
     allow_remove_all: bool = live(
         False,

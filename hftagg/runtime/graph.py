@@ -22,6 +22,7 @@ from hftagg.errors import MISSING, ConfigError, Problem, SchemaError
 from hftagg.plugins.manager import PluginHost
 from hftagg.records.schema import Schema
 from hftagg.runtime.rings import ring_plan
+from hftagg.runtime.waits import thread_problems
 from hftagg.stages.base import SinkStage, SourceStage, Stage, StageContext
 
 __all__ = ["Graph", "Node", "build_graph", "graph_from_stages"]
@@ -299,6 +300,9 @@ class _Builder:
         if self.spec.runtime is not None:
             self.check_stages(nodes, topics)
             self.check_rings(graph)
+            self.problems += thread_problems(
+                self.spec.runtime, [n.id for n in sources], [n.id for n in sinks], self.src
+            )
         if self.problems:
             raise ConfigError(self.problems)
         return graph

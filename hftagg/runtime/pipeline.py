@@ -37,9 +37,19 @@ from hftagg.errors import BusError, HftaggError, StageFailed
 from hftagg.runtime.graph import Graph, Node
 from hftagg.runtime.isolate import FailureLog, dead_letters_for, describe
 from hftagg.runtime.rings import core_to_core_topics, read_topics, ring_records
+from hftagg.runtime.waits import (
+    Bell,
+    BlockingWait,
+    check_threads,
+    make_wait,
+    pin_current_thread,
+)
 from hftagg.stages.base import SourceStage, StageContext
 
 __all__ = ["NodeStats", "Pipeline", "StageFailed", "Worker"]
+
+SAFETY_NET_SECS = 1.0  # a waiting thread looks again after this long even if nothing rang
+SOURCE_POLL_SECS = 0.0005  # a source with nothing and no next_awake() is asked again after this
 
 
 def _open_stage(node: Node, ctx: StageContext) -> None:
@@ -67,11 +77,14 @@ class NodeStats:
 
 
 class Worker:
-    """One thread's controls: its wake-up bell, a stop flag, and parking at batch boundaries."""
+    """One thread's controls: its wake-up bell and wait strategy, a stop flag, and parking at
+    batch boundaries. ``name`` is ``core``, ``source:<id>`` or ``sink:<id>``."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, wait: Any = None, cpus: list[int] | None = None) -> None:
         self.name = name
-        self.bell = threading.Event()
+        self.bell = Bell()
+        self.waiter = wait or BlockingWait()  # hftagg.runtime.waits: blocking, yielding, ...
+        self.cpus = cpus or []
         self.stop = threading.Event()
         self.parked = threading.Event()
         self.resume = threading.Event()
@@ -86,6 +99,8 @@ class Worker:
 
     def park(self, timeout: float) -> bool:
         """Ask the thread to stop at its next batch boundary; True once it is there (or dead)."""
+        if self.inline:
+            return True  # no thread of its own: it runs while the core is held (inline mode)
         self.resume.clear()
         self.parked.clear()
         self.park_requested = True
@@ -100,15 +115,49 @@ class Worker:
         self.park_requested = False
         self.resume.set()
 
+    #: a sink run inline by the source threads (``threading = "inline"``): never has a thread
+    inline = False
+
     @property
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
+
+    @property
+    def thread_key(self) -> str:
+        """How ``[runtime.waits]`` and ``[runtime.cpus]`` name this thread."""
+        return self.name.partition(":")[2] or self.name
 
     @property
     def finished(self) -> bool:
         """Its thread ran and ended. A worker whose thread has not started yet (a source added or
         replaced by a live change, started just after the swap) is not finished."""
         return self.thread is not None and not self.thread.is_alive()
+
+
+class _CoreLock(Worker):
+    """Inline mode's core: no thread; the source threads run the core step under ``lock``.
+    Parking it takes the lock (after the step in progress, at a batch boundary)."""
+
+    def __init__(self, lock: threading.Lock, loops) -> None:
+        super().__init__("core")
+        self.lock = lock
+        self._loops = loops  # how many source loops run the core step now
+        self._held = False
+
+    @property
+    def alive(self) -> bool:
+        """The core lives while a source loop runs it, or while a live change holds it (the
+        old source may be gone and its replacement not started yet)."""
+        return self._held or self._loops() > 0
+
+    def park(self, timeout: float) -> bool:
+        self._held = self.lock.acquire(timeout=timeout)
+        return self._held
+
+    def unpark(self) -> None:
+        if self._held:
+            self._held = False
+            self.lock.release()
 
 
 class Pipeline:
@@ -135,7 +184,22 @@ class Pipeline:
         self.rings: dict[str, Ring] = {}
         self.stats: dict[str, NodeStats] = {}
         self.readers: dict[str, list[tuple[str, Reader]]] = {}
-        self.workers: dict[str, Worker] = {"core": Worker("core")}
+        #: "inline": the source threads run the core step (under this lock) and the sinks
+        self.inline = self.runtime.threading == "inline"
+        self._core_lock = threading.Lock()
+        self._in_core = False  # the lock holder is inside step_core (inline mode)
+        self._inline_sinks: list[Node] = []
+        self._inline_loops = 0  # source loops running (inline mode)
+        self._loops_lock = threading.Lock()
+        check_threads(self.runtime, [n.id for n in graph.sources], [n.id for n in graph.sinks])
+        self.workers: dict[str, Worker] = {
+            "core": _CoreLock(self._core_lock, lambda: self._inline_loops)
+            if self.inline
+            else self._worker("core")
+        }
+        #: longest a waiting thread sleeps without a ring: only a safety net (every publish,
+        #: park, stop and thread end rings the bells of the threads concerned)
+        self.safety_net_secs = SAFETY_NET_SECS
         self._takes_port: dict[str, bool] = {}
         self._stop_sources = threading.Event()
         self._hard_stop = threading.Event()
@@ -201,7 +265,26 @@ class Pipeline:
         if node.role == "core":
             self._takes_port[node.id] = type(node.stage).process_takes_port()
         else:
-            self.workers.setdefault(self.worker_name(node), Worker(self.worker_name(node)))
+            name = self.worker_name(node)
+            if name not in self.workers:
+                self.workers[name] = self._worker(name, node)
+            if node.role == "source":
+                node.stage._bell = self.workers[name].bell  # SourceStage.wake() rings it
+
+    def _worker(self, name: str, node: Node | None = None) -> Worker:
+        """A worker with the wait strategy and CPUs ``[runtime]`` gives its thread."""
+        key = node.id if node is not None else name
+        worker = Worker(
+            name,
+            make_wait(self.runtime.waits.get(key, self.runtime.wait)),
+            self.runtime.cpus.get(key),
+        )
+        worker.inline = node is not None and self._runs_inline(node)
+        return worker
+
+    def _runs_inline(self, node: Node) -> bool:
+        """A sink that the source threads run (inline mode, not in ``threaded_sinks``)."""
+        return self.inline and node.role == "sink" and node.id not in self.runtime.threaded_sinks
 
     def detach(self, node: Node) -> dict[str, int]:
         """Drop ``node``'s readers; returns their cursors per port (to hand to a successor)."""
@@ -217,11 +300,15 @@ class Pipeline:
         for ring in self.rings.values():
             for worker in self.workers.values():
                 ring.remove_waiter(worker.bell)
-        core_bell = self.workers["core"].bell
-        for node in self.graph.core:
-            for topic in node.inputs.values():
-                self.rings[topic].add_waiter(core_bell)
+        self._inline_sinks = [n for n in self.graph.sinks if self._runs_inline(n)]
+        if not self.inline:  # inline: the core runs right after its source publishes
+            core_bell = self.workers["core"].bell
+            for node in self.graph.core:
+                for topic in node.inputs.values():
+                    self.rings[topic].add_waiter(core_bell)
         for node in self.graph.sinks:
+            if self._runs_inline(node):
+                continue
             bell = self.workers[self.worker_name(node)].bell
             for topic in node.inputs.values():
                 self.rings[topic].add_waiter(bell)
@@ -443,7 +530,12 @@ class Pipeline:
             else:
                 try:
                     before = ring.published
-                    ring.publish(batch, stop=self._hard_stop, timeout=self.publish_timeout)
+                    ring.publish(
+                        batch,
+                        stop=self._hard_stop,
+                        timeout=self.publish_timeout,
+                        on_full=self._relieve if self.inline else None,
+                    )
                     # a hard stop returns from a full ring early: say what never got in
                     self.discarded += len(batch) - (ring.published - before)
                 except BusError as exc:
@@ -490,7 +582,12 @@ class Pipeline:
             f"letters (no ring for {error_topic})",
         )
         if ring is not None:
-            ring.publish(dead, stop=self._hard_stop, timeout=self.publish_timeout)
+            ring.publish(
+                dead,
+                stop=self._hard_stop,
+                timeout=self.publish_timeout,
+                on_full=self._relieve if self.inline else None,
+            )
         stats.dead_letters += len(dead)
         if self.telemetry is not None:
             self.telemetry.dead_lettered(error_topic, dead)
@@ -519,7 +616,8 @@ class Pipeline:
         self._started = True
         for node in self.graph.sources:
             self.spawn(node)
-        self._spawn_worker(self.workers["core"], self._core_loop)
+        if not self.inline:
+            self._spawn_worker(self.workers["core"], self._core_loop)
         for node in self.graph.sinks:
             self.spawn(node)
         if self.host is not None:
@@ -528,6 +626,8 @@ class Pipeline:
     def spawn(self, node: Node) -> None:
         """Start the thread of a source or sink node."""
         worker = self.workers[self.worker_name(node)]
+        if worker.inline:
+            return  # run by the source threads
         loop = self._source_loop if node.role == "source" else self._sink_loop
         self._spawn_worker(worker, loop, node)
 
@@ -554,13 +654,16 @@ class Pipeline:
 
     def _guard(self, worker: Worker, loop, *args) -> None:
         try:
+            if worker.cpus:
+                pin_current_thread(worker.cpus)
             loop(worker, *args)
         except BaseException:
             if self.failure is None:
                 self.failure = f"{worker.name} failed:\n{traceback.format_exc()}"
             self._stop_sources.set()
             self._hard_stop.set()
-            for other in self.workers.values():
+        finally:  # whoever waits for this thread to end (the core, a sink) looks again now
+            for other in list(self.workers.values()):
                 other.bell.set()
 
     def _source_workers(self) -> list[Worker]:
@@ -571,14 +674,32 @@ class Pipeline:
         return all(w.finished for w in self._source_workers())
 
     def _source_loop(self, worker: Worker, node: Node) -> None:
+        if not self.inline:
+            self._run_source(worker, node)
+            return
+        with self._loops_lock:
+            self._inline_loops += 1
+        drain = False
+        try:
+            self._run_source(worker, node)
+            # retired by a live change (the core is parked then): the others carry on
+            drain = not worker.stop.is_set() or self._stop_sources.is_set()
+        finally:
+            self._inline_exit(drain)
+
+    def _run_source(self, worker: Worker, node: Node) -> None:
         stage = node.stage
-        while not (worker.stop.is_set() or self._stop_sources.is_set()):
-            worker.checkpoint()
-            if worker.stop.is_set():
-                return
+        bell, wait = worker.bell, worker.waiter.wait
+        stop, stop_sources = worker.stop, self._stop_sources
+        inline = self.inline
+        while not (stop.is_set() or stop_sources.is_set()):
+            if worker.park_requested:
+                worker.checkpoint()
+                if stop.is_set():
+                    return
+            bell.clear()
             try:
-                if self.pump_source(node):
-                    continue
+                pumped = self.pump_source(node)
             except Exception as exc:
                 if node.on_error != "isolate":
                     raise
@@ -586,41 +707,102 @@ class Pipeline:
                 self.isolated[node.id] = describe(exc)
                 self._failure_log.failed(node.id, exc, 1, "this source stops")
                 return
+            if pumped:
+                if inline:
+                    self._inline_step()
+                continue
             if stage.exhausted:
                 return
             wake = stage.next_awake()
-            delay = 0.0005 if wake is None else max(0.0, wake - time.monotonic())
-            if delay:
-                worker.bell.wait(min(delay, 0.05))
-                worker.bell.clear()
+            delay = SOURCE_POLL_SECS if wake is None else wake - time.monotonic()
+            if delay > 0:
+                wait(bell, min(delay, self.safety_net_secs))
+
+    # -- inline mode: the source threads run the core step and the inline sinks ---------------
+
+    def _inline_step(self) -> int:
+        """Run the core stages and the inline sinks until nothing is left (inline mode).
+
+        Several source threads serialise here on one lock: whoever holds it processes every
+        batch waiting in the core's rings, whichever source published it, so each stage still
+        sees each batch once, in topological order, and no source waits long for another."""
+        with self._core_lock:
+            return self._drain_inline()
+
+    def _drain_inline(self) -> int:
+        done = 0
+        sinks = self._inline_sinks
+        hard_stop = self._hard_stop
+        while not hard_stop.is_set():
+            self._in_core = True
+            try:
+                work = self.step_core()
+            finally:
+                self._in_core = False
+            for sink in sinks:
+                work += self.pump_sink(sink)
+            if not work:
+                break
+            done += work
+        return done
+
+    def _relieve(self) -> int:
+        """A publish found its ring full (inline mode): make room on this thread, since no
+        other thread will. Inside the core step only the inline sinks can be run (running the
+        core again there would hand a stage a batch it is still processing)."""
+        if self._in_core:
+            return sum(self.pump_sink(sink) for sink in self._inline_sinks)
+        return self._inline_step()
+
+    def _inline_exit(self, drain: bool) -> None:
+        """A source loop ends (inline mode): with ``drain`` (it stopped or ran out, rather than
+        failed or was retired by a live change while the core is parked), process what is left;
+        the last loop to end flushes the inline sinks."""
+        try:
+            if drain:
+                self._inline_step()
+        finally:
+            with self._loops_lock:
+                self._inline_loops -= 1
+                last = self._inline_loops == 0
+            if last and drain:
+                with self._core_lock:
+                    for sink in self._inline_sinks:
+                        sink.stage.flush()
+
+    def _core_done(self) -> bool:
+        """The core stages will write nothing more: the core thread ended, or (inline mode)
+        every source loop, which runs the core step, has."""
+        return not self.workers["core"].alive and (not self.inline or self._sources_done())
 
     def _core_loop(self, worker: Worker) -> None:
-        bell = worker.bell
-        while not self._hard_stop.is_set():
-            worker.checkpoint()
+        bell, wait = worker.bell, worker.waiter.wait
+        hard_stop = self._hard_stop
+        while not hard_stop.is_set():
+            if worker.park_requested:
+                worker.checkpoint()
             bell.clear()
             if self.step_core():
                 continue
             if self._sources_done() and not self.total_backlog(self.graph.core):
                 break  # every source stopped or ran out, and everything is processed
-            bell.wait(0.01)
-        for other in self.workers.values():
-            other.bell.set()
+            wait(bell, self.safety_net_secs)
 
     def _sink_loop(self, worker: Worker, node: Node) -> None:
-        bell = worker.bell
-        core = self.workers["core"]
+        bell, wait = worker.bell, worker.waiter.wait
+        hard_stop, stop = self._hard_stop, worker.stop
         try:
-            while not (self._hard_stop.is_set() or worker.stop.is_set()):
-                worker.checkpoint()
-                if worker.stop.is_set():
-                    return
+            while not (hard_stop.is_set() or stop.is_set()):
+                if worker.park_requested:
+                    worker.checkpoint()
+                    if stop.is_set():
+                        return
                 bell.clear()
                 if self.pump_sink(node):
                     continue
-                if not core.alive and self._writers_done(node) and not self.backlog(node.id):
+                if self._core_done() and self._writers_done(node) and not self.backlog(node.id):
                     break
-                bell.wait(0.01)
+                wait(bell, self.safety_net_secs)
         finally:
             node.stage.flush()
 

@@ -159,9 +159,21 @@ class SourceStage(Stage):
         """Whatever is ready now, per output port; ``None`` when nothing is. Never blocks."""
         raise NotImplementedError(f"{type(self).__name__} must implement next_batch()")
 
+    #: the source thread's bell (hftagg.runtime.waits.Bell), given by the runtime
+    _bell: Any = None
+
     def next_awake(self) -> float | None:
-        """``time.monotonic()`` value at which to call ``next_batch`` again; ``None``: at once."""
+        """``time.monotonic()`` value at which to call ``next_batch`` again; ``None``: soon (the
+        runtime polls such a source every 0.5 ms while it has nothing); ``math.inf``: only once
+        :meth:`wake` is called (the runtime still looks once a second)."""
         return None
+
+    def wake(self) -> None:
+        """Call from any thread (a socket reader, a client library's callback) when data is
+        ready: the source's thread calls ``next_batch`` at once, whatever ``next_awake`` said."""
+        bell = self._bell
+        if bell is not None:
+            bell.set()
 
     @property
     def exhausted(self) -> bool:
