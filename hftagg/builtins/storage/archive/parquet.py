@@ -6,8 +6,8 @@ as the Arrow table :mod:`hftagg.records.arrow` makes of them. Layout::
 
     <path>/<topic>/date=YYYY-MM-DD/<segment stem>.parquet
 
-Written with zstd, row groups of :data:`ROW_GROUP_ROWS` records, statistics on every column
-(``ts_event`` and ``instrument_id`` included, so readers skip row groups by time and instrument)
+Written with zstd, row groups of :data:`ROW_GROUP_ROWS` records, statistics on the header
+columns (:data:`STATISTICS_COLUMNS`: readers skip row groups by time and instrument)
 and page CRCs (so a flipped byte in a data page is found on read, not only by the catalog's
 whole-file CRC32C). The key-value metadata names the topic, the record schema and the source
 segment, so the catalog can be rebuilt from the files alone.
@@ -46,6 +46,11 @@ __all__ = [
 
 NS_PER_DAY = 86_400 * 10**9
 ROW_GROUP_ROWS = 128 * 1024
+
+#: columns with row-group min/max statistics: the header, which readers filter on. Statistics
+#: and dictionaries on the high-cardinality price and size columns made writing 5-7x slower
+#: (1 M trades: ~2.4 s against ~0.35 s, measured here) for filters nobody pushes down.
+STATISTICS_COLUMNS = ("ts_event", "ts_recv", "seq", "instrument_id")
 
 META_TOPIC = b"hftagg.topic"
 META_SCHEMA = b"hftagg.schema"
@@ -87,6 +92,13 @@ def file_crc32c(path: Path) -> int:
         while block := f.read(4 << 20):
             crc = crc32c.crc32c(block, crc)
     return crc
+
+
+def _dictionary_columns(schema: Schema) -> list[str]:
+    """Dictionary-encode what has few distinct values: one-byte codes and ``instrument_id``."""
+    names = schema.dtype.names
+    fields = schema.dtype.fields
+    return [n for n in names if n == "instrument_id" or fields[n][0].itemsize == 1]
 
 
 def _date_of(day: int) -> str:
@@ -133,7 +145,8 @@ def _write_one(root, topic, schema, records, source, source_row, date) -> Partit
         sink,
         compression="zstd",
         row_group_size=ROW_GROUP_ROWS,
-        write_statistics=True,
+        use_dictionary=_dictionary_columns(schema),
+        write_statistics=[n for n in STATISTICS_COLUMNS if n in schema.dtype.names],
         write_page_checksum=True,
     )
     data = sink.getvalue()
