@@ -9,7 +9,7 @@ import pytest
 
 import hftagg
 from hftagg.builtins.storage.store.segment import SegmentWriter, segment_name
-from hftagg.builtins.storage.store_replay.merge import merge_keys, merge_step
+from hftagg.builtins.storage.store_replay.merge import INT64_MIN, merge_keys, merge_step
 from hftagg.builtins.storage.store_replay.stage import StoreReplay, StoreReplayParams
 from hftagg.builtins.storage.store_replay.streams import parse_time_ns
 from hftagg.errors import StorageError
@@ -117,19 +117,47 @@ def test_merge_step_emits_only_what_no_unread_record_can_precede():
     a = np.array([1, 5, 9], dtype=np.int64)  # more of topic 0 follows (keys >= 9)
     b = np.array([2, 9, 30], dtype=np.int64)  # topic 1 is complete
 
-    run = merge_step([a, b], [True, False])
+    run, after = merge_step([a, b], [INT64_MIN, INT64_MIN], [True, False])
 
     # 9 of topic 0 is the boundary; 9 of topic 1 ties with it and sorts after (topic order),
     # so it waits, as does 30
     assert run.keys.tolist() == [1, 2, 5, 9]
     assert run.take(4).tolist() == [3, 1]
+    assert after.tolist() == [9, 2]
 
 
 def test_merge_keys_keep_a_topics_order_when_ts_event_steps_back():
     ts = np.array([10, 12, 11, 15], dtype=np.int64)
 
     assert merge_keys(ts, floor=13).tolist() == [13, 13, 13, 15]
-    assert merge_keys(ts, floor=np.iinfo(np.int64).min).tolist() == [10, 12, 12, 15]
+    assert merge_keys(ts, floor=INT64_MIN).tolist() == [10, 12, 12, 15]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_merge_kernel_orders_as_a_stable_argsort_of_running_max_keys(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 6))
+    windows = [
+        np.cumsum(rng.integers(-2, 4, int(rng.integers(0, 60)))).astype(np.int64) for _ in range(k)
+    ]  # ties and steps back
+    floors = rng.integers(-3, 3, k).astype(np.int64)
+    more = [bool(len(w)) and bool(rng.integers(0, 2)) for w in windows]
+
+    run, after = merge_step(windows, floors, more)
+
+    keys = [merge_keys(w, f) for w, f in zip(windows, floors, strict=True)]
+    flat = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    topic = np.repeat(np.arange(k), [len(w) for w in windows])
+    order = np.argsort(flat, kind="stable")
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    ends = np.cumsum([len(w) for w in windows]) - 1
+    final = min([rank[ends[t]] + 1 for t in range(k) if more[t]], default=len(flat))
+    assert run.topic.tolist() == topic[order][:final].tolist()
+    assert run.keys.tolist() == flat[order][:final].tolist()
+    for t in range(k):
+        mine = keys[t][: int((run.topic == t).sum())]
+        assert after[t] == (mine[-1] if len(mine) else floors[t])
 
 
 @pytest.mark.parametrize("batch", [1, 7, 256, 4096])

@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import model_validator
 
 from hftagg.builtins.storage.store.layout import list_topics, segment_infos
-from hftagg.builtins.storage.store_replay.merge import merge_keys, merge_step
+from hftagg.builtins.storage.store_replay.merge import merge_step
 from hftagg.builtins.storage.store_replay.streams import (
     INT64_MAX,
     INT64_MIN,
@@ -205,10 +205,11 @@ class StoreReplay(SourceStage):
         if not any(counts):
             return False
         windows = [s.peek(c) for s, c in zip(streams, counts, strict=True)]
-        keys = [merge_keys(w["ts_event"], s.floor) for w, s in zip(windows, streams, strict=True)]
         more = [c == n and s.more_after(n) for s, c in zip(streams, counts, strict=True)]
-        self._run = merge_step(keys, more)
-        self._keys = keys
+        floors = [s.floor for s in streams]
+        self._run, after = merge_step([w["ts_event"] for w in windows], floors, more)
+        for stream, floor in zip(streams, after.tolist(), strict=True):
+            stream.floor = floor  # the stretch is emitted whole before the next one is merged
         self._windows = windows
         self._taken = [0] * len(streams)
         return True
@@ -246,13 +247,11 @@ class StoreReplay(SourceStage):
         last_key = int(keys[n - 1])
         counts = self._run.take(n)
         out = {}
-        for t, stream in enumerate(self._streams):
-            c = int(counts[t])
+        for t, c in enumerate(counts.tolist()):
             if not c:
                 continue
             a = self._taken[t]
             out[self._ports[t]] = self._windows[t][a : a + c]
-            stream.floor = int(self._keys[t][a + c - 1])
             self._taken[t] = a + c
         if not len(self._run):
             for t, stream in enumerate(self._streams):
