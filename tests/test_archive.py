@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -286,4 +287,26 @@ def test_background_thread_archives_after_wake_and_on_stop(store):
 
     assert worker.totals["segments"] == 3 and worker.totals["rows"] == 3000
     assert worker.error is None
+    assert np.array_equal(read_archived(root, "md.trades", TRADE), np.concatenate(batches[:3]))
+
+
+def test_a_busy_catalog_is_waited_for_never_quarantined(store):
+    root, batches = store
+    compactor(root).run_once()
+    reader = duckdb.connect(str(root / "catalog.duckdb"), read_only=True)  # another mode
+    done = threading.Event()
+    result = {}
+
+    def heal():
+        result["report"] = Catalog(root).heal()
+        done.set()
+
+    worker = threading.Thread(target=heal)
+    worker.start()
+    assert not done.wait(0.3)  # waiting for the read-only connection to go
+    reader.close()
+    worker.join()
+
+    assert not result["report"].changed
+    assert not (root / "quarantine").exists()
     assert np.array_equal(read_archived(root, "md.trades", TRADE), np.concatenate(batches[:3]))

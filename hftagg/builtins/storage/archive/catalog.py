@@ -22,11 +22,13 @@ while another process holds the lock, so the store never keeps readers out for l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +44,16 @@ log = logging.getLogger("hftagg.store.catalog")
 CATALOG_FILE = "catalog.duckdb"
 QUARANTINE_DIR = "quarantine"
 LOCK_WAIT_SECS = 10.0
+#: DuckDB's words for "another connection has it" (another process, or this one in another mode)
+_BUSY = ("conflicting lock", "could not set lock", "different configuration")
+_PROCESS_LOCKS: dict[Path, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(file: Path) -> threading.Lock:
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(file.resolve(), threading.Lock())
+
 
 _COLUMNS = (
     "file VARCHAR PRIMARY KEY, topic VARCHAR NOT NULL, schema VARCHAR NOT NULL, "
@@ -97,7 +109,19 @@ class Catalog:
 
     # -- connections ---------------------------------------------------------------------
 
-    def _connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    @contextlib.contextmanager
+    def _connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one operation. Threads of this process take turns (DuckDB refuses
+        a read-only and a read-write connection to one file in one process); other processes
+        holding the file are waited for up to :data:`LOCK_WAIT_SECS`."""
+        with _process_lock(self.file):
+            con = self._open(read_only)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if read_only and not self.file.exists():
             con = duckdb.connect(":memory:")
             con.execute(f"CREATE TABLE partitions ({_COLUMNS})")
@@ -109,14 +133,14 @@ class Catalog:
                 break
             except duckdb.Error as exc:
                 text = str(exc).lower()
-                locked = "conflicting lock" in text or "could not set lock" in text
-                if locked and time.monotonic() < deadline:
+                busy = any(mark in text for mark in _BUSY)
+                if busy and time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-                if locked:
+                if busy or "permission denied" in text:
                     raise StorageError(
-                        f"{self.file}: cannot open the catalog ({exc}); another hftagg "
-                        f"process holds it: retry when it is idle"
+                        f"{self.file}: cannot open the catalog ({exc}); if another hftagg "
+                        f"process holds it, retry when it is idle"
                     ) from exc
                 raise CatalogUnusable(
                     f"{self.file}: the catalog cannot be opened ({exc}); the store rebuilds it "
