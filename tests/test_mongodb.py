@@ -143,7 +143,7 @@ def test_every_builtin_schema_round_trips_through_mongodb(mongo):
 
     counters = mongo_sink.counters()
     assert (counters["inserted"], counters["already_held"]) == (257 * len(records), 0)
-    assert (counters["backlog"], counters["spilled"], counters["dropped"]) == (0, 0, 0)
+    assert (counters["pending"], counters["spilled"], counters["dropped"]) == (0, 0, 0)
     for schema, expected in records.items():
         back = read_back(uri, database, f"rt_{schema.name}", schema)
         assert same_records(back, expected), schema.name
@@ -228,7 +228,7 @@ def test_resent_offsets_count_as_already_held_and_the_rest_goes_in(mongo, timese
     finally:
         mongo_sink.close()
     assert committed_at_open == {"md.trades": 0} and committed == {"md.trades": 150}
-    assert (counters["inserted"], counters["already_held"], counters["backlog"]) == (100, 50, 0)
+    assert (counters["inserted"], counters["already_held"], counters["pending"]) == (100, 50, 0)
     back = read_back(uri, database, "md_trades", TRADE)
     assert same_records(back, records)
 
@@ -254,7 +254,7 @@ def test_documents_the_server_refuses_fail_the_stage_naming_them(mongo):
     finally:
         mongo_sink.close()
     counters = mongo_sink.counters()
-    assert counters["inserted"] == 0 and counters["backlog"] == 3  # kept in the spill, not lost
+    assert counters["inserted"] == 0 and counters["pending"] == 3  # kept in the spill, not lost
 
 
 def test_missing_uri_variable_is_named_with_the_fix(monkeypatch):
@@ -442,12 +442,12 @@ def test_mongodb_outage_under_load_spills_and_catches_up_exactly_once(
     seqs = {(d["instrument"], d["seq"]) for d in docs}
     assert len(seqs) == produced  # no record stored twice under another offset
     mongo = summary["mongo"]
-    assert mongo["retries"] >= 1 and mongo["spilled"] > 0 and mongo["backlog"] == 0, mongo
+    assert mongo["retries"] >= 1 and mongo["spilled"] > 0 and mongo["pending"] == 0, mongo
     # an insert whose acknowledgement the outage cut off was resent: its documents were there
     # already (counted already_held, stored once)
     assert mongo["inserted"] + mongo["already_held"] == produced and mongo["dropped"] == 0, mongo
     # during the outage the backlog grew past what memory holds and went to disk
-    assert max(c.get("backlog", 0) for c in during) > 1_024, during
+    assert max(c.get("pending", 0) for c in during) > 1_024, during
     assert max(c.get("spill_bytes", 0) for c in during) > 0, during
     assert not during[-1].get("connected", 1), during
     # ingest did not wait for MongoDB: a quarter of the 20,000 events/s are trades
