@@ -150,7 +150,7 @@ def test_a_new_schema_version_adding_a_field_is_an_alter_and_old_rows_read_zero(
     with psycopg.connect(pg_dsn) as conn:
         created = migrate_table(conn, "public", "ticks", TableLayout(v1), "auto")
         conn.execute(
-            "CREATE TABLE ticks_p19700101 PARTITION OF ticks FOR VALUES FROM (0) TO (%s)" % DAY_NS
+            f"CREATE TABLE ticks_p19700101 PARTITION OF ticks FOR VALUES FROM (0) TO ({DAY_NS})"
         )
         conn.execute("INSERT INTO ticks (stream, stream_offset, ts_event, ts_recv, seq, "
                      "instrument_id, price) VALUES (1, 0, 5, 5, 1, 9, 42)")  # fmt: skip
@@ -199,3 +199,39 @@ def test_missing_dsn_variable_is_named_with_the_fix(tmp_path, monkeypatch):
         sink.open(StageContext(topic_schemas={"md.trades": TRADE}))
 
     assert problems and problems[0][0] == "dsn_env" and "HFTAGG_NO_SUCH_DSN" in problems[0][1]
+
+
+def test_store_migrate_creates_then_finds_the_tables_unchanged(pg_dsn, write_config, capsys,
+                                                              monkeypatch):  # fmt: skip
+    import argparse
+
+    from hftagg.cli.store_migrate import cmd_migrate
+
+    monkeypatch.setenv("HFTAGG_MIGRATE_DSN", pg_dsn)
+    config = write_config(
+        """
+        [data_sources.sim]
+        type = "simulator"
+        fields = ["trades", "book"]
+        topic_prefix = "md"
+        [stages.pg]
+        type = "postgres"
+        dsn_env = "HFTAGG_UNSET_DSN"
+        topics = ["md.trades", "md.book"]
+        tables = { "md.book" = "book" }
+        """
+    )
+    args = argparse.Namespace(config=str(config), dsn_env="HFTAGG_MIGRATE_DSN")
+
+    first = cmd_migrate(args)
+    created = capsys.readouterr().out
+    second = cmd_migrate(args)
+    unchanged = capsys.readouterr().out
+
+    assert first == 0 and second == 0
+    assert "pg: public.md_trades (md.trades) created, native partitioning" in created
+    assert "pg: public.book (md.book) created" in created
+    assert unchanged.count("unchanged") == 2
+    with psycopg.connect(pg_dsn) as conn:
+        tables = conn.execute("SELECT table_name FROM hftagg_tables ORDER BY 1").fetchall()
+    assert tables == [("book",), ("md_trades",)]
