@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -310,3 +313,35 @@ def test_a_busy_catalog_is_waited_for_never_quarantined(store):
     assert not result["report"].changed
     assert not (root / "quarantine").exists()
     assert np.array_equal(read_archived(root, "md.trades", TRADE), np.concatenate(batches[:3]))
+
+
+_COMPACT_FOREVER = """
+import sys
+from hftagg.builtins.storage.archive.compact import Compactor
+compactor = Compactor(sys.argv[1], settle_ns=0)
+while True:
+    compactor.run_once()
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_compaction_loses_and_duplicates_nothing(tmp_path):
+    root = tmp_path / "storage"
+    batches = [make_trades(20_000, DAY0 + i * 3600 * 10**9, 10**5, seed=i) for i in range(16)]
+    for i, batch in enumerate(batches):
+        write_segment(root, "md.trades", i * 20_000, batch)
+    child = subprocess.Popen([sys.executable, "-c", _COMPACT_FOREVER, str(root)])
+    try:
+        while not any(root.rglob("*.parquet")) and child.poll() is None:
+            time.sleep(0.01)
+        time.sleep(0.05)  # somewhere in the middle of the next segments
+    finally:
+        child.kill()
+        child.wait()
+
+    report = compactor(root).run_once()
+
+    assert child.returncode == -9  # killed wherever it was: the outcome must not depend on it
+    assert not list((root / "md.trades").glob("*.seg"))
+    assert np.array_equal(hftagg.read("md.trades", path=root), np.concatenate(batches))
+    assert not list(root.rglob("*.tmp")) and report.heal is not None
