@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 
 from hftagg.builtins.storage.store.layout import list_topics, segment_infos
 from hftagg.builtins.storage.store_replay.merge import merge_step
@@ -72,14 +72,24 @@ class StoreReplayParams(Params):
     )
     batch: int = live(4096, ge=1, le=1 << 20, description="most records per batch, all topics")
 
+    @field_validator("topics")
+    @classmethod
+    def _topics_named_once(cls, topics: list[str]) -> list[str]:
+        if not topics:
+            raise ValueError('name the stored topics to replay, e.g. ["md.trades", "md.book"]')
+        if len(set(topics)) != len(topics):
+            raise ValueError(f"{topics} names a topic twice; name each once")
+        return topics
+
+    @field_validator("start", "end")
+    @classmethod
+    def _a_time(cls, value: int | str | None, info: ValidationInfo) -> int | str | None:
+        parse_time_ns(value, info.field_name, 0)
+        return value
+
     @model_validator(mode="after")
-    def _check(self) -> StoreReplayParams:
-        if not self.topics:
-            raise ValueError('topics: name the stored topics to replay, e.g. ["md.trades"]')
-        if len(set(self.topics)) != len(self.topics):
-            raise ValueError(f"topics {self.topics} names a topic twice; name each once")
-        start = parse_time_ns(self.start, "start", INT64_MIN)
-        end = parse_time_ns(self.end, "end", INT64_MAX)
+    def _a_range(self) -> StoreReplayParams:
+        start, end = self.range_ns
         if start >= end:
             raise ValueError(
                 f"start {self.start!r} is not before end {self.end!r}: the range [start, end) "
