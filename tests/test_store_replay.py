@@ -4,6 +4,8 @@ of the default pipeline's topics replayed through the same graph, record for rec
 
 from __future__ import annotations
 
+import tomllib
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,8 @@ from hftagg.builtins.storage.store.segment import SegmentWriter, segment_name
 from hftagg.builtins.storage.store_replay.merge import INT64_MIN, merge_keys, merge_step
 from hftagg.builtins.storage.store_replay.stage import StoreReplay, StoreReplayParams
 from hftagg.builtins.storage.store_replay.streams import parse_time_ns
-from hftagg.errors import StorageError
+from hftagg.cli.config_edit import full_validator
+from hftagg.errors import ConfigError, StorageError
 from hftagg.records import BOOK_UPDATE, QUOTE, TRADE
 from hftagg.runtime.assemble import assemble
 from hftagg.runtime.status import StatusReporter, format_summary
@@ -425,3 +428,20 @@ def test_a_stored_run_replays_through_the_same_graph_record_for_record(tmp_path)
     assert replay["progress"]["records"] == replay["records"]
     assert "replayed 100.0% (up to 20" in format_summary(summary)
     assert "replay " in status and "100.0% at 20" in status
+
+
+def test_config_edits_find_the_store_relative_to_the_config_file(tmp_path, monkeypatch):
+    _store(tmp_path, "md.trades", TRADE, _stream(TRADE, 10, seed=14))
+    config = tmp_path / "replay.toml"
+    config.write_text(
+        '[data_sources.replay]\ntype = "store_replay"\npath = "."\ntopics = ["md.trades"]\n'
+        "[delivery]\nenabled = false\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    full_validator(config)(tomllib.loads(config.read_text()))  # raises if the store is not found
+
+    with pytest.raises(ConfigError, match="holds no topic 'md.trades'"):
+        full_validator(elsewhere / "replay.toml")(tomllib.loads(config.read_text()))

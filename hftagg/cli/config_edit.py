@@ -53,11 +53,13 @@ def full_validator(path: Path) -> Callable[[dict], None]:
     """Validation an edit must pass: the config maps onto a spec and its graph builds."""
 
     def validate(raw: dict) -> None:
+        from hftagg.config.paths import set_config_dir
         from hftagg.config.spec import parse_spec
         from hftagg.plugins.manager import load_plugins
         from hftagg.runtime.assemble import plugin_dirs
         from hftagg.runtime.graph import build_graph
 
+        set_config_dir(path)  # file parameters (a store, a DBN file) are relative to it
         host = load_plugins(plugin_dirs(raw, path))
         build_graph(parse_spec(raw, str(path), strict=False, sections=host.config_sections), host)
 
