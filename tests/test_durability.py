@@ -25,6 +25,8 @@ TOPICS = ("md.trades", "md.book")
 CONFIG = """
 [runtime]
 plugin_paths = ["plugins"]
+[delivery]
+enabled = false
 [data_sources.sim]
 type = "simulator"
 rate = 0
@@ -77,7 +79,8 @@ def kept(folder: Path, topic: str) -> np.ndarray:
 def same(got: np.ndarray, want: np.ndarray) -> bool:
     """Equal record for record, field by field (padding bytes aside)."""
     return len(got) == len(want) and all(
-        np.array_equal(got[name], want[name]) for name in want.dtype.names
+        np.array_equal(got[name], want[name], equal_nan=want[name].dtype.kind == "f")
+        for name in want.dtype.names
     )
 
 
@@ -184,3 +187,78 @@ def test_without_a_participating_sink_the_log_keeps_only_the_active_segment(fold
     assert summary["durability"]["participants"] == []
     assert summary["durability"]["logged_bytes"] > 4 * 65536  # several segments were written
     assert len(list((folder / "wal").glob("*.wal"))) == 1  # and deleted at the last release
+
+
+DBN = HERE.parents[1] / "shared" / "data" / "dbn"
+
+
+@pytest.mark.skipif(not DBN.exists(), reason=f"shared DBN test data not found at {DBN}")
+def test_dbn_replay_resumes_at_the_record_after_its_last_logged_batch():
+    pytest.importorskip("zstandard")
+    from hftagg.builtins.protocols.dbn.replay import DbnReplay
+    from hftagg.stages import SourcePosition, StageContext
+
+    def drain(source, limit=None):
+        out, positions = [], []
+        while not source.exhausted and (limit is None or len(out) < limit):
+            batch = source.next_batch()
+            if batch:
+                out.append({p: b.copy() for p, b in batch.items()})
+                positions.append(source.position())
+        return out, positions
+
+    files = str(DBN / "test_data.*.v3.dbn.zst")  # several files: resuming crosses them
+    whole = DbnReplay(path=files, batch_records=1)
+    whole.open(StageContext())
+    expected, _ = drain(whole)
+    first = DbnReplay(path=files, batch_records=1)
+    first.open(StageContext())
+    head, positions = drain(first, limit=len(expected) // 2)
+
+    second = DbnReplay(path=files, batch_records=1)
+    second.open(StageContext())
+    second.resume(SourcePosition({}, {}, positions[-1]))
+    tail, _ = drain(second)
+
+    assert len(expected) > 10 and head and tail
+    got = head + tail
+    assert [sorted(b) for b in got] == [sorted(b) for b in expected]
+    for mine, theirs in zip(got, expected, strict=True):
+        for port in theirs:
+            assert same(mine[port], theirs[port]), port
+
+
+@pytest.mark.skipif(not DBN.exists(), reason=f"shared DBN test data not found at {DBN}")
+def test_dbn_replay_run_again_with_the_log_gives_nothing_twice(folder):
+    pytest.importorskip("zstandard")
+    plugins = folder / "plugins"
+    plugins.mkdir()
+    shutil.copy(HERE / "plugin_files" / "durable_files.py", plugins / "durable_files.py")
+    config = folder / "config.toml"
+    config.write_text(
+        f"""
+[runtime]
+plugin_paths = ["plugins"]
+[delivery]
+enabled = false
+[data_sources.feed]
+type = "dbn_replay"
+path = "{DBN / "test_data.*.v3.dbn.zst"}"
+[stages.keep]
+type = "durable_files"
+path = "kept"
+topics = ["md.trades", "md.quotes"]
+[durability]
+wal = true
+"""
+    )
+    run_once(config)
+    once = {t: kept(folder, t) for t in ("md.trades",)}
+    quotes = (folder / "kept" / "md.quotes.bin").stat().st_size
+
+    summary = run_once(config)
+
+    assert summary["durability"]["resumed"] == ["feed"]
+    assert summary["stages"]["feed"]["records"] == 0  # it resumed after its last record
+    assert same(kept(folder, "md.trades"), once["md.trades"]) and len(once["md.trades"]) > 0
+    assert (folder / "kept" / "md.quotes.bin").stat().st_size == quotes > 0

@@ -163,3 +163,27 @@ def test_every_batch_policy_syncs_each_append(tmp_path):
     assert wal.syncs >= 3
     wal.close()
     assert os.path.getsize(sorted(tmp_path.glob("*.wal"))[-1]) > 0
+
+
+def test_source_position_counts_only_with_all_of_its_batch(tmp_path, caplog):
+    wal = reopen(tmp_path, fsync="none")
+    t, q = wal.stream("md.trades", TRADE), wal.stream("md.quotes", QUOTE)
+    wal.append_many([(t, trades(0, 10), None), (q, QUOTE.empty(2), None)], ("feed", {"n": 1}))
+    wal.append_many([(t, trades(10, 10), None), (q, QUOTE.empty(2), None)], ("feed", {"n": 2}))
+    wal.close()
+    assert reopen(tmp_path).positions == {"feed": {"n": 2}}
+    segment = sorted(tmp_path.glob("*.wal"))[0]
+    with open(segment, "r+b") as f:  # the second batch's quotes frame is torn
+        f.truncate(segment.stat().st_size - 30)
+    for later in sorted(tmp_path.glob("*.wal"))[1:]:
+        later.unlink()  # (the empty segments the reopen above started)
+
+    with caplog.at_level(logging.WARNING, logger="hftagg.wal"):
+        wal = reopen(tmp_path)
+
+    # the whole second batch is cut: its intact trades frame too, and its position
+    assert wal.positions == {"feed": {"n": 1}}
+    assert wal.streams["md.trades"].next_offset == 10
+    assert wal.streams["md.quotes"].next_offset == 2
+    assert "torn frame" in wal.recovery.cut.reason
+    assert read_all(wal, "md.trades")["seq"].tolist() == list(range(10))

@@ -50,7 +50,7 @@ import numpy as np
 from hftagg.builtins.storage.wal.log import StreamInfo, WriteAheadLog
 from hftagg.config.paths import config_relative
 from hftagg.errors import HftaggError, StageFailed
-from hftagg.stages.base import SourcePosition
+from hftagg.stages.base import SourcePosition, SourceStage
 from hftagg.stages.params import Params, restart
 
 if TYPE_CHECKING:
@@ -253,6 +253,7 @@ class Durability:
             position = SourcePosition(
                 {p: info.next_offset for p, info in ports.items()},
                 {p: info.last for p, info in ports.items() if info.last is not None},
+                self.log.positions.get(node.id),
             )
             try:
                 node.stage.resume(position)
@@ -275,7 +276,8 @@ class Durability:
                 continue
             self.replayed += len(piece[1])
             return {port: piece[1]}
-        out = node.stage.next_batch()
+        stage = node.stage
+        out = stage.next_batch()
         if out is None:
             return None
         out = pipeline._as_ports(node, out)
@@ -285,7 +287,10 @@ class Durability:
             if info is not None and len(batch):
                 items.append((info, batch, None))
         if items:
-            self.log.append_many(items)
+            position = None
+            if type(stage).position is not SourceStage.position:
+                position = (node.id, stage.position())
+            self.log.append_many(items, position)
         return out
 
     # -- housekeeping ---------------------------------------------------------------------------

@@ -63,11 +63,14 @@ class SourcePosition:
 
     ``offsets``: per output port, the next stream offset, i.e. how many records of that port
     the log holds over every run so far; ``last``: per port, the last record logged (a
-    one-record array; a port with nothing logged is missing).
+    one-record array; a port with nothing logged is missing); ``state``: what the source's
+    ``position()`` returned with its last logged batch (``None`` if it has no such method or
+    nothing was logged).
     """
 
     offsets: dict[str, int]
     last: dict[str, np.ndarray]
+    state: Any = None
 
 
 class Stage:
@@ -182,6 +185,14 @@ class SourceStage(Stage):
 
     #: whether this source type implements ``resume`` (set by subclasses that do)
     resumable: ClassVar[bool] = False
+
+    def position(self) -> Any:
+        """Where this source stands after the batch it just returned, as a small JSON-able
+        value (a file index and record count, a FIX MsgSeqNum), or ``None``. With the
+        write-ahead log on, it is logged atomically with that batch and handed back to
+        ``resume`` as ``SourcePosition.state``. Called once per batch: keep it cheap. Only
+        called when the class overrides it."""
+        return None
 
     def resume(self, position: SourcePosition) -> None:
         """Continue after what the write-ahead log holds (called after ``open``, before the

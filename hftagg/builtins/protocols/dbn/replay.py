@@ -54,7 +54,7 @@ from hftagg.builtins.protocols.dbn import (
 )
 from hftagg.config.paths import config_relative
 from hftagg.hookspecs import hookimpl
-from hftagg.stages import Params, Port, SourceStage, StageContext, live, restart
+from hftagg.stages import Params, Port, SourcePosition, SourceStage, StageContext, live, restart
 
 __all__ = ["DbnReplay", "DbnReplayParams"]
 
@@ -279,6 +279,28 @@ class DbnReplay(SourceStage):
             "counters": dict(self._counters.next),
             "stats": dict(self.counters),
         }
+
+    # -- durability (the write-ahead log) -------------------------------------------------------
+
+    resumable = True
+
+    def position(self) -> dict:
+        """File index and framed records read from it (logged with each batch)."""
+        dec = self._decoder
+        return {"index": self._index, "records": dec.stats["records"] if dec is not None else 0}
+
+    def resume(self, position: SourcePosition) -> None:
+        """Continue after the last batch the write-ahead log holds: at the same record of the
+        same file (earlier files are not read again). The decoder's per-instrument sequence
+        check starts afresh there, and dead letters found in the skipped part of that file
+        are reported again."""
+        state = position.state
+        if not isinstance(state, dict) or "index" not in state:
+            return  # nothing logged with a position: a fresh start
+        self._index = int(state["index"]) - 1
+        self._skip = int(state["records"])
+        if state["index"] >= 0:
+            self._open_next()
 
     def restore(self, state: dict) -> None:
         """Resume at the same record of the same file (earlier files are not read again)."""

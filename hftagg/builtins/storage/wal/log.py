@@ -18,7 +18,7 @@ Frame (40-byte header, then ``length`` payload bytes)::
     0   u32 magic 0x46574748 (b"HGWF")
     4   u32 length: payload bytes
     8   u32 CRC32C of header bytes 12..40 followed by the payload
-    12  u8  kind: 0 records, 1 stream declaration
+    12  u8  kind: 0 records, 1 stream declaration, 2 source position
     13  u8  zero
     14  u16 stream id (small integer, per log)
     16  u32 schema id (:attr:`hftagg.records.schema.Schema.schema_id`)
@@ -33,6 +33,13 @@ the batch held them. A declaration frame's payload is UTF-8 JSON ``{"topic", "sc
 before its first records, every stream the log knows (with its next offset then), so each
 segment reads on its own and the newest one always knows where every stream stands, even when
 older segments were deleted.
+
+A source position frame (a source that can resume says where it stands after a batch: a file
+and record index, a FIX MsgSeqNum) comes *before* that batch's records frames, in the same
+write; its payload is UTF-8 JSON ``{"source", "position"}`` and its ``count`` is the number of
+records frames that follow it. The group counts only when all of them are intact: a torn group
+is cut whole, from its position frame, so a position never runs ahead of (or behind) the
+records it describes.
 
 Writing: one ``os.writev`` per batch (header and record bytes, no copy), CRC32C computed over
 the batch bytes with the hardware instruction. ``fsync``: ``none`` (the OS writes back: safe
@@ -88,6 +95,7 @@ FRAME_MAGIC = 0x46574748
 FRAME_HEADER = struct.Struct("<IIIBBHIQIII")
 KIND_RECORDS = 0
 KIND_DECLARE = 1
+KIND_POSITION = 2
 SUFFIX = ".wal"
 CUT_SUFFIX = ".wal.cut"
 _MAX_FRAME = 1 << 31  # a length beyond this is garbage, not a frame
@@ -196,6 +204,9 @@ class WriteAheadLog:
         self._closing = threading.Event()
         self._flusher: threading.Thread | None = None
         self.recovery = Recovery()
+        #: source name -> the position it logged with its last intact batch
+        self.positions: dict[str, object] = {}
+        self._group: dict | None = None  # a position group being scanned
         self.appended_batches = 0
         self.appended_bytes = 0
         self.syncs = 0
@@ -235,10 +246,15 @@ class WriteAheadLog:
         segment.size = len(data)
         reason = _bad_segment_header(data, segment.index)
         position = 0 if reason else SEGMENT_HEADER.size
+        self._group = None
         while reason is None and position < len(data):
             reason, length = self._scan_frame(segment, data, position)
             if reason is None:
                 position += FRAME_HEADER.size + length
+        group, self._group = self._group, None
+        if group is not None:  # a batch whose frames are not all there: cut it whole
+            reason = reason or f"a batch group missing {group['left']} of its records frames"
+            position = group["start"]
         if reason is None:
             return None
         with open(segment.path, "r+b") as f:
@@ -271,19 +287,54 @@ class WriteAheadLog:
         payload = body[FRAME_HEADER.size - 12 :]
         if kind == KIND_DECLARE:
             return self._declared(payload, stream, schema_id), length
+        if kind == KIND_POSITION:
+            return self._position_frame(payload, pos, count), length
         info = self._by_id.get(stream)
         if kind != KIND_RECORDS or info is None or count * itemsize != length:
             return f"a frame of unknown kind {kind} or undeclared stream {stream}", 0
         if itemsize != info.dtype.itemsize or first < info.next_offset:
             return f"a frame out of order (stream {info.topic}, offset {first})", 0
+        group = self._group
+        if group is None:
+            self._apply(segment, info, pos, first, count, payload)
+            return None, length
+        group["frames"].append((info, pos, first, count, payload))
+        group["left"] -= 1
+        if not group["left"]:
+            self._close_group(segment)
+        return None, length
+
+    def _apply(self, segment: _Segment, info: StreamInfo, pos: int, first: int, count: int,
+               payload) -> None:  # fmt: skip
+        """A scanned records frame counts: the stream's offsets move on."""
         info.next_offset = first + count
         if count:
+            itemsize = info.dtype.itemsize
             info.last = np.frombuffer(payload, info.dtype, 1, (count - 1) * itemsize).copy()
-        segment.ends[stream] = first + count
-        segment.frames.append((pos, stream, first, count))
+        segment.ends[info.stream_id] = first + count
+        segment.frames.append((pos, info.stream_id, first, count))
         self.recovery.frames += 1
         self.recovery.records += count
-        return None, length
+
+    def _position_frame(self, payload, pos: int, frames: int) -> str | None:
+        if self._group is not None:
+            return "a source position inside another batch's group"
+        try:
+            entry = json.loads(bytes(payload))
+            source, value = entry["source"], entry["position"]
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"an unreadable source position ({exc})"
+        self._group = {"start": pos, "left": frames, "source": source, "value": value,
+                       "frames": []}  # fmt: skip
+        if not frames:
+            self._close_group(None)
+        return None
+
+    def _close_group(self, segment: _Segment | None) -> None:
+        group, self._group = self._group, None
+        for info, pos, first, count, payload in group["frames"]:
+            self._apply(segment, info, pos, first, count, payload)
+        self.positions[group["source"]] = group["value"]
 
     def _declared(self, payload, stream: int, schema_id: int) -> str | None:
         try:
@@ -341,11 +392,22 @@ class WriteAheadLog:
         continues past offsets a sink already holds when the log lost its tail."""
         return self.append_many([(info, batch, first_offset)])[0]
 
-    def append_many(self, items: list[tuple[StreamInfo, np.ndarray, int | None]]) -> list[int]:
-        """Append several batches (one per stream, e.g. one source's ports) with one write."""
+    def append_many(
+        self,
+        items: list[tuple[StreamInfo, np.ndarray, int | None]],
+        position: tuple[str, object] | None = None,
+    ) -> list[int]:
+        """Append several batches (one per stream, e.g. one source's ports) with one write.
+
+        ``position``: ``(source name, JSON-able value)``, where that source stands after these
+        batches; logged in front of them as one group (see the module docstring)."""
         buffers: list = []
         firsts = []
         with self._lock:
+            if position is not None:
+                payload = json.dumps({"source": position[0], "position": position[1]}).encode()
+                head = _frame_header(KIND_POSITION, 0, 0, 0, len(items), 0, payload)
+                buffers.append(head + payload)
             for info, batch, first in items:
                 first = info.next_offset if first is None else first
                 if first < info.next_offset:
@@ -368,14 +430,17 @@ class WriteAheadLog:
                 )
                 buffers.append(payload)
                 firsts.append(first)
-            position = self._write(buffers)
+            at = self._write(buffers)
+            if position is not None:
+                at += len(buffers[0])
+                self.positions[position[0]] = position[1]
             for (info, batch, _), first in zip(items, firsts, strict=True):
                 count = len(batch)
                 info.next_offset = first + count
                 segment = self._segments[-1]
                 segment.ends[info.stream_id] = first + count
-                segment.frames.append((position, info.stream_id, first, count))
-                position += FRAME_HEADER.size + count * info.dtype.itemsize
+                segment.frames.append((at, info.stream_id, first, count))
+                at += FRAME_HEADER.size + count * info.dtype.itemsize
                 if count:
                     info.last = batch[-1:]
             self.appended_batches += len(items)
