@@ -4,6 +4,7 @@ of the default pipeline's topics replayed through the same graph, record for rec
 
 from __future__ import annotations
 
+import os
 import tomllib
 
 import numpy as np
@@ -445,3 +446,18 @@ def test_config_edits_find_the_store_relative_to_the_config_file(tmp_path, monke
 
     with pytest.raises(ConfigError, match="holds no topic 'md.trades'"):
         full_validator(elsewhere / "replay.toml")(tomllib.loads(config.read_text()))
+
+
+def test_a_torn_segment_tail_is_logged_and_the_records_before_it_replay(tmp_path, caplog):
+    trades = _stream(TRADE, 500, seed=15)
+    _store(tmp_path, "md.trades", TRADE, trades, per_segment=500)
+    segment = next((tmp_path / "md.trades").glob("*.seg"))
+    os.truncate(segment, segment.stat().st_size - TRADE.itemsize - 5)  # a crash mid-record
+
+    with caplog.at_level("WARNING", logger="hftagg.storage"):
+        batches = _replay_all(
+            StoreReplay(StoreReplayParams(path=str(tmp_path), topics=["md.trades"]))
+        )
+
+    assert _join(b["md.trades"] for b in batches).tobytes() == trades[:498].tobytes()
+    assert f"{segment}: torn tail at byte" in caplog.text

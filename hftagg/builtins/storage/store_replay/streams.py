@@ -12,6 +12,7 @@ stream opens: records appended later are not replayed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections import deque
 from collections.abc import Callable
@@ -35,6 +36,8 @@ __all__ = [
     "parse_time_ns",
     "topic_parts",
 ]
+
+log = logging.getLogger("hftagg.storage")
 
 INT64_MIN = int(np.iinfo(np.int64).min)
 INT64_MAX = int(np.iinfo(np.int64).max)
@@ -89,6 +92,7 @@ class Part:
     ordered: bool  # ts_event never decreases inside (binary search is valid)
     load: Callable[[], np.ndarray]
     schema: Schema | None = None
+    problems: tuple[str, ...] = ()  # what reading its header found (a torn tail)
 
 
 def _segment_part(info: SegmentInfo) -> Part:
@@ -102,6 +106,7 @@ def _segment_part(info: SegmentInfo) -> Part:
         ordered=info.ts_ordered,
         load=lambda: open_records(info),
         schema=info.schema,
+        problems=info.problems,
     )
 
 
@@ -161,6 +166,9 @@ class TopicStream:
         self.instruments = instruments
         self.dtype = parts[0].schema.dtype if parts else None
         self._parts = deque(p for p in parts if self._overlaps(p))
+        for part in self._parts:
+            for problem in part.problems:  # a torn tail: the records before it replay
+                log.warning("store_replay %s: %s", topic, problem)
         #: the latest ``ts_event`` the replayed range can reach (for progress)
         reach = max((p.ts_max for p in self._parts), default=start)
         self.ts_last = min(end - 1, reach)
