@@ -461,3 +461,55 @@ def test_a_torn_segment_tail_is_logged_and_the_records_before_it_replay(tmp_path
 
     assert _join(b["md.trades"] for b in batches).tobytes() == trades[:498].tobytes()
     assert f"{segment}: torn tail at byte" in caplog.text
+
+
+RESUMING = """
+[delivery]
+enabled = false
+[data_sources.replay]
+type = "store_replay"
+path = "{store}"
+topics = ["md.trades", "md.book"]
+batch = 256
+{end}
+[stages.keep]
+type = "store"
+path = "{out}"
+topics = ["md.trades", "md.book"]
+[durability]
+wal = true
+path = "{wal}"
+"""
+
+
+def test_with_the_write_ahead_log_a_restarted_replay_resumes_after_what_it_logged(tmp_path):
+    # Arrange: a store of two topics; a first run that stops half way (at `end`), logged
+    trades = _stream(TRADE, 6000, seed=16)
+    book = _stream(BOOK_UPDATE, 4000, seed=17, step=1500)
+    store, out = tmp_path / "store", tmp_path / "out"
+    _store(store, "md.trades", TRADE, trades, per_segment=2500)
+    _store(store, "md.book", BOOK_UPDATE, book, per_segment=2500)
+    middle = int(trades["ts_event"][3000])
+    config = tmp_path / "replay.toml"
+    text = RESUMING.replace("{store}", str(store)).replace("{out}", str(out))
+    text = text.replace("{wal}", str(tmp_path / "wal"))
+    config.write_text(text.replace("{end}", f"end = {middle}"))
+    pipeline = assemble(config, environ={}).pipeline()
+    pipeline.start()
+    assert pipeline.wait(60)
+    first = pipeline.stop()
+
+    # Act: the same replay without the end: it resumes after what the log holds
+    config.write_text(text.replace("{end}", ""))
+    pipeline = assemble(config, environ={}).pipeline()
+    pipeline.start()
+    assert pipeline.wait(60)
+    second = pipeline.stop()
+
+    # Assert: the store the replay wrote holds every record once, in order
+    assert first["stages"]["replay"]["records"] == 3000 + int((book["ts_event"] < middle).sum())
+    assert second["durability"]["resumed"] == ["replay"]
+    assert second["stages"]["replay"]["records"] == 10_000 - first["stages"]["replay"]["records"]
+    assert second["stages"]["replay"]["progress"]["records"] == 10_000
+    for topic, records in (("md.trades", trades), ("md.book", book)):
+        assert _same_records(np.asarray(hftagg.read(topic, path=out)), records), topic
