@@ -50,6 +50,7 @@ def _trades(n, instruments=8, seed=1):
 
 def _store(tmp_path, batches, schema=TRADE, **params):
     source = TestingSource(batches, schema=schema.key, topic="md.x")
+    params.setdefault("archive", False)  # segments stay where the test looks for them
     store = Store(StoreParams(path=str(tmp_path), topics=["md.x"], **params))
     summary = run_pipeline([source, store])
     return store, summary
@@ -119,8 +120,8 @@ def test_one_segment_reads_zero_copy_from_the_memory_map(tmp_path):
     assert np.array_equal(back, records[100:])
 
 
-def _open(tmp_path, durable, topics=("md.x",)):
-    store = Store(StoreParams(path=str(tmp_path), topics=list(topics)))
+def _open(tmp_path, durable, topics=("md.x",), archive=False):
+    store = Store(StoreParams(path=str(tmp_path), topics=list(topics), archive=archive))
     store.open(StageContext(topic_schemas={t: TRADE for t in topics}, durable_offsets=durable))
     return store
 
@@ -308,4 +309,24 @@ def test_offsets_and_positions_survive_the_archiving_of_every_segment(tmp_path):
 
     assert list_segments(tmp_path, "md.x")[0].name == "00000000000000002000.seg"
     assert committed == {"md.x": 2_000}
+    assert np.array_equal(hftagg.read("md.x", path=tmp_path), records)
+
+
+def test_the_archiver_runs_beside_the_writer_and_nothing_is_lost_or_doubled(tmp_path):
+    records = _trades(40_000)
+    store = Store(
+        StoreParams(
+            path=str(tmp_path), topics=["md.x"], segment_bytes=64 * 1024, retention={"*": "30d"}
+        )
+    )
+    store.open(StageContext(topic_schemas={"md.x": TRADE}))
+    for i, batch in enumerate(_split(records, [1000] * 40)):
+        store.write(batch, "md.x", i * 1000)
+        if i == 20:
+            during = hftagg.read("md.x", path=tmp_path)  # segments may vanish meanwhile
+    compactor = store._compactor
+    store.close()
+
+    assert compactor is not None and compactor.error is None
+    assert np.array_equal(during, records[: len(during)]) and len(during) >= 20_000
     assert np.array_equal(hftagg.read("md.x", path=tmp_path), records)

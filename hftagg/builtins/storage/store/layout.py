@@ -82,8 +82,17 @@ def list_segments(path: str | Path, topic: str) -> list[Path]:
 
 
 def segment_infos(path: str | Path, topic: str, schemas: Iterable = ()) -> list[SegmentInfo]:
-    """The headers of ``topic``'s segments, in store order (problems inside each)."""
-    return [read_header(p, schemas) for p in list_segments(path, topic)]
+    """The headers of ``topic``'s segments, in store order (problems inside each); a segment
+    deleted meanwhile (the archive took it) is left out."""
+    infos = []
+    for segment in list_segments(path, topic):
+        try:
+            infos.append(read_header(segment, schemas))
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                continue  # archived and deleted since it was listed: its partition has it
+            raise
+    return infos
 
 
 # -- archived partitions (Parquet, owned by the catalog) ----------------------------------------

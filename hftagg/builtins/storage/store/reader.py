@@ -146,10 +146,31 @@ def read(
     root = Path(path if path is not None else DEFAULT_PATH)
     lo, hi = to_ns(start), to_ns(end)
     wanted = None if instruments is None else np.unique(np.asarray(list(instruments), np.uint32))
-    schemas = list(schemas)
+    for attempt in range(3):
+        try:
+            return _read(root, topic, lo, hi, wanted, list(schemas))
+        except FileNotFoundError:  # a segment was archived and deleted while being read
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _read(
+    root: Path,
+    topic: str,
+    lo: int | None,
+    hi: int | None,
+    wanted: np.ndarray | None,
+    schemas: list[Schema],
+) -> StoredRecords:
     infos = _segments(root, topic, schemas)
-    live = {info.position for info in infos}
-    parts = [p for p in archived_partitions(root, topic) if p.position not in live]
+    # a segment being archived right now is there both ways for a moment: its live copy wins
+    live = [(info.position, info.position + max(info.count, 1)) for info in infos]
+    parts = [
+        p
+        for p in archived_partitions(root, topic)
+        if not any(a <= p.position < b for a, b in live)
+    ]
     schema = _one_schema(infos, parts, schemas, root, topic)
     sources: list[tuple[int, Any]] = [(p.position, p) for p in parts]
     sources += [(info.position, info) for info in infos]

@@ -98,6 +98,12 @@ class StoreParams(Params):
     fsync: Literal["none", "seal", "every_batch"] = live(
         "seal", description="fsync sealed segments, every batch, or never (page cache only)"
     )
+    archive: bool = restart(
+        True, description="compact sealed segments to Parquet (zstd) with a DuckDB catalog"
+    )
+    archive_interval_secs: float = restart(
+        5.0, gt=0, le=3600, description="how often the archiver looks for sealed segments"
+    )
 
     @field_validator("topics")
     @classmethod
@@ -121,6 +127,15 @@ class StoreParams(Params):
         """How long ``topic``'s data is kept (``None``: forever); the catalog enforces it."""
         duration = self.retention.get(topic, self.retention.get("*", "forever"))
         return parse_duration_secs(duration)
+
+    def retention_ns(self) -> dict[str, int]:
+        """Finite retentions in ns, per topic and ``"*"`` (what the archiver takes)."""
+        out = {}
+        for topic, duration in self.retention.items():
+            secs = parse_duration_secs(duration)
+            if secs is not None:
+                out[topic] = int(secs * 1e9)
+        return out
 
 
 @dataclass
@@ -183,6 +198,7 @@ class Store(SinkStage):
         self._durable = ctx.durable_offsets
         self._epoch = 0 if self._durable else time.time_ns()
         self._topics: dict[str, _Topic] = {}
+        self._compactor = None
         try:
             for port, topic in self.input_topics.items():
                 schema = ctx.topic_schemas.get(topic)
@@ -192,6 +208,8 @@ class Store(SinkStage):
                         f"store only topics some stage produces"
                     )
                 self._topics[port] = self._open_topic(Path(p.path), topic, schema)
+            if p.archive:
+                self._compactor = _start_archiver(p)
         except BaseException:
             self.close()
             raise
@@ -303,6 +321,8 @@ class Store(SinkStage):
             "durable": self._durable,
         }
         write_state(t.folder, state, fsync)
+        if self._compactor is not None:
+            self._compactor.wake()
 
     # -- offsets, lifecycle, counters ------------------------------------------------------------
 
@@ -320,6 +340,14 @@ class Store(SinkStage):
         for t in getattr(self, "_topics", {}).values():
             self._seal(t)
             t.lock.release()
+        compactor, self._compactor = getattr(self, "_compactor", None), None
+        if compactor is not None:
+            compactor.stop(final_pass=False)  # a quick stop; the next run archives the rest
+
+    def reconfigure(self, params: StoreParams) -> None:
+        if params.retention != self.params.retention and self._compactor is not None:
+            self._compactor.set_retention(params.retention_ns())
+        self.params = params
 
     def counters(self) -> dict[str, int]:
         topics = getattr(self, "_topics", {}).values()
@@ -340,6 +368,22 @@ class Store(SinkStage):
         for port, offset in state.get("next", {}).items():
             if port in self._topics:
                 self._topics[port].next_offset = offset
+
+
+def _start_archiver(params: StoreParams) -> Any:
+    """The catalog's background compactor for this store (``None`` without pyarrow/duckdb)."""
+    try:
+        from hftagg.builtins.storage.archive.compact import Compactor
+    except ImportError as exc:
+        log.warning("store %s: not archiving to Parquet (%s); segments are kept", params.path, exc)
+        return None
+    compactor = Compactor(
+        Path(params.path),
+        retention_ns=params.retention_ns(),
+        interval_secs=params.archive_interval_secs,
+    )
+    compactor.start()
+    return compactor
 
 
 def _schema_mismatch(root: Path, topic: str, schema: Schema, infos: list[SegmentInfo]) -> str:
