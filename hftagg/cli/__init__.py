@@ -1,7 +1,8 @@
 """The ``hftagg`` command: one module per command group.
 
 ``init``, ``run``, ``plugins``, ``config`` (validate, params, set, add-stage, remove, show),
-``graph``, ``tail``, ``top``, ``warm``, ``query``, ``bench``. Each module has an ``add_parser(subparsers)`` that wires
+``graph``, ``tail``, ``top``, ``warm``, ``query``, ``store`` (ls), ``bench``. Each module has an
+``add_parser(subparsers)`` that wires
 its commands; ``main`` is the entry point (``hftagg = "hftagg.cli:main"``).
 
 Every command that reads a config takes ``-c/--config FILE`` (also accepted before the command:
@@ -16,13 +17,13 @@ import platform
 import sys
 from importlib import metadata
 
-from hftagg.cli import bench, config, graph, init, plugins, query, run, tail, top, warm
+from hftagg.cli import bench, config, graph, init, plugins, query, run, store, tail, top, warm
 from hftagg.cli.common import Parser
 from hftagg.errors import HftaggError
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_GROUPS = (init, run, plugins, config, graph, tail, top, warm, query, bench)
+COMMAND_GROUPS = (init, run, plugins, config, graph, tail, top, warm, query, store, bench)
 
 
 def version_text() -> str:

@@ -1,0 +1,149 @@
+"""``hftagg store``: look after what the ``store`` stage keeps.
+
+``hftagg store ls`` lists each stored topic: schema, records, time range (UTC), instruments,
+bytes on disk, segments live and sealed, archived Parquet files. The store is ``--path``, else
+the ``path`` of the config's ``store`` stage, else ``./storage``.
+
+The group is built to grow: each subcommand is an ``add_<name>(commands)`` function listed in
+``SUBCOMMANDS`` (``verify``, ``migrate``, ... add theirs the same way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+from hftagg.cli.common import add_config_option, config_path
+from hftagg.errors import StorageError
+
+__all__ = ["SUBCOMMANDS", "add_parser", "cmd_ls", "store_path"]
+
+
+def store_path(args: argparse.Namespace) -> Path:
+    """``--path``, else the ``path`` of the config's (first) ``store`` stage, else ./storage."""
+    from hftagg.builtins.storage.store.reader import DEFAULT_PATH
+
+    if getattr(args, "path", None):
+        return Path(args.path)
+    config = config_path(getattr(args, "config", None))
+    if config is not None and config.is_file():
+        try:
+            stages = tomllib.loads(config.read_text(encoding="utf-8")).get("stages", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            stages = {}
+        for spec in stages.values():
+            if isinstance(spec, dict) and spec.get("type") == "store":
+                return Path(spec.get("path", DEFAULT_PATH))
+    return Path(DEFAULT_PATH)
+
+
+def _utc(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    import numpy as np
+
+    return str(np.datetime64(int(ns), "ns")).replace("T", " ") + "Z"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _instruments(ids: list[int]) -> str:
+    if len(ids) <= 6:
+        return f"{len(ids)} ({', '.join(map(str, ids))})" if ids else "0"
+    return f"{len(ids)} ({', '.join(map(str, ids[:5]))}, ...)"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from hftagg.builtins.storage.store.inventory import summarize
+
+    root = store_path(args)
+    if not root.is_dir():
+        print(
+            f"hftagg: no store at {root}: run a pipeline with a 'store' stage first "
+            f"(./run_main.sh --duration 10), or give --path",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        topics = summarize(root)
+    except StorageError as exc:
+        print(f"hftagg: {exc}", file=sys.stderr)
+        return 1
+    for topic in topics:
+        for problem in topic.problems:
+            print(f"hftagg: {problem}", file=sys.stderr)
+    if args.json:
+        rows = [{**vars(t), "bytes": t.bytes} for t in topics]
+        print(json.dumps({"path": str(root), "topics": rows}, indent=2))
+        return 0
+    if not topics:
+        print(f"{root}: no stored topics")
+        return 0
+    _print_table(root, topics)
+    return 0
+
+
+def _print_table(root: Path, topics: list) -> None:
+    header = ("topic", "schema", "records", "from (UTC)", "to (UTC)", "instruments", "on disk",
+              "segments live/sealed", "parquet")  # fmt: skip
+    rows = [
+        (
+            t.topic,
+            ",".join(t.schemas),
+            f"{t.records:,}",
+            _utc(t.ts_min),
+            _utc(t.ts_max),
+            _instruments(t.instruments),
+            _size(t.bytes),
+            f"{t.segments_live}/{t.segments_sealed}",
+            f"{t.archived_files} ({t.archived_records:,} records)" if t.archived_files else "0",
+        )
+        for t in topics
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print(f"store {root.resolve()}")
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    total = sum(t.records for t in topics)
+    size = sum(t.bytes for t in topics)
+    print(f"{len(topics)} topics, {total:,} records, {_size(size)} on disk")
+
+
+def add_ls(commands) -> None:
+    ls = commands.add_parser(
+        "ls",
+        help="list stored topics: records, time range, instruments, bytes, segments",
+        description="List each stored topic: schema, records, time range (UTC), instruments, "
+        "bytes on disk, segments live/sealed and archived Parquet files. The store is --path, "
+        "else the path of the config's 'store' stage, else ./storage.",
+    )
+    add_config_option(ls, "whose 'store' stage path to list; default: ./config.toml if present")
+    ls.add_argument("--path", metavar="DIR", help="the store folder (overrides the config)")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=cmd_ls)
+
+
+#: ``add_<name>(commands)`` of every ``hftagg store`` subcommand, in help order
+SUBCOMMANDS = [add_ls]
+
+
+def add_parser(sub) -> None:
+    store = sub.add_parser(
+        "store",
+        help="inspect what the store stage keeps (ls)",
+        description="Look after the embedded store: `hftagg store ls` lists stored topics.",
+    )
+    commands = store.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(commands)
