@@ -61,6 +61,7 @@ def candidates(key: str, value: Any) -> list[Any]:
             out.append(_bump_port(value))
         out += ["sma", "console", "memory", "push", "sofh", "simulated", "records", "svc"]
         out += ["yielding", "inline"]  # runtime.wait, runtime.threading
+        out += ["every_batch", "12h"]  # the store's fsync and retention
         return [c for c in out if c != value] + [value + "x"]
     return []
 

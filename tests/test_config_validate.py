@@ -46,7 +46,7 @@ def test_default_config_is_valid(host):
     assembled = assemble(ROOT / "config.toml", environ={}, host=host)
     ids = [n.id for n in assembled.graph.nodes]
     assert ids[0] == "sim" and ids[-1] == "delivery"
-    assert sorted(ids) == ["delivery", "ema", "mid", "sbe_in", "sbe_out", "sim"]
+    assert sorted(ids) == ["delivery", "ema", "mid", "sbe_in", "sbe_out", "sim", "store"]
     # topological: the decoder feeds the EMA, whatever the order in the file
     core = [n.id for n in assembled.graph.core]
     assert core.index("sbe_out") < core.index("sbe_in") < core.index("ema")

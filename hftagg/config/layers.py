@@ -182,9 +182,14 @@ def _liveness(
     ``[telemetry]`` and plugin-owned sections such as ``[processing]``. Keys that choose or wire
     a stage (type, topics, enabled, policy) rebuild it: ``restart``; so do the core's keys inside
     plugin-owned sections (``processing.use_mock_data``)."""
-    if key in params:
-        model, name = params[key]
-        return "live" if model.is_live(name) else "restart"
+    head = key
+    while True:  # the key, or the table-valued parameter it is inside (store's retention.*)
+        if head in params:
+            model, name = params[head]
+            return "live" if model.is_live(name) else "restart"
+        if head.count(".") < 3:
+            break
+        head = head.rsplit(".", 1)[0]
     section, _, rest = key.partition(".")
     for model in models.get(section, ()):
         if rest in model.model_fields:
