@@ -5,7 +5,7 @@ bytes on disk, segments live and sealed, archived Parquet files. The store is ``
 the ``path`` of the config's ``store`` stage, else ``./storage``.
 
 The group is built to grow: each subcommand is an ``add_<name>(commands)`` function listed in
-``SUBCOMMANDS`` (``verify``, ``migrate``, ... add theirs the same way).
+``_subcommands`` (``verify`` in ``store_verify``, ``migrate`` in ``store_migrate``).
 """
 
 from __future__ import annotations
@@ -13,31 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 
-from hftagg.cli.common import add_config_option, config_path
+from hftagg.cli.common import add_config_option
+from hftagg.cli.query import store_path
 from hftagg.errors import StorageError
 
-__all__ = ["SUBCOMMANDS", "add_parser", "cmd_ls", "store_path"]
-
-
-def store_path(args: argparse.Namespace) -> Path:
-    """``--path``, else the ``path`` of the config's (first) ``store`` stage, else ./storage."""
-    from hftagg.builtins.storage.store.reader import DEFAULT_PATH
-
-    if getattr(args, "path", None):
-        return Path(args.path)
-    config = config_path(getattr(args, "config", None))
-    if config is not None and config.is_file():
-        try:
-            stages = tomllib.loads(config.read_text(encoding="utf-8")).get("stages", {})
-        except (OSError, tomllib.TOMLDecodeError):
-            stages = {}
-        for spec in stages.values():
-            if isinstance(spec, dict) and spec.get("type") == "store":
-                return Path(spec.get("path", DEFAULT_PATH))
-    return Path(DEFAULT_PATH)
+__all__ = ["add_parser", "cmd_ls", "store_path"]
 
 
 def _utc(ns: int | None) -> str:
@@ -134,16 +116,21 @@ def add_ls(commands) -> None:
     ls.set_defaults(func=cmd_ls)
 
 
-#: ``add_<name>(commands)`` of every ``hftagg store`` subcommand, in help order
-SUBCOMMANDS = [add_ls]
+def _subcommands() -> list:
+    """``add_<name>(commands)`` of every ``hftagg store`` subcommand, in help order."""
+    from hftagg.cli.store_migrate import add_migrate
+    from hftagg.cli.store_verify import add_verify
+
+    return [add_ls, add_verify, add_migrate]
 
 
 def add_parser(sub) -> None:
     store = sub.add_parser(
         "store",
-        help="inspect what the store stage keeps (ls)",
-        description="Look after the embedded store: `hftagg store ls` lists stored topics.",
+        help="the stored data: ls, verify, migrate",
+        description="Look after stored data: `hftagg store ls` lists stored topics, `verify` "
+        "checks every segment and Parquet file, `migrate` creates or upgrades PostgreSQL tables.",
     )
     commands = store.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
-    for add in SUBCOMMANDS:
+    for add in _subcommands():
         add(commands)
