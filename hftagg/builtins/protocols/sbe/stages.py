@@ -126,29 +126,46 @@ class SbeEncode(Stage):
         self.encoder = RecordEncoder(codec, self.params.framing)
         self._seq = 0
         self._out = RAW_CHUNK.empty(0)
+        self._frames = np.empty(0, dtype=np.uint8)
+        self._record = {"trades": "trade", "book": "book_update"}
+        self._data_at = RAW_CHUNK.dtype.fields["data"][1]
 
     def process(self, batch: np.ndarray, port: str) -> np.ndarray | None:
+        """The batch's frames, cut into chunks (views on buffers this stage reuses: the runtime
+        copies them into the ring before the next call). One copy of the bytes into the
+        chunks' ``data``, the last chunk's tail zeroed."""
         if not len(batch):
             return None
-        frames = self.encoder.encode("trade" if port == "trades" else "book_update", batch)
+        need = len(batch) * self._frame_size(port, batch)
+        if len(self._frames) < need:
+            self._frames = np.empty(max(need, 2 * len(self._frames)), dtype=np.uint8)
+        frames = self.encoder.encode(self._record[port], batch, out=self._frames)
         frame_size = len(frames) // len(batch)
         n = -(-len(frames) // RAW_CHUNK_BYTES)
         if len(self._out) < n:
             self._out = RAW_CHUNK.empty(max(n, 2 * len(self._out)))
         out = self._out[:n]
-        padded = np.zeros(n * RAW_CHUNK_BYTES, dtype=np.uint8)
-        padded[: len(frames)] = frames
-        out["data"] = padded.reshape(n, RAW_CHUNK_BYTES)
+        data = out.view(np.uint8).reshape(n, RAW_CHUNK.itemsize)[:, self._data_at :]
+        data = data[:, :RAW_CHUNK_BYTES]
+        full = (n - 1) * RAW_CHUNK_BYTES
+        data[: n - 1] = frames[:full].reshape(n - 1, RAW_CHUNK_BYTES)
+        tail = len(frames) - full
+        data[n - 1, :tail] = frames[full:]
+        data[n - 1, tail:] = 0
         out["length"] = RAW_CHUNK_BYTES
-        out["length"][-1] = len(frames) - (n - 1) * RAW_CHUNK_BYTES
+        out["length"][-1] = tail
         out["flags"] = 0
-        first = np.minimum(np.arange(n) * RAW_CHUNK_BYTES // frame_size, len(batch) - 1)
+        first = np.arange(0, n * RAW_CHUNK_BYTES, RAW_CHUNK_BYTES) // frame_size
+        np.minimum(first, len(batch) - 1, out=first)
         out["ts_event"] = batch["ts_event"][first]
         out["ts_recv"] = batch["ts_recv"][first]
         out["seq"] = np.arange(self._seq, self._seq + n, dtype=np.uint64)
         out["instrument_id"] = self.params.stream_id
         self._seq += n
         return out
+
+    def _frame_size(self, port: str, batch: np.ndarray) -> int:
+        return len(self.encoder._plan(self._record[port], batch.dtype).template)
 
     def snapshot(self) -> dict:
         return {"seq": self._seq}
