@@ -92,7 +92,7 @@ class RecordDecoder:
                 row[n] = node_null[n]
             self.null_rows[o, : m.schema.itemsize] = row.view(np.uint8)
         self.out_size = np.array([m.schema.itemsize for m in self.maps] or [8], dtype=np.int64)
-        self._out = np.zeros(0, dtype=np.uint8)
+        self._map_slots = np.array([m.slot for m in self.maps], dtype=np.int64)
         self._pads = [_padding(m.schema.dtype) for m in self.maps]
 
     @property
@@ -100,28 +100,26 @@ class RecordDecoder:
         return [m.schema for m in self.maps]
 
     def records(self, sc: Scan) -> dict[str, np.ndarray]:
-        """Record batches (views into a buffer reused by the next call) from one scan."""
+        """Record batches from one scan, in one new buffer the caller may keep (no copy needed:
+        allocating it costs less than copying out of a reused one)."""
         n_out = len(self.maps)
         if n_out == 0:
             return {}
         per_slot = np.bincount(sc.msg_slot, minlength=len(self.slot_out))
-        counts = np.zeros(n_out, dtype=np.int64)
-        for o, m in enumerate(self.maps):
-            counts[o] = per_slot[m.slot]
+        counts = per_slot[self._map_slots]
         sizes = (counts * self.out_size + 63) // 64 * 64
-        base = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-        total = int(sizes.sum())
-        if len(self._out) < total:
-            self._out = np.zeros(max(total, 2 * len(self._out)), dtype=np.uint8)
+        base = np.zeros(n_out, dtype=np.int64)
+        np.cumsum(sizes[:-1], out=base[1:])
+        out_bytes = np.empty(int(base[-1] + sizes[-1]), dtype=np.uint8)
         filled = np.zeros(n_out, dtype=np.int64)
         K.gather_records(sc.buf, sc.msg_header, sc.msg_slot, sc.msg_block_length, sc.msg_version,
                          len(sc.msg_slot), self.codec.header_size, self.slot_out, self.slot_block,
                          self.slot_since, self.op_lo, self.op_hi, self.ops, self.null_rows,
-                         self._out, base, self.out_size, filled)  # fmt: skip
+                         out_bytes, base, self.out_size, filled)  # fmt: skip
         out = {}
         for o, m in enumerate(self.maps):
             b, n = int(base[o]), int(counts[o])
-            rows = self._out[b : b + n * m.schema.itemsize]
+            rows = out_bytes[b : b + n * m.schema.itemsize]
             for start, stop in self._pads[o]:  # padding reads as zero, not as stale bytes
                 rows.reshape(n, m.schema.itemsize)[:, start:stop] = 0
             batch = rows.view(m.schema.dtype)

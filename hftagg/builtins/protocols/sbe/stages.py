@@ -336,7 +336,7 @@ class SbeDecode(Stage):
         else:
             for name, records in self.records.records(sc).items():
                 if len(records):
-                    out[_PORT_OF[name]].append(records.copy())
+                    out[_PORT_OF[name]].append(records)  # a new buffer per scan: no copy
         self.messages += len(sc.msg_slot)
         return sc
 
