@@ -244,12 +244,12 @@ class SbeCodec:
 
     # ------------------------------------------------------------------ scanning
 
-    def _arrays(self, name: str, count: int, n: int) -> list[np.ndarray]:
+    def _arrays(self, name: str, count: int, n: int) -> np.ndarray:
         arr = self._work.get(name)
         if arr is None or arr.shape[1] < n:
             arr = np.empty((count, max(n, 16)), dtype=np.int64)
             self._work[name] = arr
-        return list(arr)
+        return arr
 
     def scan(self, buf: np.ndarray, framing: str = "length2", segments: Any = None,
              final: bool = True, cut_reason: int = K.Reason.TRUNCATED,
@@ -277,26 +277,9 @@ class SbeCodec:
             e = self._arrays("e", 5, caps["e"])
             d = self._arrays("d", 5, caps["d"])
             r = self._arrays("r", 5, caps["r"])
-            K.scan(
-                buf,
-                starts,
-                ends,
-                code,
-                final,
-                cut_reason,
-                run_out,
-                self.hdr,
-                self.tid_slot,
-                self.slot_root,
-                self.node_table,
-                self.children,
-                self.min_bl,
-                *m,
-                *e,
-                *d,
-                *r,
-                counts,
-            )
+            K.scan_2d(buf, starts, ends, code, final, cut_reason, run_out, self.hdr,
+                      self.tid_slot, self.slot_root, self.node_table, self.children, self.min_bl,
+                      m, e, d, r, counts)  # fmt: skip
             status = int(counts[K.C_STATUS])
             if status == 0:
                 break
