@@ -12,7 +12,7 @@ import numpy as np
 
 from hftagg.kernels.options import NJIT
 
-__all__ = ["SimState", "simulate_batch"]
+__all__ = ["SimState", "geometric_levels", "geometric_matches_numpy", "simulate_batch"]
 
 _ADD, _MODIFY, _DELETE = ord("A"), ord("M"), ord("D")
 _ASK, _BID = ord("A"), ord("B")
@@ -35,6 +35,43 @@ class SimState:
     def restore(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, np.array(value, copy=True))
+
+
+@numba.njit(**NJIT)
+def geometric_levels(u, p, cap, out):
+    """``min(geometric(p) - 1, cap)`` per double of ``u``, as numpy's ``Generator.geometric``
+    computes it for ``p >= 1/3`` (a search, one double per value): from the doubles of
+    ``Generator.random`` it gives exactly numpy's values. The search adds ``p * q**k`` to a
+    running total until it passes ``u``; the value is how many totals ``u`` exceeds, so with the
+    first ``cap`` totals computed once, in the same order, it is a branch-free count (numpy's
+    loop mispredicts its exit on random input: ~10 ns a value, against ~1 ns here).
+    ``geometric_matches_numpy`` checks the equality at start."""
+    q = 1.0 - p
+    totals = np.empty(cap, dtype=np.float64)
+    total = p
+    prod = p
+    for k in range(cap):
+        totals[k] = total
+        prod *= q
+        total += prod
+    for i in range(u.shape[0]):
+        x = u[i]
+        n = 0
+        for k in range(cap):
+            n += x > totals[k]
+        out[i] = n
+
+
+def geometric_matches_numpy(p: float, draws: int = 4096) -> bool:
+    """Whether ``geometric_levels`` reproduces this numpy's ``Generator.geometric(p)``."""
+    if p < 1 / 3:
+        return False
+    expected = np.random.Generator(np.random.PCG64(12345)).geometric(p, draws) - 1
+    u = np.random.Generator(np.random.PCG64(12345)).random(draws)
+    got = np.empty(draws, dtype=np.int64)
+    cap = 64  # geometric(p >= 1/3) - 1 exceeds 64 with probability < 1e-11
+    geometric_levels(u, p, np.int64(cap), got)
+    return bool(np.array_equal(got, np.minimum(expected, cap)))
 
 
 @numba.njit(**NJIT)
@@ -132,3 +169,4 @@ def warm() -> None:
         state.bid, state.spread, state.bid_sz, state.ask_sz, state.seq,
         TRADE.empty(n), BOOK_UPDATE.empty(n), QUOTE.empty(n),
     )  # fmt: skip
+    geometric_matches_numpy(0.45, 16)  # compiles geometric_levels

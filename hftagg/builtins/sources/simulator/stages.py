@@ -28,7 +28,12 @@ from typing import Literal
 import numpy as np
 from pydantic import ValidationInfo, field_validator
 
-from hftagg.builtins.sources.simulator.kernels import SimState, simulate_batch
+from hftagg.builtins.sources.simulator.kernels import (
+    SimState,
+    geometric_levels,
+    geometric_matches_numpy,
+    simulate_batch,
+)
 from hftagg.hookspecs import hookimpl
 from hftagg.records.catalog import BOOK_UPDATE, QUOTE, TRADE
 from hftagg.records.fixed import QTY_DECIMALS, FixedPointError, to_fixed
@@ -41,6 +46,22 @@ log = logging.getLogger("hftagg.simulator")
 DEFAULT_START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 MAX_START_PRICE = 1e9  # int64 prices at 1e-9 reach 9.2e9: room for the walk above this
 _STREAMS = ("instrument", "kind", "move", "side", "depth", "size", "arrival", "latency")
+#: book depth is geometric(DEPTH_P) - 1 capped at DEPTH_CAP levels below the touch
+DEPTH_P, DEPTH_CAP = 0.45, 9
+_FAST_DEPTH: bool | None = None  # geometric_levels reproduces numpy here (checked once)
+
+
+def _depths(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Levels below the touch: numpy's geometric stream, drawn in compiled code when that
+    gives the same values (checked once per process), else through numpy."""
+    global _FAST_DEPTH
+    if _FAST_DEPTH is None:
+        _FAST_DEPTH = geometric_matches_numpy(DEPTH_P)
+    if not _FAST_DEPTH:
+        return np.minimum(rng.geometric(DEPTH_P, n) - 1, DEPTH_CAP).astype(np.int64)
+    out = np.empty(n, dtype=np.int64)
+    geometric_levels(rng.random(n), DEPTH_P, np.int64(DEPTH_CAP), out)
+    return out
 
 
 class SimulatorParams(Params):
@@ -156,7 +177,7 @@ class Simulator(SourceStage):
         counts = simulate_batch(
             (r["instrument"].random(n) * p.instruments).astype(np.int64),
             r["kind"].random(n), r["move"].random(n), r["side"].random(n),
-            np.minimum(r["depth"].geometric(0.45, n) - 1, 9).astype(np.int64),
+            _depths(r["depth"], n),
             r["size"].integers(1, 1000, n) * self._lot,
             ts_recv - latency, ts_recv,
             p.trade_probability, p.move_probability, self._tick, p.first_instrument_id,
