@@ -262,26 +262,27 @@ class Partitions:
         prefix = f"{table}_p"
         self.days = {_day(r[0][len(prefix) :]) for r in rows if r[0].startswith(prefix)}
 
-    def ensure(self, conn: psycopg.Connection, ts_event: np.ndarray) -> int:
-        """Create the partitions for the days of ``ts_event`` and the day after the last;
-        returns how many were made."""
-        days = np.unique(ts_event // DAY_NS)
-        wanted = set(days.tolist())
-        if len(days):
-            wanted.add(int(days[-1]) + 1)  # ahead: the next day exists before its data comes
+    def name(self, day: int) -> str:
+        """The partition holding day ``day`` (days since the epoch, UTC)."""
+        return f"{self.table}_p{np.datetime64(day, 'D').astype(str).replace('-', '')}"
+
+    def ensure(self, conn: psycopg.Connection, first_day: int, last_day: int) -> int:
+        """Create the partitions of days ``first_day..last_day`` and of the day after (made
+        ahead: it exists before its data comes); returns how many were made."""
         made = 0
-        for day in sorted(wanted - self.days):
-            name = f"{self.table}_p{np.datetime64(day, 'D').astype(str).replace('-', '')}"
+        for day in range(first_day, last_day + 2):
+            if day in self.days:
+                continue
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
                 ).format(
-                    _ident(self.schema, name),
+                    _ident(self.schema, self.name(day)),
                     _ident(self.schema, self.table),
                     sql.Literal(day * DAY_NS),
                     sql.Literal((day + 1) * DAY_NS),
                 )
             )
+            self.days.add(day)
             made += 1
-        self.days |= wanted
         return made

@@ -154,20 +154,33 @@ class TableLayout:
         self._lengths = np.array(
             [np.dtype(col.wire).itemsize for col in self.columns], dtype=np.int32
         )
-        self._template = np.zeros(1, dtype=self.wire)
-        self._template["nfields"] = len(self.columns)
+        template = np.zeros(1, dtype=self.wire)
+        template["nfields"] = len(self.columns)
         for i, n in enumerate(self._lengths):
-            self._template[f"l{i}"] = n
+            template[f"l{i}"] = n
+        self._template = template.view(np.uint8)
+        self._buffer = np.empty(0, dtype=self.wire)
+
+    def _rows(self, n: int) -> np.ndarray:
+        """``n`` rows with the field count and lengths filled in. The buffer is reused from
+        batch to batch (those bytes never change), so only the values are written each time:
+        callers must be done with the previous result (COPY sends it synchronously)."""
+        if n > len(self._buffer):
+            capacity = max(n, 2 * len(self._buffer), 1024)
+            buffer = np.empty(capacity, dtype=self.wire)
+            buffer.view(np.uint8).reshape(capacity, -1)[:] = self._template  # broadcast a row
+            self._buffer = buffer
+        return self._buffer[:n]
 
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
     def encode(self, records: np.ndarray, stream: int, first_offset: int) -> np.ndarray:
-        """The COPY rows for ``records`` (header and trailer not included)."""
+        """The COPY rows for ``records`` (header and trailer not included): a view of a buffer
+        the next call reuses."""
         n = len(records)
-        out = np.empty(n, dtype=self.wire)
-        out[:] = self._template[0]  # field count and lengths
+        out = self._rows(n)
         out["v0"] = stream
         out["v1"] = np.arange(first_offset, first_offset + n, dtype=np.int64)
         for i, col in enumerate(self.columns[2:], start=2):
@@ -182,7 +195,7 @@ class TableLayout:
     def copy_buffer(self, records: np.ndarray, stream: int, first_offset: int) -> bytes:
         """A whole binary COPY stream for ``records``."""
         rows = self.encode(records, stream, first_offset)
-        return COPY_HEADER + rows.tobytes() + COPY_TRAILER
+        return COPY_HEADER + rows.tobytes() + COPY_TRAILER  # tobytes: a copy, safe to keep
 
     def decode(self, data: bytes | memoryview) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Parse a binary COPY stream of all this layout's columns back into

@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from hftagg.builtins.storage._external import ExternalParams, ExternalSink
-from hftagg.builtins.storage.postgres.ddl import Partitions, migrate_table, stream_id
+from hftagg.builtins.storage.postgres.ddl import DAY_NS, Partitions, migrate_table, stream_id
 from hftagg.builtins.storage.postgres.layout import COPY_HEADER, COPY_TRAILER, TableLayout
 from hftagg.errors import ConfigError
 from hftagg.stages import StageContext, restart
@@ -154,14 +154,7 @@ class PostgresSink(ExternalSink):
         except BaseException:
             conn.close()
             raise
-        self._copy_sql = {
-            port: sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)").format(
-                sql.Identifier(p.schema),
-                sql.Identifier(self.table_names[port]),
-                sql.SQL(", ").join(sql.Identifier(c) for c in self.layouts[port].column_names),
-            )
-            for port in self.input_topics
-        }
+        self._copy_cache: dict[tuple[str, str], sql.Composed] = {}
         self._offset_sql = sql.SQL(
             "INSERT INTO {}.hftagg_offsets (stream, next_offset) VALUES (%s, %s) "
             "ON CONFLICT (stream) DO UPDATE SET next_offset = excluded.next_offset, "
@@ -171,19 +164,40 @@ class PostgresSink(ExternalSink):
         return held
 
     def send(self, port: str, records: np.ndarray, offset: int) -> None:
+        """One transaction: the partitions the batch's days need, one binary COPY (straight
+        into the day's partition when the batch is within one day: no per-row routing), and
+        the stream's next offset."""
         conn = self._conn
         stream = self._streams[self.input_topics[port]]
         rows = self.layouts[port].encode(records, stream, offset)
+        target = self.table_names[port]
         with conn.transaction():
             partitions = self._partitions[port]
             if partitions is not None:
-                partitions.ensure(conn, records["ts_event"])
+                ts = records["ts_event"]
+                first, last = int(ts.min()) // DAY_NS, int(ts.max()) // DAY_NS
+                partitions.ensure(conn, first, last)
+                if first == last:
+                    target = partitions.name(first)
             with conn.cursor() as cur:
-                with cur.copy(self._copy_sql[port]) as copy:
+                with cur.copy(self._copy_sql(port, target)) as copy:
                     copy.write(COPY_HEADER)
                     copy.write(memoryview(rows.view(np.uint8)))
                     copy.write(COPY_TRAILER)
                 cur.execute(self._offset_sql, [stream, offset + len(records)])
+
+    def _copy_sql(self, port: str, table: str) -> sql.Composed:
+        key = (port, table)
+        statement = self._copy_cache.get(key)
+        if statement is None:
+            statement = self._copy_cache[key] = sql.SQL(
+                "COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)"
+            ).format(
+                sql.Identifier(self.params.schema),
+                sql.Identifier(table),
+                sql.SQL(", ").join(sql.Identifier(c) for c in self.layouts[port].column_names),
+            )
+        return statement
 
     def disconnect(self) -> None:
         conn, self._conn = self._conn, None
