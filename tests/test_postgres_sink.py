@@ -203,9 +203,7 @@ def test_missing_dsn_variable_is_named_with_the_fix(tmp_path, monkeypatch):
 
 def test_store_migrate_creates_then_finds_the_tables_unchanged(pg_dsn, write_config, capsys,
                                                               monkeypatch):  # fmt: skip
-    import argparse
-
-    from hftagg.cli.store_migrate import cmd_migrate
+    from hftagg.cli import main
 
     monkeypatch.setenv("HFTAGG_MIGRATE_DSN", pg_dsn)
     config = write_config(
@@ -221,11 +219,11 @@ def test_store_migrate_creates_then_finds_the_tables_unchanged(pg_dsn, write_con
         tables = { "md.book" = "book" }
         """
     )
-    args = argparse.Namespace(config=str(config), dsn_env="HFTAGG_MIGRATE_DSN")
+    args = ["store", "migrate", "-c", str(config), "--dsn-env", "HFTAGG_MIGRATE_DSN"]
 
-    first = cmd_migrate(args)
+    first = main(args)
     created = capsys.readouterr().out
-    second = cmd_migrate(args)
+    second = main(args)
     unchanged = capsys.readouterr().out
 
     assert first == 0 and second == 0
