@@ -167,9 +167,7 @@ def _read(
     # a segment being archived right now is there both ways for a moment: its live copy wins
     live = [(info.position, info.position + max(info.count, 1)) for info in infos]
     parts = [
-        p
-        for p in archived_partitions(root, topic)
-        if not any(a <= p.position < b for a, b in live)
+        p for p in archived_partitions(root, topic) if not any(a <= p.position < b for a, b in live)
     ]
     schema = _one_schema(infos, parts, schemas, root, topic)
     sources: list[tuple[int, Any]] = [(p.position, p) for p in parts]
