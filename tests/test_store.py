@@ -330,3 +330,21 @@ def test_the_archiver_runs_beside_the_writer_and_nothing_is_lost_or_doubled(tmp_
     assert compactor is not None and compactor.error is None
     assert np.array_equal(during, records[: len(during)]) and len(during) >= 20_000
     assert np.array_equal(hftagg.read("md.x", path=tmp_path), records)
+
+
+def test_a_topic_holding_another_schema_is_refused_with_the_fix(tmp_path):
+    from hftagg.records.catalog import QUOTE
+
+    _store(tmp_path, [_trades(10)])
+    (tmp_path / "md.x" / "00000000000000000010.seg.tmp").write_bytes(b"")  # a crash mid-make
+    store = Store(StoreParams(path=str(tmp_path), topics=["md.x"], archive=False))
+    ctx = StageContext(topic_schemas={"md.x": QUOTE})
+
+    problems = store.check(ctx)
+    with pytest.raises(StorageError, match="holds trade@2 records but the pipeline sends quote@2"):
+        store.open(ctx)
+    reopened = _open(tmp_path, durable=False)
+    reopened.close()
+
+    assert problems and problems[0][0] == "topics" and "move that folder away" in problems[0][1]
+    assert not list((tmp_path / "md.x").glob("*.tmp"))

@@ -75,6 +75,7 @@ __all__ = [
     "HEADER_DTYPE",
     "MAGIC",
     "SEGMENT_SUFFIX",
+    "TEMPORARY_SUFFIX",
     "SegmentInfo",
     "SegmentWriter",
     "dtype_from_json",
@@ -87,6 +88,7 @@ __all__ = [
 MAGIC = b"HFTAGSEG"
 FORMAT_VERSION = 1
 SEGMENT_SUFFIX = ".seg"
+TEMPORARY_SUFFIX = ".tmp"  # a segment being made: <name>.seg.tmp, removed at the next open
 PAGE = 4096
 
 FLAG_SEALED = 1
@@ -418,7 +420,12 @@ class SegmentWriter:
         self._ordered = True
         self._ts_last = 0
         size = self.header_bytes + records * self.record_size
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        if self.path.exists():
+            raise StorageError(f"{self.path}: segment exists already; the store's numbering broke")
+        # made under a temporary name and renamed once its header is written, so a reader
+        # listing the folder never meets a segment without a header
+        making = self.path.with_name(self.path.name + TEMPORARY_SUFFIX)
+        self._fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.posix_fallocate(self._fd, 0, size)
         except OSError:
@@ -438,6 +445,7 @@ class SegmentWriter:
         head["created_ns"] = time.time_ns()
         head["schema_name"] = schema.name.encode("ascii")
         os.pwrite(self._fd, head.tobytes() + raw, 0)
+        os.rename(making, self.path)
         self._map = mmap.mmap(self._fd, PAGE)
         self._head = np.frombuffer(self._map, HEADER_DTYPE, count=1)
         self.created = time.monotonic()

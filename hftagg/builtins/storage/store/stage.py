@@ -54,6 +54,8 @@ from hftagg.builtins.storage.store.layout import (
     write_state,
 )
 from hftagg.builtins.storage.store.segment import (
+    SEGMENT_SUFFIX,
+    TEMPORARY_SUFFIX,
     SegmentInfo,
     SegmentWriter,
     seal_abandoned,
@@ -229,6 +231,8 @@ class Store(SinkStage):
         folder.mkdir(parents=True, exist_ok=True)
         lock = TopicLock(folder)
         try:
+            for making in folder.glob(f"*{SEGMENT_SUFFIX}{TEMPORARY_SUFFIX}"):
+                making.unlink()  # a segment whose making a crash interrupted: it held nothing
             infos = [self._recover(info) for info in segment_infos(root, topic, [schema])]
             mismatch = _schema_mismatch(root, topic, schema, infos)
             if mismatch:
