@@ -348,3 +348,38 @@ def test_a_topic_holding_another_schema_is_refused_with_the_fix(tmp_path):
 
     assert problems and problems[0][0] == "topics" and "move that folder away" in problems[0][1]
     assert not list((tmp_path / "md.x").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("fsync", ["none", "seal", "every_batch"])
+def test_every_fsync_policy_stores_the_same_records(tmp_path, fsync):
+    records = _trades(3_000)
+
+    store, _ = _store(tmp_path, _split(records, [700] * 4 + [200]), fsync=fsync)
+
+    assert np.array_equal(hftagg.read("md.x", path=tmp_path), records)
+    assert store.counters()["records_stored"] == 3_000
+
+
+def test_segment_size_and_retention_change_live(tmp_path):
+    records = _trades(6_000)
+    store = _open(tmp_path, durable=False)
+    store.write(records[:3_000], "md.x", 0)
+    smaller = store.params.model_copy(update={"segment_bytes": 64 * 1024, "retention": {"*": "1d"}})
+
+    store.reconfigure(smaller)
+    store._seal(store._topics["md.x"])  # the live segment keeps its size; new ones get the new
+    store.write(records[3_000:], "md.x", 3_000)
+    store.close()
+
+    sizes = [read_header(p).count for p in list_segments(tmp_path, "md.x")]
+    assert sizes[0] == 3_000 and max(sizes[1:]) == (64 * 1024 - 4096) // TRADE.itemsize
+    assert store.params.retention_secs("md.x") == 86_400
+    assert np.array_equal(hftagg.read("md.x", path=tmp_path), records)
+
+
+def test_retention_for_a_topic_not_stored_is_a_check_problem(tmp_path):
+    store = Store(StoreParams(path=str(tmp_path), topics=["md.x"], retention={"md.y": "1d"}))
+
+    problems = store.check(StageContext(topic_schemas={"md.x": TRADE}))
+
+    assert problems == [("retention", "names topics not stored here: ['md.y']; stored: ['md.x']")]
