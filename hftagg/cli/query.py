@@ -52,7 +52,9 @@ def _text_rows(relation) -> tuple[list[str], list[str], list[tuple]]:
 
 def _print_table(names, types, rows, out) -> None:
     cells = [["NULL" if v is None else v for v in row] for row in rows]
-    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
+    widths = [
+        max([len(n), len(types[i])] + [len(r[i]) for r in cells]) for i, n in enumerate(names)
+    ]
     numeric = [t.split("(")[0] in _NUMERIC for t in types]
 
     def line(values):

@@ -184,28 +184,45 @@ class Catalog:
             rows = con.execute("SELECT DISTINCT topic FROM partitions ORDER BY 1").fetchall()
             return [r[0] for r in rows]
 
-    def source_rows(self, source: str) -> int:
-        """Rows catalogued from segment ``source`` (0 when none)."""
+    def archived_sources(self) -> dict[str, int]:
+        """Rows catalogued per source segment."""
         with self._connect(read_only=True) as con:
-            row = con.execute("SELECT sum(rows) FROM partitions WHERE source = ?", [source])
-            return int(row.fetchone()[0] or 0)
-
-    # -- writing -------------------------------------------------------------------------
+            sql = "SELECT source, sum(rows) FROM partitions GROUP BY source"
+            return {source: int(rows) for source, rows in con.execute(sql).fetchall()}
 
     def replace_source(self, source: str, parts: list[PartitionFile]) -> None:
-        """Catalog ``parts`` as everything segment ``source`` became, in one transaction
-        (rows of an earlier, interrupted attempt at the same segment are replaced)."""
+        """Catalog ``parts`` as everything segment ``source`` became (see
+        :meth:`replace_sources`)."""
+        self.replace_sources({source: parts})
+
+    def replace_sources(self, sources: dict[str, list[PartitionFile]]) -> None:
+        """Catalog what each segment became, all in one transaction; rows of an earlier,
+        interrupted attempt at the same segments (or files) are replaced."""
+        parts = [p for group in sources.values() for p in group]
         with self._connect() as con:
             con.execute("BEGIN")
-            con.execute("DELETE FROM partitions WHERE source = ?", [source])
-            files = [p.file for p in parts]
-            con.execute("DELETE FROM partitions WHERE list_contains(?, file)", [files])
-            if parts:
-                marks = ", ".join("?" * len(_FIELDS))
-                con.executemany(
-                    f"INSERT INTO partitions VALUES ({marks})", [_row(p) for p in parts]
-                )
+            con.execute("DELETE FROM partitions WHERE list_contains(?, source)", [list(sources)])
+            self._insert(con, parts)
             con.execute("COMMIT")
+
+    def add_files(self, parts: list[PartitionFile]) -> None:
+        """Catalog files found on disk (replacing rows of the same file names), at once."""
+        if not parts:
+            return
+        with self._connect() as con:
+            con.execute("BEGIN")
+            self._insert(con, parts)
+            con.execute("COMMIT")
+
+    @staticmethod
+    def _insert(con: duckdb.DuckDBPyConnection, parts: list[PartitionFile]) -> None:
+        if not parts:
+            return
+        con.execute(
+            "DELETE FROM partitions WHERE list_contains(?, file)", [[p.file for p in parts]]
+        )
+        marks = ", ".join("?" * len(_FIELDS))
+        con.executemany(f"INSERT INTO partitions VALUES ({marks})", [_row(p) for p in parts])
 
     def remove(self, files: list[str]) -> None:
         if not files:
@@ -288,6 +305,7 @@ class Catalog:
                 self.quarantine(name, reason)
                 report.quarantined.append((name, reason))
         self.remove(report.pruned + [f for f, _ in report.quarantined])
+        found = []
         for name, path in on_disk.items():
             if name in known:
                 continue
@@ -298,16 +316,8 @@ class Catalog:
                 self.quarantine(name, reason)
                 report.quarantined.append((name, reason))
                 continue
-            self.replace_source_file(part)
+            found.append(part)
             report.added.append(name)
             log.info("catalogued %s (%d rows) from its footer", name, part.rows)
+        self.add_files(found)
         return report
-
-    def replace_source_file(self, part: PartitionFile) -> None:
-        """Catalog one file found on disk (replacing any row of the same file name)."""
-        with self._connect() as con:
-            con.execute("BEGIN")
-            con.execute("DELETE FROM partitions WHERE file = ?", [part.file])
-            marks = ", ".join("?" * len(_FIELDS))
-            con.execute(f"INSERT INTO partitions VALUES ({marks})", _row(part))
-            con.execute("COMMIT")

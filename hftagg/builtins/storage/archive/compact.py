@@ -9,7 +9,8 @@ a segment, ``stop()`` when it closes); nothing here runs on the append path. One
    order, each step durable before the next:
 
    a. write ``.tmp``, fsync, rename to its final name, fsync the directory;
-   b. catalog every file of the segment in one DuckDB transaction;
+   b. catalog every file of the segment in one DuckDB transaction (segments go in batches of
+      up to :data:`BATCH_SEGMENTS`: their files first, then one transaction for all);
    c. delete the segment, fsync its directory.
 
    A crash after (a) leaves a complete file with no row: healing catalogues it from its footer,
@@ -41,6 +42,11 @@ from hftagg.builtins.storage.archive.parquet import fsync_dir, write_partitions
 __all__ = ["CompactionReport", "Compactor"]
 
 log = logging.getLogger("hftagg.store.compact")
+
+#: segments archived per catalog transaction (a DuckDB commit and checkpoint costs tens of ms,
+#: which small segments would otherwise pay each)
+BATCH_SEGMENTS = 64
+BATCH_BYTES = 512 * 1024 * 1024
 
 
 @dataclass
@@ -140,32 +146,51 @@ class Compactor:
         if not self._healed:
             report.heal = self.catalog.heal()
             self._healed = True
-        for info in segments.sealed_segments(self.root, time.time_ns(), self.settle_ns):
-            self._compact(info, report)
+        ready = list(segments.sealed_segments(self.root, time.time_ns(), self.settle_ns))
+        held = self.catalog.archived_sources() if ready else {}
+        batch: list = []
+        size = 0
+        for info in ready:
+            batch.append(info)
+            size += info.count * info.record_size
+            if len(batch) >= BATCH_SEGMENTS or size >= BATCH_BYTES:
+                self._compact(batch, held, report)
+                batch, size = [], 0
+        if batch:
+            self._compact(batch, held, report)
         self._expire(report)
         self._add(report)
         return report
 
-    def _compact(self, info, report: CompactionReport) -> None:
-        source = Path(info.path).relative_to(self.root).as_posix()
-        if info.problems:
-            report.problems.extend(info.problems)
+    def _compact(self, infos: list, held: dict[str, int], report: CompactionReport) -> None:
+        """Archive a batch of sealed segments: their files, then one catalog transaction,
+        then the segments' deletion (the order the module docstring explains)."""
+        written: dict[str, list] = {}
+        for info in infos:
+            source = Path(info.path).relative_to(self.root).as_posix()
             for problem in info.problems:
+                report.problems.append(problem)
                 log.warning("%s; archiving its %d good records", problem, info.count)
-        if info.count and self.catalog.source_rows(source) == info.count:
-            report.already_archived.append(source)
-        elif info.count:
-            records = segments.records(info)
-            topic = Path(info.path).parent.name
-            parts = write_partitions(self.root, topic, info.schema, records, source)
-            self.catalog.replace_source(source, parts)
+            if info.count and held.get(source) == info.count:
+                report.already_archived.append(source)
+            elif info.count:
+                records = segments.records(info)
+                topic = Path(info.path).parent.name
+                written[source] = write_partitions(self.root, topic, info.schema, records, source)
+                del records
+        if written:
+            self.catalog.replace_sources(written)
+        for info in infos:
+            os.unlink(info.path)
+        for folder in {Path(info.path).parent for info in infos}:
+            fsync_dir(folder)
+        for info in infos:
+            source = Path(info.path).relative_to(self.root).as_posix()
+            parts = written.get(source, [])
             report.files.extend(p.file for p in parts)
-            report.rows += info.count
-            del records
-        os.unlink(info.path)
-        fsync_dir(Path(info.path).parent)
-        report.compacted.append(source)
-        log.info("archived %s (%d records) to Parquet", source, info.count)
+            report.rows += info.count if parts else 0
+            report.compacted.append(source)
+            log.info("archived %s (%d records) to Parquet", source, info.count)
 
     def _expire(self, report: CompactionReport) -> None:
         now = self._clock()
