@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-from benchmarks.harness import format_result, to_json
+from benchmarks.harness import environment, format_environment, format_result, to_json
 
 
 def available() -> list[str]:
@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s) {unknown}; available: {names}")
     chosen = args.names or names
     progress = Progress(len(chosen), None if args.no_progress else sys.stderr)
+    if not args.no_progress:
+        sys.stderr.write(f"benchmarks: {format_environment(environment())}\n")
     failed = []
     t_all = time.perf_counter()
     for index, name in enumerate(chosen, 1):

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 __all__ = [
     "TIME_UNITS",
+    "environment",
     "Result",
     "best_rate",
     "format_quantity",
@@ -48,7 +49,44 @@ class Result:
         out["ratio"] = self.ratio
         out["target_met"] = self.target_met
         out["machine"] = f"{platform.machine()} {platform.python_version()}"
+        out["environment"] = environment()
         return out
+
+
+def environment() -> dict:
+    """What a figure depends on besides the code: versions, CPU, cores, and the date -- printed
+    at the start of every run and stored with each JSON result, so a table can say what it was
+    measured with."""
+    import datetime
+    import os
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for dist in ("numpy", "numba", "pandas", "ta-lib", "pynng", "pyarrow", "duckdb"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "missing"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), cpu)
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return versions | {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_1min": round(load, 2),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def format_environment(env: dict) -> str:
+    """``Python 3.11.7, numpy 2.4.6, ... on Intel Xeon (2 cores, load 1.2), 2026-12-02 12:20 UTC``."""
+    skip = {"cpu", "cores", "load_1min", "date"}
+    libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in skip)
+    return f"{libs} on {env['cpu']} ({env['cores']} cores, load {env['load_1min']}), {env['date']}"
 
 
 def best_rate(work: Callable[[], int], repeat: int = 5) -> float:
