@@ -1,10 +1,11 @@
 """Built-in plugin: ``store_replay``, a source that replays what a ``store`` stage kept.
 
-Configured as a stage (``[stages.<id>]``), it publishes each stored topic on the topic it was
-stored from, so the graph that ran live runs on the replay unchanged: the same records, byte for
-byte (``seq`` included), in the same order per topic::
+It publishes each stored topic on the topic it was stored from, so the graph that ran live runs
+on the replay unchanged: the same records, byte for byte (``seq`` included), in the same order
+per topic. As the pipeline's source (a ``[data_sources]`` table's ``topic_prefix`` does not
+apply: the topics are the stored ones)::
 
-    [stages.replay]
+    [data_sources.replay]
     type = "store_replay"
     path = "storage"                     # the store's folder, relative to the config file
     topics = ["md.trades", "md.book"]    # one output port per topic (the port is the topic)
@@ -13,6 +14,10 @@ byte (``seq`` included), in the same order per topic::
     instruments = [1234, 5678]           # instrument ids (default: all)
     speed = 0                            # 0 as fast as possible, 1 real time, N N x faster
     batch = 4096                         # most records per batch, over all topics
+
+Reading (:mod:`.streams`): archived Parquet partitions and live segments in store order, each
+record once; segments outside the range are not opened; a torn segment tail is logged and the
+records before it replay. The segments' record counts are read when the stage opens.
 
 Order across topics: by ``ts_event``, ties broken by the order of ``topics`` and then by stream
 position (see :mod:`.merge`); a topic's own order is always its stored order. Each batch is one
@@ -26,6 +31,9 @@ due (at most ``batch``) and ``next_awake`` says when the next record is; a chang
 (live) re-anchors at the last record replayed. Progress (``progress()``, shown in status lines
 and the summary): the share of the time range replayed and the replay clock (the ``ts_event``
 of the last record out). ``exhausted`` once every topic is replayed.
+
+With the write-ahead log on, a restarted replay resumes (:meth:`StoreReplay.resume`) after the
+records the log holds, per topic, and refuses if the store no longer matches the log.
 """
 
 from __future__ import annotations
