@@ -513,3 +513,19 @@ def test_with_the_write_ahead_log_a_restarted_replay_resumes_after_what_it_logge
     assert second["stages"]["replay"]["progress"]["records"] == 10_000
     for topic, records in (("md.trades", trades), ("md.book", book)):
         assert _same_records(np.asarray(hftagg.read(topic, path=out)), records), topic
+
+
+def test_a_segment_being_created_by_a_running_store_is_left_out(tmp_path):
+    trades = _stream(TRADE, 300, seed=18)
+    _store(tmp_path, "md.trades", TRADE, trades, per_segment=100)
+    newest = tmp_path / "md.trades" / segment_name(300)
+    newest.write_bytes(bytes(8192))  # preallocated, header not written yet
+
+    batches = _replay_all(StoreReplay(StoreReplayParams(path=str(tmp_path), topics=["md.trades"])))
+
+    assert _join(b["md.trades"] for b in batches).tobytes() == trades.tobytes()
+    newest.rename(tmp_path / "md.trades" / segment_name(150))
+    with pytest.raises(StorageError, match="not an hftagg segment"):  # not the newest: corrupt
+        StoreReplay(StoreReplayParams(path=str(tmp_path), topics=["md.trades"])).open(
+            StageContext()
+        )

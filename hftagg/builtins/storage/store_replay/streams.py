@@ -22,8 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from hftagg.builtins.storage.store.layout import archived_partitions, segment_infos
-from hftagg.builtins.storage.store.segment import SegmentInfo, open_records
+from hftagg.builtins.storage.store.layout import archived_partitions, list_segments
+from hftagg.builtins.storage.store.segment import (
+    MAGIC,
+    SegmentInfo,
+    open_records,
+    read_header,
+)
 from hftagg.errors import StorageError
 from hftagg.records.schema import Schema
 
@@ -123,13 +128,35 @@ def _partition_part(partition: Any, schema: Schema) -> Part:
     )
 
 
+def _segment_infos(root: Path, topic: str) -> list[SegmentInfo]:
+    """The headers of ``topic``'s segments; the newest file may be a segment its writer is
+    creating right now (a running pipeline writes the store): without a header yet, it is left
+    out instead of failing the replay."""
+    paths = list_segments(root, topic)
+    infos = []
+    for i, path in enumerate(paths):
+        try:
+            infos.append(read_header(path))
+        except StorageError:
+            if i < len(paths) - 1 or not _being_created(path):
+                raise
+            log.debug("store_replay %s: %s has no header yet (being created); skipped", topic, path)
+    return infos
+
+
+def _being_created(path: Path) -> bool:
+    """Empty, or preallocated with no header written yet (zeros where the magic goes)."""
+    with open(path, "rb") as file:
+        return not file.read(len(MAGIC)).strip(b"\0")
+
+
 def topic_parts(root: Path, topic: str) -> list[Part]:
     """``topic``'s archived Parquet partitions and live segments in store order, each record
     once: a segment compacts to one partition per UTC date, all at the segment's position, and
     once archived its live copy (if still there) is skipped."""
     with contextlib.suppress(ImportError):  # registers the catalog's partition lister
         import hftagg.builtins.storage.archive  # noqa: F401
-    infos = segment_infos(root, topic)
+    infos = _segment_infos(root, topic)
     schema = infos[0].schema if infos else None
     archived = archived_partitions(root, topic)
     if schema is None and archived:
