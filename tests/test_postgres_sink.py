@@ -233,3 +233,20 @@ def test_store_migrate_creates_then_finds_the_tables_unchanged(pg_dsn, write_con
     with psycopg.connect(pg_dsn) as conn:
         tables = conn.execute("SELECT table_name FROM hftagg_tables ORDER BY 1").fetchall()
     assert tables == [("book",), ("md_trades",)]
+
+
+def test_a_refusal_retrying_cannot_fix_stops_the_stage_and_keeps_the_records(
+    dsn_env, pg_dsn, tmp_path
+):
+    from hftagg.errors import StageFailed
+
+    with psycopg.connect(pg_dsn) as conn:  # a table of the same name that hftagg did not make
+        conn.execute("CREATE TABLE md_trades (x int)")
+    sink = sink_for(dsn_env, tmp_path, {"md.trades": TRADE}, connect_timeout_secs=2.0)
+    with pytest.raises(StageFailed, match="hftagg did not create it") as failed:
+        sink.write(random_records(TRADE, 10), "md.trades", 0)
+        sink.flush()
+    sink.close()
+
+    assert "md_trades" in str(failed.value) and "retrying cannot fix" in str(failed.value)
+    assert sink.counters()["retries"] == 1  # no retry loop on a refusal

@@ -140,6 +140,7 @@ class ExternalSink(SinkStage):
         self._wake = threading.Condition(self._lock)
         self._memory: deque[_Item] = deque()
         self._memory_bytes = 0
+        self._memory_records = 0
         self._inflight: list[Any] = []  # what the writer is sending now
         self._inflight_records = 0
         self.spill = Spill(Path(p.spill_path) / self.stage_id, self.dtypes)
@@ -163,7 +164,7 @@ class ExternalSink(SinkStage):
         )
         self._writer.start()
         self._first_connect.wait(p.connect_timeout_secs)
-        if not self.connected:
+        if not self.connected and not self._fatal:
             log.warning(
                 "stage %r: %s is not reachable (%s); running on: records are kept in memory, "
                 "then spilled to %s, and sent when it is back",
@@ -178,6 +179,7 @@ class ExternalSink(SinkStage):
             if not self._spilling and self._memory_bytes + batch.nbytes <= self.params.memory_bytes:
                 self._memory.append(_Item(port, offset, batch.copy()))
                 self._memory_bytes += batch.nbytes
+                self._memory_records += len(batch)
             else:
                 self._spilling = True
                 self.spill.append(port, offset, batch)
@@ -258,17 +260,14 @@ class ExternalSink(SinkStage):
     # -- the writer thread ---------------------------------------------------------------------
 
     def _backlog(self) -> int:
-        return self._memory_bytes_records() + self.spill.records + self._inflight_records
-
-    def _memory_bytes_records(self) -> int:
-        return sum(len(item.records) for item in self._memory)
+        return self._memory_records + self.spill.records + self._inflight_records
 
     def _keep_for_next_run(self) -> None:
         """Move what is in memory to the front of the spill (under the lock: it is older than
         what was spilled), so it survives the stop and is sent first next time."""
         self.spill.prepend([(i.port, i.offset, i.records) for i in self._memory])
         self._memory.clear()
-        self._memory_bytes = 0
+        self._memory_bytes = self._memory_records = 0
 
     def _run(self) -> None:
         delay = self.params.retry_initial_ms / 1000
@@ -282,18 +281,10 @@ class ExternalSink(SinkStage):
                 self._send(work)
                 delay = self.params.retry_initial_ms / 1000
             except Exception as exc:  # the backend failed: back off, keep the cursor, retry
-                self._failed(exc)
                 if not self.retryable(exc):
-                    self._fatal = (
-                        f"stage {self.stage_id!r}: {self.backend_name()} refused a write "
-                        f"({self.last_error}); retrying cannot fix this, so the stage stops; "
-                        f"the {self._backlog()} records not written are kept in the spill "
-                        f"{self.spill.folder}\n{traceback.format_exc()}"
-                    )
-                    log.error("%s", self._fatal)
-                    with self._lock:
-                        self._wake.notify_all()
+                    self._refused(exc)
                     break
+                self._failed(exc)
                 # full jitter (AWS architecture blog): spread reconnects of many sinks
                 self._stop.wait(random.uniform(0, delay))
                 delay = min(delay * 2, self.params.retry_max_ms / 1000)
@@ -308,7 +299,21 @@ class ExternalSink(SinkStage):
         self._first_connect.set()
         log.info("stage %r: connected to %s", self.stage_id, self.backend_name())
 
-    def _failed(self, exc: Exception) -> None:
+    def _refused(self, exc: Exception) -> None:
+        """A failure retrying cannot fix: the writer ends; ``write``/``flush`` raise it."""
+        first = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        self._fatal = (
+            f"stage {self.stage_id!r}: {self.backend_name()} refused a write ({first}); "
+            f"retrying cannot fix this, so the stage stops; the {self._backlog()} records not "
+            f"written are kept in the spill {self.spill.folder} for the next start\n"
+            f"{traceback.format_exc()}"
+        )
+        log.error("%s", self._fatal)
+        self._failed(exc, quiet=True)
+        with self._lock:
+            self._wake.notify_all()
+
+    def _failed(self, exc: Exception, quiet: bool = False) -> None:
         with self._lock:
             was = self.connected
             self.connected = False
@@ -316,7 +321,7 @@ class ExternalSink(SinkStage):
             self.tally["retries"] += 1
             self._release_inflight()
         self._first_connect.set()
-        if was:
+        if was and not quiet:
             log.warning(
                 "stage %r: %s failed (%s); retrying with backoff, records are kept",
                 self.stage_id, self.backend_name(), self.last_error,
@@ -345,6 +350,7 @@ class ExternalSink(SinkStage):
                     items.append(self._memory.popleft())
                     count += len(items[-1].records)
                 self._memory_bytes -= sum(i.records.nbytes for i in items)
+                self._memory_records -= sum(len(i.records) for i in items)
             else:
                 items = self.spill.peek(limit)
             self._inflight = items
@@ -398,5 +404,6 @@ class ExternalSink(SinkStage):
         if self._inflight and isinstance(self._inflight[0], _Item):
             self._memory.extendleft(reversed(self._inflight))
             self._memory_bytes += sum(i.records.nbytes for i in self._inflight)
+            self._memory_records += sum(len(i.records) for i in self._inflight)
         self._inflight = []
         self._inflight_records = 0
