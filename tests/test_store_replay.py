@@ -250,12 +250,19 @@ def test_an_empty_time_range_is_refused_with_both_bounds():
 # -- pacing and progress ------------------------------------------------------------------------
 
 
-def test_speed_paces_by_ts_event_through_next_awake(tmp_path):
-    trades = _stream(TRADE, 50, seed=7)
-    trades["ts_event"] = T0 + np.arange(50, dtype=np.int64) * 10_000_000  # every 10 ms
+@pytest.mark.parametrize("speed", [1.0, 2.0, 10.0])
+def test_speed_paces_by_ts_event_through_next_awake(tmp_path, speed):
+    # two topics with irregular gaps (0 to 20 ms, bursts of equal ts_event), on a fake clock
+    trades = _stream(TRADE, 60, seed=7)
+    book = _stream(BOOK_UPDATE, 90, seed=8)
+    rng = np.random.default_rng(9)
+    for records in (trades, book):
+        records["ts_event"] = T0 + np.cumsum(rng.integers(0, 3, len(records)) * 10_000_000) // 2
     _store(tmp_path, "md.trades", TRADE, trades)
+    _store(tmp_path, "md.book", BOOK_UPDATE, book)
     clock = FakeClock(start_ns=5 * 10**9)
-    stage = StoreReplay(StoreReplayParams(path=str(tmp_path), topics=["md.trades"], speed=2.0))
+    params = StoreReplayParams(path=str(tmp_path), topics=["md.trades", "md.book"], speed=speed)
+    stage = StoreReplay(params)
     emitted, waits = [], []
 
     with clock.patch("hftagg.builtins.storage.store_replay.stage"):
@@ -263,21 +270,26 @@ def test_speed_paces_by_ts_event_through_next_awake(tmp_path):
         while not stage.exhausted:
             out = stage.next_batch()
             if out:
-                emitted.append((clock.monotonic_ns(), out["md.trades"]))
+                emitted.append((clock.monotonic_ns(), out))
                 continue
             wake = stage.next_awake()
             if wake is not None:  # what the runtime's source loop does: wait until then
                 waits.append(wake - clock.monotonic())
                 clock.advance(max(wake - clock.monotonic(), 0.0))
 
-    assert _join(b for _, b in emitted).tobytes() == trades.tobytes()
-    # at speed 2 a 10 ms ts_event gap is 5 ms of replay time: each record came out on its own,
-    # after a wait asked for through next_awake (none spun for), not before it was due
+    # every record, in order; none before it was due, none more than 1 ms after (the fake
+    # clock only moves when the source asks to be woken: no wait was spun for)
+    for topic, records in (("md.trades", trades), ("md.book", book)):
+        assert _join(o[topic] for _, o in emitted if topic in o).tobytes() == records.tobytes()
+    first = min(int(trades["ts_event"][0]), int(book["ts_event"][0]))
     wall0 = emitted[0][0]
-    lateness = [(t - wall0) - (int(b["ts_event"][0]) - T0) / 2 for t, b in emitted]
-    assert [len(b) for _, b in emitted] == [1] * 50
-    assert all(0 <= late < 1_000_000 for late in lateness)  # never early, under 1 ms late
-    assert sum(w > 0.004 for w in waits) == 49 and all(w > 0 for w in waits)
+    for wall, out in emitted:
+        for batch in out.values():
+            due = (batch["ts_event"] - first) / speed
+            assert (wall - wall0 >= due - 1).all() and (wall - wall0 - due < 1_000_000).all()
+    distinct = len(np.unique(np.concatenate([trades["ts_event"], book["ts_event"]])))
+    assert len(emitted) == distinct  # one batch per instant: each waited for, none early
+    assert len(waits) == distinct - 1 and all(w > 0 for w in waits)
     assert stage.progress()["percent"] == 100.0
 
 
