@@ -35,7 +35,9 @@ What the base class does:
   after what the backend holds: the (stream, offset) key stays unique across runs.
 - ``committed()`` (the write-ahead log's question): per port, the next ring offset not yet
   durably in the backend: the first one still in memory, spilled or being sent, else the end of
-  what was sent, else (nothing written this run) what the backend held at open.
+  what was sent, else (nothing written this run) what the backend held at open. A backend not
+  reachable at open holds, as far as the sink knows, nothing: the runtime replays the whole log
+  to it, and what the backend turns out to hold is trimmed when it connects.
 - ``flush`` (the end of a run) waits up to ``flush_timeout_secs`` for the backlog to reach the
   backend; what is still unsent then is moved to the spill, said in a warning with the count and
   the folder, and sent first at the next start.
@@ -86,7 +88,11 @@ class ExternalParams(Params):
         5.0, ge=0, le=600, description="at start, wait this long for the backend before running on"
     )
     flush_timeout_secs: float = restart(
-        10.0, ge=0, le=3600, description="at stop, wait this long for the backlog to be sent"
+        10.0,
+        ge=0,
+        le=3600,
+        description="at stop, wait this long for the backlog to be sent (the pipeline stops "
+        "waiting at runtime.drain_timeout_secs first)",
     )
 
 
