@@ -117,3 +117,17 @@ def test_corrupt_catalog_reported_and_data_still_readable(store):
     assert [p.file for p in problems] == [str(catalog)]
     assert "cannot be opened" in problems[0].what
     assert np.array_equal(read_archived(root, "md.trades", TRADE), np.concatenate(batches[:3]))
+
+
+def test_cli_exit_codes(store, capsys):
+    from hftagg.cli import main
+
+    root, _ = store
+    assert main(["store", "verify", "--path", str(root)]) == 0
+    assert "OK" in capsys.readouterr().out
+    (root / "md.trades" / segment_name(8000)).write_bytes(b"not a segment")
+
+    code = main(["store", "verify", "--path", str(root)])
+
+    out = capsys.readouterr().out
+    assert code == 1 and segment_name(8000) in out and "at byte 0" in out
