@@ -120,6 +120,7 @@ class Compactor:
         self._stop.set()
         self._wake.set()
         thread.join()
+        self._stop.clear()  # the thread is gone; a final pass runs to its end
         if final_pass:
             try:
                 self.run_once()
@@ -156,7 +157,9 @@ class Compactor:
             if len(batch) >= BATCH_SEGMENTS or size >= BATCH_BYTES:
                 self._compact(batch, held, report)
                 batch, size = [], 0
-        if batch:
+                if self._stop.is_set():
+                    break  # stopping: the rest waits for the next pass (or run)
+        if batch and not self._stop.is_set():
             self._compact(batch, held, report)
         self._expire(report)
         self._add(report)
