@@ -23,14 +23,23 @@ crash because the OS holds written pages; only ``every_batch`` protects against 
 
 - **Source topics**: every record a source handed over reaches every participating (idempotent)
   sink exactly once, at the same offset in every run: nothing lost, nothing duplicated.
-- **Derived topics** (written by core stages): core stages restart with empty state and recompute
-  from the replayed source records. When a participating sink reads a derived topic, the replay
-  starts at the oldest record the log holds and the log keeps every segment (no deletion), so
-  deterministic, single-input stages recompute the same records at the same offsets in every
-  run and that sink, too, gets each exactly once. Stages with several inputs may interleave them
-  differently after a restart; their outputs are then only at-least-once. Without such a sink,
-  segments are deleted once every participating sink committed past them; derived topics are
-  then recomputed from the lowest committed source offset and their offsets restart.
+- **Derived topics** (written by core stages), when a participating sink reads one: every
+  ``checkpoint_interval_secs`` the core thread is parked at a batch boundary where every core
+  reader of a source topic stands at the same offset, and the runtime takes a checkpoint: those
+  source offsets, every derived topic's next offset, and each core stage's ``snapshot()``
+  (pickled to a local file the runtime itself writes, ``<path>/checkpoint``). A checkpoint is
+  adopted (written, atomically) once every participating sink committed each derived topic up
+  to it. On restart the core stages ``restore()`` the adopted checkpoint, the source rings start
+  at its offsets (a source-topic sink that needs older records gets them from the log before
+  anything runs), derived rings continue at its derived offsets, and the core recomputes from
+  there. Deterministic single-input stages so produce the same records at the same offsets
+  again, and each participating sink gets every derived record exactly once. Stages with
+  several inputs may interleave them differently after a restart (at-least-once for them). The
+  log keeps what the adopted checkpoint and the sinks still need; without a checkpoint yet, the
+  core recomputes from the oldest record the log holds (and nothing is deleted until one is
+  adopted). Core stages not in the checkpoint (added by a live change) start empty.
+- **Derived topics without such a sink**: core stages restart empty and recompute from the
+  lowest offset a participating sink needs; derived offsets restart.
 - Consumers that do not take part (delivery) may see derived records of the replayed range again.
 - If the log lost its tail (power loss with ``interval_ms``/``none``) but a sink holds more, the
   stream continues after what the sink holds (offsets are never reused) and the records missing
@@ -41,8 +50,12 @@ crash because the OS holds written pages; only ``every_batch`` protects against 
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -62,6 +75,22 @@ __all__ = ["Durability", "DurabilitySection", "durability_from"]
 log = logging.getLogger("hftagg.durability")
 
 RELEASE_INTERVAL_SECS = 1.0  # how often sinks are asked what they committed
+CHECKPOINT_FILE = "checkpoint"
+CHECKPOINT_VERSION = 1
+_PENDING = 8  # checkpoints taken but not yet adoptable, kept at most
+_ALIGN_TRIES = 20  # parks per checkpoint to find the core readers aligned
+
+
+@dataclass
+class Checkpoint:
+    """The core's state at a batch boundary: source offsets it had consumed (per topic, every
+    core reader at the same one), every derived topic's next offset, and each core stage's
+    pickled ``snapshot()`` (stage id -> (type name, bytes))."""
+
+    source: dict[str, int]
+    derived: dict[str, int]
+    stages: dict[str, tuple[str, bytes]]
+    created_ns: int
 
 
 class DurabilitySection(Params):
@@ -79,6 +108,13 @@ class DurabilitySection(Params):
     interval_ms: float = restart(10.0, gt=0, le=60_000, description="fsync period (interval_ms)")
     segment_bytes: int = restart(
         64 << 20, ge=1 << 16, le=1 << 36, description="a log segment rolls over at this size"
+    )
+    checkpoint_interval_secs: float = restart(
+        10.0,
+        gt=0,
+        le=86_400,
+        description="how often the core stages' state is checkpointed when a sink that takes "
+        "part reads a derived topic (the log is kept from the last checkpoint on)",
     )
 
 
@@ -113,6 +149,14 @@ class Durability:
         self.unavailable = 0  # records a sink needed that the log no longer had
         self.resumed: list[str] = []  # sources that resumed from the log
         self._failed_commits: set[str] = set()
+        self._pipeline: Pipeline | None = None
+        self.checkpoint: Checkpoint | None = None  # the adopted one (what a restart uses)
+        self._pending: list[Checkpoint] = []
+        self._core_topics: set[str] = set()  # source topics some core stage reads
+        self._last_checkpoint = 0.0
+        self.checkpoints_taken = 0
+        self.checkpoints_skipped = 0  # the core readers were never aligned when tried
+        self.restored: list[str] = []  # core stages restored from the checkpoint
 
     # -- start --------------------------------------------------------------------------------
 
@@ -129,13 +173,23 @@ class Durability:
             for topic in node.outputs.values():
                 if topic in graph.topics:
                     self.streams[topic] = self.log.stream(topic, graph.topics[topic])
+        self._pipeline = pipeline
         commits = self._commits(graph.sinks)
         self.recompute = any(
             topic not in self.streams for sid in commits for topic in self._inputs(graph, sid)
         )
+        self._core_topics = {t for n in graph.core for t in n.inputs.values() if t in self.streams}
+        derived: dict[str, int] = {}
+        if self.recompute:
+            self.checkpoint = self._load_checkpoint()
+            derived = self._restore_core(graph)
         starts = {topic: self._plan_topic(topic, commits) for topic in self.streams}
+        self._direct_replay(pipeline, commits, starts)
         self._number_rings(pipeline, starts)
-        self._set_floors(pipeline, commits, starts)
+        for topic, offset in derived.items():
+            if topic in pipeline.rings:
+                pipeline.rings[topic].start_at(offset)
+        self._set_floors(pipeline, commits, {**derived, **starts})
         self._resume_sources(graph.sources)
         log.info(
             "write-ahead log %s: %d segments, %d records; %d to replay; sinks taking part: %s%s",
@@ -144,7 +198,10 @@ class Durability:
             recovery.records,
             sum(self.streams[t].next_offset - s for t, s in starts.items()),
             ", ".join(commits) or "none",
-            " (a sink reads a derived topic: replay from the oldest record, segments kept)"
+            (
+                f" (a sink reads a derived topic: the core recomputes from "
+                f"{'its checkpoint' if self.checkpoint else 'the oldest record logged'})"
+            )
             if self.recompute
             else "",
         )
@@ -208,9 +265,24 @@ class Durability:
                     "%d: %d records cannot be replayed to it",
                     self.log.path, topic, need, base, base - need,
                 )  # fmt: skip
-        if self.recompute:
-            return base
+        if self.recompute and topic in self._core_topics:
+            # the core resumes where its checkpoint was taken (or recomputes from the start)
+            start = self.checkpoint.source.get(topic, base) if self.checkpoint else base
+            return min(max(start, base), end)
         return min(max(min(needs, default=end), base), end)
+
+    def _direct_replay(self, pipeline: Pipeline, commits, starts: dict[str, int]) -> None:
+        """Records a source-topic sink needs from before its ring's first offset (the core's
+        checkpoint is past them): written to it from the log now, before anything runs."""
+        for node in pipeline.graph.sinks:
+            for port, need in commits.get(node.id, {}).items():
+                topic = node.inputs[port]
+                if topic not in self.streams or need >= starts[topic]:
+                    continue
+                begin = max(need, self.log.first_offset(topic))
+                for offset, piece in self.log.read(topic, begin, starts[topic], self._max_batch):
+                    node.stage.write(piece, port, offset)
+                    self.replayed += len(piece)
 
     def _number_rings(self, pipeline: Pipeline, starts: dict[str, int]) -> None:
         producer = {t: n for n in pipeline.graph.sources for t in n.outputs.values()}
@@ -262,6 +334,120 @@ class Durability:
             self.resumed.append(node.id)
             log.info("source %s resumes after %s", node.id, position.offsets)
 
+    # -- checkpoints of the core (derived topics) ----------------------------------------------
+
+    def _load_checkpoint(self) -> Checkpoint | None:
+        path = self.log.path / CHECKPOINT_FILE
+        if not path.exists():
+            return None
+        try:
+            with open(path, "rb") as f:
+                data = pickle.load(f)
+            if data.get("version") != CHECKPOINT_VERSION:
+                raise ValueError(f"version {data.get('version')}, not {CHECKPOINT_VERSION}")
+            return data["checkpoint"]
+        except Exception as exc:
+            log.warning(
+                "write-ahead log %s: checkpoint %s cannot be read (%s); the core recomputes "
+                "from the oldest record logged",
+                self.log.path, path, exc,
+            )  # fmt: skip
+            return None
+
+    def _restore_core(self, graph) -> dict[str, int]:
+        """Core stages take their checkpointed state; returns derived topic -> first offset."""
+        cp = self.checkpoint
+        if cp is None:
+            return {}
+        for node in graph.core:
+            saved = cp.stages.get(node.id)
+            if saved is None or saved[0] != node.stage.type_name:
+                continue
+            try:
+                node.stage.restore(pickle.loads(saved[1]))
+            except Exception as exc:
+                raise StageFailed(
+                    f"stage {node.id!r} ({node.stage.type_name}) cannot restore its state from "
+                    f"the write-ahead log's checkpoint {self.log.path / CHECKPOINT_FILE}: {exc}; "
+                    f"move that file aside to recompute from the oldest record logged"
+                ) from exc
+            self.restored.append(node.id)
+        return dict(cp.derived)
+
+    def take_checkpoint(self) -> Checkpoint | None:
+        """Park the core thread at a batch boundary where its readers of each source topic are
+        aligned, and capture a checkpoint (None: not running, or never aligned)."""
+        pipeline = self._pipeline
+        core = pipeline.workers.get("core") if pipeline is not None else None
+        if core is None or not core.alive or core.park_requested:
+            return None  # (a live change is parking it)
+        for _ in range(_ALIGN_TRIES):
+            if not core.park(1.0) or not core.alive:
+                core.unpark()
+                return None
+            try:
+                checkpoint = self._capture(pipeline)
+            finally:
+                core.unpark()
+            if checkpoint is not None:
+                self.checkpoints_taken += 1
+                return checkpoint
+            time.sleep(0.002)
+        self.checkpoints_skipped += 1
+        return None
+
+    def _capture(self, pipeline: Pipeline) -> Checkpoint | None:
+        graph = pipeline.graph
+        source: dict[str, int] = {}
+        for node in graph.core:
+            for _, reader in pipeline.readers[node.id]:
+                topic = reader.ring.name
+                if topic in self.streams:
+                    if source.setdefault(topic, reader.cursor) != reader.cursor:
+                        return None
+                elif reader.cursor != reader.ring.published:
+                    return None
+        core_ids = {node.id for node in graph.core}
+        derived = {
+            topic: ring.published
+            for topic, ring in pipeline.rings.items()
+            if graph.producer.get(topic) in core_ids
+        }
+        stages = {
+            node.id: (node.stage.type_name, pickle.dumps(node.stage.snapshot()))
+            for node in graph.core
+        }
+        return Checkpoint(source, derived, stages, time.time_ns())
+
+    def _adopt(self, held: dict[str, dict[str, int]]) -> None:
+        """Adopt the newest pending checkpoint every participating sink has committed each
+        derived topic up to (``held``: sink id -> port -> committed)."""
+        ready = None
+        for checkpoint in self._pending:
+            if all(
+                held.get(sid, {}).get(port, 0) >= checkpoint.derived.get(topic, 0)
+                for sid, stage in self.participants.items()
+                for port, topic in stage.input_topics.items()
+                if topic not in self.streams
+            ):
+                ready = checkpoint
+        if ready is None:
+            return
+        self._pending = [c for c in self._pending if c.created_ns > ready.created_ns]
+        path = self.log.path / CHECKPOINT_FILE
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "wb") as f:
+            pickle.dump({"version": CHECKPOINT_VERSION, "checkpoint": ready}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+        fd = os.open(self.log.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.checkpoint = ready
+
     # -- the source threads' hook ----------------------------------------------------------
 
     def next_batch(self, node: Node, pipeline: Pipeline) -> dict[str, np.ndarray] | None:
@@ -303,31 +489,59 @@ class Durability:
         self._thread.start()
 
     def _housekeeping(self) -> None:
-        while not self._stop.wait(RELEASE_INTERVAL_SECS):
-            self.release()
+        interval = min(RELEASE_INTERVAL_SECS, self.settings.checkpoint_interval_secs)
+        while not self._stop.wait(interval):
+            try:
+                self._tick()
+            except Exception:
+                log.exception("write-ahead log %s: housekeeping failed; retrying", self.log.path)
 
-    def needed(self) -> dict[str, int] | None:
-        """Per source topic, the lowest offset a participating sink still needs (None: keep
-        everything, a participating sink reads a derived topic)."""
+    def _tick(self) -> None:
         if self.recompute:
-            return None
-        needed: dict[str, int] = {}
+            now = time.monotonic()
+            if now - self._last_checkpoint >= self.settings.checkpoint_interval_secs:
+                self._last_checkpoint = now
+                checkpoint = self.take_checkpoint()
+                if checkpoint is not None:
+                    self._pending = [*self._pending, checkpoint][-_PENDING:]
+        self.release()
+
+    def _held(self) -> dict[str, dict[str, int]] | None:
+        """What every participating sink committed (None: one of them failed to say)."""
+        held = {}
         for sid, stage in self.participants.items():
             try:
-                held = stage.committed() or {}
+                held[sid] = {p: int(o) for p, o in (stage.committed() or {}).items()}
             except Exception:
                 if sid not in self._failed_commits:
                     self._failed_commits.add(sid)
                     log.exception("sink %s: committed() failed; its log segments are kept", sid)
                 return None
+        return held
+
+    def needed(self, held: dict[str, dict[str, int]]) -> dict[str, int] | None:
+        """Per source topic, the lowest offset still needed: by a participating sink, or by
+        the core's adopted checkpoint (None: keep everything, no checkpoint adopted yet)."""
+        if self.recompute and self.checkpoint is None:
+            return None
+        needed: dict[str, int] = {}
+        if self.recompute:
+            needed.update({t: o for t, o in self.checkpoint.source.items() if t in self.streams})
+        for sid, stage in self.participants.items():
             for port, topic in stage.input_topics.items():
                 if topic in self.streams:
-                    offset = int(held.get(port, 0))
+                    offset = held[sid].get(port, 0)
                     needed[topic] = min(needed.get(topic, offset), offset)
         return needed
 
     def release(self) -> int:
-        needed = self.needed()
+        """Adopt what checkpoint can be, then delete the log segments nothing needs."""
+        held = self._held()
+        if held is None:
+            return 0
+        if self._pending:
+            self._adopt(held)
+        needed = self.needed(held)
         return 0 if needed is None else self.log.release(needed)
 
     def close(self) -> None:
@@ -337,9 +551,26 @@ class Durability:
             self._thread.join()
         if self._prepared:
             try:
+                self._final_checkpoint()
                 self.release()
             finally:
                 self.log.close()
+
+    def _final_checkpoint(self) -> None:
+        """After a drained stop the core thread has ended with its readers at the end: a last
+        checkpoint there lets the next start skip recomputing what this run did."""
+        pipeline = self._pipeline
+        core = pipeline.workers.get("core") if pipeline is not None else None
+        if not self.recompute or core is None or core.alive:
+            return
+        try:
+            checkpoint = self._capture(pipeline)
+        except Exception:
+            log.exception("write-ahead log %s: the last checkpoint failed", self.log.path)
+            return
+        if checkpoint is not None:
+            self.checkpoints_taken += 1
+            self._pending.append(checkpoint)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -355,4 +586,8 @@ class Durability:
             "cut": str(self.log.recovery.cut) if self.log.recovery.cut else None,
             "participants": sorted(self.participants),
             "resumed": self.resumed,
+            "checkpoints_taken": self.checkpoints_taken,
+            "checkpoints_skipped": self.checkpoints_skipped,
+            "checkpoint_adopted": self.checkpoint is not None,
+            "restored": self.restored,
         }
