@@ -345,3 +345,21 @@ def test_kill_9_during_compaction_loses_and_duplicates_nothing(tmp_path):
     assert not list((root / "md.trades").glob("*.seg"))
     assert np.array_equal(hftagg.read("md.trades", path=root), np.concatenate(batches))
     assert not list(root.rglob("*.tmp")) and report.heal is not None
+
+
+def test_catalogued_file_with_a_damaged_footer_is_quarantined_at_start(store, caplog):
+    root, batches = store
+    compactor(root).run_once()
+    victim = root / "md.trades/date=2024-10-04/00000000000000002000.parquet"
+    size = victim.stat().st_size
+    with open(victim, "r+b") as f:  # the footer length: same size, unreadable footer
+        f.seek(size - 5)
+        f.write(b"\x7f")
+
+    with caplog.at_level(logging.WARNING, logger="hftagg.store"):
+        report = Catalog(root).heal()
+
+    [(name, reason)] = report.quarantined
+    assert name == victim.relative_to(root).as_posix() and "unreadable footer" in reason
+    assert "00000000000000002000.parquet" in caplog.text and "unreadable footer" in caplog.text
+    assert np.array_equal(read_archived(root, "md.trades", TRADE), np.concatenate(batches[:2]))

@@ -8,8 +8,8 @@ the files again after any crash or manual damage:
 - a file with no row (a crash between rename and insert, or a lost catalog) is described from
   its own footer and catalogued;
 - a row whose file vanished is pruned, with a warning naming the file and its rows;
-- a file that cannot be read (bad footer, bad page CRC, not an hftagg partition, a size that
-  differs from the catalogued one) is moved to ``<path>/quarantine/`` with a log line naming
+- a file that cannot be read (bad footer, bad page CRC, not an hftagg partition, a size or
+  footer row count that differs from the catalogued one) is moved to ``<path>/quarantine/`` with a log line naming
   the file and the reason, and its row removed;
 - a catalog file DuckDB cannot open is moved to quarantine too and rebuilt from the files;
 - ``.tmp`` files left by an interrupted write are removed.
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from hftagg.builtins.storage.archive.parquet import PartitionFile, describe, fsync_dir
 from hftagg.errors import StorageError
@@ -98,6 +99,21 @@ def _partition(row: tuple) -> PartitionFile:
     values["date"] = str(values["date"])
     values["instruments"] = tuple(values["instruments"])
     return PartitionFile(**values)
+
+
+def _footer_problem(path: Path, part: PartitionFile) -> str:
+    """Why a catalogued file is unusable, from its size and footer alone ("" when it is
+    fine); a full CRC check of every file is ``hftagg store verify``'s job, not every start's."""
+    size = path.stat().st_size
+    if size != part.bytes:
+        return f"size {size} bytes, catalogued as {part.bytes}"
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except Exception as exc:  # noqa: BLE001 - any failure to read the footer
+        return f"unreadable footer: {type(exc).__name__}: {exc}"
+    if rows != part.rows:
+        return f"{rows} rows in its footer, catalogued as {part.rows}"
+    return ""
 
 
 class Catalog:
@@ -299,11 +315,11 @@ class Catalog:
                     part.rows,
                     part.date,
                 )
-            elif on_disk[name].stat().st_size != part.bytes:
-                size = on_disk[name].stat().st_size
-                reason = f"size {size} bytes, catalogued as {part.bytes}"
-                self.quarantine(name, reason)
-                report.quarantined.append((name, reason))
+            else:
+                reason = _footer_problem(on_disk[name], part)
+                if reason:
+                    self.quarantine(name, reason)
+                    report.quarantined.append((name, reason))
         self.remove(report.pruned + [f for f, _ in report.quarantined])
         found = []
         for name, path in on_disk.items():

@@ -105,9 +105,13 @@ def _live(root: Path, problems: list[str]) -> dict[str, dict[str, list]]:
         if info is None:
             problems.append(error)
             continue
+        try:
+            records = segments.records(info)
+        except FileNotFoundError:
+            continue  # archived and deleted since it was listed: the catalog, read next, has it
         problems.extend(info.problems)
         by_schema = live.setdefault(path.parent.name, {})
-        by_schema.setdefault(info.schema.key, []).append((info, segments.records(info)))
+        by_schema.setdefault(info.schema.key, []).append((info, records))
     return live
 
 
@@ -129,8 +133,8 @@ def open_query(path: str | Path) -> QuerySession:
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     problems: list[str] = []
+    live = _live(root, problems)  # first: a segment archived meanwhile is then in the catalog
     archived = _archived(root, problems)
-    live = _live(root, problems)
     live_sources = {
         Path(info.path).relative_to(root).as_posix()
         for schemas in live.values()

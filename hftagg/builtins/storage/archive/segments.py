@@ -27,9 +27,13 @@ def all_segments(root: Path) -> Iterator[tuple[Path, SegmentInfo | None, str]]:
     for topic in list_topics(root):
         for path in list_segments(root, topic):
             try:
-                yield path, read_header(path), ""
+                info = read_header(path)
             except StorageError as exc:
+                if isinstance(exc.__cause__, FileNotFoundError):
+                    continue  # archived and deleted since it was listed
                 yield path, None, str(exc)
+                continue
+            yield path, info, ""
 
 
 def sealed_segments(

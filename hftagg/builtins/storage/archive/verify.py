@@ -218,9 +218,16 @@ def _verify_partitions(root: Path, report: VerifyReport) -> None:
     if parts is None:
         return
     known = {p.file for p in parts}
-    for path in sorted(root.glob("*/date=*/*.parquet")):
-        relative = path.relative_to(root).as_posix()
-        if relative.split("/")[0] != QUARANTINE_DIR and relative not in known:
+    stray = [
+        path
+        for path in sorted(root.glob("*/date=*/*.parquet"))
+        if path.relative_to(root).parts[0] != QUARANTINE_DIR
+        and path.relative_to(root).as_posix() not in known
+    ]
+    if stray:  # archived while this ran? ask the catalog again before calling them strays
+        known = {p.file for p in catalog.partitions()}
+    for path in stray:
+        if path.relative_to(root).as_posix() not in known:
             report.problems.append(
                 Finding(
                     str(path),
