@@ -25,10 +25,11 @@ import hftagg
 from hftagg.builtins.storage.archive import partitions, read_archived
 from hftagg.builtins.storage.archive.catalog import Catalog
 from hftagg.builtins.storage.archive.compact import Compactor
-from hftagg.builtins.storage.archive.parquet import NS_PER_DAY, write_partitions
+from hftagg.builtins.storage.archive.parquet import NS_PER_DAY, read_partition, write_partitions
 from hftagg.builtins.storage.store.segment import SegmentWriter, segment_name
 from hftagg.records.arrow import from_arrow_table, to_arrow_table
-from hftagg.records.catalog import TRADE
+from hftagg.records.catalog import BUILTIN_SCHEMAS, TRADE
+from tests.test_arrow import _equal_nan, _random_records
 
 DAY0 = 20_000 * NS_PER_DAY  # 2024-10-04 00:00 UTC
 
@@ -363,3 +364,15 @@ def test_catalogued_file_with_a_damaged_footer_is_quarantined_at_start(store, ca
     assert name == victim.relative_to(root).as_posix() and "unreadable footer" in reason
     assert "00000000000000002000.parquet" in caplog.text and "unreadable footer" in caplog.text
     assert np.array_equal(read_archived(root, "md.trades", TRADE), np.concatenate(batches[:2]))
+
+
+@pytest.mark.parametrize("schema", BUILTIN_SCHEMAS, ids=lambda s: s.key)
+def test_every_builtin_schema_round_trips_through_a_parquet_partition(tmp_path, schema):
+    records = _random_records(schema, 300, seed=11)
+    records["ts_event"] = DAY0 + np.arange(300) * 10**9  # one date
+
+    [part] = write_partitions(tmp_path, "x.y", schema, records, f"x.y/{segment_name(0)}")
+    back = read_partition(tmp_path / part.file, schema)
+
+    assert part.rows == 300 and part.schema == schema.key
+    assert _equal_nan(back, records)
