@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from hftagg.builtins.storage.store.kernels import time_range
 from hftagg.errors import StorageError
 from hftagg.records.schema import Schema
 
@@ -418,7 +419,7 @@ class SegmentWriter:
         self.count = 0
         self.first_offset = first_offset
         self._ordered = True
-        self._ts_last = 0
+        self._ts_last = self._ts_min = self._ts_max = 0
         size = self.header_bytes + records * self.record_size
         if self.path.exists():
             raise StorageError(f"{self.path}: segment exists already; the store's numbering broke")
@@ -480,23 +481,19 @@ class SegmentWriter:
         head["count"] = self.count  # last: the records are in before they count
 
     def _update_times(self, head: np.ndarray, ts: np.ndarray) -> None:
-        first, last = int(ts[0]), int(ts[-1])
-        if self._ordered:
-            if (self.count and first < self._ts_last) or not (ts[1:] >= ts[:-1]).all():
-                self._ordered = False
-                head["flags"] = int(head["flags"][0]) & ~FLAG_TS_ORDERED
-        if self._ordered:
-            low, high = first, last
-        else:
-            low, high = int(ts.min()), int(ts.max())
-        if self.count == 0:
-            head["ts_min"], head["ts_max"] = low, high
-        else:
-            if low < head["ts_min"][0]:
-                head["ts_min"] = low
-            if high > head["ts_max"][0]:
-                head["ts_max"] = high
-        self._ts_last = last
+        """The header's ``ts_event`` range and order flag, from one compiled pass."""
+        after = self._ts_last if self.count else np.iinfo(np.int64).min
+        low, high, ordered = time_range(ts, after)
+        if self._ordered and not ordered:
+            self._ordered = False
+            head["flags"] = int(head["flags"][0]) & ~FLAG_TS_ORDERED
+        if self.count == 0 or low < self._ts_min:
+            self._ts_min = low
+            head["ts_min"] = low
+        if self.count == 0 or high > self._ts_max:
+            self._ts_max = high
+            head["ts_max"] = high
+        self._ts_last = int(ts[-1])
 
     def sync(self) -> None:
         """fsync the records and the header."""

@@ -44,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import field_validator
 
+from hftagg.builtins.storage.store.kernels import warm as warm_kernels
 from hftagg.builtins.storage.store.layout import (
     TopicLock,
     archived_end,
@@ -211,6 +212,7 @@ class Store(SinkStage):
         self._epoch = 0 if self._durable else time.time_ns()
         self._topics: dict[str, _Topic] = {}
         self._compactor = None
+        warm_kernels()  # loaded from numba's cache now, not at the first batch
         try:
             for port, topic in self.input_topics.items():
                 schema = ctx.topic_schemas.get(topic)
