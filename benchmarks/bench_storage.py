@@ -19,10 +19,10 @@ Results, in this order (``python -m benchmarks storage``, ``--quick`` for a smok
 ``store-append-parquet``
     pyarrow's ``ParquetWriter`` (zstd, the store's archive codec) fed the same batches as
     ready-made Arrow tables, one ``write_table`` (one row group) per batch: a report.
-``wal``, ``postgres-copy``
-    From the optional case modules ``benchmarks/storage_wal.py`` and
-    ``benchmarks/storage_postgres.py`` (each exposes ``cases(quick) -> list[Result]``); a module
-    that is not there is skipped with a message.
+``wal``, ``postgres-copy``, ``mongodb-encode`` (and ``mongodb-insert`` with a server)
+    From the optional case modules ``benchmarks/storage_wal.py``,
+    ``benchmarks/storage_postgres.py`` and ``benchmarks/storage_mongodb.py`` (each exposes
+    ``cases(quick) -> list[Result]``); a module that is not there is skipped with a message.
 ``read`` / ``read-parquet``
     10 M stored trades (--quick: 1 M); a 10 % time range of them (every instrument) through
     ``hftagg.read`` against ArcticDB's ``read(date_range=...)`` of the same data (target >= 3x),
@@ -61,7 +61,11 @@ from hftagg.records import TRADE
 __all__ = ["CASE_MODULES", "make_trades", "run"]
 
 #: optional case modules, each with ``cases(quick) -> list[Result]``
-CASE_MODULES = ("benchmarks.storage_wal", "benchmarks.storage_postgres")
+CASE_MODULES = (
+    "benchmarks.storage_wal",
+    "benchmarks.storage_postgres",
+    "benchmarks.storage_mongodb",
+)
 TOPIC = "md.trades"
 SYMBOL = "trades"
 SMALL, LARGE = 4096, 65536
