@@ -18,6 +18,8 @@ on purpose. Library exceptions are translated at the boundary (``raise ConfigErr
     ├── TransportError       a network transport could not open, send or receive
     ├── StorageError         stored data cannot be written or read (a bad segment header, a
     │                        locked topic, a path that is not a store); names file and offset
+    │   └── CatalogUnusable  the archive's DuckDB catalog file cannot be opened (corrupt);
+    │                        the store rebuilds it from the Parquet files
     ├── StageFailed          a stage raised while opening or processing; the pipeline stopped
     └── ApplyError           a live change could not be applied; the pipeline runs on with its
                              previous config
@@ -38,6 +40,7 @@ __all__ = [
     "ApplyError",
     "BusError",
     "BusTimeout",
+    "CatalogUnusable",
     "ConfigError",
     "DbnFormatError",
     "FixedPointError",
@@ -117,6 +120,11 @@ class TransportError(HftaggError):
 
 class StorageError(HftaggError):
     """Stored data cannot be written or read; the message names the file (and byte offset)."""
+
+
+class CatalogUnusable(StorageError):
+    """The archive's catalog file exists but DuckDB cannot open it (corrupt, truncated, not a
+    DuckDB file); readers fall back to the Parquet files, the store rebuilds it at its start."""
 
 
 class DbnFormatError(HftaggError, ValueError):

@@ -21,6 +21,7 @@ NOT_ERRORS = {
 
 PUBLIC_API = {
     "StorageError",
+    "CatalogUnusable",
     "read",
     "ApplyError",
     "BusError",

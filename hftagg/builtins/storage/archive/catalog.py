@@ -36,7 +36,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from hftagg.builtins.storage.archive.parquet import PartitionFile, describe, fsync_dir
-from hftagg.errors import StorageError
+from hftagg.errors import CatalogUnusable, StorageError
 
 __all__ = ["CATALOG_FILE", "QUARANTINE_DIR", "Catalog", "CatalogUnusable", "HealReport"]
 
@@ -63,10 +63,6 @@ _COLUMNS = (
     "source VARCHAR NOT NULL, source_row BIGINT NOT NULL"
 )
 _FIELDS = tuple(PartitionFile.__dataclass_fields__)
-
-
-class CatalogUnusable(StorageError):
-    """The catalog file exists but DuckDB cannot open it (corrupt, truncated, not DuckDB)."""
 
 
 @dataclass
