@@ -12,7 +12,8 @@ server (and against a real one whenever ``HFTAGG_TEST_MONGODB_URI`` is set). It 
 
 Commands: ``hello``/``isMaster``, ``ping``, ``buildInfo`` (the ``version`` given), ``listCollections``
 (``filter`` on ``name``/``type``, time-series options reported), ``create`` (time-series options
-checked and stored; refused like MongoDB < 5.0 when the version is older), ``insert`` (ordered or
+checked and stored; refused like MongoDB < 5.0 when the version is older; on 5.x indexed
+only on their time and meta fields), ``insert`` (ordered or
 not: with ``ordered=false`` it goes on after a duplicate key and reports one ``writeErrors`` entry,
 code 11000, per failed index), ``find``/``getMore``/``killCursors`` (equality and
 ``$gt/$gte/$lt/$lte/$in/$ne`` filters on top-level fields, ``sort``, ``projection``, ``skip``,
@@ -628,6 +629,15 @@ class MongoFake:
                     72,
                     "InvalidOptions",
                     "Unique indexes are not supported on time-series collections",
+                )
+            ts = coll.timeseries
+            allowed = {ts["timeField"], ts.get("metaField")} if ts else set()
+            if ts and self.wire_version < 17 and not set(key) <= allowed:
+                raise CommandError(
+                    67,
+                    "CannotCreateIndex",
+                    "Indexes on time-series collections may only be created on the metaField "
+                    "and timeField (MongoDB < 6.0)",
                 )
             existing = coll.indexes.get(name)
             if existing is not None:

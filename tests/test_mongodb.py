@@ -181,8 +181,10 @@ def test_timeseries_collection_created_with_ts_event_and_instrument(mongo):
     assert docs and docs[0]["ts_event_ns"] == batch["ts_event"][0]
 
 
-def test_server_without_timeseries_gets_a_plain_collection_with_unique_key():
-    with MongoFake(version="4.4.0") as old_server:
+@pytest.mark.parametrize("version", ["4.4.0", "5.0.0"])
+def test_server_without_indexed_timeseries_gets_a_plain_collection_with_unique_key(version):
+    """4.4 has no time-series collections; 5.0 cannot index (stream, offset) in one."""
+    with MongoFake(version=version) as old_server:
         os.environ[URI_ENV] = old_server.uri
         try:
             run_pipeline(

@@ -5,8 +5,9 @@ sink runs in its own thread. The connection URI comes from the environment varia
 ``uri_env`` (secrets never sit in config files); ``database`` and ``topics`` say where and what;
 ``collections`` renames (default: the topic with ``.`` -> ``_``, ``md.trades`` -> ``md_trades``).
 
-Collections. Where the server has them (``buildInfo`` version >= 5.0) and ``timeseries = true``,
-each collection is a time-series collection: ``timeField`` ``ts_event`` (a BSON date; the exact
+Collections. Where the server has them and ``timeseries = true``, each collection is a
+time-series collection (``buildInfo`` version >= 6.0: 5.0 has time-series collections but indexes
+only on their time and meta fields, and the replay lookups need one on ``(stream, offset)``): ``timeField`` ``ts_event`` (a BSON date; the exact
 nanoseconds are ``ts_event_ns``), ``metaField`` ``instrument``, ``granularity`` as configured and
 ``expireAfterSeconds`` when ``expire_after_secs`` is set. Otherwise (an older server, a create the
 server refuses, or ``timeseries = false``) a plain collection with a unique index on
@@ -66,7 +67,7 @@ log = logging.getLogger("hftagg.storage.mongodb")
 
 DUPLICATE_KEY = 11000
 NAMESPACE_EXISTS = 48
-TIMESERIES_MIN_VERSION = (5, 0)
+TIMESERIES_MIN_VERSION = (6, 0)  # secondary indexes on measurement fields
 #: server error codes that mean "not now" (shutdown, stepdown, network, timeouts): retried
 RETRYABLE_CODES = frozenset(
     {6, 7, 50, 63, 89, 91, 150, 189, 234, 262, 462, 9001, 10107, 11600, 11602, 13388, 13435, 13436}
@@ -85,7 +86,7 @@ class MongoSinkParams(ExternalParams):
         {}, description="topic -> collection name (default: the topic with '.' -> '_')"
     )
     timeseries: bool = restart(
-        True, description="time-series collections where the server has them (MongoDB >= 5.0)"
+        True, description="time-series collections where the server has them (MongoDB >= 6.0)"
     )
     granularity: Literal["seconds", "minutes", "hours"] = restart(
         "seconds", description="time-series bucket granularity"
@@ -277,8 +278,14 @@ class MongoSink(ExternalSink):
             target.timeseries = await self._create_timeseries(db, target)
         coll = db[target.collection]
         key = [("stream", 1), ("offset", 1)]
-        if target.timeseries:
+        if target.timeseries and self.version >= TIMESERIES_MIN_VERSION:
             await coll.create_index(key)
+        elif target.timeseries:
+            log.warning(
+                "stage %r: %s is a time-series collection on MongoDB %s, which cannot index "
+                "(stream, offset): a replayed batch is checked against it by a scan",
+                self.stage_id, target.collection, ".".join(map(str, self.version)),
+            )  # fmt: skip
         else:
             await coll.create_index(key, unique=True)
             await coll.create_index([("instrument", 1), ("ts_event", 1)])
