@@ -43,6 +43,16 @@ __all__ = ["Policy", "Reader", "Ring"]
 
 _STOP_POLL_SECS = 0.005  # how often a blocked publish looks at its ``stop`` event
 _SPINS = 2  # GIL-yielding re-checks before a blocked writer sleeps on its event
+_BYTES = np.dtype(np.uint8)
+_NUMPY_COPY_MAX = 500  # numpy releases the GIL for copies of more elements than this
+
+
+def _ringer(event) -> Callable[[], object]:
+    """What a publish calls for ``event``: ``event.set`` when setting is cheap (the runtime's
+    Bell says so with ``cheap_set``), else set-if-not-set."""
+    if getattr(event, "cheap_set", False):
+        return event.set
+    return lambda: event.is_set() or event.set()
 
 
 class Policy(enum.StrEnum):
@@ -210,6 +220,7 @@ class Ring:
         self._readers: tuple[Reader, ...] = ()
         self._lossless: tuple[Reader, ...] = ()
         self._waiters: tuple[threading.Event, ...] = ()
+        self._ringers: tuple[Callable[[], object], ...] = ()  # one call per waiter
         self._lock = threading.Lock()
         self._space = threading.Event()  # set by a lossless reader's commit when the writer waits
         self._writer_waiting = False
@@ -322,14 +333,17 @@ class Ring:
                 reader.cursor = offset
 
     def add_waiter(self, event: threading.Event) -> None:
-        """Set ``event`` on every publish (a consumer thread sleeps on it when idle)."""
+        """Set ``event`` on every publish (a consumer thread sleeps on it when idle): a
+        ``threading.Event`` or anything with its interface, such as the runtime's Bell."""
         with self._lock:
             self._waiters = (*self._waiters, event)
+            self._ringers = tuple(_ringer(e) for e in self._waiters)
 
     def remove_waiter(self, event: threading.Event) -> None:
         """Stop setting ``event``; unknown events are ignored."""
         with self._lock:
             self._waiters = tuple(e for e in self._waiters if e is not event)
+            self._ringers = tuple(_ringer(e) for e in self._waiters)
 
     def free_space(self) -> int:
         """Records the writer can publish now without waiting."""
@@ -340,7 +354,7 @@ class Ring:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def publish(
+    def publish(  # noqa: C901 - the per-batch path: the usual case reserves inline
         self,
         batch: np.ndarray,
         *,
@@ -364,16 +378,28 @@ class Ring:
                 f"expected {self.dtype} (convert the batch or publish to the right topic)"
             )
         try:
-            src = batch.data.cast("B")  # raw bytes: one memcpy, not a field-by-field copy
-        except (TypeError, ValueError):  # not C-contiguous, or a dtype the buffer protocol lacks
-            src = memoryview(np.ascontiguousarray(batch).reshape(-1).view(np.uint8))
+            src = batch.view(_BYTES)  # raw bytes: one memcpy, not a field-by-field copy
+        except ValueError:  # not contiguous
+            src = np.ascontiguousarray(batch).reshape(-1).view(_BYTES)
         first_offset = self._published
         self._claim_len = 0  # a publish cancels an uncommitted claim
         size = self.itemsize
-        total = len(src) // size
-        if 0 < total <= self.capacity and self._reserve(total) == total:  # the usual case
-            self._write(src, total)
-            return first_offset
+        total = src.size // size
+        if 0 < total <= self.capacity:  # the usual case: reserve inline (one lock, no call)
+            with self._lock:
+                lossless = self._lossless
+                if lossless and self.capacity - (first_offset - self._gate) < total:
+                    gate = first_offset
+                    for reader in lossless:
+                        if reader.cursor < gate:
+                            gate = reader.cursor
+                    self._gate = gate
+                fits = not lossless or self.capacity - (first_offset - self._gate) >= total
+                if fits:
+                    self._claimed = first_offset + total
+            if fits:
+                self._write(src, total)
+                return first_offset
         deadline = None if timeout is None else time.monotonic() + timeout
         done = 0
         while done < total:
@@ -429,17 +455,23 @@ class Ring:
             self._claimed = published + n
         return n
 
-    def _write(self, src: memoryview, n: int) -> None:
+    def _write(self, src: np.ndarray, n: int) -> None:
         """Copy ``n`` records (``src``, raw bytes) in after the reservation, then publish them.
 
-        A memoryview copy is one memcpy that keeps the GIL; numpy would drop and re-take it
-        around a copy this size, handing the GIL to a reader thread in the middle of a publish.
+        Up to ``_NUMPY_COPY_MAX`` bytes numpy copies (the cheapest call for a small batch, and
+        numpy keeps the GIL for so few elements); above, a memoryview copy: one memcpy that
+        keeps the GIL, where numpy would drop and re-take it, handing the GIL to a reader
+        thread in the middle of a publish.
         """
         published = self._published
         start = (published & self._mask) * self.itemsize
-        length = len(src)
+        length = src.size
         room = self._nbytes - start
-        ring = self._memory
+        if length <= _NUMPY_COPY_MAX:
+            ring = self._bytes
+        else:
+            ring = self._memory
+            src = src.data
         if length <= room:
             ring[start : start + length] = src
         else:
@@ -449,10 +481,10 @@ class Ring:
         self._wake()
 
     def _wake(self) -> None:
-        """Set every waiter's event (checking first: an Event.set costs a lock and a notify)."""
-        for event in self._waiters:
-            if not event.is_set():
-                event.set()
+        """Ring every waiter: a Bell's ``set`` directly (a bool store when nobody sleeps); a
+        ``threading.Event`` only when not set already (its ``set`` costs a lock and a notify)."""
+        for ring in self._ringers:
+            ring()
 
     def _wait_for_space(
         self, deadline: float | None, stop: threading.Event | None, pending: int

@@ -182,6 +182,9 @@ class Pipeline:
         self.host = host
         self.max_batch = self.runtime.max_batch
         self.rings: dict[str, Ring] = {}
+        self._core_plan: list[tuple] = []
+        self._plan_graph: Graph | None = None  # the graph _core_plan was made for
+        self._emitters: dict[str, Any] = {}
         self.stats: dict[str, NodeStats] = {}
         self.readers: dict[str, list[tuple[str, Reader]]] = {}
         #: "inline": the source threads run the core step (under this lock) and the sinks
@@ -236,6 +239,7 @@ class Pipeline:
             inner = topic in core_to_core_topics(graph.nodes, graph.producer)
             capacity = ring_records(self.runtime, schema.dtype.itemsize, inner)
             ring = self.rings[topic] = Ring(schema.dtype, capacity, name=topic)
+            self._replan()
         return ring
 
     def ring_memory(self) -> dict[str, Any]:
@@ -253,6 +257,7 @@ class Pipeline:
 
     def attach(self, node: Node, cursors: dict[str, int] | None = None) -> None:
         """Give ``node`` stats, readers (at ``cursors`` per port when given) and a worker."""
+        self._replan()
         self.stats.setdefault(node.id, NodeStats())
         if node.role != "source":
             policy = node.spec.policy or getattr(node.stage, "input_policy", "lossless")
@@ -288,6 +293,7 @@ class Pipeline:
 
     def detach(self, node: Node) -> dict[str, int]:
         """Drop ``node``'s readers; returns their cursors per port (to hand to a successor)."""
+        self._replan()
         cursors = {}
         for port, reader in self.readers.pop(node.id, []):
             cursors[port] = reader.cursor
@@ -297,6 +303,7 @@ class Pipeline:
 
     def wire_bells(self) -> None:
         """Point every ring's wake-ups at the threads that consume it (and only those)."""
+        self._replan()
         for ring in self.rings.values():
             for worker in self.workers.values():
                 ring.remove_waiter(worker.bell)
@@ -385,6 +392,60 @@ class Pipeline:
 
     def step_core(self) -> int:
         """One pass over the core stages in topological order; returns records consumed."""
+        if self.telemetry is not None:
+            return self._step_core_observed()
+        plan = self._core_plan if self._plan_graph is self.graph else self._plan_core()
+        max_batch = self.max_batch
+        clock = time.perf_counter_ns
+        done = 0
+        for node, stats, process, takes_port, readers, emit in plan:
+            for port, reader in readers:
+                batch = reader.poll(max_batch)
+                n = len(batch)
+                if not n:
+                    continue
+                t0 = clock()
+                try:
+                    out = process(batch, port) if takes_port else process(batch)
+                except Exception as exc:
+                    if node.on_error != "isolate":
+                        raise
+                    self._isolate(node, batch, reader.cursor, reader.ring.name, exc)
+                    out = None
+                stats.busy_ns += clock() - t0
+                if out is not None:
+                    emit(out)
+                reader.commit(n)
+                stats.records_in += n
+                stats.batches_in += 1
+                done += n
+        return done
+
+    def _plan_core(self) -> list[tuple]:
+        """What ``step_core`` needs per core stage, looked up once: rebuilt when the graph, a
+        ring or a reader changes (a live change), never per batch."""
+        self._emitters = {}
+        self._core_plan = [
+            (
+                node,
+                self.stats[node.id],
+                node.stage.process,
+                self._takes_port[node.id],
+                tuple(self.readers[node.id]),
+                self._emitter(node),
+            )
+            for node in self.graph.core
+        ]
+        self._plan_graph = self.graph
+        return self._core_plan
+
+    def _replan(self) -> None:
+        """Forget the per-stage plans (after wiring changed)."""
+        self._plan_graph = None
+        self._emitters = {}
+
+    def _step_core_observed(self) -> int:
+        """``step_core`` with telemetry: spans for sampled batches, a histogram per batch."""
         done = 0
         for node in self.graph.core:
             stats = self.stats[node.id]
@@ -515,41 +576,81 @@ class Pipeline:
         return out
 
     def _emit(self, node: Node, out: Any) -> int:
-        out = self._as_ports(node, out)
+        """Publish a stage's output (one array, or ``{port: array}``); returns records out."""
+        if self._plan_graph is not self.graph:
+            self._plan_core()
+        emit = self._emitters.get(node.id) or self._emitter(node)
+        return emit(out)
+
+    def _emitter(self, node: Node):  # noqa: C901 - builds the per-batch emit below
+        """``emit(out) -> records``: ``node``'s outputs with their rings, schemas and counters
+        bound once (per wiring), so a batch costs a ring publish and a few integer updates."""
+        emitters = self._emitters
+        if node.id in emitters:
+            return emitters[node.id]
         stats = self.stats[node.id]
+        targets = self._targets(node)
+        only = next(iter(node.outputs)) if len(node.outputs) == 1 else None
+        hard_stop = self._hard_stop
+        relieve = self._relieve if self.inline else None
         tel = self.telemetry
-        total = 0
-        for port, batch in out.items():
-            topic = node.outputs.get(port)
-            if topic is None or not len(batch):
-                continue
-            ring = self.rings.get(topic)
-            if ring is None:  # nobody reads this topic: counted as records out, not kept
-                if getattr(batch, "dtype", None) != self.graph.topics[topic].dtype:
-                    raise StageFailed(self._wrong_dtype(node, port, topic, batch))
+        ndarray = np.ndarray
+
+        def emit(out: Any) -> int:  # noqa: C901 - the per-batch path, kept in one frame
+            if isinstance(out, ndarray):
+                if only is None:
+                    self._as_ports(node, out)  # raises, naming the ports to use
+                items: Any = ((only, out),)
             else:
-                try:
-                    before = ring.published
-                    ring.publish(
-                        batch,
-                        stop=self._hard_stop,
-                        timeout=self.publish_timeout,
-                        on_full=self._relieve if self.inline else None,
-                    )
-                    # a hard stop returns from a full ring early: say what never got in
-                    self.discarded += len(batch) - (ring.published - before)
-                except BusError as exc:
-                    if getattr(batch, "dtype", None) == ring.dtype:
-                        raise
-                    raise StageFailed(self._wrong_dtype(node, port, topic, batch)) from exc
-            if self.graph.topics[topic].name == "dead_letter":
-                stats.dead_letters += len(batch)
-                if tel is not None:
-                    tel.dead_lettered(topic, batch)
-            stats.records_out += len(batch)
-            stats.batches_out += 1
-            total += len(batch)
-        return total
+                items = out.items()
+            total = 0
+            for port, batch in items:
+                target = targets.get(port)
+                if target is None:
+                    continue
+                n = len(batch)
+                if not n:
+                    continue
+                topic, ring, dtype, dead = target
+                if ring is None:  # nobody reads this topic: counted as records out, not kept
+                    if getattr(batch, "dtype", None) != dtype:
+                        raise StageFailed(self._wrong_dtype(node, port, topic, batch))
+                else:
+                    try:
+                        first = ring.publish(
+                            batch, stop=hard_stop, timeout=self.publish_timeout, on_full=relieve
+                        )
+                    except BusError as exc:
+                        if getattr(batch, "dtype", None) == ring.dtype:
+                            raise
+                        raise StageFailed(self._wrong_dtype(node, port, topic, batch)) from exc
+                    missing = first + n - ring._published
+                    if missing > 0:  # a hard stop returned from a full ring early
+                        self.discarded += missing
+                if dead:
+                    stats.dead_letters += n
+                    if tel is not None:
+                        tel.dead_lettered(topic, batch)
+                stats.records_out += n
+                stats.batches_out += 1
+                total += n
+            return total
+
+        emitters[node.id] = emit
+        return emit
+
+    def _targets(self, node: Node) -> dict[str, tuple]:
+        """Per output port: its topic, ring (None: nobody reads it), dtype, dead-letter flag."""
+        targets = {}
+        for port, topic in node.outputs.items():
+            schema = self.graph.topics[topic]
+            targets[port] = (
+                topic,
+                self.rings.get(topic),
+                schema.dtype,
+                schema.name == "dead_letter",
+            )
+        return targets
 
     def _wrong_dtype(self, node: Node, port: str, topic: str, batch: Any) -> str:
         """The message for a stage whose output batch does not have its port's schema."""

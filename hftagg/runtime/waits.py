@@ -77,6 +77,7 @@ class Bell:
     """
 
     __slots__ = ("_flag", "_blocked", "_spinning", "_gate", "cell", "timeouts")
+    cheap_set = True  # a ring calls set() on every publish without checking is_set() first
 
     def __init__(self) -> None:
         self._flag = False
