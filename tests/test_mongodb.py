@@ -25,7 +25,7 @@ import pytest
 
 from hftagg.builtins.storage.mongodb.documents import DocumentLayout, records_from_documents
 from hftagg.builtins.storage.mongodb.sink import MongoSink
-from hftagg.errors import StageFailed
+from hftagg.errors import StageFailed, StorageError
 from hftagg.records.catalog import BUILTIN_SCHEMAS, TRADE
 from hftagg.stages import StageContext
 from hftagg.testing import TestingSource, run_pipeline
@@ -461,3 +461,17 @@ def test_mongodb_outage_under_load_spills_and_catches_up_exactly_once(
     assert not during[-1].get("connected", 1), during
     # ingest did not wait for MongoDB: a quarter of the 20,000 events/s are trades
     assert produced >= 0.7 * 5_000 * 9, output
+
+
+def test_network_errors_and_stepdowns_are_retried_refusals_are_not():
+    from pymongo.errors import AutoReconnect, NetworkTimeout, OperationFailure
+
+    mongo_sink = MongoSink(topics=["md.trades"])
+
+    retried = [AutoReconnect("gone"), NetworkTimeout("slow"), ConnectionResetError()]
+    retried += [OperationFailure("shutting down", code=11600), OperationFailure("x", code=10107)]
+    refused = [OperationFailure("bad value", code=2), OperationFailure("index", code=86)]
+
+    assert all(mongo_sink.retryable(e) for e in retried)
+    assert not any(mongo_sink.retryable(e) for e in refused)
+    assert not mongo_sink.retryable(StorageError("3 of 3 documents refused"))

@@ -328,8 +328,10 @@ class MongoSink(ExternalSink):
         if p.expire_after_secs:
             options["expireAfterSeconds"] = p.expire_after_secs
         try:
-            await db.create_collection(target.collection, **options)
+            await db.create_collection(target.collection, check_exists=False, **options)
         except OperationFailure as exc:
+            if self.retryable(exc):  # the server is away or stepping down: not a refusal
+                raise
             if exc.code == NAMESPACE_EXISTS:  # created meanwhile; look again
                 found = await (
                     await db.list_collections(filter={"name": target.collection})
