@@ -541,3 +541,44 @@ def test_a_segment_being_created_by_a_running_store_is_left_out(tmp_path):
         StoreReplay(StoreReplayParams(path=str(tmp_path), topics=["md.trades"])).open(
             StageContext()
         )
+
+
+def test_archived_parquet_partitions_replay_with_the_live_segments_each_record_once(tmp_path):
+    from hftagg.builtins.storage.archive.compact import Compactor
+
+    # Arrange: trades across midnight in sealed segments, archived to Parquet (one file per
+    # UTC date: a segment that spans midnight becomes two), then a live segment after them
+    trades = _stream(TRADE, 3000, seed=19, step=2 * 10**8)  # ~5 min, from 23:57:30
+    trades["ts_event"] += 86_400 * 10**9 - 150 * 10**9
+    book = _stream(BOOK_UPDATE, 2000, seed=20, step=3 * 10**8)
+    book["ts_event"] += 86_400 * 10**9 - 150 * 10**9
+    _store(tmp_path, "md.trades", TRADE, trades[:2400], per_segment=800)
+    _store(tmp_path, "md.book", BOOK_UPDATE, book, per_segment=900)
+    report = Compactor(tmp_path, settle_ns=0).run_once()
+    live = SegmentWriter(
+        tmp_path / "md.trades" / segment_name(2400),
+        schema=TRADE,
+        topic="md.trades",
+        position=2400,
+        first_offset=2400,
+        epoch=1,
+        max_bytes=1 << 20,
+    )
+    live.append(trades[2400:])
+    start = int(trades["ts_event"][500])
+    params = StoreReplayParams(
+        path=str(tmp_path), topics=["md.trades", "md.book"], start=start, batch=700
+    )
+
+    # Act
+    batches = _replay_all(StoreReplay(params))
+    live.seal()
+
+    # Assert: Parquet and segments together, in stored order, merged as always
+    assert report.rows == 2400 + 2000 and len(list(tmp_path.rglob("*.parquet"))) >= 5
+    assert [p.name for p in (tmp_path / "md.trades").glob("*.seg")] == [segment_name(2400)]
+    for topic, records in (("md.trades", trades), ("md.book", book)):
+        want = records[records["ts_event"] >= start]
+        assert _same_records(_join(b[topic] for b in batches if topic in b), want), topic
+    got_topic, _, ts = _flatten(batches, ["md.trades", "md.book"])
+    assert (np.diff(ts) >= 0).all() and set(got_topic.tolist()) == {0, 1}
