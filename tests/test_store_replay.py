@@ -194,6 +194,27 @@ def test_topics_merge_by_ts_event_then_topic_order_then_stream_position(tmp_path
     assert per_topic["md.book"].tobytes() == book.tobytes()
 
 
+def test_strict_order_hands_every_record_over_in_exactly_the_merged_order(tmp_path):
+    trades = _stream(TRADE, 900, seed=21, ties=True)
+    book = _stream(BOOK_UPDATE, 1300, seed=22, ties=True)
+    _store(tmp_path, "md.trades", TRADE, trades, per_segment=400)
+    _store(tmp_path, "md.book", BOOK_UPDATE, book, per_segment=400)
+    topics = ["md.trades", "md.book"]
+    params = StoreReplayParams(path=str(tmp_path), topics=topics, batch=64, strict_order=True)
+
+    batches = _replay_all(StoreReplay(params))
+
+    assert all(len(b) == 1 for b in batches)  # one topic per batch: a run of the merged order
+    got = [(topics.index(t), int(s)) for b in batches for t, a in b.items() for s in a["seq"]]
+    want_topic, want_pos = _reference_merge([trades, book])
+    want = [
+        (int(t), int([trades, book][t]["seq"][p]))
+        for t, p in zip(want_topic, want_pos, strict=True)
+    ]
+    assert got == want
+    assert max(len(a) for b in batches for a in b.values()) <= 64
+
+
 # -- filters ------------------------------------------------------------------------------------
 
 

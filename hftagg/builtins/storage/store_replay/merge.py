@@ -92,6 +92,15 @@ class MergedRun:
         self.pos += len(part)
         return np.bincount(part, minlength=self.topics)
 
+    def same_topic(self, limit: int) -> int:
+        """How many of the next ``limit`` merged records come from the first one's topic in a
+        row (at least 1 when any is left)."""
+        part = self.topic[self.pos : self.pos + limit]
+        if not len(part):
+            return 0
+        other = np.flatnonzero(part != part[0])
+        return int(other[0]) if len(other) else len(part)
+
     def peek_keys(self) -> np.ndarray:
         return self.keys[self.pos :]
 

@@ -23,7 +23,9 @@ Order across topics: by ``ts_event``, ties broken by the order of ``topics`` and
 position (see :mod:`.merge`); a topic's own order is always its stored order. Each batch is one
 stretch of that merged order, handed to the pipeline as one array per topic; the runtime runs
 every stage once per batch in topological order, so a stage reading several topics sees them a
-batch at a time (``batch = 1`` gives strict record-by-record interleaving, at a cost).
+batch at a time. ``strict_order = true`` makes each batch one topic's consecutive records (a
+run of the merged order), so such a stage sees every record in exactly the merged order, at the
+cost of smaller batches where topics interleave closely.
 
 Pacing (``speed`` > 0): the first record replayed anchors the clock; a record is due
 ``(ts_event - first ts_event) / speed`` after it. ``next_batch`` never blocks: it returns what is
@@ -79,6 +81,11 @@ class StoreReplayParams(Params):
         0.0, ge=0, le=1e9, description="0 = as fast as possible, 1 = real time, N = N x faster"
     )
     batch: int = live(4096, ge=1, le=1 << 20, description="most records per batch, all topics")
+    strict_order: bool = live(
+        False,
+        description="each batch holds one topic's consecutive records, so stages reading "
+        "several topics see them in exactly the merged order (smaller batches)",
+    )
 
     @field_validator("topics")
     @classmethod
@@ -256,7 +263,10 @@ class StoreReplay(SourceStage):
             if not self._refill():
                 self._done = True
                 return None
-        n = self._due(min(self.params.batch, len(self._run)))
+        limit = min(self.params.batch, len(self._run))
+        if self.params.strict_order:
+            limit = self._run.same_topic(limit)
+        n = self._due(limit)
         if n == 0:
             return None
         keys = self._run.peek_keys()
