@@ -376,3 +376,16 @@ def test_every_builtin_schema_round_trips_through_a_parquet_partition(tmp_path, 
 
     assert part.rows == 300 and part.schema == schema.key
     assert _equal_nan(back, records)
+
+
+def test_a_catalog_of_another_layout_is_rebuilt_from_the_files(store):
+    root, batches = store
+    compactor(root).run_once()
+    before = Catalog(root).partitions()
+    with duckdb.connect(str(root / "catalog.duckdb")) as con:
+        con.execute("ALTER TABLE partitions DROP COLUMN source_row")
+
+    report = Catalog(root).heal()
+
+    assert "source_row" in report.catalog_rebuilt and len(report.added) == 4
+    assert Catalog(root).partitions() == before

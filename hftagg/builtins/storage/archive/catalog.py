@@ -11,7 +11,8 @@ the files again after any crash or manual damage:
 - a file that cannot be read (bad footer, bad page CRC, not an hftagg partition, a size or
   footer row count that differs from the catalogued one) is moved to ``<path>/quarantine/`` with a log line naming
   the file and the reason, and its row removed;
-- a catalog file DuckDB cannot open is moved to quarantine too and rebuilt from the files;
+- a catalog file DuckDB cannot open, or one of another layout (an older hftagg's), is moved to
+  quarantine too and rebuilt from the files (the files carry everything it holds);
 - ``.tmp`` files left by an interrupted write are removed.
 
 DuckDB allows one writing process per database file, and the pipeline's store and a user's
@@ -260,17 +261,23 @@ class Catalog:
     def _open_or_rebuild(self, report: HealReport) -> None:
         if not self.file.exists():
             return
+        reason = ""
         try:
             with self._connect() as con:
-                con.execute("SELECT count(*) FROM partitions").fetchone()
+                sql = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'partitions'"
+                columns = tuple(r[0] for r in con.execute(sql).fetchall())
+            if columns != _FIELDS:
+                reason = f"its partitions table has columns {columns}, this hftagg writes {_FIELDS}"
         except CatalogUnusable as exc:
             reason = f"DuckDB cannot open it: {exc.__cause__}"
-            for extra in (self.file.with_name(self.file.name + ".wal"),):
-                if extra.exists():
-                    self.quarantine(extra.name, reason)
-            self.quarantine(self.file.name, reason)
-            report.catalog_rebuilt = reason
-            log.warning("rebuilding %s from the Parquet files", self.file)
+        if not reason:
+            return
+        for extra in (self.file.with_name(self.file.name + ".wal"),):
+            if extra.exists():
+                self.quarantine(extra.name, reason)
+        self.quarantine(self.file.name, reason)
+        report.catalog_rebuilt = reason
+        log.warning("rebuilding %s from the Parquet files", self.file)
 
     def _data_files(self) -> tuple[list[Path], list[Path]]:
         parquet, temporary = [], []
