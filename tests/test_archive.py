@@ -389,3 +389,16 @@ def test_a_catalog_of_another_layout_is_rebuilt_from_the_files(store):
 
     assert "source_row" in report.catalog_rebuilt and len(report.added) == 4
     assert Catalog(root).partitions() == before
+
+
+def test_a_deleted_catalog_still_reads_from_the_files_then_heals(store):
+    root, batches = store
+    compactor(root).run_once()
+    before = Catalog(root).partitions()
+    (root / "catalog.duckdb").unlink()
+
+    got = read_archived(root, "md.trades", TRADE)
+    report = Catalog(root).heal()
+
+    assert np.array_equal(got, np.concatenate(batches[:3]))
+    assert len(report.added) == 4 and Catalog(root).partitions() == before

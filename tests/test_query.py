@@ -130,3 +130,14 @@ def test_query_command_runs_as_a_subprocess(store):
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["count_star()", str(len(every))]
+
+
+def test_query_without_a_catalog_reads_the_parquet_files_found(store):
+    root, every = store
+    (root / "catalog.duckdb").unlink()
+    session = open_query(root)
+
+    [(count,)] = session.sql("SELECT count(*) FROM md_trades").fetchall()
+
+    assert count == len(every)
+    session.close()

@@ -97,13 +97,22 @@ def partitions(
     """The archived partitions of ``topic`` that may hold ``start <= ts_event < end`` (ns) of
     ``instruments``, in store order (source segment position, then date)."""
     root = Path(path)
-    if not (root / "catalog.duckdb").exists():
-        return []
-    try:
-        found = Catalog(root).partitions(topic, start, end, instruments)
-    except CatalogUnusable as exc:
-        log.warning("%s; reading the partition files found on disk instead", exc)
+    if (root / "catalog.duckdb").exists():
+        try:
+            found = Catalog(root).partitions(topic, start, end, instruments)
+        except CatalogUnusable as exc:
+            log.warning("%s; reading the partition files found on disk instead", exc)
+            found = _scan(root, topic, start, end, instruments)
+    else:  # never archived, or the catalog was lost: the files say what there is
         found = _scan(root, topic, start, end, instruments)
+        if found:
+            log.warning(
+                "%s has no catalog.duckdb: read %d partition file(s) of %s found on disk (the "
+                "store rebuilds the catalog when it next starts)",
+                root,
+                len(found),
+                topic,
+            )
     located = [ArchivedPartition(p, root / p.file) for p in found]
     return sorted(located, key=lambda p: (p.position, p.entry.source_row, p.entry.date))
 

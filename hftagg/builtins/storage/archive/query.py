@@ -26,7 +26,12 @@ import duckdb
 import numpy as np
 
 from hftagg.builtins.storage.archive import segments
-from hftagg.builtins.storage.archive.catalog import QUARANTINE_DIR, Catalog, CatalogUnusable
+from hftagg.builtins.storage.archive.catalog import (
+    CATALOG_FILE,
+    QUARANTINE_DIR,
+    Catalog,
+    CatalogUnusable,
+)
 from hftagg.errors import StorageError
 from hftagg.records.arrow import to_arrow_table
 
@@ -93,7 +98,9 @@ def _topics(root: Path, catalogued: list[str]) -> list[str]:
     on_disk = [
         p.name
         for p in root.iterdir()
-        if p.is_dir() and p.name != QUARANTINE_DIR and any(p.glob("*.seg"))
+        if p.is_dir()
+        and p.name != QUARANTINE_DIR
+        and (any(p.glob("*.seg")) or any(p.glob("date=*/*.parquet")))
     ]
     return sorted(set(on_disk) | set(catalogued))
 
@@ -115,7 +122,11 @@ def _live(root: Path, problems: list[str]) -> dict[str, dict[str, list]]:
     return live
 
 
-def _archived(root: Path, problems: list[str]) -> list:
+def _archived(root: Path, problems: list[str]) -> list | None:
+    """The catalogued partitions; None when there is no usable catalog (then every Parquet
+    file found under a topic is read)."""
+    if not (root / CATALOG_FILE).exists():
+        return None
     try:
         return Catalog(root).partitions()
     except CatalogUnusable as exc:
