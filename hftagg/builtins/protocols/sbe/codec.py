@@ -45,6 +45,8 @@ FRAMINGS = {"length2": K.LENGTH2, "sofh": K.SOFH, "mdp3": K.MDP3}
 ERROR_DTYPE = np.dtype(
     [("offset", "<i8"), ("length", "<i8"), ("reason", "<i8"), ("detail", "<i8"), ("segment", "<i8")]
 )
+_NO_ERRORS = np.empty(0, dtype=ERROR_DTYPE)
+_NO_ERRORS.flags.writeable = False  # shared by every scan without errors
 
 
 @dataclass
@@ -287,9 +289,10 @@ class SbeCodec:
                    K.FULL_ERRORS: "r"}[status]  # fmt: skip
             caps[key] = max(caps[key], self._work[key].shape[1]) * 4
         nm, ne, nd, nr = (int(counts[c]) for c in (K.C_MSGS, K.C_ENTRIES, K.C_DATAS, K.C_ERRORS))
-        errors = np.empty(nr, dtype=ERROR_DTYPE)
-        for name, col in zip(ERROR_DTYPE.names, r, strict=True):
-            errors[name] = col[:nr]
+        errors = _NO_ERRORS if not nr else np.empty(nr, dtype=ERROR_DTYPE)
+        if nr:  # the common case has none: no five column copies of nothing
+            for name, col in zip(ERROR_DTYPE.names, r, strict=True):
+                errors[name] = col[:nr]
         return Scan(buf, *(a[:nm] for a in m), *(a[:ne] for a in e), *(a[:nd] for a in d),
                     errors, int(counts[K.C_CONSUMED]), run_out)  # fmt: skip
 

@@ -93,6 +93,7 @@ class RecordDecoder:
             self.null_rows[o, : m.schema.itemsize] = row.view(np.uint8)
         self.out_size = np.array([m.schema.itemsize for m in self.maps] or [8], dtype=np.int64)
         self._map_slots = np.array([m.slot for m in self.maps], dtype=np.int64)
+        self._empty = [np.empty(0, dtype=m.schema.dtype) for m in self.maps]
         self._pads = [_padding(m.schema.dtype) for m in self.maps]
 
     @property
@@ -119,6 +120,9 @@ class RecordDecoder:
         out = {}
         for o, m in enumerate(self.maps):
             b, n = int(base[o]), int(counts[o])
+            if not n:  # most scans hold one or two of the mapped messages
+                out[m.schema.name] = self._empty[o]
+                continue
             rows = out_bytes[b : b + n * m.schema.itemsize]
             for start, stop in self._pads[o]:  # padding reads as zero, not as stale bytes
                 rows.reshape(n, m.schema.itemsize)[:, start:stop] = 0
