@@ -302,3 +302,14 @@ def test_outage_counters_show_in_status_metrics_and_top(tmp_path):
     ]
     assert "retrying" in top and "database sinks" in top
     assert external_note(sink.counters()) == ""  # caught up: nothing to say
+
+
+def test_without_durable_offsets_the_sink_does_not_take_part_in_replays(tmp_path):
+    sink = MemorySink(MemoryDb(), **params(tmp_path))
+    sink.open(ctx(durable=False))
+    sink.write(trades(0, 5), "md.trades", 0)
+    sink.flush()
+    committed = sink.committed()
+    sink.close()
+
+    assert committed is None

@@ -232,7 +232,10 @@ class ExternalSink(SinkStage):
             self.spill.close()
 
     def committed(self) -> dict[str, int] | None:
-        """Per port: the next ring offset not yet durably in the backend (see module doc)."""
+        """Per port: the next ring offset not yet durably in the backend (see module doc);
+        ``None`` without durable offsets (ring offsets then mean nothing across runs)."""
+        if not self.durable:
+            return None
         with self._lock:
             out: dict[str, int] = {}
             pending = list(self._inflight) + list(self._memory)
@@ -247,7 +250,7 @@ class ExternalSink(SinkStage):
                     continue
                 if port in self._sent_end:
                     out[port] = self._sent_end[port]
-                elif self.durable and self.connected:
+                elif self.connected:
                     out[port] = self._held.get(topic, 0)
             return out
 
