@@ -71,6 +71,8 @@ def test_every_builtin_schema_round_trips_identical(dsn_env, pg_dsn, tmp_path):
             back, offsets = read_table(conn, default_table(topic), schema)
             assert back.tobytes() == sent[topic].tobytes(), f"{schema.key} differs"
             assert offsets.tolist() == list(range(300))
+            view = conn.execute(f"SELECT * FROM {default_table(topic)}_v").fetchall()
+            assert len(view) == 300, f"the view of {schema.key}"
     assert counters["written"] == 300 * len(topics) and counters["pending"] == 0
 
 
