@@ -77,7 +77,8 @@ def test_postgres_outage_under_load_spills_catches_up_and_loses_nothing(pg_serve
 
     deadline = time.monotonic() + 60
     while not any("connected to PostgreSQL" in line for _, line in lines):
-        assert proc.poll() is None and time.monotonic() < deadline, "".join(text for _, text in lines)
+        seen = "".join(text for _, text in lines)
+        assert proc.poll() is None and time.monotonic() < deadline, seen
         time.sleep(0.1)
     time.sleep(2.0)
     stopped = time.monotonic()
