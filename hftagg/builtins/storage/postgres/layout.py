@@ -22,9 +22,13 @@ array ``(k,)`` of x    k columns             the same
 ``uint8 (k,)``         ``bytea`` (k bytes)   the same (raw_chunk's data)
 =====================  ====================  =================================================
 
-Why bigint plus a view and not ``numeric`` columns: ``numeric`` is a variable-length base-10000
-encoding that COPY must parse per value and that takes 2-3x the space; bigint units keep COPY
-at memory speed and are exact, and the view gives decimals to whoever queries by hand.
+Why bigint plus a view and not ``numeric`` columns: measured here (400 k trades, PostgreSQL 18,
+server side only: ``INSERT ... SELECT`` from a staged copy), rows with ``numeric(28,9)`` price
+and ``numeric(28,8)`` size went in at 375-420 k rows/s against 480-510 k with bigint (15-25 %
+slower), in about the same space (71 vs 77 MB: short numerics are compact). On top of that a
+binary COPY of numeric needs the client to build PostgreSQL's base-10000 digit encoding per
+value. Bigint units are exact, copy as fixed 8-byte fields, and read back bit for bit; the view
+gives exact decimals to whoever queries by hand.
 
 Every table starts with the key ``stream`` (``smallint``, an id from ``hftagg_streams``) and
 ``stream_offset`` (``bigint``): rows are keyed by (stream, offset), which is what makes replays
