@@ -8,6 +8,28 @@ Threads and their rings:
   publishes the outputs, so every stage sees every batch exactly once;
 - each sink runs in its own thread, reading its rings and doing its I/O.
 
+An idle thread waits on its bell with its wait strategy (:mod:`hftagg.runtime.waits`:
+``blocking`` by default, ``yielding``, ``busy_spin``, ``sleeping``; per thread in
+``[runtime.waits]``, pinned with ``[runtime.cpus]``). A publish rings the bells of the threads
+that read that ring, so no thread polls on a timer while data waits; the timeout a loop passes
+(``safety_net_secs``, 1 s) is only a backstop, since parking, stopping and every thread's end
+ring the bells concerned too.
+
+``threading = "inline"`` (lowest latency): no core thread. Each source thread, right after it
+publishes a batch, runs the core pass and the sinks (except ``threaded_sinks``) until nothing is
+left, under one lock shared by all sources -- a lock rather than one thread running all sources
+round-robin, so a source keeps its own thread, wait strategy and CPU pinning, and a single
+source (the latency case) never waits for another's turn. The lock holder processes every
+batch waiting in the core's rings, whichever source published it: each stage still sees each
+batch once, in topological order. Parking the core for a live change takes the lock (at a
+batch boundary); a publish that finds its ring full runs the readers on its own thread
+(``Ring.publish(on_full=...)``), since no other thread will; the last source loop to end drains
+and flushes the inline sinks.
+
+Per batch, the core pass walks a plan built once per wiring (stats, bound ``process``,
+readers, an emitter binding the output rings): a batch costs ring operations and a few integer
+updates, not dictionary lookups (``benchmarks/bench_runtime.py`` says where the rest goes).
+
 Every thread passes a checkpoint between batches where it can be parked: that is the batch
 boundary at which live changes are applied (see :mod:`hftagg.runtime.apply`).
 
