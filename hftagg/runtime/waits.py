@@ -61,6 +61,7 @@ __all__ = [
     "thread_problems",
 ]
 
+_yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))  # releases the GIL
 YIELD_SPINS = 64  # GIL-holding re-checks of the bell (a few microseconds) before yielding
 YIELD_YIELDS = 256  # sched_yield rounds (each lets the writer run) before blocking
 SPIN_CHUNK = 20_000  # compiled spins between returns to Python (~0.1-1 ms)
@@ -145,7 +146,7 @@ class YieldingWait:
             if bell._flag:
                 return True
         deadline = time.monotonic() + timeout
-        yield_ = os.sched_yield
+        yield_ = _yield
         for _ in range(self.yields):
             yield_()
             if bell._flag:
@@ -359,6 +360,10 @@ def thread_problems(runtime, sources: list[str], sinks: list[str], src: str = ""
                 )
             )
     cpus = available_cpus()
+    if runtime.cpus and not hasattr(os, "sched_setaffinity"):
+        problems.append(
+            Problem("runtime.cpus", runtime.cpus, "CPU pinning needs Linux; remove it", src)
+        )
     for name, wanted in runtime.cpus.items():
         bad = sorted(set(wanted) - cpus)
         if bad or not wanted:
