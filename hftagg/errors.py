@@ -20,6 +20,8 @@ on purpose. Library exceptions are translated at the boundary (``raise ConfigErr
     │                        locked topic, a path that is not a store); names file and offset
     │   └── CatalogUnusable  the archive's DuckDB catalog file cannot be opened (corrupt);
     │                        the store rebuilds it from the Parquet files
+    ├── InstrumentError      an instrument definition is invalid, or two instruments would
+    │                        share an ``instrument_id`` (also a ValueError); names both
     ├── StageFailed          a stage raised while opening or processing; the pipeline stopped
     └── ApplyError           a live change could not be applied; the pipeline runs on with its
                              previous config
@@ -46,6 +48,7 @@ __all__ = [
     "FixedPointError",
     "FrameError",
     "HftaggError",
+    "InstrumentError",
     "PluginError",
     "Problem",
     "SchemaError",
@@ -133,6 +136,10 @@ class DbnFormatError(HftaggError, ValueError):
     def __init__(self, reason: int, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class InstrumentError(HftaggError, ValueError):
+    """An instrument definition is invalid, or two instruments would share an id."""
 
 
 class StageFailed(HftaggError):

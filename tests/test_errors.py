@@ -22,6 +22,7 @@ NOT_ERRORS = {
 PUBLIC_API = {
     "StorageError",
     "CatalogUnusable",
+    "InstrumentError",
     "read",
     "ApplyError",
     "BusError",

@@ -18,7 +18,7 @@ from hftagg.cli.common import (
     print_problems,
     setup_logging,
 )
-from hftagg.errors import ConfigError, HftaggError
+from hftagg.errors import ConfigError, HftaggError, InstrumentError
 
 __all__ = ["add_parser", "cmd_run"]
 
@@ -41,6 +41,7 @@ def _run_with_status(session, args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hftagg.config.sources import open_config_sources, source_layers
+    from hftagg.instruments import load_registry, set_default_registry
     from hftagg.runtime.assemble import assemble
     from hftagg.runtime.session import Session
     from hftagg.runtime.status import format_ring_memory, format_summary
@@ -60,6 +61,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"hftagg: {path or 'defaults'}: not started ({len(exc.problems)} problem(s))",
             file=sys.stderr,
         )
+        return 1
+    try:
+        set_default_registry(load_registry(path, assembled.spec.raw))
+    except InstrumentError as exc:
+        print(f"hftagg: {path or 'defaults'}: not started: {exc}", file=sys.stderr)
         return 1
     session = Session(assembled, path, sources=sources, watch=not args.no_watch)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -55,6 +55,10 @@ class StageContext:
     #: the write-ahead log is on: the ``offset`` a sink's ``write`` gets is the record's stream
     #: offset, the same across restarts (key rows by (topic, offset) to be idempotent)
     durable_offsets: bool = False
+    #: the instrument registry (:class:`hftagg.instruments.InstrumentRegistry`): sources map
+    #: venue symbols to ids with ``instruments.ids_for(venue, symbols)``; this process's
+    #: registry (``hftagg run`` loads it from the config) unless a test passes its own
+    instruments: Any = field(default_factory=lambda: _default_instruments())
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,12 @@ class SourcePosition:
     offsets: dict[str, int]
     last: dict[str, np.ndarray]
     state: Any = None
+
+
+def _default_instruments() -> Any:
+    from hftagg.instruments import default_registry  # late: instruments imports stages.params
+
+    return default_registry()
 
 
 class Stage:

@@ -1,0 +1,253 @@
+"""The instrument registry: canonical symbols <-> venue spellings <-> ``instrument_id``.
+
+Sources convert at the edge, once per batch::
+
+    ids = ctx.instruments.ids_for("binance", batch_symbols)   # bytes/str array -> uint32 ids
+
+which takes the batch's *unique* spellings (``np.unique(..., return_inverse=True)``), looks each
+up once in a per-venue dict and spreads the ids back with one ``np.take``: cost per batch grows
+with the distinct symbols in it, not with its records. Tools that print data go the other way
+(``symbol(id)``, ``symbols_for(ids)``).
+
+Ids come from :func:`hftagg.instruments.ids.hash_id` (stable across processes and runs) unless
+pinned. Every id the registry takes is checked against the ones it holds: two instruments with
+one id are refused with an :class:`~hftagg.errors.InstrumentError` naming both and the fix.
+
+Thread safety: lookups read plain dicts (safe under the GIL, no lock); ``define`` takes a lock,
+so sources in several threads may define what they meet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from hftagg.errors import InstrumentError
+from hftagg.instruments.definition import Instrument
+from hftagg.instruments.ids import hash_id, normalize_symbol, normalize_venue
+
+__all__ = ["InstrumentRegistry"]
+
+log = logging.getLogger("hftagg.instruments")
+
+
+class InstrumentRegistry:
+    """Instruments by id, by (symbol, venue) and by (venue, venue spelling).
+
+    ``id_bits`` < 32 truncates hashed ids (for tests that need real collisions).
+    """
+
+    def __init__(self, instruments: Iterable[Instrument] = (), *, id_bits: int = 32) -> None:
+        if not 8 <= id_bits <= 32:
+            raise ValueError(f"id_bits = {id_bits}: use 8..32")
+        self.id_bits = id_bits
+        self._by_id: dict[int, Instrument] = {}
+        self._by_key: dict[tuple[str, str], Instrument] = {}  # (venue, symbol)
+        self._spelling: dict[str, dict[bytes, int]] = {}  # venue -> venue symbol bytes -> id
+        self._lock = threading.Lock()
+        #: instruments defined since the registry was loaded (not yet in a file)
+        self.unsaved: list[Instrument] = []
+        for inst in instruments:
+            self.add(inst, unsaved=False)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[Instrument]:
+        return iter(sorted(self._by_id.values(), key=lambda i: (i.symbol, i.venue)))
+
+    def __contains__(self, instrument_id: object) -> bool:
+        return instrument_id in self._by_id
+
+    def get(self, instrument_id: int) -> Instrument | None:
+        """The instrument with this id, or None."""
+        return self._by_id.get(int(instrument_id))
+
+    def symbol(self, instrument_id: int) -> str | None:
+        """The canonical symbol of this id, or None when unknown."""
+        inst = self._by_id.get(int(instrument_id))
+        return None if inst is None else inst.symbol
+
+    def label(self, instrument_id: int) -> str:
+        """What a tool prints for an id: ``BTCUSD@binance``, or the number when unknown."""
+        inst = self._by_id.get(int(instrument_id))
+        return str(int(instrument_id)) if inst is None else f"{inst.symbol}@{inst.venue}"
+
+    def lookup(self, symbol: str, venue: str | None = None) -> list[Instrument]:
+        """Instruments by canonical symbol (on one venue, or every venue), or by a venue
+        spelling when no canonical symbol matches; a number finds that id."""
+        venue = None if venue is None else normalize_venue(venue)
+        found = [
+            i
+            for i in self._by_id.values()
+            if i.symbol == symbol and (venue is None or i.venue == venue)
+        ]
+        if not found:
+            found = [
+                i
+                for i in self._by_id.values()
+                if i.venue_symbol == symbol and (venue is None or i.venue == venue)
+            ]
+        if not found and symbol.isdigit() and int(symbol) in self._by_id:
+            found = [self._by_id[int(symbol)]]
+        return sorted(found, key=lambda i: i.venue)
+
+    def id_of(self, symbol: str, venue: str) -> int | None:
+        """The id of canonical ``symbol`` on ``venue``, or None when not defined."""
+        inst = self._by_key.get((normalize_venue(venue), symbol))
+        return None if inst is None else inst.instrument_id
+
+    def ids_for(self, venue: str, symbols: Any, *, define: bool = True) -> np.ndarray:
+        """Venue spellings (a numpy ``S``/``U``/object array or a sequence of bytes/str) ->
+        a uint32 id per element, in bulk (one dict look-up per distinct spelling).
+
+        A spelling the registry does not know is defined on the spot as a canonical symbol
+        of its own (hashed id, the same in every process; listed in ``unsaved``) when
+        ``define``; otherwise it gets id 0 ("no instrument"), which the caller counts.
+        """
+        arr = _as_bytes_array(symbols)
+        if arr.size == 0:
+            return np.zeros(0, dtype=np.uint32)
+        table = self._spelling.get(normalize_venue(venue), {})
+        first = arr.flat[0]
+        if (arr == first).all():  # the common one-instrument batch: no sort at all
+            return np.full(arr.shape, self._one(venue, table, first, define), dtype=np.uint32)
+        uniq, inverse = np.unique(arr, return_inverse=True)
+        ids = np.fromiter(
+            (self._one(venue, table, s, define) for s in uniq.tolist()),
+            dtype=np.uint32,
+            count=len(uniq),
+        )
+        return np.take(ids, inverse).reshape(arr.shape)
+
+    def symbols_for(self, ids: np.ndarray, *, unknown: str | None = None) -> np.ndarray:
+        """uint32 ids -> an object array of canonical symbols (``unknown``, default the id
+        as text, where the registry does not know the id); bulk, one look-up per distinct id."""
+        ids = np.asarray(ids)
+        if ids.size == 0:
+            return np.empty(ids.shape, dtype=object)
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        names = np.empty(len(uniq), dtype=object)
+        for k, value in enumerate(uniq.tolist()):
+            inst = self._by_id.get(value)
+            names[k] = inst.symbol if inst is not None else (unknown or str(value))
+        return np.take(names, inverse).reshape(ids.shape)
+
+    # -- defining --------------------------------------------------------------------------
+
+    def define(
+        self,
+        symbol: str,
+        venue: str,
+        *,
+        venue_symbol: str | None = None,
+        instrument_id: int | None = None,
+        **definition: Any,
+    ) -> Instrument:
+        """Define (or redefine) ``symbol`` on ``venue`` and return it.
+
+        The id is the stable hash unless ``instrument_id`` pins another. Redefining keeps
+        the id and replaces the definition. Raises :class:`~hftagg.errors.InstrumentError`
+        for an invalid value or an id another instrument holds (naming both, and the fix).
+        """
+        symbol, venue = normalize_symbol(symbol), normalize_venue(venue)
+        if instrument_id is None:
+            old = self._by_key.get((venue, symbol))
+            pinned = old is not None and old.pinned
+            instrument_id = old.instrument_id if pinned else hash_id(symbol, venue, self.id_bits)
+        else:
+            pinned = instrument_id != hash_id(symbol, venue, self.id_bits)
+        inst = Instrument.build(
+            symbol,
+            venue,
+            instrument_id,
+            venue_symbol=venue_symbol,
+            pinned=pinned,
+            **definition,
+        )
+        return self.add(inst)
+
+    def add(self, inst: Instrument, *, unsaved: bool = True) -> Instrument:
+        """Take a built :class:`Instrument` (checked for collisions); returns it."""
+        with self._lock:
+            holder = self._by_id.get(inst.instrument_id)
+            key = (inst.venue, inst.symbol)
+            if holder is not None and (holder.venue, holder.symbol) != key:
+                raise InstrumentError(_collision(inst, holder))
+            spellings = self._spelling.setdefault(inst.venue, {})
+            spelled = spellings.get(inst.venue_symbol.encode())
+            if spelled is not None and spelled != inst.instrument_id:
+                other = self._by_id[spelled]
+                if (other.venue, other.symbol) != key:
+                    raise InstrumentError(
+                        f"venue {inst.venue!r} spelling {inst.venue_symbol!r} already means "
+                        f"{other.symbol!r} (id {other.instrument_id}); one spelling names one "
+                        f"instrument: change venue_symbol of {inst.symbol!r} or of "
+                        f"{other.symbol!r}"
+                    )
+            old = self._by_key.get(key)
+            if old is not None:
+                self._by_id.pop(old.instrument_id, None)
+                spellings.pop(old.venue_symbol.encode(), None)
+            self._by_id[inst.instrument_id] = inst
+            self._by_key[key] = inst
+            spellings[inst.venue_symbol.encode()] = inst.instrument_id
+            if unsaved:
+                self.unsaved.append(inst)
+        return inst
+
+    def merge(self, other: InstrumentRegistry | Sequence[Instrument]) -> None:
+        """Add every instrument of ``other`` (later definitions replace earlier ones)."""
+        for inst in other:
+            self.add(inst, unsaved=False)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _one(self, venue: str, table: dict[bytes, int], spelling: bytes, define: bool) -> int:
+        found = table.get(spelling)
+        if found is not None:
+            return found
+        if not define:
+            return 0
+        try:
+            symbol = normalize_symbol(spelling, "venue symbol")
+        except InstrumentError:
+            return 0  # not a symbol at all (binary junk): no instrument, the caller counts 0s
+        existing = self._by_key.get((normalize_venue(venue), symbol))
+        if existing is not None:  # canonical spelled as itself although a venue_symbol exists
+            return existing.instrument_id
+        inst = self.define(symbol, venue)
+        log.info(
+            "instrument %s on %s defined on first sight (id %d)", symbol, venue, inst.instrument_id
+        )
+        return inst.instrument_id
+
+
+def _collision(new: Instrument, holder: Instrument) -> str:
+    return (
+        f"instrument_id {new.instrument_id} collision: {new.symbol!r} on {new.venue!r} and "
+        f"{holder.symbol!r} on {holder.venue!r} both map to it; pin one of them to a free id "
+        f"with instrument_id = N in its [[instrument]] table of instruments.toml (or "
+        f"`hftagg symbols add {new.symbol} --venue {new.venue} --instrument-id N`)"
+    )
+
+
+def _as_bytes_array(symbols: Any) -> np.ndarray:
+    """Any array/sequence of symbols -> a numpy ``S`` array (str encoded as ASCII)."""
+    arr = symbols if isinstance(symbols, np.ndarray) else np.asarray(list(symbols), dtype=object)
+    if arr.dtype.kind == "S":
+        return arr
+    if arr.dtype.kind == "U":
+        return np.char.encode(arr, "ascii", "replace")
+    if arr.size == 0:
+        return np.zeros(arr.shape, dtype="S1")
+    return np.array(
+        [s.encode("ascii", "replace") if isinstance(s, str) else bytes(s) for s in arr.flat],
+        dtype=bytes,
+    ).reshape(arr.shape)
