@@ -4,6 +4,8 @@ replays are idempotent."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import psycopg
 import pytest
@@ -252,3 +254,34 @@ def test_a_refusal_retrying_cannot_fix_stops_the_stage_and_keeps_the_records(
 
     assert "md_trades" in str(failed.value) and "retrying cannot fix" in str(failed.value)
     assert sink.counters()["retries"] == 1  # no retry loop on a refusal
+
+
+def test_a_hard_stop_cancels_a_copy_stuck_on_the_server_and_keeps_its_records(
+    dsn_env, pg_dsn, tmp_path
+):
+    records = random_records(TRADE, 20)
+    records["ts_event"] = T0  # one day: one partition
+    sink = sink_for(dsn_env, tmp_path, {"md.trades": TRADE})
+    sink.write(records[:10], "md.trades", 0)
+    sink.flush()
+    blocker = psycopg.connect(pg_dsn)
+    blocker.execute("LOCK TABLE md_trades IN ACCESS EXCLUSIVE MODE")  # the next COPY waits
+    sink.write(records[10:], "md.trades", 10)
+    time.sleep(0.5)
+
+    t0 = time.monotonic()
+    sink.interrupt()  # the pipeline stops hard
+    sink.flush()
+    sink.close()
+    took = time.monotonic() - t0
+    blocker.close()
+    kept = sink.counters()["pending"]
+    again = sink_for(dsn_env, tmp_path, {"md.trades": TRADE})
+    again.flush()
+    again.close()
+
+    with psycopg.connect(pg_dsn) as conn:
+        back, offsets = read_table(conn, "md_trades", TRADE)
+    assert took < 15  # not stuck behind the lock
+    assert kept == 10
+    assert back.tobytes() == records.tobytes() and offsets.tolist() == list(range(20))

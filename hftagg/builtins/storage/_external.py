@@ -128,6 +128,10 @@ class ExternalSink(SinkStage):
     def retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, OSError)
 
+    def cancel(self) -> None:
+        """Make a ``send`` in progress return soon (called from another thread when the pipeline
+        stops hard or the writer does not end at close; best effort, must not raise)."""
+
     # -- stage API -----------------------------------------------------------------------------
 
     @classmethod
@@ -218,6 +222,14 @@ class ExternalSink(SinkStage):
         self._interrupted.set()
         with self._lock:
             self._wake.notify_all()
+        if self._inflight_records:
+            self._cancel_quietly()
+
+    def _cancel_quietly(self) -> None:
+        try:
+            self.cancel()
+        except Exception:  # best effort: the connection may be gone already
+            log.debug("stage %r: cancel failed", self.stage_id, exc_info=True)
 
     def close(self) -> None:
         if not hasattr(self, "_writer"):
@@ -225,7 +237,10 @@ class ExternalSink(SinkStage):
         self._stop.set()
         with self._lock:
             self._wake.notify_all()
-        self._writer.join(self.params.retry_max_ms / 1000 + 30)
+        self._writer.join(1.0)
+        if self._writer.is_alive():  # stuck in a send (a server that hangs): cancel it
+            self._cancel_quietly()
+            self._writer.join(self.params.retry_max_ms / 1000 + 30)
         with self._lock:
             if self._backlog():
                 self._keep_for_next_run()

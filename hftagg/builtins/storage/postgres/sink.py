@@ -199,6 +199,12 @@ class PostgresSink(ExternalSink):
             )
         return statement
 
+    def cancel(self) -> None:
+        """Cancel the COPY in progress (PostgreSQL's cancel request, on its own connection)."""
+        conn = self._conn
+        if conn is not None:
+            conn.cancel_safe(timeout=2.0)
+
     def disconnect(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
