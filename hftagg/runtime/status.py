@@ -319,6 +319,12 @@ def format_summary(summary: dict[str, Any]) -> str:
             )
         if "connected" in s:  # an external sink (PostgreSQL, MongoDB): outages and spill
             lines.append(_external_summary(s))
+    return "\n".join(lines + _run_notes(summary))
+
+
+def _run_notes(summary: dict[str, Any]) -> list[str]:
+    """Lines after the stages: what a stop left behind, the write-ahead log."""
+    lines = []
     if summary.get("left_over"):
         lines.append(f"  drain timed out: {summary['left_over']} records were not processed")
     if summary.get("discarded"):
@@ -326,4 +332,21 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"  stopped hard: {summary['discarded']} records stages produced were discarded "
             f"(their rings were full)"
         )
-    return "\n".join(lines)
+    if summary.get("durability"):
+        lines.append(_durability_summary(summary["durability"]))
+    return lines
+
+
+def _durability_summary(d: dict[str, Any]) -> str:
+    """One line on the write-ahead log: what was logged and replayed, what is missing."""
+    line = (
+        f"  write-ahead log {d['path']} (fsync {d['fsync']}): {d['logged_batches']:,} batches, "
+        f"{d['logged_bytes'] / 1e6:,.1f} MB logged, {d['replayed']:,} records replayed"
+    )
+    if d.get("restored"):
+        line += f"; core restored from its checkpoint ({', '.join(d['restored'])})"
+    if d.get("unavailable"):
+        line += f"; {d['unavailable']:,} records a sink needed were not in the log"
+    if d.get("cut"):
+        line += f"; {d['cut']}"
+    return line
