@@ -400,3 +400,19 @@ prometheus = false
     assert {"hftagg.stage.records_in", "hftagg.reader.backlog", "hftagg.e2e.latency"} <= set(
         collector.metrics
     )
+
+
+def test_histogram_counts_small_batches_value_by_value_as_numpy_does():
+    from hftagg.telemetry.histogram import Histogram
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 2_000_000_000, 5_000)
+    by_batch, whole = Histogram(), Histogram()
+    start = 0
+    while start < len(values):  # batches of 1..12: both sides of the small-batch path
+        size = int(rng.integers(1, 13))
+        by_batch.observe_many(values[start : start + size])
+        start += size
+    whole.observe_many(values)
+    np.testing.assert_array_equal(by_batch.counts, whole.counts)
+    assert (by_batch.sum, by_batch.count) == (whole.sum, whole.count) == (values.sum(), 5_000)

@@ -412,20 +412,25 @@ class Pipeline:
             if ring is not None and len(batch):
                 tel.mark(topic, ring.published, len(batch), context)
 
-    def step_core(self) -> int:
+    def step_core(self) -> int:  # noqa: C901 - the per-batch path, kept in one frame
         """One pass over the core stages in topological order; returns records consumed."""
-        if self.telemetry is not None:
-            return self._step_core_observed()
         plan = self._core_plan if self._plan_graph is self.graph else self._plan_core()
         max_batch = self.max_batch
         clock = time.perf_counter_ns
+        tel = self.telemetry
         done = 0
-        for node, stats, process, takes_port, readers, emit in plan:
+        for node, stage_id, stats, process, takes_port, readers, emit in plan:
             for port, reader in readers:
                 batch = reader.poll(max_batch)
                 n = len(batch)
                 if not n:
                     continue
+                if tel is not None and tel.marks:
+                    parent = tel.parent_of(reader.ring.name, reader.cursor, n)
+                    if parent is not None:  # a sampled batch: traced, off the lean path
+                        self._process_traced(node, takes_port, port, reader, batch, parent, tel)
+                        done += n
+                        continue
                 t0 = clock()
                 try:
                     out = process(batch, port) if takes_port else process(batch)
@@ -434,9 +439,12 @@ class Pipeline:
                         raise
                     self._isolate(node, batch, reader.cursor, reader.ring.name, exc)
                     out = None
-                stats.busy_ns += clock() - t0
+                elapsed = clock() - t0
+                stats.busy_ns += elapsed
                 if out is not None:
                     emit(out)
+                if tel is not None:
+                    tel.processed(stage_id, elapsed)
                 reader.commit(n)
                 stats.records_in += n
                 stats.batches_in += 1
@@ -450,6 +458,7 @@ class Pipeline:
         self._core_plan = [
             (
                 node,
+                node.id,
                 self.stats[node.id],
                 node.stage.process,
                 self._takes_port[node.id],
@@ -466,47 +475,30 @@ class Pipeline:
         self._plan_graph = None
         self._emitters = {}
 
-    def _step_core_observed(self) -> int:
-        """``step_core`` with telemetry: spans for sampled batches, a histogram per batch."""
-        done = 0
-        for node in self.graph.core:
-            stats = self.stats[node.id]
-            takes_port = self._takes_port[node.id]
-            for port, reader in self.readers[node.id]:
-                batch = reader.poll(self.max_batch)
-                n = len(batch)
-                if not n:
-                    continue
-                tel = self.telemetry
-                parent = None
-                if tel is not None and tel.marks:
-                    parent = tel.parent_of(reader.ring.name, reader.cursor, n)
-                    wall0 = time.time_ns()
-                t0 = time.perf_counter_ns()
-                out = self._process(node, takes_port, port, reader, batch)
-                elapsed = time.perf_counter_ns() - t0
-                stats.busy_ns += elapsed
-                if parent is not None:
-                    span = tel.start_span(
-                        f"process {node.id}",
-                        parent,
-                        wall0,
-                        tel.batch_attributes(node.id, reader.ring.name, batch),
-                    )
-                    if out is not None:
-                        out = self._as_ports(node, out)
-                        self._mark_outputs(node, out, span, tel)
-                if out is not None:
-                    self._emit(node, out)
-                if parent is not None:
-                    span.end()
-                if tel is not None:
-                    tel.processed(node.id, elapsed)
-                reader.commit(n)
-                stats.records_in += n
-                stats.batches_in += 1
-                done += n
-        return done
+    def _process_traced(self, node, takes_port, port, reader, batch, parent, tel) -> None:
+        """One sampled batch through a core stage, with its ``process`` span."""
+        n = len(batch)
+        stats = self.stats[node.id]
+        wall0 = time.time_ns()
+        t0 = time.perf_counter_ns()
+        out = self._process(node, takes_port, port, reader, batch)
+        elapsed = time.perf_counter_ns() - t0
+        stats.busy_ns += elapsed
+        span = tel.start_span(
+            f"process {node.id}",
+            parent,
+            wall0,
+            tel.batch_attributes(node.id, reader.ring.name, batch),
+        )
+        if out is not None:
+            out = self._as_ports(node, out)
+            self._mark_outputs(node, out, span, tel)
+            self._emit(node, out)
+        span.end()
+        tel.processed(node.id, elapsed)
+        reader.commit(n)
+        stats.records_in += n
+        stats.batches_in += 1
 
     def _process(self, node: Node, takes_port: bool, port: str, reader: Reader, batch) -> Any:
         try:
