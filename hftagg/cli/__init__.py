@@ -1,7 +1,8 @@
 """The ``hftagg`` command: one module per command group.
 
 ``init``, ``run``, ``plugins``, ``config`` (validate, params, set, add-stage, remove, show),
-``graph``, ``tail``, ``top``, ``warm``, ``query``, ``store`` (ls), ``bench``. Each module has an
+``graph``, ``tail``, ``top``, ``warm``, ``query``, ``store`` (ls), ``symbols`` (list, show,
+add), ``bench``. Each module has an
 ``add_parser(subparsers)`` that wires
 its commands; ``main`` is the entry point (``hftagg = "hftagg.cli:main"``).
 
@@ -17,13 +18,26 @@ import platform
 import sys
 from importlib import metadata
 
-from hftagg.cli import bench, config, graph, init, plugins, query, run, store, tail, top, warm
+from hftagg.cli import (
+    bench,
+    config,
+    graph,
+    init,
+    plugins,
+    query,
+    run,
+    store,
+    symbols,
+    tail,
+    top,
+    warm,
+)
 from hftagg.cli.common import Parser
 from hftagg.errors import HftaggError
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_GROUPS = (init, run, plugins, config, graph, tail, top, warm, query, store, bench)
+COMMAND_GROUPS = (init, run, plugins, config, graph, tail, top, warm, query, store, symbols, bench)
 
 
 def version_text() -> str:

@@ -182,7 +182,8 @@ def save_instruments(path: Path, instruments: list[Instrument]) -> None:
                 break
         else:
             tables.append(fresh)
-    write_atomic(path, tomlkit.dumps(doc).encode("utf-8"))
+    text = tomlkit.dumps(doc)
+    write_atomic(path, (text if text.endswith("\n") else text + "\n").encode("utf-8"))
 
 
 def _plain(value: Any) -> Any:

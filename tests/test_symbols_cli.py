@@ -1,0 +1,66 @@
+"""``hftagg symbols list|show|add`` against a real instruments file next to a config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hftagg.cli import main
+from hftagg.instruments import hash_id, load_registry
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    (tmp_path / "config.toml").write_text("# empty: built-in defaults\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_add_then_show_and_list(folder, capsys):
+    rc = main(["symbols", "add", "BTCUSD", "--venue", "binance", "--venue-symbol", "BTCUSDT",
+               "--tick-size", "0.01", "--lot-size", "0.00001", "--asset-class", "spot"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert (
+        rc == 0 and f"added BTCUSD on binance: instrument_id {hash_id('BTCUSD', 'binance')}" in out
+    )
+
+    assert main(["symbols", "show", "BTCUSDT", "--venue", "binance"]) == 0
+    shown = capsys.readouterr().out
+    assert "venue symbol     BTCUSDT" in shown and "10000000 price units" in shown
+
+    assert main(["symbols", "list", "--venue", "binance", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["symbol"], r["venue_symbol"], r["tick_size"]) for r in rows] == [
+        ("BTCUSD", "BTCUSDT", "0.01")
+    ]
+    assert main(["symbols", "list", "BTC*"]) == 0
+    table = capsys.readouterr().out
+    assert "binance" in table and "sim" in table and "2 of 9 instruments" in table
+
+    # an update keeps the fields not given
+    assert main(["symbols", "add", "BTCUSD", "--venue", "binance", "--currency", "usdt"]) == 0
+    inst = load_registry(folder / "config.toml").get(hash_id("BTCUSD", "binance"))
+    assert (inst.currency, str(inst.tick_size), inst.venue_symbol) == ("USDT", "0.01", "BTCUSDT")
+
+
+def test_add_refuses_a_collision_and_a_bad_tick_without_writing(folder, capsys):
+    rc = main(["symbols", "add", "ESZ6", "--venue", "glbx.mdp3", "--instrument-id", "4"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "instrument_id 4 collision" in err and "'ESZ6' on 'sim'" in err
+    rc = main(["symbols", "add", "X", "--venue", "cme", "--tick-size", "0.0000000001"])
+    assert rc == 1 and "tick_size" in capsys.readouterr().err
+    assert not (folder / "instruments.toml").exists()
+
+
+def test_show_unknown_symbol_suggests(folder, capsys):
+    assert main(["symbols", "show", "BTCUSX"]) == 1
+    err = capsys.readouterr().err
+    assert "no instrument 'BTCUSX'" in err and "did you mean BTCUSD" in err
+
+
+def test_show_by_id_and_list_filters(folder, capsys):
+    assert main(["symbols", "show", "4"]) == 0
+    assert "ESZ6" in capsys.readouterr().out
+    assert main(["symbols", "list", "--asset-class", "future", "--json"]) == 0
+    assert sorted(r["symbol"] for r in json.loads(capsys.readouterr().out)) == ["ESZ6", "NQZ6"]
