@@ -168,7 +168,9 @@ class _Topic:
 
 
 class Store(SinkStage):
-    """Appends its topics to segment files under ``path`` (see the module docstring)."""
+    """Keeps topics in numpy-readable segment files under ``path``, archived to Parquet.
+
+    Read them back with ``hftagg.read``, ``hftagg store ls`` and ``hftagg query``."""
 
     kind = "storage"
     type_name = "store"
