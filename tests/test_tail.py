@@ -31,6 +31,22 @@ def push(address):
     publisher.close()
 
 
+def test_format_records_shows_symbols_of_known_ids_only():
+    from hftagg.cli.tail import format_records
+    from hftagg.instruments import InstrumentRegistry
+
+    registry = InstrumentRegistry()
+    btc = registry.define("BTCUSD", "binance", venue_symbol="BTCUSDT")
+    batch = TRADE.empty(3)
+    batch["instrument_id"] = [btc.instrument_id, 12345, btc.instrument_id]
+    text = format_records("md.trades", batch, "text", registry)
+    assert f"instrument_id={btc.instrument_id} symbol=BTCUSD venue=binance side=" in text[0]
+    assert "instrument_id=12345 side=" in text[1] and "symbol" not in text[1]
+    rows = [json.loads(line) for line in format_records("md.trades", batch, "json", registry)]
+    assert [r["symbol"] for r in rows] == ["BTCUSD", None, "BTCUSD"]
+    assert format_records("md.trades", batch)[0].count("symbol") == 0  # no registry: ids only
+
+
 def trade_frame(offset: int) -> bytes:
     batch = TRADE.empty(2)
     batch["ts_event"] = TS
@@ -79,9 +95,9 @@ def test_tail_prints_several_topics_readably_and_reports_what_it_skipped(address
     lines = out.splitlines()
     assert lines == [
         "md.trades ts_event=2026-12-02T09:19:32.217493439Z ts_recv=1970-01-01T00:00:00.000000000Z "
-        "seq=0 instrument_id=7 side=B flags=0 price=100.25 size=3",
+        "seq=0 instrument_id=7 symbol=MSFT venue=sim side=B flags=0 price=100.25 size=3",
         "md.trades ts_event=2026-12-02T09:19:32.217493439Z ts_recv=1970-01-01T00:00:00.000000000Z "
-        "seq=1 instrument_id=7 side=B flags=0 price=100.000000001 size=3",
+        "seq=1 instrument_id=7 symbol=MSFT venue=sim side=B flags=0 price=100.000000001 size=3",
         "ind.ema ts_event=2026-12-02T09:19:32.217493439Z ts_recv=1970-01-01T00:00:00.000000000Z "
         "seq=0 instrument_id=0 value=99.5",
     ]
@@ -100,6 +116,7 @@ def test_tail_json_gives_exact_decimals_and_times(address, push):
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["price"] for r in rows] == ["100.25", "100.000000001"]
     assert rows[0]["topic"] == "md.trades" and rows[0]["side"] == "B"
+    assert (rows[0]["symbol"], rows[0]["venue"]) == ("MSFT", "sim")  # the built-in instrument 7
     assert rows[0]["ts_event"] == "2026-12-02T09:19:32.217493439Z"
     assert rows[0]["ts_event_ns"] == TS and np.int64(rows[1]["seq"]) == 1
 

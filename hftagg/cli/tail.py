@@ -2,7 +2,8 @@
 
 Human-readable by default, one line per record: ``TOPIC field=value ...`` with times as ISO 8601
 UTC (nanoseconds), fixed-point prices and quantities as exact decimals, side/action codes as
-letters. ``--format json``: one JSON object per line (times as ISO strings plus the raw ``_ns``,
+letters, and after ``instrument_id`` its ``symbol`` and ``venue`` from the config's instrument
+registry (:mod:`hftagg.instruments`; ids it does not know print alone). ``--format json``: one JSON object per line (times as ISO strings plus the raw ``_ns``,
 fixed-point values as exact decimal strings), for ``jq`` and scripts.
 
 ``--latency``: instead of records, one line per ``--interval`` (default 1 s) with the delivery
@@ -64,15 +65,23 @@ def _column(name: str, values: np.ndarray) -> list:
     return text.reshape(len(values), -1).tolist() if shape else text.tolist()
 
 
-def format_records(topic: str, batch: np.ndarray, fmt: str = "text") -> list[str]:
-    """One line per record of ``batch``: ``text`` (``TOPIC k=v ...``) or ``json``."""
-    names = batch.dtype.names or ()
+def format_records(topic: str, batch: np.ndarray, fmt: str = "text", instruments=None) -> list[str]:
+    """One line per record of ``batch``: ``text`` (``TOPIC k=v ...``) or ``json``.
+
+    With an instrument registry, ``symbol`` and ``venue`` follow ``instrument_id`` (looked up
+    once per distinct id in the batch); an id the registry does not know gets none in text and
+    ``null`` in JSON."""
+    names = list(batch.dtype.names or ())
     columns = {}
     for name in names:
         values = batch[name]
         if values.ndim == 1 and batch.dtype[name].shape:  # a sub-array field read per record
             values = np.stack(values)
         columns[name] = _column(name, values)
+    if instruments is not None and "instrument_id" in columns:
+        columns["symbol"], columns["venue"] = _symbols(instruments, batch["instrument_id"])
+        at = names.index("instrument_id") + 1
+        names[at:at] = ["symbol", "venue"]
     if fmt == "json":
         lines = []
         for i in range(len(batch)):
@@ -84,9 +93,21 @@ def format_records(topic: str, batch: np.ndarray, fmt: str = "text") -> list[str
             lines.append(json.dumps(row))
         return lines
     return [
-        f"{topic} " + " ".join(f"{name}={_text(columns[name][i])}" for name in names)
+        f"{topic} "
+        + " ".join(
+            f"{name}={_text(columns[name][i])}" for name in names if columns[name][i] is not None
+        )
         for i in range(len(batch))
     ]
+
+
+def _symbols(instruments, ids: np.ndarray) -> tuple[list, list]:
+    """Per record: the canonical symbol and venue of its id (``None`` where unknown)."""
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    found = [instruments.get(int(i)) for i in uniq]
+    symbols = np.array([None if f is None else f.symbol for f in found], dtype=object)
+    venues = np.array([None if f is None else f.venue for f in found], dtype=object)
+    return np.take(symbols, inverse).tolist(), np.take(venues, inverse).tolist()
 
 
 def _text(value) -> str:
@@ -148,6 +169,21 @@ def _address(args: argparse.Namespace) -> tuple[str, int | None]:
     return address, args.max_frame_bytes or delivery.get("max_frame_bytes")
 
 
+def _instruments(args: argparse.Namespace, err: Callable[[str], None]):
+    """The config's instrument registry (symbols in the output), or None with a warning when
+    it cannot be loaded (records still print, with ids only)."""
+    from hftagg.config.load import read_layers
+    from hftagg.errors import HftaggError
+    from hftagg.instruments import load_registry
+
+    path = config_path(args.config)
+    try:
+        return load_registry(path, read_layers(path))
+    except HftaggError as exc:
+        err(f"instruments not loaded, printing ids only: {exc}")
+        return None
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     from hftagg.client import subscribe
 
@@ -155,6 +191,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         print(f"hftagg tail: {text}", file=sys.stderr, flush=True)
 
     address, max_frame_bytes = _address(args)
+    args.instruments = None if args.latency else _instruments(args, err)
     topics = list(dict.fromkeys(args.topics))
     names = ", ".join(topics)
     options = {"pattern": args.pattern}
@@ -202,7 +239,7 @@ def _print_frames(sub, reporter: _Reporter, args) -> None:
         batch = frame.records
         if args.count:
             batch = batch[: args.count - reporter.printed]
-        lines = format_records(frame.topic, batch, args.format)
+        lines = format_records(frame.topic, batch, args.format, args.instruments)
         if lines:
             print("\n".join(lines), flush=True)
         reporter.printed += len(lines)
