@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import decimal
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -383,3 +384,24 @@ def test_retention_for_a_topic_not_stored_is_a_check_problem(tmp_path):
     problems = store.check(StageContext(topic_schemas={"md.x": TRADE}))
 
     assert problems == [("retention", "names topics not stored here: ['md.y']; stored: ['md.x']")]
+
+
+def test_an_idle_topics_segment_seals_by_age_while_another_topic_flows(tmp_path):
+    records = _trades(200)
+    store = Store(
+        StoreParams(
+            path=str(tmp_path), topics=["md.x", "md.y"], segment_age_secs=0.05, archive=False
+        )
+    )
+    store.open(StageContext(topic_schemas={"md.x": TRADE, "md.y": TRADE}))
+    store.write(records[:100], "md.y", 0)  # md.y then goes quiet
+    deadline = time.monotonic() + 30
+    offset = 0
+    while store._topics["md.y"].writer is not None and time.monotonic() < deadline:
+        store.write(records[:1], "md.x", offset)
+        offset += 1
+        time.sleep(0.01)
+    idle = read_header(list_segments(tmp_path, "md.y")[0])
+    store.close()
+
+    assert idle.sealed and idle.count == 100

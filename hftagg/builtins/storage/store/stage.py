@@ -4,8 +4,9 @@ Each input topic is appended to its own folder of segments (format and layout in
 :mod:`~hftagg.builtins.storage.store.segment` and :mod:`~hftagg.builtins.storage.store.layout`).
 Python runs once per batch: one ``pwrite`` of the batch's bytes, then the header's count. A
 segment is sealed (truncated to its records, flagged) when the next batch would not fit in
-``segment_bytes``, when it is older than ``segment_age_secs`` at the next batch, when the stream
-offsets jump (a segment holds contiguous offsets), and when the stage closes.
+``segment_bytes``, when it is older than ``segment_age_secs`` (checked once a second on any
+topic's batch, so an idle topic's segment seals too while others flow), when the stream offsets
+jump (a segment holds contiguous offsets), and when the stage closes.
 
 Offsets and idempotency. ``write(batch, port, offset)`` gets each batch's first stream offset.
 When the runtime says stream offsets are durable across runs (the write-ahead log is on:
@@ -214,6 +215,7 @@ class Store(SinkStage):
         self._epoch = 0 if self._durable else time.time_ns()
         self._topics: dict[str, _Topic] = {}
         self._compactor = None
+        self._age_check_at = 0.0
         warm_kernels()  # loaded from numba's cache now, not at the first batch
         try:
             for port, topic in self.input_topics.items():
@@ -300,6 +302,16 @@ class Store(SinkStage):
             writer.sync()
         t.records += total
         t.next_offset = start + total
+        if self.params.segment_age_secs and time.monotonic() >= self._age_check_at:
+            self._seal_aged()
+
+    def _seal_aged(self) -> None:
+        """Seal the live segments past ``segment_age_secs`` of every topic, idle ones included
+        (checked at most once a second, from any topic's batch)."""
+        self._age_check_at = time.monotonic() + 1.0
+        for t in self._topics.values():
+            if t.writer is not None and self._too_old(t.writer):
+                self._seal(t)
 
     def _too_old(self, writer: SegmentWriter) -> bool:
         age = self.params.segment_age_secs
