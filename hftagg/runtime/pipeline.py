@@ -609,8 +609,23 @@ class Pipeline:
         relieve = self._relieve if self.inline else None
         tel = self.telemetry
         ndarray = np.ndarray
+        fast = fast_ring = fast_dtype = None
+        if only is not None:
+            _, ring, dtype, dead = targets[only]
+            if ring is not None and not dead:
+                fast, fast_ring, fast_dtype = ring.publish, ring, ring.dtype
 
         def emit(out: Any) -> int:  # noqa: C901 - the per-batch path, kept in one frame
+            if fast and type(out) is ndarray and out.dtype is fast_dtype:
+                # the usual case: one output port with a ring, the port's exact dtype
+                n = len(out)
+                if n:
+                    first = fast(out, stop=hard_stop, timeout=self.publish_timeout, on_full=relieve)
+                    if first + n != fast_ring._published:  # a hard stop cut it short
+                        self.discarded += first + n - fast_ring._published
+                    stats.records_out += n
+                    stats.batches_out += 1
+                return n
             if isinstance(out, ndarray):
                 if only is None:
                     self._as_ports(node, out)  # raises, naming the ports to use
