@@ -42,9 +42,12 @@ def test_store_ls_lists_topics_records_range_instruments_bytes_and_segments(tmp_
 
     row = next(line for line in table.splitlines() if line.startswith("md.trades"))
     assert code == 0 and "trade@2" in row and "5,000" in row and "1/1" in row
-    assert "2026-05-28 20:26:40.000000000Z" in row and "3 (7, 8, 9)" in row
+    assert (
+        "2026-05-28 20:26:40.000000000Z" in row and "3 (MSFT, EURUSD, 9)" in row
+    )  # symbols the registry knows
     (topic,) = listing["topics"]
     assert topic["records"] == 5_000 and topic["instruments"] == [7, 8, 9]
+    assert topic["symbols"] == ["MSFT", "EURUSD", "9"]
     assert topic["segments_live"] == 1 and topic["segments_sealed"] == 1
     assert topic["ts_max"] == int(records["ts_event"][-1]) and topic["bytes"] > 5_000 * 48
 

@@ -1,6 +1,7 @@
 """``hftagg store``: look after what the ``store`` stage keeps.
 
-``hftagg store ls`` lists each stored topic: schema, records, time range (UTC), instruments,
+``hftagg store ls`` lists each stored topic: schema, records, time range (UTC), instruments
+(as symbols where the config's instrument registry knows them; ids otherwise),
 bytes on disk, segments live and sealed, archived Parquet files. The store is ``--path``, else
 the ``path`` of the config's ``store`` stage, else ``./storage``.
 
@@ -38,10 +39,32 @@ def _size(n: int) -> str:
     return f"{n:.1f} TiB"
 
 
-def _instruments(ids: list[int]) -> str:
+def _instruments(ids: list[int], registry=None) -> str:
+    """``3 (BTCUSD, ESZ6, 99)``: symbols where the instrument registry knows the id."""
+    names = [_name(i, registry) for i in ids[: 6 if len(ids) <= 6 else 5]]
     if len(ids) <= 6:
-        return f"{len(ids)} ({', '.join(map(str, ids))})" if ids else "0"
-    return f"{len(ids)} ({', '.join(map(str, ids[:5]))}, ...)"
+        return f"{len(ids)} ({', '.join(names)})" if ids else "0"
+    return f"{len(ids)} ({', '.join(names)}, ...)"
+
+
+def _name(instrument_id: int, registry) -> str:
+    symbol = None if registry is None else registry.symbol(instrument_id)
+    return str(instrument_id) if symbol is None else symbol
+
+
+def _registry(args: argparse.Namespace):
+    """The config's instrument registry, or None (with a warning) when it cannot be loaded."""
+    from hftagg.cli.common import config_path
+    from hftagg.config.load import read_layers
+    from hftagg.errors import HftaggError
+    from hftagg.instruments import load_registry
+
+    path = config_path(getattr(args, "config", None))
+    try:
+        return load_registry(path, read_layers(path))
+    except HftaggError as exc:
+        print(f"hftagg: instruments not loaded, showing ids: {exc}", file=sys.stderr)
+        return None
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -63,18 +86,22 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for topic in topics:
         for problem in topic.problems:
             print(f"hftagg: {problem}", file=sys.stderr)
+    registry = _registry(args)
     if args.json:
-        rows = [{**vars(t), "bytes": t.bytes} for t in topics]
+        rows = [
+            {**vars(t), "bytes": t.bytes, "symbols": [_name(i, registry) for i in t.instruments]}
+            for t in topics
+        ]
         print(json.dumps({"path": str(root), "topics": rows}, indent=2))
         return 0
     if not topics:
         print(f"{root}: no stored topics")
         return 0
-    _print_table(root, topics)
+    _print_table(root, topics, registry)
     return 0
 
 
-def _print_table(root: Path, topics: list) -> None:
+def _print_table(root: Path, topics: list, registry=None) -> None:
     header = ("topic", "schema", "records", "from (UTC)", "to (UTC)", "instruments", "on disk",
               "segments live/sealed", "parquet")  # fmt: skip
     rows = [
@@ -84,7 +111,7 @@ def _print_table(root: Path, topics: list) -> None:
             f"{t.records:,}",
             _utc(t.ts_min),
             _utc(t.ts_max),
-            _instruments(t.instruments),
+            _instruments(t.instruments, registry),
             _size(t.bytes),
             f"{t.segments_live}/{t.segments_sealed}",
             f"{t.archived_files} ({t.archived_records:,} records)" if t.archived_files else "0",
