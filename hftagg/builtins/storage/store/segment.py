@@ -511,7 +511,8 @@ class SegmentWriter:
         head["flags"] = int(head["flags"][0]) | FLAG_SEALED
         self._head = None
         del head
-        self._map.flush()
+        if fsync:
+            self._map.flush()  # msync: a synchronous write of the header page
         self._map.close()
         if fsync:
             os.fsync(self._fd)
