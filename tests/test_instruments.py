@@ -159,9 +159,27 @@ def test_config_section_defines_and_refuses(tmp_path):
     raw = {"instruments": {"builtin": False, "define": [{"symbol": "AAPL", "venue": "xnas"}]}}
     registry = load_registry(tmp_path / "config.toml", raw)
     assert [i.symbol for i in registry] == ["AAPL"]
-    bad = {"instruments": {"define": [{"symbol": "AAPL", "venue": "xnas", "instrument_id": 4}]}}
-    with pytest.raises(InstrumentError, match=r"\[\[instruments.define\]\] #1.*'ESZ6' on 'sim'"):
+    taken = hash_id("AAPL", "xnas")
+    bad = {
+        "instruments": {
+            "define": [
+                {"symbol": "AAPL", "venue": "xnas"},
+                {"symbol": "ESZ6", "venue": "glbx.mdp3", "instrument_id": taken},
+            ]
+        }
+    }
+    with pytest.raises(InstrumentError, match=r"\[\[instruments.define\]\] #2.*'AAPL' on 'xnas'"):
         load_registry(tmp_path / "config.toml", bad)
+
+
+def test_a_pinned_id_takes_over_a_simulator_default_instead_of_colliding():
+    registry = load_registry(None, {"instruments": {}})
+    registry.define("ESH1", "glbx.mdp3", instrument_id=4)  # a vendor's id: the sim's ESZ6 yields
+    assert registry.label(4) == "ESH1@glbx.mdp3"
+    assert registry.lookup("ESZ6", "sim") == [] and registry.symbol(1) == "BTCUSD"
+    registry.define("ESZ6", "sim", instrument_id=5_000)  # the default may be defined again
+    with pytest.raises(InstrumentError, match="collision"):  # but a real instrument does not yield
+        registry.define("NQH1", "glbx.mdp3", instrument_id=4)
 
 
 def test_bulk_lookup_matches_a_dict_per_record():

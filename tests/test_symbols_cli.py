@@ -45,12 +45,15 @@ def test_add_then_show_and_list(folder, capsys):
 
 
 def test_add_refuses_a_collision_and_a_bad_tick_without_writing(folder, capsys):
-    rc = main(["symbols", "add", "ESZ6", "--venue", "glbx.mdp3", "--instrument-id", "4"])
+    assert main(["symbols", "add", "AAPL", "--venue", "xnas"]) == 0
+    taken = hash_id("AAPL", "xnas")
+    rc = main(["symbols", "add", "ESZ6", "--venue", "glbx.mdp3", "--instrument-id", str(taken)])
     err = capsys.readouterr().err
-    assert rc == 1 and "instrument_id 4 collision" in err and "'ESZ6' on 'sim'" in err
+    assert rc == 1 and f"instrument_id {taken} collision" in err and "'AAPL' on 'xnas'" in err
     rc = main(["symbols", "add", "X", "--venue", "cme", "--tick-size", "0.0000000001"])
     assert rc == 1 and "tick_size" in capsys.readouterr().err
-    assert not (folder / "instruments.toml").exists()
+    assert "ESZ6" not in (folder / "instruments.toml").read_text()
+    assert 'symbol = "X"' not in (folder / "instruments.toml").read_text()
 
 
 def test_show_unknown_symbol_suggests(folder, capsys):

@@ -4,7 +4,9 @@ A registry is loaded in this order, later definitions of the same (symbol, venue
 earlier ones, every id checked for collisions:
 
 1. built-in defaults: the simulator's instruments (venue ``sim``, pinned ids 1..8, the ids the
-   simulator emits with ``first_instrument_id = 1``), unless ``[instruments] builtin = false``;
+   simulator emits with ``first_instrument_id = 1``), unless ``[instruments] builtin = false``.
+   They yield: an instrument defined later with one of these ids (a DBN file's, a pinned one)
+   replaces the default rather than collide with it;
 2. the instruments file, ``instruments.toml`` next to the config (``[instruments] file``
    names another; a relative path is relative to the config's folder). One ``[[instrument]]``
    table per instrument, edited by ``hftagg symbols add`` with tomlkit (comments kept) and
@@ -143,7 +145,7 @@ def load_registry(
 ) -> InstrumentRegistry:
     """The registry for a config: builtins, its instruments file, its ``[instruments]``."""
     section = dict((raw or {}).get("instruments") or {})
-    registry = InstrumentRegistry(
+    registry = InstrumentRegistry.with_defaults(
         builtin_instruments() if section.get("builtin", True) else (), id_bits=id_bits
     )
     path = instruments_file(config, section)

@@ -49,10 +49,24 @@ class InstrumentRegistry:
         self._by_key: dict[tuple[str, str], Instrument] = {}  # (venue, symbol)
         self._spelling: dict[str, dict[bytes, int]] = {}  # venue -> venue symbol bytes -> id
         self._lock = threading.Lock()
+        self._weak: set[int] = set()  # ids of defaults that a real definition may take over
         #: instruments defined since the registry was loaded (not yet in a file)
         self.unsaved: list[Instrument] = []
         for inst in instruments:
             self.add(inst, unsaved=False)
+
+    @classmethod
+    def with_defaults(
+        cls, defaults: Iterable[Instrument], *, id_bits: int = 32
+    ) -> InstrumentRegistry:
+        """A registry holding ``defaults`` (the simulator's) that yield their ids: an
+        instrument defined later with one of those ids (a vendor's pinned id, from a file or
+        a feed) replaces the default instead of being refused as a collision."""
+        registry = cls(id_bits=id_bits)
+        for inst in defaults:
+            registry.add(inst, unsaved=False)
+            registry._weak.add(inst.instrument_id)
+        return registry
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -179,7 +193,17 @@ class InstrumentRegistry:
             holder = self._by_id.get(inst.instrument_id)
             key = (inst.venue, inst.symbol)
             if holder is not None and (holder.venue, holder.symbol) != key:
-                raise InstrumentError(_collision(inst, holder))
+                if holder.instrument_id not in self._weak:
+                    raise InstrumentError(_collision(inst, holder))
+                self._drop(holder)
+                log.info(
+                    "instrument %s on %s takes id %d from the default %s on %s",
+                    inst.symbol,
+                    inst.venue,
+                    inst.instrument_id,
+                    holder.symbol,
+                    holder.venue,
+                )
             spellings = self._spelling.setdefault(inst.venue, {})
             spelled = spellings.get(inst.venue_symbol.encode())
             if spelled is not None and spelled != inst.instrument_id:
@@ -193,8 +217,7 @@ class InstrumentRegistry:
                     )
             old = self._by_key.get(key)
             if old is not None:
-                self._by_id.pop(old.instrument_id, None)
-                spellings.pop(old.venue_symbol.encode(), None)
+                self._drop(old)
             self._by_id[inst.instrument_id] = inst
             self._by_key[key] = inst
             spellings[inst.venue_symbol.encode()] = inst.instrument_id
@@ -208,6 +231,12 @@ class InstrumentRegistry:
             self.add(inst, unsaved=False)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _drop(self, inst: Instrument) -> None:
+        self._by_id.pop(inst.instrument_id, None)
+        self._by_key.pop((inst.venue, inst.symbol), None)
+        self._spelling.get(inst.venue, {}).pop(inst.venue_symbol.encode(), None)
+        self._weak.discard(inst.instrument_id)
 
     def _one(self, venue: str, table: dict[bytes, int], spelling: bytes, define: bool) -> int:
         found = table.get(spelling)
