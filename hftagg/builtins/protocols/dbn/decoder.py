@@ -15,6 +15,9 @@ the length; good records around them are decoded:
 - a symbol section that does not add up: one ``BAD_METADATA`` dead letter, records still read;
 - unknown rtype, an rtype hftagg does not map, a record shorter than its layout: that record
   is skipped (its length is known) with one dead letter;
+- symbol mappings (the metadata's, and ``SymbolMappingMsg`` records) go to ``on_symbols``
+  (``dbn_replay`` defines them in the instrument registry), or without it are dead-lettered
+  as unmapped;
 - a length byte below 4 (16 bytes): nothing after it can be framed; one ``BAD_LENGTH`` dead
   letter covers the rest of the stream, reported when the stream ends (``finish``) so its
   length does not depend on how the bytes were fed;
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,6 +41,7 @@ from hftagg.builtins.protocols.dbn.kernels import (
 from hftagg.builtins.protocols.dbn.layouts import (
     TS_RECV_OFFSET,
     UNDEF_TIMESTAMP,
+    RType,
     layout,
     record_dtype,
 )
@@ -48,6 +53,11 @@ from hftagg.builtins.protocols.dbn.metadata import (
     parse_metadata,
 )
 from hftagg.builtins.protocols.dbn.reasons import REASON_TEXT, Reason
+from hftagg.builtins.protocols.dbn.symbols import (
+    mapping_records,
+    metadata_pairs,
+    symbol_mapping_dtype,
+)
 from hftagg.records.catalog import DEAD_LETTER
 from hftagg.records.fixed import FixedReason
 
@@ -91,7 +101,18 @@ class DbnDecoder:
     ``source_id`` and ``name`` label its dead letters (e.g. the file's index and name).
     """
 
-    def __init__(self, *, source_id: int = 0, name: str = "", counters: Counters | None = None):
+    def __init__(
+        self,
+        *,
+        source_id: int = 0,
+        name: str = "",
+        counters: Counters | None = None,
+        on_symbols: Callable[[str, np.ndarray, list[str]], None] | None = None,
+    ):
+        #: called with (dataset, instrument ids, symbols) for the metadata's symbol mappings
+        #: and for SymbolMappingMsg records (which then are not dead-lettered); None: those
+        #: records are dead-lettered as unmapped
+        self.on_symbols = on_symbols
         self.source_id = source_id
         self.name = os.path.basename(name) or "<stream>"
         self.metadata: DbnMetadata | None = None
@@ -273,6 +294,10 @@ class DbnDecoder:
             return False
         for problem in self.metadata.problems:
             self._dead_letter(Reason.BAD_METADATA, 0, size, problem)
+        if self.on_symbols is not None:
+            ids, names = metadata_pairs(self.metadata)
+            if len(ids):
+                self.on_symbols(self.metadata.dataset, ids, names)
         self._frame_pos = size
         return True
 
@@ -293,6 +318,8 @@ class DbnDecoder:
         parts: dict[str, list[tuple[np.ndarray | None, np.ndarray]]] = {}
         for rtype, length, rows in groups:
             group_offs = offs if rows is None else offs[rows]
+            if rtype == RType.SYMBOL_MAPPING and self._symbol_mappings(raw, group_offs, length):
+                continue
             rec = self._records(raw, group_offs, rtype, length)
             if rec is None:
                 continue
@@ -305,6 +332,16 @@ class DbnDecoder:
                     index = rows if sub is None else (sub if rows is None else rows[sub])
                     parts.setdefault(port, []).append((index, batch))
         return {port: _merge(pieces) for port, pieces in parts.items()}
+
+    def _symbol_mappings(self, raw: np.ndarray, offs: np.ndarray, length: int) -> bool:
+        """SymbolMappingMsg records to ``on_symbols``; False (dead-letter them) without one."""
+        dtype = symbol_mapping_dtype(self.metadata.version)
+        if self.on_symbols is None or length < dtype.itemsize:
+            return False
+        rows = gather_rows(raw, offs, length, np.empty(len(offs) * length, dtype=np.uint8))
+        rec = rows.reshape(len(offs), length)[:, : dtype.itemsize].copy().view(dtype).ravel()
+        self.on_symbols(self.metadata.dataset, *mapping_records(rec))
+        return True
 
     def _records(self, raw: np.ndarray, offs: np.ndarray, rtype: int, length: int):
         """The records at ``offs`` as a structured array, or ``None`` (dead-lettered)."""

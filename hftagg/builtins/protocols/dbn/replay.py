@@ -20,6 +20,12 @@ imbalance      imbalance               imbalance
 dead_letters   dead_letter             bad input, with a reason code (always present)
 =============  ======================  ========================================================
 
+Symbol mappings -- the files' metadata and live ``SymbolMappingMsg`` records -- are defined
+in the instrument registry (``ctx.instruments``; venue = the dataset lower-cased, the vendor's
+id pinned: :mod:`hftagg.builtins.protocols.dbn.symbols`), so ``tail`` and ``store ls`` show
+symbols; ``counters`` says how many (``symbol_mappings``) and how many were refused because
+another instrument holds the id (``symbol_conflicts``, each id warned once).
+
 Only the ports the files' schemas feed exist (read from the files' metadata when the graph is
 built; a file with mixed schemas gets them all), so a trades file offers ``trades`` and
 ``dead_letters``. The exact field mapping is in :mod:`hftagg.builtins.protocols.dbn.mapping`.
@@ -52,6 +58,7 @@ from hftagg.builtins.protocols.dbn import (
     expand_paths,
     read_metadata,
 )
+from hftagg.builtins.protocols.dbn.symbols import RegistryFeed
 from hftagg.config.paths import config_relative
 from hftagg.hookspecs import hookimpl
 from hftagg.stages import Params, Port, SourcePosition, SourceStage, StageContext, live, restart
@@ -150,6 +157,7 @@ class DbnReplay(SourceStage):
     def open(self, ctx: StageContext) -> None:
         self._counters = Counters()
         self.counters = {"records": 0, "dead_letters": 0, "files": 0, "loops": 0, "bytes": 0}
+        self._symbols = RegistryFeed(ctx.instruments, self.counters)
         self._index = -1  # file being read
         self._file: DbnFile | None = None
         self._decoder: DbnDecoder | None = None
@@ -179,7 +187,9 @@ class DbnReplay(SourceStage):
             self._index = 0
             self.counters["loops"] += 1
         path = self._paths[self._index]
-        self._decoder = DbnDecoder(source_id=self._index, name=path, counters=self._counters)
+        self._decoder = DbnDecoder(
+            source_id=self._index, name=path, counters=self._counters, on_symbols=self._symbols
+        )
         self._anchor = None
         self.counters["files"] += 1
         try:
