@@ -152,8 +152,9 @@ def test_torn_log_tail_is_cut_and_the_stream_continues_after_what_the_sink_holds
     wal = WriteAheadLog(folder / "wal")
     wal.open()  # (starts an empty segment, set aside by the cut below)
     stream = wal.streams["md.trades"].stream_id
-    segment = next(s for s in reversed(wal._segments) if any(f[1] == stream for f in s.frames))
-    position = [f[0] for f in segment.frames if f[1] == stream][-1]
+    segment = next(s for s in reversed(wal._segments) if stream in s.starts)
+    frames = segment.table()
+    position = int(frames[frames[:, 1] == stream][-1, 0])
     wal.close()
     with open(segment.path, "r+b") as f:  # tear the last trades frame
         f.truncate(position + 60)

@@ -67,6 +67,7 @@ import os
 import struct
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,8 +154,20 @@ class _Segment:
     size: int = 0
     #: per stream id: the end offset of its last records frame here (what deletion looks at)
     ends: dict[int, int] = field(default_factory=dict)
-    #: (position of the frame header, stream id, first offset, count), records frames only
-    frames: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: records frames only, 4 int64 each: position of the frame header, stream id, first
+    #: offset, count (a flat array: 32 bytes a frame, not a Python tuple each)
+    frames: array = field(default_factory=lambda: array("q"))
+    #: per stream id: the first offset of its first records frame here
+    starts: dict[int, int] = field(default_factory=dict)
+
+    def add(self, position: int, stream: int, first: int, count: int) -> None:
+        self.frames.extend((position, stream, first, count))
+        self.starts.setdefault(stream, first)
+        self.ends[stream] = first + count
+
+    def table(self) -> np.ndarray:
+        """The frames as an (n, 4) int64 array (a copy)."""
+        return np.frombuffer(self.frames, np.int64).reshape(-1, 4).copy()
 
 
 def _segment_header(index: int) -> bytes:
@@ -311,8 +324,7 @@ class WriteAheadLog:
         if count:
             itemsize = info.dtype.itemsize
             info.last = np.frombuffer(payload, info.dtype, 1, (count - 1) * itemsize).copy()
-        segment.ends[info.stream_id] = first + count
-        segment.frames.append((pos, info.stream_id, first, count))
+        segment.add(pos, info.stream_id, first, count)
         self.recovery.frames += 1
         self.recovery.records += count
 
@@ -438,8 +450,7 @@ class WriteAheadLog:
                 count = len(batch)
                 info.next_offset = first + count
                 segment = self._segments[-1]
-                segment.ends[info.stream_id] = first + count
-                segment.frames.append((at, info.stream_id, first, count))
+                segment.add(at, info.stream_id, first, count)
                 at += FRAME_HEADER.size + count * info.dtype.itemsize
                 if count:
                     info.last = batch[-1:]
@@ -538,13 +549,17 @@ class WriteAheadLog:
             return
         end = info.next_offset if end is None else end
         with self._lock:
-            segments = [(s.path, s.size, list(s.frames)) for s in self._segments]
+            segments = [(s.path, s.size, s.table()) for s in self._segments]
         for path, size, frames in segments:
-            wanted = [f for f in frames if f[1] == info.stream_id and f[2] + f[3] > start
-                      and f[2] < end]  # fmt: skip
-            if not wanted:
+            first, count = frames[:, 2], frames[:, 3]
+            wanted = frames[
+                (frames[:, 1] == info.stream_id) & (first + count > start) & (first < end)
+            ]
+            if not len(wanted):
                 continue
-            yield from self._read_segment(path, size, wanted, info, start, end, max_records)
+            yield from self._read_segment(
+                path, size, wanted.tolist(), info, start, end, max_records
+            )
 
     @staticmethod
     def _read_segment(path, size, frames, info, start, end, max_records):
@@ -582,9 +597,8 @@ class WriteAheadLog:
             return 0
         with self._lock:
             for segment in self._segments:
-                for _, stream, first, _ in segment.frames:
-                    if stream == info.stream_id:
-                        return first
+                if info.stream_id in segment.starts:
+                    return segment.starts[info.stream_id]
         return info.next_offset
 
     @property
