@@ -21,7 +21,17 @@ from hftagg.errors import (
 )
 from hftagg.hookspecs import hookimpl
 from hftagg.records import Schema, make_dtype
-from hftagg.stages import Params, Port, SinkStage, SourceStage, Stage, StageContext, live, restart
+from hftagg.stages import (
+    Params,
+    Port,
+    SinkStage,
+    SourcePosition,
+    SourceStage,
+    Stage,
+    StageContext,
+    live,
+    restart,
+)
 
 __version__ = "0.1.0"
 
@@ -43,6 +53,7 @@ __all__ = [
     "Schema",
     "SchemaError",
     "SinkStage",
+    "SourcePosition",
     "SourceStage",
     "Stage",
     "StageContext",

@@ -39,6 +39,7 @@ PUBLIC_API = {
     "Schema",
     "SchemaError",
     "SinkStage",
+    "SourcePosition",
     "SourceStage",
     "Stage",
     "StageContext",
