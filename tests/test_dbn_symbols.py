@@ -113,3 +113,20 @@ def test_a_decoder_without_a_registry_still_dead_letters_mapping_records(tmp_pat
     out = decoder.take(10)
     assert len(out["trades"]) == 2
     assert out["dead_letters"]["reason"].tolist() == [Reason.UNMAPPED_RTYPE]
+
+
+@pytest.mark.slow
+def test_hftagg_run_summary_names_the_instruments_a_dbn_file_defined(tmp_path):
+    from .conftest import run_cli
+
+    (tmp_path / "config.toml").write_text(
+        f'[data_sources.replay]\ntype = "dbn_replay"\npath = "{TRADES}"\n\n'
+        "[processing]\nuse_mock_data = false\n\n[delivery]\nenabled = false\n"
+    )
+    done = run_cli("run", "--duration", "3", "--quiet", "--summary-json", "s.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "instruments: 9 known; 1 defined by sources while running (ESH1@glbx.mdp3)" in (
+        done.stdout
+    )
+    summary = __import__("json").loads((tmp_path / "s.json").read_text())
+    assert summary["instruments"] == {"known": 9, "defined": 1, "examples": ["ESH1@glbx.mdp3"]}

@@ -63,7 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        set_default_registry(load_registry(path, assembled.spec.raw))
+        registry = load_registry(path, assembled.spec.raw)
+        set_default_registry(registry)
     except InstrumentError as exc:
         print(f"hftagg: {path or 'defaults'}: not started: {exc}", file=sys.stderr)
         return 1
@@ -90,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         broken = True
     try:
         summary = session.stop()
+        summary["instruments"] = registry.summary()
     except HftaggError as exc:
         print(f"hftagg: {exc}", file=sys.stderr)
         return 1

@@ -153,6 +153,12 @@ class InstrumentRegistry:
             names[k] = inst.symbol if inst is not None else (unknown or str(value))
         return np.take(names, inverse).reshape(ids.shape)
 
+    def summary(self, limit: int = 10) -> dict[str, Any]:
+        """For a run summary: how many instruments are known, and those defined while running
+        (by sources: DBN mappings, venue symbols seen first), which no file holds yet."""
+        defined = [f"{i.symbol}@{i.venue}" for i in self.unsaved if i.instrument_id in self]
+        return {"known": len(self), "defined": len(defined), "examples": defined[:limit]}
+
     # -- defining --------------------------------------------------------------------------
 
     def define(

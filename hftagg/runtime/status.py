@@ -334,7 +334,19 @@ def _run_notes(summary: dict[str, Any]) -> list[str]:
         )
     if summary.get("durability"):
         lines.append(_durability_summary(summary["durability"]))
+    if summary.get("instruments", {}).get("defined"):
+        lines.append(_instruments_summary(summary["instruments"]))
     return lines
+
+
+def _instruments_summary(s: dict[str, Any]) -> str:
+    """Instruments sources defined while running (not in any file yet), and how to keep them."""
+    more = s["defined"] - len(s["examples"])
+    names = ", ".join(s["examples"]) + (f" and {more} more" if more > 0 else "")
+    return (
+        f"  instruments: {s['known']:,} known; {s['defined']:,} defined by sources while "
+        f"running ({names}); keep them with `hftagg symbols add`"
+    )
 
 
 def _durability_summary(d: dict[str, Any]) -> str:
