@@ -1050,6 +1050,9 @@ class Pipeline:
             progress = node.stage.progress()
             if progress:
                 entry["progress"] = progress
+            metrics = getattr(node.stage, "metrics", None)  # e.g. a WebSocket source's state
+            if callable(metrics):
+                entry.update(metrics())
         if node.id in self.isolated:
             entry["state"] = "failed"
             entry["error"] = self.isolated[node.id]

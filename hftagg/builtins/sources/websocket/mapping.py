@@ -1,0 +1,238 @@
+"""Config-mapped JSON -> records, in bulk: one msgspec parse per batch, fields taken column-wise.
+
+A mapping names, for each record field, the path of the value in a message (``price = "p"``,
+``price = "data.p"`` inside a combined-stream envelope, ``bid_px = "b.0"`` for a list element).
+The decoder builds one msgspec ``Struct`` type per mapping (only the mapped paths; all other keys
+are skipped by the parser without building Python objects) and decodes a whole batch as one JSON
+array (the messages joined with commas): one parse call per batch. Columns are then pulled with
+C-level ``map(attrgetter)`` and converted by numpy and the compiled decimal parser
+(:func:`hftagg.records.fixed.parse_decimals`): prices and sizes from decimal strings (or JSON
+numbers, read as their shortest decimal text) to fixed-point exactly; a value that does not fit
+is dead-lettered, never rounded.
+
+Measured on a Binance trade stream (``python -m benchmarks websocket``): one array parse per batch
+with a typed Struct is about 3x faster than ``orjson.loads`` per message followed by dict look-ups,
+and ``orjson.loads`` per message alone is slower than the whole typed batch decode.
+
+When the batch does not parse as a whole (a malformed message), each message is parsed on its own
+so the bad ones are dead-lettered with a reason and the good ones around them still decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from hftagg.builtins.sources.websocket.reasons import BAD_SIDE as _BAD_SIDE
+from hftagg.builtins.sources.websocket.reasons import MALFORMED as _MALFORMED
+from hftagg.builtins.sources.websocket.reasons import MISSING_FIELD as _MISSING_FIELD
+from hftagg.records.fixed import FixedReason, detail, parse_decimals
+
+__all__ = ["FIELDS", "Columns", "JsonMapping", "TS_UNIT_DECIMALS"]
+
+#: record type -> the fields a mapping may name (and which of them must be mapped)
+FIELDS = {
+    "trade": {"optional": ("symbol", "side", "ts_event"), "required": ("price", "size")},
+    "quote": {
+        "optional": ("symbol", "ts_event", "bid_sz", "ask_sz"),
+        "required": ("bid_px", "ask_px"),
+    },
+}
+PRICE = frozenset({"price", "bid_px", "ask_px"})
+SIZE = frozenset({"size", "bid_sz", "ask_sz"})
+#: venue time unit -> decimals to parse it with into ns (a seconds value "1534614057.321597"
+#: becomes ns exactly, digit by digit)
+TS_UNIT_DECIMALS = {"ns": 0, "us": 3, "ms": 6, "s": 9}
+_LEAF = str | int | float | bool | None
+_MISSING = object()
+
+
+@dataclass
+class Columns:
+    """A decoded batch: ``rows`` (index of the message each record came from), one array per
+    mapped field (already converted: int64 fixed-point, ns, uint8 side, S symbols), and the
+    rejected messages ``(message index, reason code, detail)``; ``ignored`` counts messages
+    ``match`` left out (subscription answers, other event types)."""
+
+    rows: np.ndarray
+    values: dict[str, np.ndarray]
+    rejected: list[tuple[int, int, bytes]]
+    ignored: int
+
+
+def _split(path: str) -> list[str]:
+    parts = path.split(".")
+    if not path or any(p == "" for p in parts):
+        raise ValueError(f"path {path!r}: expected keys separated by dots, e.g. 'data.p'")
+    return parts
+
+
+class _Node:
+    """A tree of mapped paths -> a msgspec Struct type (field k renamed to its JSON key)."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.leaf = False
+
+    def add(self, parts: list[str]) -> None:
+        node = self
+        for part in parts:
+            node = node.children.setdefault(part, _Node())
+        node.leaf = True
+
+    def struct(self, name: str) -> Any:
+        fields, rename = [], {}
+        for k, (key, child) in enumerate(self.children.items()):
+            if child.children and child.leaf:
+                raise ValueError(f"path {key!r} is both a value and a container")
+            attr = f"f{k}"
+            rename[attr] = key
+            typ = child.struct(f"{name}_{k}") if child.children else _LEAF
+            fields.append((attr, typ | None, None))
+        return msgspec.defstruct(name, fields, rename=rename)
+
+    def getter(self, parts: list[str]) -> str:
+        node, attrs = self, []
+        for part in parts:
+            attrs.append(f"f{list(node.children).index(part)}")
+            node = node.children[part]
+        return ".".join(attrs)
+
+
+class JsonMapping:
+    """The decoder of one config mapping (see the module docstring)."""
+
+    def __init__(
+        self,
+        record: str,
+        paths: dict[str, str],
+        *,
+        match: dict[str, Any] | None = None,
+        ts_unit: str = "ms",
+        side_values: dict[str, str] | None = None,
+    ) -> None:
+        spec = FIELDS[record]
+        unknown = sorted(set(paths) - set(spec["optional"]) - set(spec["required"]))
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {unknown} for record = {record!r}; it maps: "
+                f"{', '.join(spec['required'] + spec['optional'])}"
+            )
+        missing = [f for f in spec["required"] if f not in paths]
+        if missing:
+            raise ValueError(f"record = {record!r} needs a path for {missing}, e.g. price = 'p'")
+        self.record, self.paths, self.match = record, dict(paths), dict(match or {})
+        self.ts_decimals = TS_UNIT_DECIMALS[ts_unit]
+        self.sides = {str(k).lower(): v for k, v in (side_values or {}).items()}
+        root = _Node()
+        for path in [*self.paths.values(), *self.match]:
+            root.add(_split(path))
+        self.struct = root.struct("Message")
+        self._array = msgspec.json.Decoder(list[self.struct])
+        self._one = msgspec.json.Decoder(self.struct)
+        self._get = {f: attrgetter(root.getter(_split(p))) for f, p in self.paths.items()}
+        self._match = [(attrgetter(root.getter(_split(p))), v) for p, v in self.match.items()]
+
+    # -- parsing -----------------------------------------------------------------------------
+
+    def _parse(self, messages: list[bytes]) -> tuple[list, np.ndarray, list]:
+        """Structs for the messages that parse, their indices, and the rejected ones."""
+        try:
+            objs = self._array.decode(b"[" + b",".join(messages) + b"]")
+            return objs, np.arange(len(objs)), []
+        except msgspec.DecodeError:
+            pass
+        objs, rows, rejected = [], [], []
+        for i, raw in enumerate(messages):
+            try:
+                objs.append(self._one.decode(raw))
+                rows.append(i)
+            except msgspec.DecodeError as exc:
+                rejected.append((i, _MALFORMED, _text(f"{exc}: {raw[:24]!r}")))
+        return objs, np.asarray(rows, dtype=np.int64), rejected
+
+    def _column(self, objs: list, getter: attrgetter) -> list:
+        try:
+            return list(map(getter, objs))
+        except AttributeError:  # a missing container on the path: None for that message
+            return [_safe(getter, o) for o in objs]
+
+    def decode(self, messages: list[bytes]) -> Columns:
+        objs, rows, rejected = self._parse(messages)
+        ignored = 0
+        if self._match and objs:
+            keep = np.ones(len(objs), dtype=bool)
+            for getter, want in self._match:
+                col = np.empty(len(objs), dtype=object)
+                col[:] = self._column(objs, getter)
+                keep &= col == want
+            ignored = int(len(objs) - keep.sum())
+            if ignored:
+                objs = [o for o, k in zip(objs, keep.tolist(), strict=True) if k]
+                rows = rows[keep]
+        values: dict[str, np.ndarray] = {}
+        bad = np.zeros(len(objs), dtype=np.uint32)
+        details: dict[int, bytes] = {}
+        for name, getter in self._get.items():
+            col = self._column(objs, getter)
+            values[name] = self._convert(name, col, bad, details)
+        for k in np.flatnonzero(bad).tolist():
+            rejected.append((int(rows[k]), int(bad[k]), details.get(k, b"")))
+        ok = bad == 0
+        return Columns(rows[ok], {n: v[ok] for n, v in values.items()}, rejected, ignored)
+
+    # -- conversions -------------------------------------------------------------------------
+
+    def _convert(self, name: str, col: list, bad: np.ndarray, details: dict) -> np.ndarray:
+        n = len(col)
+        if n == 0:
+            return np.zeros(0, dtype=np.uint8 if name == "side" else np.int64)
+        if name == "symbol":
+            arr = np.array(["" if v is None else str(v) for v in col] if None in col else col,
+                           dtype="S")  # fmt: skip
+            self._flag(arr == b"", bad, details, name, arr, _MISSING_FIELD)
+            return arr
+        if name == "side":
+            return self._sides(col, bad, details)
+        text = np.array(col, dtype="S")
+        missing = text == b"None"
+        decimals = 9 if name in PRICE else 8 if name in SIZE else self.ts_decimals
+        values, status = parse_decimals(text, decimals)
+        self._flag(missing, bad, details, name, text, _MISSING_FIELD)
+        for k in np.flatnonzero((status != 0) & ~missing).tolist():
+            if not bad[k]:
+                bad[k] = FixedReason.of_status(int(status[k]))
+                details[k] = detail(name, text[k], int(status[k]))
+        return values
+
+    def _sides(self, col: list, bad: np.ndarray, details: dict) -> np.ndarray:
+        text = np.char.lower(np.array(col, dtype="U"))
+        uniq, inverse = np.unique(text, return_inverse=True)
+        codes = np.array([ord(self.sides.get(u, "?")) for u in uniq.tolist()], dtype=np.uint8)
+        side = codes[inverse]
+        self._flag(side == ord("?"), bad, details, "side", text, _BAD_SIDE)
+        return side
+
+    @staticmethod
+    def _flag(mask, bad, details, name, text, reason) -> None:
+        for k in np.flatnonzero(mask).tolist():
+            if not bad[k]:
+                bad[k] = reason
+                value = text[k]
+                what = "missing" if value in (b"None", "none", b"") else "not a known side"
+                details[k] = _text(f"{name}={value!r}: {what}")
+
+
+def _safe(getter: attrgetter, obj: Any) -> Any:
+    try:
+        return getter(obj)
+    except AttributeError:
+        return None
+
+
+def _text(s: str) -> bytes:
+    return s.encode("utf-8", "replace")[:64]

@@ -1,0 +1,191 @@
+"""The generic WebSocket source against local servers: decoding, reconnects, staleness, pings
+and hostile input (real sockets on loopback; the source runs its own connection thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import numpy as np
+
+from hftagg.builtins.sources.websocket import JsonWebSocket, backoff_delay, next_seq
+from hftagg.builtins.sources.websocket import reasons as R
+from hftagg.instruments import InstrumentRegistry
+from hftagg.stages import StageContext
+from tests.ws_server import WsServer
+
+SUBSCRIBE = '{"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@trade"],"id":1}'
+MAPPING = {"symbol": "s", "price": "p", "size": "q", "side": "m", "ts_event": "T"}
+
+
+def trade(symbol: str, trade_id: int, price: str = "100.5", qty: str = "0.001") -> str:
+    """A Binance spot trade event, as documented (``m``: the buyer is the maker)."""
+    return json.dumps({"e": "trade", "E": 1672515782136 + trade_id, "s": symbol, "t": trade_id,
+                       "p": price, "q": qty, "T": 1672515782136 + trade_id,
+                       "m": trade_id % 2 == 0, "M": True})  # fmt: skip
+
+
+def make_source(url: str, **params) -> JsonWebSocket:
+    base = dict(endpoint=url, subscribe=[SUBSCRIBE], mapping=MAPPING, match={"e": "trade"},
+                side_values={"true": "A", "false": "B"}, venue="binance",
+                reconnect_initial_s=0.05, reconnect_max_s=0.2)  # fmt: skip
+    base.update(params)
+    source = JsonWebSocket(stage_id="ws", **base)
+    source.open(StageContext(instruments=InstrumentRegistry()))
+    return source
+
+
+def collect(source, until, timeout: float = 10.0) -> dict[str, list[np.ndarray]]:
+    """Call next_batch until ``until(out)`` holds (or fail after ``timeout`` seconds)."""
+    out: dict[str, list[np.ndarray]] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = source.next_batch()
+        for port, records in (batch or {}).items():
+            out.setdefault(port, []).append(records)
+        if until(out):
+            return out
+        time.sleep(0.005)
+    raise AssertionError(f"timed out; got {({k: sum(map(len, v)) for k, v in out.items()})}, "
+                         f"metrics {source.metrics()}")  # fmt: skip
+
+
+def joined(out, port):
+    return np.concatenate(out[port]) if port in out else np.zeros(0)
+
+
+def count(port, n):
+    return lambda out: sum(map(len, out.get(port, []))) >= n
+
+
+def alert_codes(out) -> list[int]:
+    return joined(out, "alerts")["code"].tolist() if "alerts" in out else []
+
+
+async def send_trades(ws, server, n=5, start=1):
+    server.received.append(await ws.recv())  # the subscribe message, sent after connecting
+    for k in range(start, start + n):
+        await ws.send(trade("BTCUSDT" if k % 2 else "ETHUSDT", k))
+
+
+def test_trades_are_mapped_to_fixed_point_records_with_per_instrument_seq():
+    with WsServer(send_trades) as server:
+        source = make_source(server.url)
+        try:
+            out = collect(source, count("trades", 5))
+        finally:
+            source.close()
+    trades = joined(out, "trades")
+    registry = InstrumentRegistry()
+    btc, eth = registry.ids_for("binance", ["BTCUSDT", "ETHUSDT"]).tolist()
+    assert server.received == [SUBSCRIBE]  # subscribed once, on connect
+    assert trades["instrument_id"].tolist() == [btc, eth, btc, eth, btc]
+    assert trades["seq"].tolist() == [1, 1, 2, 2, 3]
+    assert (trades["price"] == 100_500_000_000).all() and (trades["size"] == 100_000).all()
+    assert trades["side"].tolist() == [ord(c) for c in "BABAB"]  # m=true: seller aggressed
+    assert trades["ts_event"][0] == (1672515782136 + 1) * 1_000_000
+    assert (trades["ts_recv"] > 0).all()
+
+
+def test_server_killed_and_restarted_repeatedly_every_gap_is_reported():
+    server = WsServer(send_trades).start()
+    source = make_source(server.url)
+    alerts = []
+    try:
+        collect(source, count("trades", 5))
+        for _ in range(3):
+            server.stop()
+            time.sleep(0.2)
+            server = WsServer(send_trades, port=server.port).start()
+            out = collect(source, lambda o: R.CONNECTED in alert_codes(o) and count("trades", 5)(o))
+            alerts.append(joined(out, "alerts"))
+    finally:
+        source.close()
+        server.stop()
+    alerts = np.concatenate(alerts)
+    reconnects = alerts[alerts["code"] == R.CONNECTED]
+    assert (alerts["code"] == R.DISCONNECTED).sum() >= 3
+    assert len(reconnects) >= 3
+    assert (reconnects["value"] > 0).all()  # seconds the feed was down, for each gap
+    assert all(b"after" in t for t in reconnects["text"])
+    assert source.metrics()["reconnects"] >= 3
+
+
+def test_silent_server_goes_stale_and_is_reconnected():
+    async def one_then_silence(ws, server):
+        await send_trades(ws, server, n=1)
+
+    with WsServer(one_then_silence) as server:
+        source = make_source(server.url, stale_after_s=0.3)
+        try:
+            out = collect(source, lambda o: R.CONNECTED in alert_codes(o)[1:], timeout=10)
+        finally:
+            source.close()
+    codes = alert_codes(out)
+    assert R.STALE in codes
+    assert codes.index(R.STALE) < len(codes) - 1 - codes[::-1].index(R.CONNECTED)
+    assert source.metrics()["stale_reconnects"] >= 1
+    assert server.connections >= 2
+
+
+def test_malformed_oversized_and_binary_messages_are_dead_lettered_and_the_connection_lives():
+    async def hostile(ws, server):
+        await ws.recv()
+        await ws.send(trade("BTCUSDT", 1))
+        await ws.send('{"e":"trade","s":"BTCUSDT","p":')  # truncated JSON
+        await ws.send('{"e":"trade","s":"BTCUSDT","p":"' + "9" * 3000 + '"}')  # oversized
+        await ws.send(b"\x00\x01binary")  # a binary frame on a JSON feed
+        await ws.send('{"e":"trade","s":"BTCUSDT","p":"1.5","q":"abc","T":1,"m":true}')
+        await ws.send('{"e":"trade","s":"BTCUSDT","q":"1","T":1,"m":true}')  # no price
+        await ws.send('{"result":null,"id":1}')  # the subscription's answer: ignored
+        await ws.send(trade("BTCUSDT", 3))
+
+    with WsServer(hostile) as server:
+        source = make_source(server.url, max_message_bytes=1024)
+        try:
+            out = collect(source, lambda o: count("trades", 2)(o) and count("dead_letters", 5)(o))
+        finally:
+            source.close()
+    dead = joined(out, "dead_letters")
+    assert sorted(dead["reason"].tolist()) == sorted([
+        R.MALFORMED, R.OVERSIZED, R.BINARY_FRAME, 0x0201, R.MISSING_FIELD])  # fmt: skip
+    assert all(d for d in dead["detail"])  # each says what and which field
+    assert joined(out, "trades")["seq"].tolist() == [1, 2]
+    m = source.metrics()
+    assert m["connects"] == 1 and m["oversized"] == 1 and m["binary_frames"] == 1
+    assert m["ignored"] == 1
+
+
+def test_server_ping_is_answered_with_a_pong():
+    async def ping(ws, server):
+        await ws.recv()
+        started = time.monotonic()
+        waiter = await ws.ping(b"are-you-there")
+        await asyncio.wait_for(waiter, 2)
+        server.pongs.append(time.monotonic() - started)
+        await ws.send(trade("BTCUSDT", 1))
+
+    with WsServer(ping) as server:
+        source = make_source(server.url)
+        try:
+            collect(source, count("trades", 1))
+        finally:
+            source.close()
+    assert len(server.pongs) == 1
+
+
+def test_backoff_is_capped_exponential_with_jitter():
+    rng = random.Random(7)
+    delays = [backoff_delay(n, 0.5, 30.0, 0.5, rng) for n in range(12)]
+    assert all(0.25 * 2**n <= d <= 0.5 * 2**n for n, d in enumerate(delays[:6]))
+    assert all(15.0 <= d <= 30.0 for d in delays[6:])
+    assert len(set(delays)) == len(delays)  # jittered: no two clients in step
+
+
+def test_next_seq_continues_per_instrument():
+    counters: dict[int, int] = {}
+    first = next_seq(np.array([5, 7, 5, 5], dtype=np.uint32), counters)
+    second = next_seq(np.array([7, 5], dtype=np.uint32), counters)
+    assert first.tolist() == [1, 1, 2, 3] and second.tolist() == [2, 4]
