@@ -211,6 +211,7 @@ def bench_batch1(count: int, repeat: int) -> Result:
     plain = min(_plain_chain(count) for _ in range(repeat))
     ours = count / min(walls)
     per_stage_us = min(walls) / count / 4 * 1e6
+    per_stage_cpu_us = min(cpus) / count / 4 * 1e6  # steady under other load: the verdict
     return Result(
         name="runtime-batch1",
         hftagg=ours,
@@ -220,8 +221,9 @@ def bench_batch1(count: int, repeat: int) -> Result:
         target=BATCH1_TARGET,
         extra={
             "stages": "source -> noop -> noop -> sink (3 ring hops)",
-            "us per batch per stage": round(per_stage_us, 2),
-            "per-stage target (2 us)": "met" if per_stage_us <= 2.0 else "missed",
+            "us per batch per stage (wall)": round(per_stage_us, 2),
+            "us per batch per stage (thread CPU time)": round(per_stage_cpu_us, 2),
+            "per-stage target (2 us, CPU time)": "met" if per_stage_cpu_us <= 2.0 else "missed",
             "batches/s by thread CPU time": round(count / min(cpus)),
             **_breakdown(repeat),
         },
