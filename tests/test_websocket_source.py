@@ -189,3 +189,36 @@ def test_next_seq_continues_per_instrument():
     first = next_seq(np.array([5, 7, 5, 5], dtype=np.uint32), counters)
     second = next_seq(np.array([7, 5], dtype=np.uint32), counters)
     assert first.tolist() == [1, 1, 2, 3] and second.tolist() == [2, 4]
+
+
+def depth(update_id: int, bids, asks) -> str:
+    """A Binance diff-depth event inside a combined-stream envelope, as documented."""
+    data = {"e": "depthUpdate", "E": 1672515782136 + update_id, "s": "BNBBTC",
+            "U": update_id, "u": update_id, "b": bids, "a": asks}  # fmt: skip
+    return json.dumps({"stream": "bnbbtc@depth", "data": data})
+
+
+def test_depth_diffs_become_book_updates_one_per_level_with_f_last_per_message():
+    async def diffs(ws, server):
+        await ws.recv()
+        await ws.send(depth(1, [["0.0024", "10"], ["0.0023", "0"]], [["0.0026", "100"]]))
+        await ws.send(depth(2, [["0.0024", "1e-9"]], []))  # too precise: the whole message
+        await ws.send(depth(3, [], [["0.0026", "0.5"]]))
+
+    mapping = {"symbol": "data.s", "bids": "data.b", "asks": "data.a", "ts_event": "data.E"}
+    with WsServer(diffs) as server:
+        source = make_source(server.url, record="book_update", mapping=mapping,
+                             match={"data.e": "depthUpdate"})  # fmt: skip
+        try:
+            out = collect(source, lambda o: count("book", 4)(o) and count("dead_letters", 1)(o))
+        finally:
+            source.close()
+    book = joined(out, "book")
+    assert book["price"].tolist() == [2_400_000, 2_300_000, 2_600_000, 2_600_000]
+    assert book["size"].tolist() == [10 * 10**8, 0, 100 * 10**8, 50_000_000]
+    assert bytes(book["side"]).decode() == "BBAA"
+    assert bytes(book["action"]).decode() == "MDMM"
+    assert book["flags"].tolist() == [0, 0, 0x80, 0x80]  # the book publishes per message
+    assert book["seq"].tolist() == [1, 2, 3, 4]
+    dead = joined(out, "dead_letters")
+    assert dead["reason"].tolist() == [0x0202] and b"bids.size" in dead["detail"][0]

@@ -21,6 +21,7 @@ so the bad ones are dead-lettered with a reason and the good ones around them st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from operator import attrgetter
 from typing import Any
 
@@ -32,7 +33,7 @@ from hftagg.builtins.sources.websocket.reasons import MALFORMED as _MALFORMED
 from hftagg.builtins.sources.websocket.reasons import MISSING_FIELD as _MISSING_FIELD
 from hftagg.records.fixed import FixedReason, detail, parse_decimals
 
-__all__ = ["FIELDS", "Columns", "JsonMapping", "TS_UNIT_DECIMALS"]
+__all__ = ["FIELDS", "F_LAST", "LEVELS", "Columns", "JsonMapping", "TS_UNIT_DECIMALS"]
 
 #: record type -> the fields a mapping may name (and which of them must be mapped)
 FIELDS = {
@@ -41,13 +42,18 @@ FIELDS = {
         "optional": ("symbol", "ts_event", "bid_sz", "ask_sz"),
         "required": ("bid_px", "ask_px"),
     },
+    # depth diffs: lists of [price, size, ...] levels per side; size 0 deletes the level
+    "book_update": {"optional": ("symbol", "ts_event", "bids", "asks"), "required": ()},
 }
+LEVELS = ("bids", "asks")
+F_LAST = 0x80  # DBN's flag: the last record of one venue message (the book publishes there)
 PRICE = frozenset({"price", "bid_px", "ask_px"})
 SIZE = frozenset({"size", "bid_sz", "ask_sz"})
 #: venue time unit -> decimals to parse it with into ns (a seconds value "1534614057.321597"
 #: becomes ns exactly, digit by digit)
 TS_UNIT_DECIMALS = {"ns": 0, "us": 3, "ms": 6, "s": 9}
 _LEAF = str | int | float | bool | None
+_LEVELS = list[list[str | int | float]]
 _MISSING = object()
 
 
@@ -77,12 +83,14 @@ class _Node:
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.leaf = False
+        self.type: Any = _LEAF
 
-    def add(self, parts: list[str]) -> None:
+    def add(self, parts: list[str], typ: Any = _LEAF) -> None:
         node = self
         for part in parts:
             node = node.children.setdefault(part, _Node())
         node.leaf = True
+        node.type = typ
 
     def struct(self, name: str) -> Any:
         fields, rename = [], {}
@@ -91,7 +99,7 @@ class _Node:
                 raise ValueError(f"path {key!r} is both a value and a container")
             attr = f"f{k}"
             rename[attr] = key
-            typ = child.struct(f"{name}_{k}") if child.children else _LEAF
+            typ = child.struct(f"{name}_{k}") if child.children else child.type
             fields.append((attr, typ | None, None))
         return msgspec.defstruct(name, fields, rename=rename)
 
@@ -129,7 +137,11 @@ class JsonMapping:
         self.ts_decimals = TS_UNIT_DECIMALS[ts_unit]
         self.sides = {str(k).lower(): v for k, v in (side_values or {}).items()}
         root = _Node()
-        for path in [*self.paths.values(), *self.match]:
+        if record == "book_update" and not set(LEVELS) & set(paths):
+            raise ValueError("record = 'book_update' needs bids and/or asks, e.g. bids = 'b'")
+        for name, path in self.paths.items():
+            root.add(_split(path), _LEVELS if name in LEVELS else _LEAF)
+        for path in self.match:
             root.add(_split(path))
         self.struct = root.struct("Message")
         self._array = msgspec.json.Decoder(list[self.struct])
@@ -178,12 +190,58 @@ class JsonMapping:
         bad = np.zeros(len(objs), dtype=np.uint32)
         details: dict[int, bytes] = {}
         for name, getter in self._get.items():
-            col = self._column(objs, getter)
-            values[name] = self._convert(name, col, bad, details)
+            if name not in LEVELS:
+                values[name] = self._convert(name, self._column(objs, getter), bad, details)
+        if self.record == "book_update":
+            return self._levels(objs, rows, values, bad, details, rejected, ignored)
         for k in np.flatnonzero(bad).tolist():
             rejected.append((int(rows[k]), int(bad[k]), details.get(k, b"")))
         ok = bad == 0
         return Columns(rows[ok], {n: v[ok] for n, v in values.items()}, rejected, ignored)
+
+    def _levels(self, objs, rows, values, bad, details, rejected, ignored) -> Columns:
+        """Depth diffs: one record per level, in message order (bids, then asks), ``F_LAST``
+        on each message's last; a message with any bad level is dead-lettered whole (a book
+        must not take half a message)."""
+        parts = []
+        for name, side in (("bids", ord("B")), ("asks", ord("A"))):
+            if name not in self._get:
+                continue
+            col = [c if c is not None else [] for c in self._column(objs, self._get[name])]
+            counts = np.fromiter(map(len, col), dtype=np.int64, count=len(col))
+            owner = np.repeat(np.arange(len(col)), counts)
+            flat = list(chain.from_iterable(col))
+            try:
+                text = np.array(flat, dtype="S").reshape(len(flat), -1)
+            except ValueError:  # levels of different lengths: price and size are the first two
+                text = np.array([lv[:2] for lv in flat], dtype="S").reshape(len(flat), -1)
+            if len(flat) and text.shape[1] < 2:
+                text = np.zeros((len(flat), 2), dtype="S1")
+            price, ps = parse_decimals(text[:, 0] if len(flat) else text[:0, 0], 9)
+            size, ss = parse_decimals(text[:, 1] if len(flat) else text[:0, 0], 8)
+            for k in np.flatnonzero((ps != 0) | (ss != 0)).tolist():
+                m = int(owner[k])
+                if not bad[m]:
+                    which, st = ("price", ps[k]) if ps[k] else ("size", ss[k])
+                    value = text[k, 0] if which == "price" else text[k, 1]
+                    bad[m] = FixedReason.of_status(int(st))
+                    details[m] = detail(f"{name}.{which}", value, int(st))
+            parts.append((owner, price, size, np.full(len(flat), side, dtype=np.uint8)))
+        for k in np.flatnonzero(bad).tolist():
+            rejected.append((int(rows[k]), int(bad[k]), details.get(k, b"")))
+        owner = np.concatenate([p[0] for p in parts])
+        order = np.argsort(owner, kind="stable")
+        owner = owner[order]
+        keep = bad[owner] == 0
+        order, owner = order[keep], owner[keep]
+        out = {n: v[owner] for n, v in values.items()}
+        out["price"] = np.concatenate([p[1] for p in parts])[order]
+        out["size"] = np.concatenate([p[2] for p in parts])[order]
+        out["side"] = np.concatenate([p[3] for p in parts])[order]
+        last = np.ones(len(owner), dtype=bool)
+        last[:-1] = owner[1:] != owner[:-1]
+        out["flags"] = np.where(last, F_LAST, 0).astype(np.uint8)
+        return Columns(rows[owner], out, rejected, ignored)
 
     # -- conversions -------------------------------------------------------------------------
 

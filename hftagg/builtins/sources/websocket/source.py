@@ -43,9 +43,9 @@ from hftagg.builtins.sources.websocket.connection import (
     State,
     WebSocketClient,
 )
-from hftagg.builtins.sources.websocket.mapping import FIELDS, JsonMapping
+from hftagg.builtins.sources.websocket.mapping import JsonMapping
 from hftagg.hookspecs import hookimpl
-from hftagg.records.catalog import ALERT, DEAD_LETTER, QUOTE, TRADE, Side
+from hftagg.records.catalog import ALERT, BOOK_UPDATE, DEAD_LETTER, QUOTE, TRADE, Action, Side
 from hftagg.stages import Params, Port, SourceStage, StageContext, restart
 
 __all__ = ["JsonWebSocket", "JsonWebSocketParams", "WebSocketParams", "WebSocketSource",
@@ -250,12 +250,17 @@ _DEFAULT_SIDES = {"b": "B", "buy": "B", "bid": "B", "s": "A", "sell": "A", "ask"
                   "offer": "A"}  # fmt: skip
 
 
+_PORT = {"trade": "trades", "quote": "quotes", "book_update": "book"}
+
+
 class JsonWebSocketParams(WebSocketParams):
     data_format: Literal["json"] = restart(
         "json", description="json (FIX and SBE over WebSocket: not yet)"
     )
     subscribe: list[str] = restart([], description="messages sent after every connect")
-    record: Literal["trade", "quote"] = restart("trade", description="record type produced")
+    record: Literal["trade", "quote", "book_update"] = restart(
+        "trade", description="record type produced (book_update: depth diffs, bids/asks levels)"
+    )
     mapping: dict[str, str] = restart(
         ..., description="record field -> message path, e.g. {price = 'p', size = 'q'}"
     )
@@ -284,12 +289,14 @@ class JsonWebSocket(WebSocketSource):
         **WebSocketSource.outputs,
         "trades": Port("trade", "md.trades", "trades (record = 'trade')"),
         "quotes": Port("quote", "md.quotes", "best bid/offer (record = 'quote')"),
+        "book": Port("book_update", "md.book", "depth diffs (record = 'book_update')"),
     }
 
     @classmethod
     def ports(cls, params: Params) -> tuple[dict[str, Port], dict[str, Port]]:
-        drop = "quotes" if params.record == "trade" else "trades"
-        return {}, {k: v for k, v in cls.outputs.items() if k != drop}
+        keep = _PORT[params.record]
+        data = {"trades", "quotes", "book"}
+        return {}, {k: v for k, v in cls.outputs.items() if k == keep or k not in data}
 
     def check(self, ctx: StageContext) -> list[tuple[str, str]]:
         try:
@@ -314,8 +321,10 @@ class JsonWebSocket(WebSocketSource):
             raise ValueError(f"websocket source {self.stage_id!r}: {key}: {text}")
         self.mapping = self._mapping()
         self.venue = self.params.venue or self.stage_id
-        self.port = "trades" if self.params.record == "trade" else "quotes"
-        self.schema = TRADE if self.params.record == "trade" else QUOTE
+        self.port = _PORT[self.params.record]
+        self.schema = {"trade": TRADE, "quote": QUOTE, "book_update": BOOK_UPDATE}[
+            self.params.record
+        ]
         super().open(ctx)
 
     def subscribe_messages(self) -> list[str | bytes]:
@@ -342,11 +351,13 @@ class JsonWebSocket(WebSocketSource):
         out["ts_event"] = v["ts_event"] if "ts_event" in v else out["ts_recv"]
         out["instrument_id"] = ids
         out["seq"] = next_seq(ids, self.seq)
-        for name in FIELDS[self.params.record]["required"] + ("side", "bid_sz", "ask_sz"):
+        for name in ("price", "size", "bid_px", "ask_px", "bid_sz", "ask_sz", "side", "flags"):
             if name in v:
                 out[name] = v[name]
         if self.params.record == "trade" and "side" not in v:
             out["side"] = Side.NONE
+        if self.params.record == "book_update":
+            out["action"] = np.where(out["size"] == 0, Action.DELETE, Action.MODIFY)
         result = {self.port: out}
         if rejected:
             result["dead_letters"] = self.dead_letters(sorted(rejected), batch)
