@@ -56,10 +56,12 @@ def random_batches(records: np.ndarray, seed: int = 4, most: int = 300) -> list[
     return out
 
 
-def build(stages, **runtime) -> Pipeline:
-    _wire_linear(stages)
+def build(stages, wire: bool = True, **runtime) -> Pipeline:
+    if wire:
+        _wire_linear(stages)
     graph = graph_from_stages(stages, _host())
-    section = RuntimeSection(max_batch=128, ring_bytes=1 << 16, drain_timeout_secs=60, **runtime)
+    settings = {"max_batch": 128, "ring_bytes": 1 << 16, "drain_timeout_secs": 60, **runtime}
+    section = RuntimeSection(**settings)
     pipeline = Pipeline(graph, section, host=_host())
     pipeline.safety_net_secs = HOUR  # a thread that waits for anything but a ring would hang
     return pipeline
@@ -309,6 +311,34 @@ def test_inline_mode_keeps_a_threaded_sink_on_its_own_thread():
     run(build(stages, threading="inline", threaded_sinks=["slow"]))
     assert threads == {"fast": {"hftagg-source:source"}, "slow": {"hftagg-sink:slow"}}
     assert sum(map(len, fast)) == sum(map(len, slow)) == 3_000
+
+
+def test_inline_mode_makes_room_in_a_full_ring_on_its_own_thread():
+    """An isolated inline sink turns each batch into dead letters, more than their ring holds;
+    nobody else runs the sink reading them, so the publishing thread must, without running
+    the failing sink again on the batch it is still handling."""
+    calls = []
+
+    class Failing(TestingSink):
+        on_error = "isolate"
+
+        def write(self, batch, port, offset):
+            calls.append(offset)
+            raise ValueError("refused")
+
+    trades = trades_for(1, 2_000)
+    dead: list[np.ndarray] = []
+    stages = [
+        TestingSource(random_batches(trades, most=120), topic="md.trades"),
+        Failing([], stage_id="failing", topic="md.trades"),
+        TestingSink(dead, stage_id="catcher", topic="dead_letters.isolated.failing"),
+    ]
+    pipeline = build(stages, wire=False, threading="inline", ring_bytes=4096)
+    assert pipeline.rings["dead_letters.isolated.failing"].capacity < 120
+    summary = run(pipeline)
+    assert sum(map(len, dead)) == len(trades)  # every record, once, as a dead letter
+    assert len(calls) == len(set(calls))  # no batch handed to the failing sink twice
+    assert summary["stages"]["failing"]["failures"] == len(calls)
 
 
 # -- config ----------------------------------------------------------------------------------

@@ -212,7 +212,8 @@ class Pipeline:
         #: "inline": the source threads run the core step (under this lock) and the sinks
         self.inline = self.runtime.threading == "inline"
         self._core_lock = threading.Lock()
-        self._in_core = False  # the lock holder is inside step_core (inline mode)
+        self._in_core = False  # the lock holder runs the core step and sinks (inline mode)
+        self._pumping: set[str] = set()  # inline sinks being pumped on the lock holder's stack
         self._inline_sinks: list[Node] = []
         self._inline_loops = 0  # source loops running (inline mode)
         self._loops_lock = threading.Lock()
@@ -861,19 +862,31 @@ class Pipeline:
 
     def _drain_inline(self) -> int:
         done = 0
-        sinks = self._inline_sinks
         hard_stop = self._hard_stop
-        while not hard_stop.is_set():
-            self._in_core = True
+        self._in_core = True
+        try:
+            while not hard_stop.is_set():
+                work = self.step_core() + self._pump_inline_sinks()
+                if not work:
+                    break
+                done += work
+        finally:
+            self._in_core = False
+        return done
+
+    def _pump_inline_sinks(self) -> int:
+        """Each inline sink once, except one already being pumped further up this thread's
+        stack (re-entering it would hand it its uncommitted batch a second time)."""
+        done = 0
+        busy = self._pumping
+        for sink in self._inline_sinks:
+            if sink.id in busy:
+                continue
+            busy.add(sink.id)
             try:
-                work = self.step_core()
+                done += self.pump_sink(sink)
             finally:
-                self._in_core = False
-            for sink in sinks:
-                work += self.pump_sink(sink)
-            if not work:
-                break
-            done += work
+                busy.discard(sink.id)
         return done
 
     def _relieve(self) -> int:
@@ -881,7 +894,7 @@ class Pipeline:
         other thread will. Inside the core step only the inline sinks can be run (running the
         core again there would hand a stage a batch it is still processing)."""
         if self._in_core:
-            return sum(self.pump_sink(sink) for sink in self._inline_sinks)
+            return self._pump_inline_sinks()
         return self._inline_step()
 
     def _inline_exit(self, drain: bool) -> None:
