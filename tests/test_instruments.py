@@ -81,6 +81,10 @@ def test_a_pinned_id_that_another_instrument_hashes_to_is_refused():
 def test_one_venue_spelling_names_one_instrument():
     registry = InstrumentRegistry()
     registry.define("BTCUSD", "binance", venue_symbol="BTCUSDT")
+    registry.define("BTCUSD", "kraken", venue_symbol="XBT/USD")
+    assert registry.venue_symbol("BTCUSD", "kraken") == "XBT/USD"  # for subscribing
+    assert registry.venue_symbol("ETHUSD", "kraken") == "ETHUSD"  # not defined: as written
+    assert registry.ids_for("kraken", [b"XBT/USD"]).tolist() == [hash_id("BTCUSD", "kraken")]
     with pytest.raises(InstrumentError, match="spelling 'BTCUSDT' already means 'BTCUSD'"):
         registry.define("BTCUSDT", "binance")
 
@@ -213,3 +217,16 @@ def test_builtins_name_the_simulators_instruments():
     assert [registry.label(i) for i in (1, 4, 6)] == ["BTCUSD@sim", "ESZ6@sim", "AAPL@sim"]
     assert registry.label(99) == "99"
     assert isinstance(registry.get(1), Instrument) and registry.get(1).tick_size == Decimal("0.01")
+
+
+def test_bulk_lookup_of_thousands_of_distinct_symbols_of_any_width():
+    rng = np.random.default_rng(11)
+    names = sorted({f"{'X' * int(rng.integers(0, 14))}{k}" for k in range(3000)})
+    registry = InstrumentRegistry()
+    reference = {name: registry.define(name, "venue").instrument_id for name in names}
+    batch = np.array(names, dtype=object)[rng.integers(0, len(names), 50_000)]
+
+    ids = registry.ids_for("venue", batch, define=False)
+
+    assert ids.tolist() == [reference[name] for name in batch]
+    assert registry.symbols_for(ids).tolist() == batch.tolist()

@@ -4,9 +4,9 @@ Sources convert at the edge, once per batch::
 
     ids = ctx.instruments.ids_for("binance", batch_symbols)   # bytes/str array -> uint32 ids
 
-which takes the batch's *unique* spellings (``np.unique(..., return_inverse=True)``), looks each
-up once in a per-venue dict and spreads the ids back with one ``np.take``: cost per batch grows
-with the distinct symbols in it, not with its records. Tools that print data go the other way
+which groups the batch's spellings (as uint64 keys, in one compiled hashing pass:
+:mod:`hftagg.instruments.kernels`), looks each distinct one up once in a per-venue dict and
+spreads the ids back with one ``np.take``: Python runs once per distinct symbol, never per record. Tools that print data go the other way
 (``symbol(id)``, ``symbols_for(ids)``).
 
 Ids come from :func:`hftagg.instruments.ids.hash_id` (stable across processes and runs) unless
@@ -117,6 +117,12 @@ class InstrumentRegistry:
         inst = self._by_key.get((normalize_venue(venue), symbol))
         return None if inst is None else inst.instrument_id
 
+    def venue_symbol(self, symbol: str, venue: str) -> str:
+        """How ``venue`` spells canonical ``symbol`` (for subscribing): its ``venue_symbol``,
+        or the symbol itself when the registry does not define it on that venue."""
+        inst = self._by_key.get((normalize_venue(venue), symbol))
+        return symbol if inst is None else inst.venue_symbol
+
     def ids_for(self, venue: str, symbols: Any, *, define: bool = True) -> np.ndarray:
         """Venue spellings (a numpy ``S``/``U``/object array or a sequence of bytes/str) ->
         a uint32 id per element, in bulk (one dict look-up per distinct spelling).
@@ -129,10 +135,7 @@ class InstrumentRegistry:
         if arr.size == 0:
             return np.zeros(0, dtype=np.uint32)
         table = self._spelling.get(normalize_venue(venue), {})
-        first = arr.flat[0]
-        if (arr == first).all():  # the common one-instrument batch: no sort at all
-            return np.full(arr.shape, self._one(venue, table, first, define), dtype=np.uint32)
-        uniq, inverse = np.unique(arr, return_inverse=True)
+        uniq, inverse = _unique_symbols(np.ascontiguousarray(arr).ravel())
         ids = np.fromiter(
             (self._one(venue, table, s, define) for s in uniq.tolist()),
             dtype=np.uint32,
@@ -271,6 +274,25 @@ def _collision(new: Instrument, holder: Instrument) -> str:
         f"with instrument_id = N in its [[instrument]] table of instruments.toml (or "
         f"`hftagg symbols add {new.symbol} --venue {new.venue} --instrument-id N`)"
     )
+
+
+def _unique_symbols(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct symbols, index into them per element) for a 1-d ``S`` array: the symbols as
+    rows of zero-padded uint64 words, grouped exactly in one compiled hashing pass (no sort)."""
+    from hftagg.instruments.kernels import group_keys  # compiled on first use (or warm)
+
+    n, width = len(arr), arr.dtype.itemsize
+    words = -(-width // 8)
+    if width == words * 8 and arr.flags.c_contiguous:
+        rows = arr.view("<u8").reshape(n, words)
+    else:
+        raw = np.zeros((n, words * 8), dtype=np.uint8)
+        raw[:, :width] = np.ascontiguousarray(arr).view(np.uint8).reshape(n, width)
+        rows = raw.view("<u8")
+    inverse = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    groups = group_keys(rows, inverse, first)
+    return arr[first[:groups]], inverse
 
 
 def _as_bytes_array(symbols: Any) -> np.ndarray:

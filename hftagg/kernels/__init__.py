@@ -25,7 +25,7 @@ _FIRST = (
     "hftagg.records.fixed",
     "hftagg.builtins.core.indicators.ema",
 )  # the decimal parsers, then the EMA
-_PACKAGES = ("records", "kernels", "protocols", "builtins")
+_PACKAGES = ("records", "kernels", "protocols", "builtins", "instruments")
 
 
 def warm_modules() -> list[str]:
