@@ -67,3 +67,15 @@ def test_show_by_id_and_list_filters(folder, capsys):
     assert "ESZ6" in capsys.readouterr().out
     assert main(["symbols", "list", "--asset-class", "future", "--json"]) == 0
     assert sorted(r["symbol"] for r in json.loads(capsys.readouterr().out)) == ["ESZ6", "NQZ6"]
+
+
+def test_config_validate_finds_a_bad_instrument_definition(folder, capsys):
+    (folder / "config.toml").write_text(
+        '[[instruments.define]]\nsymbol = "BTCUSD"\nvenue = "binance"\ntick_size = "0.0000000001"\n'
+    )
+    assert main(["config", "validate"]) == 1
+    err = capsys.readouterr().err
+    assert "[[instruments.define]] #1" in err and "tick_size = '0.0000000001'" in err
+    (folder / "config.toml").write_text('[instruments]\nfile = "missing.toml"\n')
+    assert main(["config", "validate"]) == 1
+    assert "missing.toml" in capsys.readouterr().err

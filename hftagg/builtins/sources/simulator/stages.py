@@ -7,6 +7,11 @@ the touch moves one tick). Top-of-book changes also produce quote records. Sizes
 lots of ``lot_size`` units (1e-8 fixed-point quantities, so ``lot_size = 0.00001`` simulates a
 crypto book).
 
+Instruments: ids ``first_instrument_id`` .. ``+ instruments - 1``. The instrument registry's
+built-in defaults name ids 1..8 (the default run) as BTCUSD, ETHUSD, SOLUSD, ESZ6, NQZ6, AAPL,
+MSFT and EURUSD on venue ``sim`` (:mod:`hftagg.instruments.files`), so ``tail`` and
+``store ls`` show symbols; other ids show as numbers unless ``instruments.toml`` names them.
+
 Determinism: every random quantity has its own PCG64 stream derived from ``seed``, so the
 content of the n-th event (instrument, kind, side, size, price path) is the same for a given
 seed whatever the batch sizes were. With ``clock = "simulated"`` the timestamps are too
