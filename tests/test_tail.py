@@ -47,6 +47,26 @@ def test_format_records_shows_symbols_of_known_ids_only():
     assert format_records("md.trades", batch)[0].count("symbol") == 0  # no registry: ids only
 
 
+def test_tail_instruments_reload_when_the_file_changes(tmp_path, monkeypatch):
+    import argparse
+
+    from hftagg.cli.tail import _Instruments
+    from hftagg.instruments import hash_id
+
+    (tmp_path / "config.toml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    errors: list[str] = []
+    symbols = _Instruments(argparse.Namespace(config=None), errors.append, every_secs=0)
+    assert symbols.current().get(hash_id("AAPL", "xnas")) is None
+
+    (tmp_path / "instruments.toml").write_text('[[instrument]]\nsymbol = "AAPL"\nvenue = "xnas"\n')
+
+    assert symbols.current().symbol(hash_id("AAPL", "xnas")) == "AAPL" and not errors
+    (tmp_path / "instruments.toml").write_text("[[instrument]]\nsymbol = 1\n")  # broken
+    assert symbols.current().symbol(hash_id("AAPL", "xnas")) == "AAPL"  # the last good one
+    assert len(errors) == 1 and "instruments not loaded" in errors[0]
+
+
 def trade_frame(offset: int) -> bytes:
     batch = TRADE.empty(2)
     batch["ts_event"] = TS

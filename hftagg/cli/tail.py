@@ -169,19 +169,52 @@ def _address(args: argparse.Namespace) -> tuple[str, int | None]:
     return address, args.max_frame_bytes or delivery.get("max_frame_bytes")
 
 
-def _instruments(args: argparse.Namespace, err: Callable[[str], None]):
-    """The config's instrument registry (symbols in the output), or None with a warning when
-    it cannot be loaded (records still print, with ids only)."""
-    from hftagg.config.load import read_layers
-    from hftagg.errors import HftaggError
-    from hftagg.instruments import load_registry
+class _Instruments:
+    """The config's instrument registry for the output, reloaded when the instruments file
+    changes (checked at most every ``every_secs``), so ``hftagg symbols add`` in another
+    terminal shows in a running tail."""
 
-    path = config_path(args.config)
-    try:
-        return load_registry(path, read_layers(path))
-    except HftaggError as exc:
-        err(f"instruments not loaded, printing ids only: {exc}")
-        return None
+    def __init__(self, args: argparse.Namespace, err: Callable[[str], None], every_secs=2.0):
+        from hftagg.config.load import read_layers
+        from hftagg.instruments import instruments_file
+
+        self._err = err
+        self._every = every_secs
+        self._config = config_path(args.config)
+        try:
+            self._raw = read_layers(self._config)
+        except Exception:  # tail's address logic reports a broken config itself
+            self._raw = {}
+        self._file = instruments_file(self._config, self._raw.get("instruments"))
+        self._stamp = self._mtime()
+        self._checked = time.monotonic()
+        self.registry = self._load()
+
+    def _mtime(self) -> int | None:
+        try:
+            return self._file.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _load(self):
+        from hftagg.errors import HftaggError
+        from hftagg.instruments import load_registry
+
+        try:
+            return load_registry(self._config, self._raw)
+        except HftaggError as exc:
+            self._err(f"instruments not loaded (symbols of the last good load, else ids): {exc}")
+            return None
+
+    def current(self):
+        now = time.monotonic()
+        if now - self._checked >= self._every:
+            self._checked = now
+            stamp = self._mtime()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self.registry = self._load() or self.registry
+        return self.registry
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -191,7 +224,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         print(f"hftagg tail: {text}", file=sys.stderr, flush=True)
 
     address, max_frame_bytes = _address(args)
-    args.instruments = None if args.latency else _instruments(args, err)
+    args.instruments = None if args.latency else _Instruments(args, err)
     topics = list(dict.fromkeys(args.topics))
     names = ", ".join(topics)
     options = {"pattern": args.pattern}
@@ -239,7 +272,7 @@ def _print_frames(sub, reporter: _Reporter, args) -> None:
         batch = frame.records
         if args.count:
             batch = batch[: args.count - reporter.printed]
-        lines = format_records(frame.topic, batch, args.format, args.instruments)
+        lines = format_records(frame.topic, batch, args.format, args.instruments.current())
         if lines:
             print("\n".join(lines), flush=True)
         reporter.printed += len(lines)
