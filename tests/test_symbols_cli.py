@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from hftagg.cli import main
 from hftagg.instruments import hash_id, load_registry
+from tests.test_query import store  # noqa: F401 - the fixture: a store with md.trades
 
 
 @pytest.fixture
@@ -79,3 +81,22 @@ def test_config_validate_finds_a_bad_instrument_definition(folder, capsys):
     (folder / "config.toml").write_text('[instruments]\nfile = "missing.toml"\n')
     assert main(["config", "validate"]) == 1
     assert "missing.toml" in capsys.readouterr().err
+
+
+def test_query_joins_the_instruments_table_for_symbols(store, capsys):  # noqa: F811
+    root, every = store
+    sql = (
+        "SELECT i.symbol, i.venue, i.tick_size, count(*) AS n FROM md_trades t "
+        "JOIN instruments i USING (instrument_id) GROUP BY ALL ORDER BY n DESC, 1"
+    )
+    assert main(["query", sql, "--path", str(root), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+
+    registry = load_registry(None, {})
+    ids, counts = np.unique(every["instrument_id"], return_counts=True)
+    expected = sorted(
+        ((registry.symbol(i), int(n)) for i, n in zip(ids, counts, strict=True) if i in registry),
+        key=lambda r: (-r[1], r[0]),
+    )
+    assert [(r["symbol"], r["n"]) for r in rows] == expected and expected
+    assert {(r["venue"], str(r["tick_size"])) for r in rows} == {("sim", "0.01")}

@@ -1,6 +1,8 @@
 """``hftagg query "SQL"``: DuckDB SQL over a store's live segments and archived Parquet.
 
-One view per topic (``md.trades`` -> ``md_trades``); times are UTC with nanoseconds, prices
+One view per topic (``md.trades`` -> ``md_trades``), and ``instruments``, the config's instrument
+registry (:mod:`hftagg.instruments.tables`: join on ``instrument_id`` for ``symbol``, ``venue``
+and the definition); times are UTC with nanoseconds, prices
 and sizes exact decimals. ``--format table`` (default) aligns columns, ``csv`` writes RFC 4180
 CSV with a header, ``json`` a JSON array with one object per row (decimals as exact JSON
 numbers, times as text). Values are formatted by DuckDB (cast to text), never through a float.
@@ -85,6 +87,24 @@ def _print_json(relation, out) -> None:
     print("]", file=out)
 
 
+def _add_instruments(session, args: argparse.Namespace) -> None:
+    """The config's instrument registry as table ``instruments`` (unless a topic's view has
+    that name), to join on ``instrument_id`` for symbols and definitions."""
+    from hftagg.config.load import read_layers
+    from hftagg.instruments import load_registry
+    from hftagg.instruments.tables import instruments_table
+
+    if "instruments" in session.views:
+        return
+    config = config_path(getattr(args, "config", None))
+    try:
+        registry = load_registry(config, read_layers(config))
+    except HftaggError as exc:
+        print(f"hftagg query: warning: no instruments table: {exc}", file=sys.stderr)
+        return
+    session.connection.register("instruments", instruments_table(registry))
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from hftagg.builtins.storage.archive.query import open_query
 
@@ -92,6 +112,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         session = open_query(path)
         try:
+            _add_instruments(session, args)
             for problem in session.problems:
                 print(f"hftagg query: warning: {problem}", file=sys.stderr)
             relation = session.sql(args.sql)
@@ -116,8 +137,9 @@ def add_parser(sub) -> None:
         "query",
         help="SQL (DuckDB) over stored topics: live segments and archived Parquet",
         description="Run one SQL query over a store. Each topic is a view named after it with "
-        "'.' as '_' (md.trades -> md_trades); times are UTC (ns), prices and sizes exact "
-        "decimals.",
+        "'.' as '_' (md.trades -> md_trades), plus the table 'instruments' (instrument_id, "
+        "symbol, venue, venue_symbol, tick_size, ...); times are UTC (ns), prices and sizes "
+        "exact decimals.",
         epilog='example: hftagg query "SELECT instrument_id, count(*), avg(price) FROM '
         'md_trades GROUP BY 1 ORDER BY 1"',
     )
