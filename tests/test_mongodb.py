@@ -22,6 +22,7 @@ import crc32c
 import numpy as np
 import pymongo
 import pytest
+from bson.raw_bson import RawBSONDocument
 
 from hftagg.builtins.storage.mongodb.documents import DocumentLayout, records_from_documents
 from hftagg.builtins.storage.mongodb.sink import MongoSink
@@ -123,7 +124,12 @@ def test_decimal128_copies_are_the_exact_decimal_of_the_fixed_point_value():
     batch["price"] = [101_250_000_000, -1, np.iinfo(np.int64).min]
     batch["size"] = [1, 0, np.iinfo(np.int64).max]
 
-    docs = [bson.decode(d.raw) for d in DocumentLayout(TRADE, "md.trades").raw_documents(batch, 0)]
+    raw = DocumentLayout(TRADE, "md.trades").raw_documents(batch, 0)
+    docs = [bson.decode(d.raw) for d in raw]
+
+    assert all(
+        isinstance(d, RawBSONDocument) and dict(d) == e for d, e in zip(raw, docs, strict=True)
+    )
 
     assert [str(d["price_dec"]) for d in docs] == [
         "101.250000000",

@@ -40,12 +40,43 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from bson.raw_bson import RawBSONDocument
+from bson.raw_bson import DEFAULT_RAW_BSON_OPTIONS, RawBSONDocument
 
 from hftagg.records.fixed import field_decimals
 from hftagg.records.schema import Schema
 
 __all__ = ["DocumentLayout", "documents_as_dicts", "records_from_documents"]
+
+
+class _BuiltDocument(RawBSONDocument):
+    """A ``RawBSONDocument`` over bytes this module built, so known to be one whole document:
+    ``RawBSONDocument.__init__`` parses each one's length again (about half its cost, measured),
+    this sets the same three slots without it. Used only if it behaves exactly like the parent
+    (checked once, below); otherwise ``RawBSONDocument`` itself."""
+
+    __slots__ = ()
+
+    def __init__(self, raw: bytes) -> None:  # noqa: D107 - see the class docstring
+        self._RawBSONDocument__raw = raw
+        self._RawBSONDocument__inflated_doc = None
+        self._RawBSONDocument__codec_options = DEFAULT_RAW_BSON_OPTIONS
+
+
+def _document_class() -> type[RawBSONDocument]:
+    import bson
+
+    sample = bson.encode({"stream": "s", "offset": 1})
+    try:
+        built = _BuiltDocument(sample)
+        if built.raw == sample and dict(built) == {"stream": "s", "offset": 1}:
+            if bson.encode(built) == sample:
+                return _BuiltDocument
+    except Exception:  # a pymongo whose RawBSONDocument keeps other slots: the public class
+        pass
+    return RawBSONDocument
+
+
+_RAW_DOCUMENT = _document_class()
 
 # BSON element types
 _DOUBLE, _STRING, _DOCUMENT, _ARRAY, _BINARY = 0x01, 0x02, 0x03, 0x04, 0x05
@@ -282,9 +313,9 @@ class DocumentLayout:
         data, bounds = self.encode(batch, first_offset)
         if not self._texts:
             size = self.size
-            return [RawBSONDocument(data[i : i + size]) for i in range(0, len(data), size)]
+            return [_RAW_DOCUMENT(data[i : i + size]) for i in range(0, len(data), size)]
         edges = bounds.tolist()
-        return [RawBSONDocument(data[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        return [_RAW_DOCUMENT(data[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     def dict_documents(self, batch: np.ndarray, first_offset: int) -> list[dict[str, Any]]:
         """The same documents built as one dict per record (the slow path the raw one is
