@@ -603,3 +603,18 @@ def test_archived_parquet_partitions_replay_with_the_live_segments_each_record_o
         assert _same_records(_join(b[topic] for b in batches if topic in b), want), topic
     got_topic, _, ts = _flatten(batches, ["md.trades", "md.book"])
     assert (np.diff(ts) >= 0).all() and set(got_topic.tolist()) == {0, 1}
+
+
+def test_a_config_naming_a_topic_the_store_lacks_gets_one_problem_naming_what_it_holds(tmp_path):
+    _store(tmp_path, "md.trades", TRADE, _stream(TRADE, 10, seed=23))
+    config = tmp_path / "replay.toml"
+    config.write_text(
+        '[data_sources.replay]\ntype = "store_replay"\npath = "."\ntopics = ["md.trades", "md.bok"]\n'
+        "[delivery]\nenabled = false\n"  # the EMA of the defaults reads md.trades
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        assemble(config, environ={})
+
+    assert len(caught.value.problems) == 1  # not also "no stage produces md.trades"
+    assert "holds no topic 'md.bok' (topics stored there: md.trades)" in str(caught.value)

@@ -132,6 +132,9 @@ class _Builder:
             stage = cls(params, stage_id=spec.stage_id, topics=topics)
         except Exception as exc:  # a plugin's constructor rejecting its parameters
             self.problem(spec.key, spec.params, f"stage type {spec.type_name!r} refused: {exc}")
+            if self.failed_outputs is not None:  # its readers are not told "no producer" too
+                for port, decl in outputs.items():
+                    self.failed_outputs.update({topics.get(port, decl.topic), decl.topic})
             return None
         if spec.fields is not None:
             stage.output_topics = {p: t for p, t in stage.output_topics.items() if p in spec.fields}
