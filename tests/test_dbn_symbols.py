@@ -94,6 +94,16 @@ def test_live_symbol_mappings_are_registered_not_dead_lettered(tmp_path):
     assert stage.counters["symbol_mappings"] == 3  # the metadata's ESH1 and the two records
 
 
+def test_a_later_mapping_of_the_same_id_wins(tmp_path):
+    path = _live_stream(tmp_path, _mapping(5602, "ESZ6"), _mapping(5602, "ESH7"))
+    registry = load_registry(None, {"instruments": {}})
+
+    stage, _ = _replay(path, registry)
+
+    assert registry.label(5602) == "ESH7@glbx.mdp3" and registry.lookup("ESZ6", "glbx.mdp3") == []
+    assert stage.counters["symbol_conflicts"] == 0
+
+
 def test_a_mapping_to_an_id_another_instrument_holds_is_counted_not_fatal(tmp_path):
     registry = load_registry(None, {"instruments": {}})
     aapl = registry.define("AAPL", "xnas")

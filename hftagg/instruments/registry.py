@@ -234,6 +234,14 @@ class InstrumentRegistry:
                 self.unsaved.append(inst)
         return inst
 
+    def remove(self, instrument_id: int) -> Instrument | None:
+        """Forget the instrument with this id (e.g. a vendor reassigned the id); returns it."""
+        with self._lock:
+            inst = self._by_id.get(int(instrument_id))
+            if inst is not None:
+                self._drop(inst)
+        return inst
+
     def merge(self, other: InstrumentRegistry | Sequence[Instrument]) -> None:
         """Add every instrument of ``other`` (later definitions replace earlier ones)."""
         for inst in other:

@@ -10,8 +10,10 @@ Two places in a DBN stream say which symbol an ``instrument_id`` is:
   ``stype_out_symbol`` (the raw symbol) from ``start_ts`` on.
 
 Both are defined in the registry as instruments of venue ``<dataset>`` lower-cased
-(``glbx.mdp3``) with the vendor's id pinned; :class:`RegistryFeed` does it and counts what it
-could not define (an id another instrument holds: a warning naming both, once per id).
+(``glbx.mdp3``) with the vendor's id pinned; :class:`RegistryFeed` does it. A later mapping of
+an id the same dataset mapped before wins (the vendor reassigned it: Databento ids are stable
+within a day, not forever); an id another venue's or a hashed instrument holds is refused and
+counted (a warning naming both, once per id).
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class RegistryFeed:
             if known is not None and (known.symbol, known.venue) == (symbol, venue):
                 self.counters["symbol_mappings"] += 1
                 continue
+            if known is not None and known.venue == venue and known.pinned:
+                self.registry.remove(number)  # the vendor reassigned its id: the newer mapping
             try:
                 self.registry.define(symbol, venue, instrument_id=number)
             except InstrumentError as exc:
