@@ -230,3 +230,18 @@ def test_bulk_lookup_of_thousands_of_distinct_symbols_of_any_width():
 
     assert ids.tolist() == [reference[name] for name in batch]
     assert registry.symbols_for(ids).tolist() == batch.tolist()
+
+
+def test_summary_counts_each_instrument_defined_while_running_once():
+    registry = load_registry(None, {"instruments": {}})
+    registry.ids_for("binance", [b"BTCUSDT", b"ETHUSDT"])
+    registry.define("BTCUSDT", "binance", tick_size="0.01")  # redefined: still one
+    registry.ids_for("binance", [b"BTCUSDT"])
+
+    summary = registry.summary()
+
+    assert summary == {
+        "known": 10,
+        "defined": 2,
+        "examples": ["BTCUSDT@binance", "ETHUSDT@binance"],
+    }

@@ -159,7 +159,13 @@ class InstrumentRegistry:
     def summary(self, limit: int = 10) -> dict[str, Any]:
         """For a run summary: how many instruments are known, and those defined while running
         (by sources: DBN mappings, venue symbols seen first), which no file holds yet."""
-        defined = [f"{i.symbol}@{i.venue}" for i in self.unsaved if i.instrument_id in self]
+        current = {(i.venue, i.symbol): i for i in self.unsaved}  # redefinitions once
+        defined = [
+            f"{i.symbol}@{i.venue}"
+            for i in current.values()
+            if self._by_id.get(i.instrument_id) is not None
+            and self._by_key.get((i.venue, i.symbol)) is not None
+        ]
         return {"known": len(self), "defined": len(defined), "examples": defined[:limit]}
 
     # -- defining --------------------------------------------------------------------------
