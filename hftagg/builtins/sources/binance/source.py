@@ -1,8 +1,8 @@
 """The ``binance`` source: Binance spot trades, best bid/offer and a verified depth book.
 
 One WebSocket connection (``endpoint``, Binance's raw stream ``/ws``) subscribes, per symbol, to
-``<symbol>@trade`` (``trades``), ``<symbol>@bookTicker`` (``bbo``) and
-``<symbol>@depth@100ms`` (``depth``). Output ports:
+``<symbol>@trade``, ``<symbol>@bookTicker`` and ``<symbol>@depth@100ms``, or only to those of
+the output ports a config's ``fields`` keeps. Output ports:
 
 - ``trades`` (``trade``): price/size exact fixed point, aggressor side (``m`` true -- the buyer
   is the maker -- means the seller hit: ``A``), ``ts_event`` = trade time ``T``.
@@ -87,9 +87,6 @@ class BinanceSpotParams(WebSocketParams):
     rest_endpoint: str = restart("https://api.binance.com",
                                  description="REST base URL for depth snapshots")  # fmt: skip
     symbols: list[str] = restart(["BTCUSDT"], min_length=1, description="Binance symbols")
-    channels: list[Literal["trades", "bbo", "depth"]] = restart(
-        ["trades", "bbo", "depth"], min_length=1, description="streams to subscribe to"
-    )
     depth_interval_ms: Literal[100, 1000] = restart(100, description="diff stream speed")
     snapshot_limit: int = restart(1000, ge=5, le=5000, description="REST snapshot depth")
     snapshot_timeout_s: float = restart(10.0, gt=0, le=300)
@@ -122,12 +119,6 @@ class BinanceSpot(WebSocketSource):
         "book": Port("book_update", "md.book", "verified depth: snapshot + diffs, clears on gaps"),
     }
 
-    @classmethod
-    def ports(cls, params):
-        drop = {"trades": "trades", "bbo": "quotes", "depth": "book"}
-        gone = {port for ch, port in drop.items() if ch not in params.channels}
-        return {}, {k: v for k, v in cls.outputs.items() if k not in gone}
-
     # -- lifecycle -------------------------------------------------------------------------
 
     def open(self, ctx) -> None:
@@ -157,10 +148,12 @@ class BinanceSpot(WebSocketSource):
         super().close()
 
     def subscribe_messages(self) -> list[str]:
+        """One SUBSCRIBE for the streams of the output ports in use (``fields`` selects them)."""
         p = self.params
-        names = {"trades": "{}@trade", "bbo": "{}@bookTicker",
-                 "depth": "{}@depth" + ("@100ms" if p.depth_interval_ms == 100 else "")}  # fmt: skip
-        params = [names[ch].format(s.lower()) for s in p.symbols for ch in p.channels]
+        names = {"trades": "{}@trade", "quotes": "{}@bookTicker",
+                 "book": "{}@depth" + ("@100ms" if p.depth_interval_ms == 100 else "")}  # fmt: skip
+        ports = [port for port in names if port in self.output_topics]
+        params = [names[port].format(s.lower()) for s in p.symbols for port in ports]
         return [json.dumps({"method": "SUBSCRIBE", "params": params, "id": 1})]
 
     def metrics(self) -> dict[str, Any]:
@@ -250,7 +243,7 @@ class BinanceSpot(WebSocketSource):
             )
         if len(bbo):
             out["quotes"] = self._quotes([msgs[i] for i in bbo.tolist()], rows[bbo], batch, dead)
-        if len(depth):
+        if len(depth) and "book" in self.output_topics:
             self._depth([msgs[i] for i in depth.tolist()], rows[depth], conn[depth], batch, dead)
         for port in ("trades", "quotes"):
             if port in out and port not in self.output_topics:
