@@ -245,3 +245,18 @@ def test_summary_counts_each_instrument_defined_while_running_once():
         "defined": 2,
         "examples": ["BTCUSDT@binance", "ETHUSDT@binance"],
     }
+
+
+def test_first_sight_canonical_symbols_follow_venue_rules_without_merging_pairs():
+    registry = InstrumentRegistry()
+    kraken = registry.ids_for("kraken", ["XBT/USD", "XDG/EUR", "ETH/USD"]).tolist()
+    coinbase = registry.ids_for("coinbase", ["BTC-USD"]).tolist()
+    binance = registry.ids_for("binance", ["BTCUSDT", "BTCUSD"]).tolist()
+
+    assert [registry.symbol(i) for i in kraken] == ["BTCUSD", "DOGEEUR", "ETHUSD"]
+    assert kraken[0] == hash_id("BTCUSD", "kraken") and registry.get(kraken[0]).venue_symbol == (
+        "XBT/USD"
+    )
+    assert registry.symbol(coinbase[0]) == "BTCUSD"
+    assert [registry.symbol(i) for i in binance] == ["BTCUSDT", "BTCUSD"]  # USDT is not USD
+    assert registry.venue_symbol("BTCUSD", "kraken") == "XBT/USD"

@@ -31,7 +31,14 @@ import re
 
 from hftagg.errors import InstrumentError
 
-__all__ = ["ID_SCHEME", "MAX_SYMBOL_LEN", "hash_id", "normalize_symbol", "normalize_venue"]
+__all__ = [
+    "ID_SCHEME",
+    "MAX_SYMBOL_LEN",
+    "first_sight_symbol",
+    "hash_id",
+    "normalize_symbol",
+    "normalize_venue",
+]
 
 ID_SCHEME = b"hftagg-instrument-v1"
 MAX_SYMBOL_LEN = 71  # DBN's raw_symbol width (v2/v3), the longest venue symbol we carry
@@ -90,3 +97,22 @@ def hash_id(symbol: str, venue: str, bits: int = 32) -> int:
         f"symbol {symbol!r} on venue {venue!r} hashes to the reserved id 0; pin it to another "
         f"id with instrument_id = N in instruments.toml"
     )
+
+
+#: Kraken's own asset codes for what every other venue calls BTC and DOGE
+_KRAKEN_ASSETS = {"XBT": "BTC", "XDG": "DOGE"}
+
+
+def first_sight_symbol(venue: str, spelling: str) -> str:
+    """The canonical symbol given to a venue spelling the registry has never seen, by rules
+    that cannot merge two instruments: ``BTC-USD`` on coinbase -> ``BTCUSD``; ``XBT/USD`` on
+    kraken -> ``BTCUSD`` (Kraken's XBT and XDG are BTC and DOGE). Anything else keeps its
+    spelling: ``BTCUSDT`` on binance stays ``BTCUSDT`` (USDT is not USD; to call it BTCUSD,
+    define it: ``hftagg symbols add BTCUSD --venue binance --venue-symbol BTCUSDT``).
+    Pure functions of (venue, spelling), so every process gives the same id."""
+    if venue == "coinbase" and spelling.count("-") == 1:
+        return spelling.replace("-", "").upper()
+    if venue == "kraken" and spelling.count("/") == 1:
+        base, quote = spelling.upper().split("/")
+        return _KRAKEN_ASSETS.get(base, base) + _KRAKEN_ASSETS.get(quote, quote)
+    return spelling

@@ -28,7 +28,12 @@ import numpy as np
 
 from hftagg.errors import InstrumentError
 from hftagg.instruments.definition import Instrument
-from hftagg.instruments.ids import hash_id, normalize_symbol, normalize_venue
+from hftagg.instruments.ids import (
+    first_sight_symbol,
+    hash_id,
+    normalize_symbol,
+    normalize_venue,
+)
 
 __all__ = ["InstrumentRegistry"]
 
@@ -127,9 +132,11 @@ class InstrumentRegistry:
         """Venue spellings (a numpy ``S``/``U``/object array or a sequence of bytes/str) ->
         a uint32 id per element, in bulk (one dict look-up per distinct spelling).
 
-        A spelling the registry does not know is defined on the spot as a canonical symbol
-        of its own (hashed id, the same in every process; listed in ``unsaved``) when
-        ``define``; otherwise it gets id 0 ("no instrument"), which the caller counts.
+        A spelling the registry does not know is defined on the spot when ``define``: its
+        canonical symbol by :func:`~hftagg.instruments.ids.first_sight_symbol` (``XBT/USD``
+        on kraken -> ``BTCUSD``; mostly the spelling itself), a hashed id (the same in every
+        process), listed in ``unsaved``. Otherwise it gets id 0 ("no instrument"), which the
+        caller counts.
         """
         arr = _as_bytes_array(symbols)
         if arr.size == 0:
@@ -268,13 +275,15 @@ class InstrumentRegistry:
         if not define:
             return 0
         try:
-            symbol = normalize_symbol(spelling, "venue symbol")
+            spelled = normalize_symbol(spelling, "venue symbol")
+            venue = normalize_venue(venue)
+            symbol = normalize_symbol(first_sight_symbol(venue, spelled))
         except InstrumentError:
             return 0  # not a symbol at all (binary junk): no instrument, the caller counts 0s
-        existing = self._by_key.get((normalize_venue(venue), symbol))
+        existing = self._by_key.get((venue, symbol))
         if existing is not None:  # canonical spelled as itself although a venue_symbol exists
             return existing.instrument_id
-        inst = self.define(symbol, venue)
+        inst = self.define(symbol, venue, venue_symbol=spelled)
         log.info(
             "instrument %s on %s defined on first sight (id %d)", symbol, venue, inst.instrument_id
         )
