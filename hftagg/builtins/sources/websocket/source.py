@@ -138,10 +138,14 @@ class WebSocketSource(SourceStage):
             handshake_timeout_s=p.handshake_timeout_s, expect=self.expect,
         )  # fmt: skip
 
-    def open(self, ctx: StageContext) -> None:
+    def prepare(self, ctx: StageContext) -> None:
+        """Everything ``open`` does but connect: enough to call ``decode`` (tests, benchmarks)."""
         self.ctx = ctx
         self.seq: dict[int, int] = {}
         self.source_counters = {"records_decoded": 0, "dead_lettered": 0, "ignored": 0, "alerts": 0}
+
+    def open(self, ctx: StageContext) -> None:
+        self.prepare(ctx)
         self.client = WebSocketClient(
             self.connection_settings(), name=self.stage_id, subscribe=self.subscribe_messages,
             on_connect=self.on_connect, wake=self.wake,
@@ -314,7 +318,7 @@ class JsonWebSocket(WebSocketSource):
         return JsonMapping(p.record, p.mapping, match=p.match, ts_unit=p.ts_unit,
                            side_values=p.side_values)  # fmt: skip
 
-    def open(self, ctx: StageContext) -> None:
+    def prepare(self, ctx: StageContext) -> None:
         problems = self.check(ctx)
         if problems:
             key, text = problems[0]
@@ -325,7 +329,7 @@ class JsonWebSocket(WebSocketSource):
         self.schema = {"trade": TRADE, "quote": QUOTE, "book_update": BOOK_UPDATE}[
             self.params.record
         ]
-        super().open(ctx)
+        super().prepare(ctx)
 
     def subscribe_messages(self) -> list[str | bytes]:
         return list(self.params.subscribe)
