@@ -140,3 +140,17 @@ def test_hftagg_run_summary_names_the_instruments_a_dbn_file_defined(tmp_path):
     )
     summary = __import__("json").loads((tmp_path / "s.json").read_text())
     assert summary["instruments"] == {"known": 9, "defined": 1, "examples": ["ESH1@glbx.mdp3"]}
+
+
+def test_a_symbol_with_a_new_id_each_day_shows_under_every_id():
+    definitions = DATA / "test_data.definition.v3.dbn.zst"
+    registry = load_registry(None, {"instruments": {}})
+
+    _replay(definitions, registry)
+
+    from hftagg.builtins.protocols.dbn import read_metadata
+
+    ids = {int(iv[2]) for iv in read_metadata(definitions).mappings["MSFT"]}
+    assert len(ids) > 30 and {registry.label(i) for i in ids} == {"MSFT@xnas.itch"}
+    newest = int(max(read_metadata(definitions).mappings["MSFT"])[2])
+    assert registry.id_of("MSFT", "xnas.itch") == newest

@@ -260,3 +260,19 @@ def test_first_sight_canonical_symbols_follow_venue_rules_without_merging_pairs(
     assert registry.symbol(coinbase[0]) == "BTCUSD"
     assert [registry.symbol(i) for i in binance] == ["BTCUSDT", "BTCUSD"]  # USDT is not USD
     assert registry.venue_symbol("BTCUSD", "kraken") == "XBT/USD"
+
+
+def test_an_alias_resolves_to_its_instrument_and_is_checked_for_collisions():
+    registry = InstrumentRegistry()
+    registry.define("MSFT", "xnas.itch", instrument_id=7119)
+    registry.alias(6819, "MSFT", "xnas.itch")
+    aapl = registry.define("AAPL", "xnas")
+
+    assert registry.label(6819) == "MSFT@xnas.itch" and 6819 in registry
+    assert registry.symbols_for(np.array([6819, 7119], np.uint32)).tolist() == ["MSFT"] * 2
+    with pytest.raises(InstrumentError, match="collision"):
+        registry.alias(aapl.instrument_id, "MSFT", "xnas.itch")
+    with pytest.raises(InstrumentError, match="collision"):
+        registry.define("NVDA", "xnas.itch", instrument_id=6819)
+    assert registry.remove(6819).symbol == "MSFT" and 6819 not in registry
+    assert registry.symbol(7119) == "MSFT"

@@ -55,6 +55,7 @@ class InstrumentRegistry:
         self._spelling: dict[str, dict[bytes, int]] = {}  # venue -> venue symbol bytes -> id
         self._lock = threading.Lock()
         self._weak: set[int] = set()  # ids of defaults that a real definition may take over
+        self._alias: dict[int, tuple[str, str]] = {}  # earlier ids of (venue, symbol)
         #: instruments defined since the registry was loaded (not yet in a file)
         self.unsaved: list[Instrument] = []
         for inst in instruments:
@@ -82,20 +83,24 @@ class InstrumentRegistry:
         return iter(sorted(self._by_id.values(), key=lambda i: (i.symbol, i.venue)))
 
     def __contains__(self, instrument_id: object) -> bool:
-        return instrument_id in self._by_id
+        return isinstance(instrument_id, int | np.integer) and self.get(instrument_id) is not None
 
     def get(self, instrument_id: int) -> Instrument | None:
-        """The instrument with this id, or None."""
-        return self._by_id.get(int(instrument_id))
+        """The instrument with this id (its id now, or an earlier one: :meth:`alias`)."""
+        number = int(instrument_id)
+        inst = self._by_id.get(number)
+        if inst is None and number in self._alias:
+            inst = self._by_key.get(self._alias[number])
+        return inst
 
     def symbol(self, instrument_id: int) -> str | None:
         """The canonical symbol of this id, or None when unknown."""
-        inst = self._by_id.get(int(instrument_id))
+        inst = self.get(instrument_id)
         return None if inst is None else inst.symbol
 
     def label(self, instrument_id: int) -> str:
         """What a tool prints for an id: ``BTCUSD@binance``, or the number when unknown."""
-        inst = self._by_id.get(int(instrument_id))
+        inst = self.get(instrument_id)
         return str(int(instrument_id)) if inst is None else f"{inst.symbol}@{inst.venue}"
 
     def lookup(self, symbol: str, venue: str | None = None) -> list[Instrument]:
@@ -113,8 +118,8 @@ class InstrumentRegistry:
                 for i in self._by_id.values()
                 if i.venue_symbol == symbol and (venue is None or i.venue == venue)
             ]
-        if not found and symbol.isdigit() and int(symbol) in self._by_id:
-            found = [self._by_id[int(symbol)]]
+        if not found and symbol.isdigit() and self.get(int(symbol)) is not None:
+            found = [self.get(int(symbol))]
         return sorted(found, key=lambda i: i.venue)
 
     def id_of(self, symbol: str, venue: str) -> int | None:
@@ -159,7 +164,7 @@ class InstrumentRegistry:
         uniq, inverse = np.unique(ids, return_inverse=True)
         names = np.empty(len(uniq), dtype=object)
         for k, value in enumerate(uniq.tolist()):
-            inst = self._by_id.get(value)
+            inst = self.get(value)
             names[k] = inst.symbol if inst is not None else (unknown or str(value))
         return np.take(names, inverse).reshape(ids.shape)
 
@@ -212,7 +217,7 @@ class InstrumentRegistry:
     def add(self, inst: Instrument, *, unsaved: bool = True) -> Instrument:
         """Take a built :class:`Instrument` (checked for collisions); returns it."""
         with self._lock:
-            holder = self._by_id.get(inst.instrument_id)
+            holder = self.get(inst.instrument_id)
             key = (inst.venue, inst.symbol)
             if holder is not None and (holder.venue, holder.symbol) != key:
                 if holder.instrument_id not in self._weak:
@@ -240,6 +245,7 @@ class InstrumentRegistry:
             old = self._by_key.get(key)
             if old is not None:
                 self._drop(old)
+            self._alias.pop(inst.instrument_id, None)  # an earlier id of its own: now its id
             self._by_id[inst.instrument_id] = inst
             self._by_key[key] = inst
             spellings[inst.venue_symbol.encode()] = inst.instrument_id
@@ -247,9 +253,33 @@ class InstrumentRegistry:
                 self.unsaved.append(inst)
         return inst
 
+    def alias(self, instrument_id: int, symbol: str, venue: str) -> None:
+        """Keep ``instrument_id`` as an earlier id of ``symbol`` on ``venue`` (defined):
+        vendors such as Databento give an instrument a new id each day, so a file's records
+        carry several. ``get``/``symbol``/``label`` resolve it; collisions are checked as for
+        any id."""
+        venue = normalize_venue(venue)
+        key = (venue, symbol)
+        with self._lock:
+            target = self._by_key.get(key)
+            if target is None:
+                raise InstrumentError(f"alias {instrument_id}: {symbol!r} on {venue!r} is not "
+                                      f"defined; define it first")  # fmt: skip
+            if target.instrument_id == instrument_id:
+                return
+            holder = self.get(instrument_id)
+            if holder is not None and (holder.venue, holder.symbol) != key:
+                if holder.instrument_id not in self._weak or holder.instrument_id != instrument_id:
+                    raise InstrumentError(_collision(target, holder, instrument_id))
+                self._drop(holder)
+            self._alias[int(instrument_id)] = key
+
     def remove(self, instrument_id: int) -> Instrument | None:
         """Forget the instrument with this id (e.g. a vendor reassigned the id); returns it."""
         with self._lock:
+            key = self._alias.pop(int(instrument_id), None)
+            if key is not None:  # an earlier id: forgotten, the instrument stays
+                return self._by_key.get(key)
             inst = self._by_id.get(int(instrument_id))
             if inst is not None:
                 self._drop(inst)
@@ -290,9 +320,9 @@ class InstrumentRegistry:
         return inst.instrument_id
 
 
-def _collision(new: Instrument, holder: Instrument) -> str:
+def _collision(new: Instrument, holder: Instrument, number: int | None = None) -> str:
     return (
-        f"instrument_id {new.instrument_id} collision: {new.symbol!r} on {new.venue!r} and "
+        f"instrument_id {new.instrument_id if number is None else number} collision: {new.symbol!r} on {new.venue!r} and "
         f"{holder.symbol!r} on {holder.venue!r} both map to it; pin one of them to a free id "
         f"with instrument_id = N in its [[instrument]] table of instruments.toml (or "
         f"`hftagg symbols add {new.symbol} --venue {new.venue} --instrument-id N`)"

@@ -79,16 +79,17 @@ def mapping_records(rec: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 
 def metadata_pairs(metadata: Any) -> tuple[np.ndarray, list[str]]:
-    """The metadata's mappings -> (ids, symbols) when they map to instrument ids (the last
-    interval of each symbol), else nothing."""
+    """The metadata's mappings -> (ids, symbols) when they map to instrument ids: every
+    interval of each symbol, oldest first (so the newest id is the symbol's id and the
+    earlier ones its aliases), else nothing."""
     if metadata.stype_out != "instrument_id":
         return np.zeros(0, dtype=np.uint32), []
     ids, names = [], []
     for symbol, intervals in metadata.mappings.items():
-        last = max(intervals, default=None, key=lambda iv: (iv[0], iv[1]))
-        if last is not None and str(last[2]).isdigit() and 0 < int(last[2]) <= 0xFFFFFFFF:
-            ids.append(int(last[2]))
-            names.append(symbol)
+        for _, _, mapped in sorted(intervals, key=lambda iv: (iv[0], iv[1])):
+            if str(mapped).isdigit() and 0 < int(mapped) <= 0xFFFFFFFF:
+                ids.append(int(mapped))
+                names.append(symbol)
     return np.array(ids, dtype=np.uint32), names
 
 
@@ -115,8 +116,11 @@ class RegistryFeed:
                 continue
             if known is not None and known.venue == venue and known.pinned:
                 self.registry.remove(number)  # the vendor reassigned its id: the newer mapping
+            earlier = self.registry.id_of(symbol, venue)
             try:
                 self.registry.define(symbol, venue, instrument_id=number)
+                if earlier is not None and earlier != number:
+                    self.registry.alias(earlier, symbol, venue)  # yesterday's id, same symbol
             except InstrumentError as exc:
                 self.counters["symbol_conflicts"] += 1
                 if number not in self._warned:
