@@ -88,6 +88,11 @@ def variants(root, key: str, raw: dict) -> list[dict]:
         copy = root / "schema-copy.xml"
         shutil.copy(find_definition(value), copy)
         return [_set(raw, key, str(copy))]
+    if key == "instruments.file":  # another instruments file: it must exist
+        (root / "instruments2.toml").write_text("# no instruments\n")
+        return [_set(raw, key, "instruments2.toml")]
+    if key == "instruments.define":
+        return [_set(raw, key, [{"symbol": "TESTX", "venue": "test", "tick_size": "0.5"}])]
     if any(part in key for part in TOPIC_KEYS) and isinstance(value, str):
         return [_set(_renamed(raw, value, value + "2"), key, value + "2")]
     return [_set(raw, key, v) for v in candidates(key, value)]

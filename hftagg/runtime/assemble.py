@@ -32,13 +32,15 @@ class Assembled:
         with ``[durability] wal = true``, with its write-ahead log."""
         from hftagg.runtime.durability import durability_from
 
-        return Pipeline(
+        pipeline = Pipeline(
             self.graph,
             self.spec.runtime,
             host=self.host,
             telemetry=telemetry,
             durability=durability_from(self.spec.raw),
         )
+        pipeline.config_raw = self.spec.raw  # what the reloader compares restart-only sections to
+        return pipeline
 
 
 def plugin_dirs(raw: Mapping[str, Any], config_path: Path | None) -> list[Path]:

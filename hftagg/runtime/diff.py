@@ -114,6 +114,26 @@ def runtime_problems(old: Any, new: Any, source: str, section: str = "runtime") 
     return problems
 
 
+def section_problems(host: Any, old_raw: dict, new_raw: dict, source: str) -> list[Problem]:
+    """Restart-only keys of plugin sections that stand for no stage (``[durability]``,
+    ``[instruments]``): nothing is rebuilt for them, so a change to one while running would be
+    silently ignored; it is refused instead, naming the key. Sections that stand for stages are
+    judged by the stages they build (``plan_changes``)."""
+    problems: list[Problem] = []
+    for name, section in getattr(host, "config_sections", {}).items():
+        old_table, new_table = old_raw.get(name) or {}, new_raw.get(name) or {}
+        if section.model is None or old_table == new_table:
+            continue
+        try:
+            old, new = section.model(**old_table), section.model(**new_table)
+            if section.to_stages(new, source, []):
+                continue
+        except Exception:  # an invalid table: parse_spec has reported it already
+            continue
+        problems += runtime_problems(old, new, source, name)
+    return problems
+
+
 def _declared(graph: Graph, section: str) -> list[str]:
     return [
         n.id for n in graph.nodes if n.spec.key.startswith(section + ".") and not n.spec.builtin

@@ -37,7 +37,13 @@ from hftagg.errors import MISSING, ConfigError, Problem
 from hftagg.plugins.manager import PluginHost, plugin_files
 from hftagg.runtime.apply import Applied, ApplyError, apply_changes
 from hftagg.runtime.assemble import Assembled, assemble
-from hftagg.runtime.diff import Change, plan_changes, removal_problems, runtime_problems
+from hftagg.runtime.diff import (
+    Change,
+    plan_changes,
+    removal_problems,
+    runtime_problems,
+    section_problems,
+)
 from hftagg.runtime.pipeline import Pipeline
 
 __all__ = ["ReloadEvent", "Reloader"]
@@ -162,6 +168,9 @@ class Reloader:
         tel = self.pipeline.telemetry
         if tel is not None:
             problems += runtime_problems(tel.settings, spec.telemetry, where, "telemetry")
+        running_raw = getattr(self.pipeline, "config_raw", None)
+        if running_raw is not None:
+            problems += section_problems(self.host, running_raw, spec.raw, where)
         if not spec.runtime.allow_remove_all:
             problems += removal_problems(self.pipeline.graph, graph, where)
         if problems:
@@ -174,6 +183,7 @@ class Reloader:
         tel = self.pipeline.telemetry
         applied = apply_changes(self.pipeline, graph, changes)
         self.pipeline.runtime = spec.runtime
+        self.pipeline.config_raw = spec.raw
         if tel is not None and tel.settings != spec.telemetry:
             tel.update(spec.telemetry)
             applied.changes.append(f"telemetry: sample_ratio -> {spec.telemetry.sample_ratio}")
