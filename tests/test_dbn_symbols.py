@@ -154,3 +154,15 @@ def test_a_symbol_with_a_new_id_each_day_shows_under_every_id():
     assert len(ids) > 30 and {registry.label(i) for i in ids} == {"MSFT@xnas.itch"}
     newest = int(max(read_metadata(definitions).mappings["MSFT"])[2])
     assert registry.id_of("MSFT", "xnas.itch") == newest
+
+
+def test_definition_records_define_the_instruments():
+    definitions = DATA / "test_data.definition.v3.dbn.zst"
+    registry = load_registry(None, {"instruments": {}})
+
+    stage, seen = _replay(definitions, registry)
+
+    msft = registry.get(6819)
+    assert seen["definitions"] == 2 and stage.counters["definitions"] == 2
+    assert (msft.symbol, msft.asset_class, str(msft.lot_size)) == ("MSFT", "equity", "100")
+    assert msft.lot_size_fixed == 100 * 10**8 and msft.tick_size is None  # DBN: undefined

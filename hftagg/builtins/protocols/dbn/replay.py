@@ -20,7 +20,8 @@ imbalance      imbalance               imbalance
 dead_letters   dead_letter             bad input, with a reason code (always present)
 =============  ======================  ========================================================
 
-Symbol mappings -- the files' metadata and live ``SymbolMappingMsg`` records -- are defined
+Symbol mappings -- the files' metadata and live ``SymbolMappingMsg`` records -- and
+instrument definition records (tick, lot, multiplier, expiry, currency) are defined
 in the instrument registry (``ctx.instruments``; venue = the dataset lower-cased, the vendor's
 id pinned: :mod:`hftagg.builtins.protocols.dbn.symbols`), so ``tail`` and ``store ls`` show
 symbols; ``counters`` says how many (``symbol_mappings``) and how many were refused because
@@ -261,6 +262,8 @@ class DbnReplay(SourceStage):
         if not out:
             return None
         self.counters["records"] += n
+        if "definitions" in out:
+            self._symbols.definitions(dec.metadata.dataset, out["definitions"])
         if DEAD_LETTER_PORT in out:
             self.counters["dead_letters"] += len(out[DEAD_LETTER_PORT])
         return out

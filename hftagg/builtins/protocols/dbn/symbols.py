@@ -96,8 +96,9 @@ def metadata_pairs(metadata: Any) -> tuple[np.ndarray, list[str]]:
 class RegistryFeed:
     """Defines DBN symbol mappings in an instrument registry (see the module docstring).
 
-    ``counters`` (a dict) gets ``symbol_mappings`` (pairs defined or already known) and
-    ``symbol_conflicts`` (pairs refused: the id belongs to another instrument).
+    ``counters`` (a dict) gets ``symbol_mappings`` (pairs defined or already known),
+    ``definitions`` (definition records taken) and ``symbol_conflicts`` (refused: the id
+    belongs to another instrument).
     """
 
     def __init__(self, registry: Any, counters: dict[str, int]) -> None:
@@ -114,21 +115,77 @@ class RegistryFeed:
             if known is not None and (known.symbol, known.venue) == (symbol, venue):
                 self.counters["symbol_mappings"] += 1
                 continue
-            if known is not None and known.venue == venue and known.pinned:
-                self.registry.remove(number)  # the vendor reassigned its id: the newer mapping
-            earlier = self.registry.id_of(symbol, venue)
-            try:
-                self.registry.define(symbol, venue, instrument_id=number)
-                if earlier is not None and earlier != number:
-                    self.registry.alias(earlier, symbol, venue)  # yesterday's id, same symbol
-            except InstrumentError as exc:
-                self.counters["symbol_conflicts"] += 1
-                if number not in self._warned:
-                    self._warned.add(number)
-                    log.warning("DBN symbol mapping %s -> %d on %s not registered: %s",
-                                symbol, number, venue, exc)  # fmt: skip
+            if self._define(venue, symbol, number, {}):
+                self.counters["symbol_mappings"] += 1
+
+    def definitions(self, dataset: str, batch: np.ndarray) -> None:
+        """Instrument definition records (port ``definitions``) -> registry definitions: tick
+        size (``min_price_increment``), round lot (``min_lot_size_round_lot``), multiplier,
+        expiry, currency and asset class, each only when DBN defines it. Deletions are
+        skipped. A Python step per definition: definitions come once per instrument and day."""
+        venue = _venue(dataset)
+        for row in batch:
+            symbol = bytes(row["raw_symbol"]).rstrip(b"\0").decode("ascii", "replace")
+            if not symbol or row["security_update_action"] == ord("D"):
                 continue
-            self.counters["symbol_mappings"] += 1
+            if self._define(venue, symbol, int(row["instrument_id"]), _definition(row)):
+                self.counters["definitions"] = self.counters.get("definitions", 0) + 1
+
+    def _define(self, venue: str, symbol: str, number: int, definition: dict) -> bool:
+        known = self.registry.get(number)
+        if known is not None and (known.venue, known.symbol) == (venue, symbol):
+            number = known.instrument_id  # an alias of it: define it, keep its current id
+        elif known is not None and known.venue == venue and known.pinned:
+            self.registry.remove(number)  # the vendor reassigned its id: the newer mapping
+        earlier = self.registry.id_of(symbol, venue)
+        try:
+            self.registry.define(symbol, venue, instrument_id=number, **definition)
+            if earlier is not None and earlier != number:
+                self.registry.alias(earlier, symbol, venue)  # yesterday's id, same symbol
+        except InstrumentError as exc:
+            self.counters["symbol_conflicts"] += 1
+            if number not in self._warned:
+                self._warned.add(number)
+                log.warning("DBN symbol %s -> %d on %s not registered: %s",
+                            symbol, number, venue, exc)  # fmt: skip
+            return False
+        return True
+
+
+_INT64_UNDEF = 2**63 - 1
+_INT32_UNDEF = 2**31 - 1
+_TS_UNDEF = 2**64 - 1
+_CLASSES = {"F": "future", "K": "equity", "C": "option", "P": "option", "X": "fx"}
+
+
+def _exact(value: Any) -> Any:
+    """``100.00000000`` -> ``100``, ``0.01000`` -> ``0.01`` (same value, no exponent)."""
+    plain = value.normalize()
+    return plain.quantize(1) if plain.as_tuple().exponent > 0 else plain
+
+
+def _definition(row: Any) -> dict[str, Any]:
+    """The registry fields a DBN definition record defines (DBN's undefined values left out)."""
+    from decimal import Decimal
+
+    out: dict[str, Any] = {}
+    tick = int(row["min_price_increment"])
+    if 0 < tick < _INT64_UNDEF:
+        out["tick_size"] = _exact(Decimal(tick).scaleb(-9))
+    lot = int(row["min_lot_size_round_lot"])
+    if 0 < lot < _INT64_UNDEF:
+        out["lot_size"] = _exact(Decimal(lot).scaleb(-8))
+    multiplier = int(row["contract_multiplier"])
+    if 0 < multiplier < _INT32_UNDEF:
+        out["multiplier"] = multiplier
+    expiration = int(row["expiration"])
+    if 0 < expiration < _TS_UNDEF:
+        out["expiry"] = str(np.datetime64(expiration, "ns")) + "Z"
+    currency = bytes(row["currency"]).rstrip(b"\0").decode("ascii", "replace")
+    if currency.isalnum() and 2 <= len(currency) <= 12:
+        out["currency"] = currency
+    out["asset_class"] = _CLASSES.get(chr(int(row["instrument_class"])), "other")
+    return out
 
 
 def _venue(dataset: str) -> str:
