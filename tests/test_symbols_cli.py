@@ -100,3 +100,22 @@ def test_query_joins_the_instruments_table_for_symbols(store, capsys):  # noqa: 
     )
     assert [(r["symbol"], r["n"]) for r in rows] == expected and expected
     assert {(r["venue"], str(r["tick_size"])) for r in rows} == {("sim", "0.01")}
+
+
+DBN_DATA = __import__("pathlib").Path(__file__).parents[1].parent / "shared" / "data" / "dbn"
+
+
+@pytest.mark.skipif(not DBN_DATA.is_dir(), reason="no shared DBN test data")
+def test_import_stores_dbn_mappings_and_definitions_with_aliases(folder, capsys):
+    pytest.importorskip("zstandard")
+    files = [str(DBN_DATA / "test_data.definition.v3.dbn.zst"), str(DBN_DATA / "*.trades.*")]
+    assert main(["symbols", "import", *files]) == 0
+    out = capsys.readouterr().out
+    assert "62 symbol mappings, 2 definitions, 0 refused" in out and "2 instruments written" in out
+
+    again = load_registry(folder / "config.toml")  # another process would read the same
+    assert {again.label(i) for i in (6819, 6830, 7119)} == {"MSFT@xnas.itch"}
+    assert again.label(5482) == "ESH1@glbx.mdp3" and str(again.get(6819).lot_size) == "100"
+    assert main(["symbols", "show", "MSFT", "--venue", "xnas.itch"]) == 0
+    shown = capsys.readouterr().out
+    assert "instrument_id   7119 (pinned)" in shown and "earlier ids" in shown and "6819" in shown

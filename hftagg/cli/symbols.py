@@ -5,7 +5,8 @@
 spelling or id) with its id, spellings and definition; ``add SYMBOL --venue V ...`` validates a
 definition against the whole registry (an id collision is refused) and stores it in the
 instruments file next to the config (``instruments.toml``, comments kept). Adding an instrument
-that exists updates the fields given and keeps the others.
+that exists updates the fields given and keeps the others. ``import FILE.dbn ...`` stores a DBN
+file's symbol mappings and definitions there (vendor ids pinned, earlier ids as aliases).
 
 The registry is the config's: built-in simulator instruments, its instruments file and its
 ``[[instruments.define]]`` tables (:mod:`hftagg.instruments.files`).
@@ -93,16 +94,17 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
         return 1
     if args.json:
-        print(json.dumps([i.as_json() for i in found], indent=2))
+        rows = [{**i.as_json(), "aliases": registry.aliases_of(i.symbol, i.venue)} for i in found]
+        print(json.dumps(rows, indent=2))
         return 0
     for k, inst in enumerate(found):
         if k:
             print()
-        _show_one(inst)
+        _show_one(inst, registry.aliases_of(inst.symbol, inst.venue))
     return 0
 
 
-def _show_one(inst) -> None:
+def _show_one(inst, aliases: list[int]) -> None:
     how = "pinned" if inst.pinned else "hash of symbol and venue"
     lines = [
         ("symbol", inst.symbol),
@@ -110,6 +112,9 @@ def _show_one(inst) -> None:
         ("venue symbol", inst.venue_symbol),
         ("instrument_id", f"{inst.instrument_id} ({how})"),
     ]
+    if aliases:
+        shown = ", ".join(map(str, aliases[:8])) + (", ..." if len(aliases) > 8 else "")
+        lines.append(("earlier ids", f"{len(aliases)} ({shown})"))
     for name in ("asset_class", "tick_size", "lot_size", "price_precision", "size_precision",
                  "multiplier", "currency", "expiry", "description"):  # fmt: skip
         value = getattr(inst, name)
@@ -164,6 +169,32 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from hftagg.builtins.protocols.dbn import expand_paths
+    from hftagg.builtins.protocols.dbn.symbols import import_file
+    from hftagg.instruments import save_instruments
+
+    registry, target = _registry(args)
+    paths = [p for pattern in args.files for p in expand_paths(pattern)]
+    if not paths:
+        print(f"hftagg symbols: no DBN file matches {' '.join(args.files)}", file=sys.stderr)
+        return 1
+    for path in paths:
+        counts = import_file(path, registry)
+        print(
+            f"{path}: {counts.get('symbol_mappings', 0):,} symbol mappings, "
+            f"{counts['definitions']:,} definitions, {counts.get('symbol_conflicts', 0):,} "
+            f"refused (id held by another instrument)"
+        )
+    latest = {(i.venue, i.symbol): i for i in registry.unsaved}
+    fresh = [registry.get(i.instrument_id) or i for i in latest.values()]
+    fresh = [i for i in fresh if registry.id_of(i.symbol, i.venue) == i.instrument_id]
+    if fresh:
+        save_instruments(target, fresh, registry)
+    print(f"{len(fresh)} instruments written to {target}")
+    return 0
+
+
 def _add_parsers(commands) -> None:
     ls = commands.add_parser(
         "list",
@@ -202,14 +233,24 @@ def _add_parsers(commands) -> None:
         add.add_argument(flag, dest=name, type=int if name in _INTS else str, help=text)
     add.add_argument("--file", metavar="FILE", help="instruments file (default: next to config)")
     add.set_defaults(func=cmd_add)
-    for parser in (ls, show, add):
+    imp = commands.add_parser(
+        "import",
+        help="define the instruments of DBN files (symbol mappings and definitions)",
+        description="Read DBN files (.dbn, .dbn.zst, globs) and store their symbol mappings "
+        "and instrument definitions in the instruments file, so every tool shows their "
+        "symbols (the vendor's ids pinned, a symbol's earlier ids as aliases).",
+    )
+    imp.add_argument("files", nargs="+", metavar="FILE", help="DBN file or glob")
+    imp.add_argument("--file", metavar="FILE", help="instruments file (default: next to config)")
+    imp.set_defaults(func=cmd_import)
+    for parser in (ls, show, add, imp):
         add_config_option(parser, "whose instruments; default: ./config.toml if present")
 
 
 def add_parser(sub) -> None:
     symbols = sub.add_parser(
         "symbols",
-        help="the instrument registry: list, show, add",
+        help="the instrument registry: list, show, add, import",
         description="Canonical symbols, their venue spellings, instrument ids and definitions.",
     )
     commands = symbols.add_subparsers(dest="symbols_command", required=True, metavar="COMMAND")

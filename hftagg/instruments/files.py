@@ -14,7 +14,8 @@ earlier ones, every id checked for collisions:
 3. ``[[instruments.define]]`` tables in the config itself (same keys).
 
 ``[[instrument]]`` keys: ``symbol``, ``venue`` (required), ``venue_symbol``, ``instrument_id``
-(pins the id; without it the stable hash is used), and the definition fields of
+(pins the id; without it the stable hash is used), ``aliases`` (earlier ids of the same
+instrument, e.g. a vendor's id of each day), and the definition fields of
 :class:`~hftagg.instruments.definition.Instrument` (decimals as strings: ``tick_size = "0.01"``).
 """
 
@@ -48,7 +49,7 @@ FILE_NAME = "instruments.toml"
 _HEADER = """\
 # hftagg instrument registry: one [[instrument]] table per canonical symbol and venue.
 # Keys: symbol, venue, venue_symbol (the venue's spelling), instrument_id (pins the id; by
-# default it is a stable hash of symbol and venue), asset_class, tick_size, lot_size,
+# default it is a stable hash of symbol and venue), aliases, asset_class, tick_size, lot_size,
 # price_precision, size_precision, multiplier, currency, expiry, description.
 # Decimals are strings ("0.01"). Edit by hand or with `hftagg symbols add`.
 """
@@ -114,8 +115,13 @@ def from_table(table: dict[str, Any], registry: InstrumentRegistry, where: str) 
     missing = [k for k in ("symbol", "venue") if not values.get(k)]
     if missing:
         raise InstrumentError(f"{where}: required key(s) {missing} missing in {values!r}")
+    aliases = values.pop("aliases", [])
     try:
-        registry.define(values.pop("symbol"), values.pop("venue"), **values)
+        inst = registry.define(values.pop("symbol"), values.pop("venue"), **values)
+        if not isinstance(aliases, list) or not all(isinstance(a, int) for a in aliases):
+            raise InstrumentError(f"aliases = {aliases!r}: write a list of earlier ids")
+        for number in aliases:
+            registry.alias(number, inst.symbol, inst.venue)
     except InstrumentError as exc:
         raise InstrumentError(f"{where}: {exc}") from None
     except TypeError as exc:  # a key define() does not take
@@ -163,9 +169,12 @@ def load_registry(
     return registry
 
 
-def save_instruments(path: Path, instruments: list[Instrument]) -> None:
+def save_instruments(
+    path: Path, instruments: list[Instrument], registry: InstrumentRegistry | None = None
+) -> None:
     """Add or replace ``instruments`` in the file at ``path`` (created if missing), keeping
-    everything else in it, comments included; written atomically."""
+    everything else in it, comments included; written atomically. With ``registry``, each
+    one's earlier ids are written too (``aliases = [...]``)."""
     from hftagg.config.edit import write_atomic
 
     text = path.read_text(encoding="utf-8") if path.is_file() else _HEADER
@@ -178,6 +187,9 @@ def save_instruments(path: Path, instruments: list[Instrument]) -> None:
         fresh = tomlkit.table()
         for key, value in inst.as_table().items():
             fresh[key] = value
+        aliases = registry.aliases_of(inst.symbol, inst.venue) if registry is not None else []
+        if aliases:
+            fresh["aliases"] = aliases
         for k, old in enumerate(tables):
             if (str(old.get("venue", "")).lower(), old.get("symbol")) == (inst.venue, inst.symbol):
                 tables[k] = fresh

@@ -274,6 +274,11 @@ class InstrumentRegistry:
                 self._drop(holder)
             self._alias[int(instrument_id)] = key
 
+    def aliases_of(self, symbol: str, venue: str) -> list[int]:
+        """The earlier ids of ``symbol`` on ``venue`` (see :meth:`alias`), ascending."""
+        key = (normalize_venue(venue), symbol)
+        return sorted(number for number, of in self._alias.items() if of == key)
+
     def remove(self, instrument_id: int) -> Instrument | None:
         """Forget the instrument with this id (e.g. a vendor reassigned the id); returns it."""
         with self._lock:

@@ -25,7 +25,13 @@ import numpy as np
 
 from hftagg.errors import InstrumentError
 
-__all__ = ["RegistryFeed", "mapping_records", "metadata_pairs", "symbol_mapping_dtype"]
+__all__ = [
+    "RegistryFeed",
+    "import_file",
+    "mapping_records",
+    "metadata_pairs",
+    "symbol_mapping_dtype",
+]
 
 log = logging.getLogger("hftagg.dbn")
 
@@ -195,3 +201,30 @@ def _venue(dataset: str) -> str:
         return normalize_venue(dataset or "dbn")
     except InstrumentError:
         return "dbn"
+
+
+def import_file(path: str, registry: Any) -> dict[str, int]:
+    """Define every symbol mapping and definition of the DBN file at ``path`` in ``registry``
+    (``hftagg symbols import``); returns the counters, ``records`` and ``dead_letters`` too."""
+    from hftagg.builtins.protocols.dbn.decoder import DEAD_LETTER_PORT, DbnDecoder
+    from hftagg.builtins.protocols.dbn.reader import DbnFile
+
+    counters: dict[str, int] = {"records": 0, "dead_letters": 0, "definitions": 0}
+    feed = RegistryFeed(registry, counters)
+    decoder = DbnDecoder(name=str(path), on_symbols=feed)
+    with DbnFile(path) as file:
+        while not decoder.done:
+            piece = file.read()
+            if piece is None:
+                decoder.finish(file.truncated_frame)
+            else:
+                decoder.feed(piece)
+            while decoder.available or decoder.has_dead_letters:
+                out = decoder.take(1 << 16)
+                if "definitions" in out:
+                    feed.definitions(decoder.metadata.dataset, out["definitions"])
+                counters["dead_letters"] += len(out.get(DEAD_LETTER_PORT, ()))
+                counters["records"] += sum(
+                    len(b) for port, b in out.items() if port != DEAD_LETTER_PORT
+                )
+    return counters
