@@ -591,10 +591,14 @@ class Pipeline:
         return out
 
     def _emit(self, node: Node, out: Any) -> int:
-        """Publish a stage's output (one array, or ``{port: array}``); returns records out."""
-        if self._plan_graph is not self.graph:
-            self._plan_core()
-        emit = self._emitters.get(node.id) or self._emitter(node)
+        """Publish a stage's output (one array, or ``{port: array}``); returns records out.
+
+        Only the node's own emitter is (re)built here: a source's thread must not build the
+        core stages' plan, which a live change may be rewiring at that moment (a removed core
+        stage's entries are already gone while the graph still names it)."""
+        emit = self._emitters.get(node.id)
+        if emit is None:
+            emit = self._emitter(node)  # every wiring change clears the emitters (_replan)
         return emit(out)
 
     def _emitter(self, node: Node):  # noqa: C901 - builds the per-batch emit below
