@@ -222,3 +222,21 @@ def test_depth_diffs_become_book_updates_one_per_level_with_f_last_per_message()
     assert book["seq"].tolist() == [1, 2, 3, 4]
     dead = joined(out, "dead_letters")
     assert dead["reason"].tolist() == [0x0202] and b"bids.size" in dead["detail"][0]
+
+
+def test_depth_levels_of_any_shape_are_scanned_exactly_or_refused_whole():
+    from hftagg.builtins.sources.websocket.mapping import JsonMapping
+
+    mapping = JsonMapping("book_update", {"bids": "b", "asks": "a"})
+    messages = [
+        b'{"b": [["101.5", "2.25", "1534614057.32"]], "a": [[102, 0.5]]}',  # Kraken-like, numbers
+        b'{"b": [["1", "2"], "oops"], "a": []}',  # a level that is no array: refused whole
+        b'{"b": [["1"]]}',  # no size
+        b'{"a": null}',  # nothing
+    ]
+    cols = mapping.decode(messages)
+    assert cols.rows.tolist() == [0, 0]
+    assert cols.values["price"].tolist() == [101_500_000_000, 102_000_000_000]
+    assert cols.values["size"].tolist() == [225_000_000, 50_000_000]
+    assert cols.values["flags"].tolist() == [0, 0x80]
+    assert sorted(r[:2] for r in cols.rejected) == [(1, R.BAD_LEVEL), (2, R.BAD_LEVEL)]

@@ -21,17 +21,19 @@ so the bad ones are dead-lettered with a reason and the good ones around them st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import repeat
 from operator import attrgetter, eq
 from typing import Any
 
 import msgspec
 import numpy as np
 
+from hftagg.builtins.sources.websocket.kernels import SHAPE, SIZE_FLAG, scan_levels
+from hftagg.builtins.sources.websocket.reasons import BAD_LEVEL as _BAD_LEVEL
 from hftagg.builtins.sources.websocket.reasons import BAD_SIDE as _BAD_SIDE
 from hftagg.builtins.sources.websocket.reasons import MALFORMED as _MALFORMED
 from hftagg.builtins.sources.websocket.reasons import MISSING_FIELD as _MISSING_FIELD
-from hftagg.records.fixed import FixedReason, detail, parse_decimals, parse_spans
+from hftagg.records.fixed import STATUS_TEXT, FixedReason, detail, parse_decimals, parse_spans
 
 __all__ = ["FIELDS", "F_LAST", "LEVELS", "Columns", "JsonMapping", "TS_UNIT_DECIMALS"]
 
@@ -53,7 +55,7 @@ SIZE = frozenset({"size", "bid_sz", "ask_sz"})
 #: becomes ns exactly, digit by digit)
 TS_UNIT_DECIMALS = {"ns": 0, "us": 3, "ms": 6, "s": 9}
 _LEAF = str | int | float | bool | None
-_LEVELS = list[list[str | int | float]]
+_LEVELS = msgspec.Raw  # level arrays stay raw JSON, scanned in compiled code
 _NO_SIDE = ord("?")
 
 
@@ -100,7 +102,10 @@ class _Node:
             attr = f"f{k}"
             rename[attr] = key
             typ = child.struct(f"{name}_{k}") if child.children else child.type
-            fields.append((attr, typ | None, None))
+            if typ is _LEVELS:
+                fields.append((attr, typ, msgspec.Raw(b"[]")))
+            else:
+                fields.append((attr, typ | None, None))
         # gc=False: a batch makes thousands of these; untracked by the cyclic GC (they hold no
         # cycles), decoding a batch is several times faster (msgspec docs, "Struct" GC notes)
         return msgspec.defstruct(name, fields, rename=rename, gc=False)
@@ -217,26 +222,20 @@ class JsonMapping:
         for name, side in (("bids", ord("B")), ("asks", ord("A"))):
             if name not in self._get:
                 continue
-            col = [c if c is not None else [] for c in self._column(objs, self._get[name])]
-            counts = np.fromiter(map(len, col), dtype=np.int64, count=len(col))
-            owner = np.repeat(np.arange(len(col)), counts)
-            flat = list(chain.from_iterable(col))
-            try:
-                text = np.array(flat, dtype="S").reshape(len(flat), -1)
-            except ValueError:  # levels of different lengths: price and size are the first two
-                text = np.array([lv[:2] for lv in flat], dtype="S").reshape(len(flat), -1)
-            if len(flat) and text.shape[1] < 2:
-                text = np.zeros((len(flat), 2), dtype="S1")
-            price, ps = parse_decimals(text[:, 0] if len(flat) else text[:0, 0], 9)
-            size, ss = parse_decimals(text[:, 1] if len(flat) else text[:0, 0], 8)
-            for k in np.flatnonzero((ps != 0) | (ss != 0)).tolist():
+            col = self._column(objs, self._get[name])
+            if None in col:  # a missing envelope on the path
+                col = [b"[]" if c is None else c for c in col]
+            owner, price, size, status = _scan(col)
+            for k in np.flatnonzero(status).tolist():
                 m = int(owner[k])
                 if not bad[m]:
-                    which, st = ("price", ps[k]) if ps[k] else ("size", ss[k])
-                    value = text[k, 0] if which == "price" else text[k, 1]
-                    bad[m] = FixedReason.of_status(int(st))
-                    details[m] = detail(f"{name}.{which}", value, int(st))
-            parts.append((owner, price, size, np.full(len(flat), side, dtype=np.uint8)))
+                    st = int(status[k])
+                    which = "size" if st & SIZE_FLAG else "price"
+                    st &= ~SIZE_FLAG
+                    bad[m] = _BAD_LEVEL if st == SHAPE else FixedReason.of_status(st)
+                    what = "not [price, size, ...]" if st == SHAPE else STATUS_TEXT.get(st, "?")
+                    details[m] = _text(f"{name}.{which} of level {k}: {what}")
+            parts.append((owner, price, size, np.full(len(owner), side, dtype=np.uint8)))
         for k in np.flatnonzero(bad).tolist():
             rejected.append((int(rows[k]), int(bad[k]), details.get(k, b"")))
         owner = np.concatenate([p[0] for p in parts])
@@ -304,6 +303,21 @@ class JsonMapping:
                     value = value.decode("latin-1")
                 what = "missing" if value in ("None", "none", "") else "not a known side"
                 details[k] = _text(f"{name}={value!r}: {what}")
+
+
+def _scan(col: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Raw level arrays (one per message) -> per level: message index, price, size, status."""
+    buf = b"".join(col)
+    lengths = np.fromiter(map(len, col), dtype=np.int64, count=len(col))
+    ends = np.cumsum(lengths)
+    cap = buf.count(b"[") + buf.count(b",") + 1
+    price = np.zeros(cap, dtype=np.int64)
+    size = np.zeros(cap, dtype=np.int64)
+    owner = np.zeros(cap, dtype=np.int64)
+    status = np.zeros(cap, dtype=np.uint8)
+    n = scan_levels(np.frombuffer(buf, dtype=np.uint8), ends - lengths, ends, 9, 8, price, size,
+                    owner, status)  # fmt: skip
+    return owner[:n], price[:n], size[:n], status[:n]
 
 
 def _parse_strings(col: list, decimals: int) -> tuple[np.ndarray, np.ndarray] | None:

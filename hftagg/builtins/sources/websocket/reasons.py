@@ -11,6 +11,7 @@ from hftagg.records.reasons import REASONS
 
 __all__ = [
     "ALERT_CODES",
+    "BAD_LEVEL",
     "BAD_SIDE",
     "BINARY_FRAME",
     "CONNECTED",
@@ -34,6 +35,7 @@ MISSING_FIELD = 0x1305
 BAD_SIDE = 0x1306
 NO_INSTRUMENT = 0x1307
 UNDECODABLE = 0x1308
+BAD_LEVEL = 0x1309
 
 CONNECTED = 0x1380
 DISCONNECTED = 0x1381
@@ -48,6 +50,7 @@ REASONS.register_all("websocket", {
     MISSING_FIELD: ("missing_field", "a mapped field is missing from the message", 1),
     BAD_SIDE: ("bad_side", "a side value not in side_values", 1),
     NO_INSTRUMENT: ("no_instrument", "a symbol the instrument registry does not know", 1),
+    BAD_LEVEL: ("bad_level", "a depth level that is not [price, size, ...]", 1),
     UNDECODABLE: ("undecodable", "the adapter's decoder raised on this batch", 2),
     CONNECTED: ("connected", "websocket connected and subscribed", 0),
     DISCONNECTED: ("disconnected", "websocket disconnected; reconnecting", 1),
