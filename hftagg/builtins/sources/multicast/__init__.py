@@ -1,0 +1,1 @@
+"""UDP multicast source with A/B line arbitration and packet gap detection."""
