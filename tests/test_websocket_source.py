@@ -240,3 +240,63 @@ def test_depth_levels_of_any_shape_are_scanned_exactly_or_refused_whole():
     assert cols.values["size"].tolist() == [225_000_000, 50_000_000]
     assert cols.values["flags"].tolist() == [0, 0x80]
     assert sorted(r[:2] for r in cols.rejected) == [(1, R.BAD_LEVEL), (2, R.BAD_LEVEL)]
+
+
+def test_fix_market_data_over_websocket_goes_to_the_fix_decoder():
+    from hftagg.builtins.protocols.fix import messages as m
+
+    def wire(seq, entries):
+        msg_type, body = m.incremental_refresh(entries)
+        return m.encode("FIX.4.4", msg_type, "MD", "HFT", seq, body)
+
+    async def fix_feed(ws, server):
+        trade = m.MdEntry("2", "101.25", 3, action="0", symbol="EURUSD")
+        bid = m.MdEntry("0", "101.00", 5, action="0", symbol="EURUSD")
+        await ws.send(wire(1, [trade]).decode())  # FIX as a text frame
+        await ws.send(wire(2, [bid]))  # and as a binary one
+        await ws.send(b"8=FIX.4.4\x019=5\x0135=X\x0110=000\x01")  # garbled
+
+    with WsServer(fix_feed) as server:
+        source = make_source(server.url, data_format="FIX", mapping={}, fix_symbols=["EURUSD"],
+                             venue="fx")  # fmt: skip
+        try:
+            out = collect(source, lambda o: count("trades", 1)(o) and count("book", 1)(o)
+                          and count("dead_letters", 1)(o))  # fmt: skip
+        finally:
+            source.close()
+    eurusd = InstrumentRegistry().ids_for("fx", ["EURUSD"])[0]
+    trades, book = joined(out, "trades"), joined(out, "book")
+    assert trades["price"].tolist() == [101_250_000_000] and trades["size"].tolist() == [3 * 10**8]
+    assert book["price"].tolist() == [101_000_000_000]
+    assert trades["instrument_id"][0] == book["instrument_id"][0] == eurusd
+
+
+def test_sbe_frames_over_websocket_go_to_the_sbe_decoder_across_message_boundaries():
+    from hftagg.builtins.protocols.sbe.records import RecordEncoder
+    from hftagg.builtins.protocols.sbe.stages import FAMILY
+    from hftagg.records.catalog import TRADE
+
+    trades = TRADE.empty(200)
+    trades["price"] = np.arange(200) * 10**9
+    trades["size"] = 10**8
+    trades["instrument_id"] = 7
+    trades["seq"] = np.arange(1, 201)
+    frames = RecordEncoder(FAMILY.codec("sbe/hftagg-md.xml"), "length2").encode("trade", trades)
+    blob = frames.tobytes()
+
+    async def sbe_feed(ws, server):
+        await ws.recv()
+        for k in range(0, len(blob), 997):  # pieces that cut frames in two
+            await ws.send(blob[k : k + 997])
+        await ws.send("a text frame on a binary feed")
+
+    with WsServer(sbe_feed) as server:
+        source = make_source(server.url, data_format="sbe", mapping={})
+        try:
+            out = collect(source, lambda o: count("trades", 200)(o) and count("dead_letters", 1)(o))
+        finally:
+            source.close()
+    got = joined(out, "trades")
+    assert got["price"].tolist() == trades["price"].tolist()
+    assert got["seq"].tolist() == trades["seq"].tolist()
+    assert joined(out, "dead_letters")["reason"].tolist() == [R.TEXT_FRAME]

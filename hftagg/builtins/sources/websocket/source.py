@@ -43,6 +43,7 @@ from hftagg.builtins.sources.websocket.connection import (
     State,
     WebSocketClient,
 )
+from hftagg.builtins.sources.websocket.formats import FixFormat, SbeFormat
 from hftagg.builtins.sources.websocket.mapping import JsonMapping
 from hftagg.hookspecs import hookimpl
 from hftagg.records.catalog import ALERT, BOOK_UPDATE, DEAD_LETTER, QUOTE, TRADE, Action, Side
@@ -258,16 +259,20 @@ _PORT = {"trade": "trades", "quote": "quotes", "book_update": "book"}
 
 
 class JsonWebSocketParams(WebSocketParams):
-    data_format: Literal["json"] = restart(
-        "json", description="json (FIX and SBE over WebSocket: not yet)"
+    data_format: Literal["json", "fix", "sbe"] = restart(
+        "json", description="json (mapped by `mapping`), fix (35=W/X) or sbe (binary frames)"
     )
     subscribe: list[str] = restart([], description="messages sent after every connect")
     record: Literal["trade", "quote", "book_update"] = restart(
         "trade", description="record type produced (book_update: depth diffs, bids/asks levels)"
     )
     mapping: dict[str, str] = restart(
-        ..., description="record field -> message path, e.g. {price = 'p', size = 'q'}"
+        {}, description="json: record field -> message path, e.g. {price = 'p', size = 'q'}"
     )
+    fix_symbols: list[str] = restart([], description="fix: Symbol (55) values to map")
+    fix_dictionary: str = restart("fix/FIX44.xml", description="fix: QuickFIX data dictionary")
+    sbe_schema: str = restart("sbe/hftagg-md.xml", description="sbe: the SBE XML schema")
+    sbe_framing: Literal["length2", "sofh"] = restart("length2", description="sbe: framing")
     match: dict[str, str | int | bool] = restart(
         {}, description="path -> value a message must have to be a record (others ignored)"
     )
@@ -285,7 +290,8 @@ class JsonWebSocketParams(WebSocketParams):
 
 
 class JsonWebSocket(WebSocketSource):
-    """A WebSocket feed of JSON messages mapped to trades or quotes by config."""
+    """A WebSocket feed: JSON mapped to trades, quotes or book updates by config, or FIX / SBE
+    messages handed to those protocols' decoders (:mod:`.formats`)."""
 
     type_name = "websocket"
     Params = JsonWebSocketParams
@@ -294,15 +300,31 @@ class JsonWebSocket(WebSocketSource):
         "trades": Port("trade", "md.trades", "trades (record = 'trade')"),
         "quotes": Port("quote", "md.quotes", "best bid/offer (record = 'quote')"),
         "book": Port("book_update", "md.book", "depth diffs (record = 'book_update')"),
+        "mbp10": Port("mbp10", "md.mbp10", "MBP-10 snapshots (data_format = 'sbe')"),
     }
 
     @classmethod
     def ports(cls, params: Params) -> tuple[dict[str, Port], dict[str, Port]]:
-        keep = _PORT[params.record]
-        data = {"trades", "quotes", "book"}
-        return {}, {k: v for k, v in cls.outputs.items() if k == keep or k not in data}
+        keep = {
+            "json": {_PORT[params.record]},
+            "fix": set(FixFormat.ports),
+            "sbe": set(SbeFormat.ports),
+        }[params.data_format]
+        data = {"trades", "quotes", "book", "mbp10"}
+        return {}, {k: v for k, v in cls.outputs.items() if k in keep or k not in data}
 
     def check(self, ctx: StageContext) -> list[tuple[str, str]]:
+        if self.params.data_format == "fix":
+            from hftagg.builtins.protocols.fix.stages import dictionary_problems
+
+            return dictionary_problems(self.params.fix_dictionary, self.stage_id)
+        if self.params.data_format == "sbe":
+            from hftagg.builtins.protocols.sbe.stages import SbeDecode
+
+            return SbeDecode(schema=self.params.sbe_schema).check(ctx)
+        if not self.params.mapping:
+            return [("mapping", "data_format = 'json' needs a mapping, e.g. mapping = "
+                                "{ symbol = 's', price = 'p', size = 'q' }")]  # fmt: skip
         try:
             self._mapping()
         except ValueError as exc:
@@ -323,8 +345,17 @@ class JsonWebSocket(WebSocketSource):
         if problems:
             key, text = problems[0]
             raise ValueError(f"websocket source {self.stage_id!r}: {key}: {text}")
-        self.mapping = self._mapping()
         self.venue = self.params.venue or self.stage_id
+        p = self.params
+        self.binary: FixFormat | SbeFormat | None = None
+        if p.data_format == "fix":
+            self.expect = "any"
+            self.binary = FixFormat(ctx, self.venue, p.fix_symbols, p.fix_dictionary)
+        elif p.data_format == "sbe":
+            self.expect = "binary"
+            self.binary = SbeFormat(ctx, self.stage_id, p.sbe_schema, p.sbe_framing)
+        else:
+            self.mapping = self._mapping()
         self.port = _PORT[self.params.record]
         self.schema = {"trade": TRADE, "quote": QUOTE, "book_update": BOOK_UPDATE}[
             self.params.record
@@ -335,6 +366,8 @@ class JsonWebSocket(WebSocketSource):
         return list(self.params.subscribe)
 
     def decode(self, batch: MessageBatch) -> dict[str, np.ndarray]:
+        if self.binary is not None:
+            return self.binary.decode(batch)
         cols = self.mapping.decode(batch.messages)
         self.source_counters["ignored"] += cols.ignored
         v, rows = cols.values, cols.rows
