@@ -80,8 +80,10 @@ def encode(
     *,
     sending_time: str | None = None,
     orig_sending_time: str | bytes | None = None,
+    header: Iterable[tuple[int, str | bytes | int]] = (),
 ) -> bytes:
-    """The wire bytes of one message; ``orig_sending_time`` marks it PossDupFlag=Y."""
+    """The wire bytes of one message; ``orig_sending_time`` marks it PossDupFlag=Y; ``header``
+    adds header fields (routing tags such as DeliverToCompID) before the body."""
     msg = simplefix.FixMessage()
     msg.append_pair(8, begin_string, header=True)
     msg.append_pair(35, msg_type, header=True)
@@ -93,6 +95,8 @@ def encode(
     msg.append_pair(52, sending_time or utc_timestamp(), header=True)
     if orig_sending_time is not None:
         msg.append_pair(122, orig_sending_time, header=True)
+    for tag, value in header:
+        msg.append_pair(tag, value, header=True)
     for tag, value in body:
         msg.append_pair(tag, value)
     return msg.encode()

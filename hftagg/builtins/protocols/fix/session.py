@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import time
@@ -44,6 +45,7 @@ import simplefix
 from hftagg.builtins.protocols.fix import messages as m
 from hftagg.builtins.protocols.fix.decoder import Framer, reason_name
 from hftagg.builtins.protocols.fix.dictionary import DEFAULT_DICTIONARY, load_dictionary
+from hftagg.builtins.protocols.fix.kernels import BAD_FIELD as BAD_THIRD_FIELD
 from hftagg.builtins.protocols.fix.store import MemoryStore
 from hftagg.builtins.protocols.fix.validate import validate as validate_message
 from hftagg.errors import ConfigError, Problem
@@ -65,12 +67,20 @@ TAG_WITHOUT_VALUE = 4
 VALUE_OUT_OF_RANGE = 5
 INCORRECT_DATA_FORMAT = 6
 COMP_ID_PROBLEM = 9
+SENDING_TIME_ACCURACY = 10
 INVALID_MSG_TYPE = 11
+REPEATED_TAG = 13
+TAG_OUT_OF_ORDER = 14
 UNSUPPORTED_MESSAGE_TYPE = 3  # BusinessRejectReason (380)
 
 _HIGH_WATER = 1 << 20  # bytes buffered for the socket before send() waits
 _REQUIRED = {"0": (), "1": (112,), "2": (7, 16), "3": (45,), "4": (36,), "5": (), "A": (98, 108)}
 _INT_TAGS = frozenset({7, 16, 34, 36, 45, 98, 108, 146, 264, 267, 268, 371, 373})
+_TRAILER = frozenset({10, 89, 93})
+#: Routing tags a Reject reverses (QuickFIX's ``Message::reverseRoute``): OnBehalfOf <-> DeliverTo
+#: CompID, SubID and LocationID.
+_REVERSE_ROUTE = ((115, 128), (128, 115), (116, 129), (129, 116), (144, 145), (145, 144))
+_TIME_FORMATS = ("%Y%m%d-%H:%M:%S.%f", "%Y%m%d-%H:%M:%S")
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,29 @@ class SessionSettings:
     dictionary: str = DEFAULT_DICTIONARY  # relative to protocols/, or absolute
     validate: bool = False  # check application messages against the dictionary
     validate_user_defined_fields: bool = False  # also check tags >= 5000 (QuickFIX's default: N)
+    max_latency_secs: float = 120.0  # SendingTime tolerance (QuickFIX's MaxLatency); 0: no check
+    max_queued_messages: int = 10_000  # out-of-order messages held for a gap; more: Logout
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.heartbeat_secs <= 0:
+            problems.append(Problem(
+                "heartbeat_secs", self.heartbeat_secs,
+                f"FIX session {self.session_id}: HeartBtInt must be a positive number of "
+                f"seconds (30 is usual)",
+            ))  # fmt: skip
+        if self.max_queued_messages < 1:
+            problems.append(Problem(
+                "max_queued_messages", self.max_queued_messages,
+                f"FIX session {self.session_id}: must be at least 1 (10000 is the default)",
+            ))  # fmt: skip
+        if self.max_latency_secs < 0:
+            problems.append(Problem(
+                "max_latency_secs", self.max_latency_secs,
+                f"FIX session {self.session_id}: must be >= 0 (0 turns the check off)",
+            ))  # fmt: skip
+        if problems:
+            raise ConfigError(problems)
 
     @property
     def session_id(self) -> str:
@@ -151,13 +184,15 @@ class Session:
         self.closed = asyncio.Event()
         self.counters = {"received": 0, "sent": 0, "garbled": 0, "rejects_sent": 0,
                          "resend_requests_sent": 0, "resends": 0, "gap_fills_sent": 0,
-                         "possdup_dropped": 0, "test_requests_sent": 0}  # fmt: skip
+                         "possdup_dropped": 0, "test_requests_sent": 0, "queue_peak": 0}  # fmt: skip
         self.last_logout_text = ""
-        self._framer = Framer(settings.begin_string)
+        self._begin = b"8=%s\x01" % settings.begin_string.encode()
+        self._framer = Framer("")  # BeginString checked here: a wrong one ends the session
         self.dictionary = load_dictionary(settings.dictionary) if settings.validate else None
         self._writer: asyncio.StreamWriter | None = None
         self._queue: dict[int, tuple[simplefix.FixMessage, bytes]] = {}
         self._resend_pending = False
+        self._served: set[int] = set()  # ResendRequests answered before their turn
         self._last_sent = self._last_recv = time.monotonic()
         self._test_request: tuple[str, float] | None = None
         self._test_counter = 0
@@ -173,14 +208,14 @@ class Session:
         return self.state == "active"
 
     async def send(self, msg_type: str, body: Iterable[tuple[int, object]] = (), *,
-                   transmit: bool = True) -> int:  # fmt: skip
+                   transmit: bool = True, header: Iterable[tuple[int, object]] = ()) -> int:  # fmt: skip
         """Send a message with the next sequence number; returns that number.
 
         Application messages are stored for resending. ``transmit=False`` stores and numbers
         the message without writing it (a lost message, for drills and tests of gap recovery).
         """
         seq = self.store.next_sender_seq
-        raw = self._encode(msg_type, seq, body)
+        raw = self._encode(msg_type, seq, body, header=header)
         if msg_type not in m.ADMIN_TYPES:
             self.store.store(seq, raw)
         self.store.next_sender_seq = seq + 1
@@ -250,6 +285,8 @@ class Session:
         self._tasks = [asyncio.current_task(), asyncio.create_task(self._timer())]
         if self.initiator:
             await self._send_logon()
+        else:
+            self.state = "awaiting_logon"
         try:
             while not self.closed.is_set():
                 data = await reader.read(1 << 16)
@@ -269,9 +306,9 @@ class Session:
     async def _send_logon(self, answer_to: simplefix.FixMessage | None = None) -> None:
         s = self.settings
         body: list[tuple[int, object]] = [(98, 0), (108, int(self.heartbeat_secs))]
-        if (answer_to is None and s.reset_on_logon) or (
-            answer_to is not None and answer_to.get(141) == b"Y"
-        ):
+        if answer_to is None and s.reset_on_logon:
+            self.store.reset()  # a new FIX session: both numbers from 1, our Logon is 1
+        if s.reset_on_logon or (answer_to is not None and answer_to.get(141) == b"Y"):
             body.append((141, "Y"))
         if answer_to is None:
             if s.username:
@@ -295,15 +332,20 @@ class Session:
                         **kwargs)  # fmt: skip
 
     async def _timer(self) -> None:
-        tick = max(0.05, min(1.0, self.heartbeat_secs / 4))
+        s = self.settings
+        tick = max(0.02, min(1.0, self.heartbeat_secs / 4, s.logon_timeout_secs / 4,
+                             s.logout_timeout_secs / 4))  # fmt: skip
         while not self.closed.is_set():
             await asyncio.sleep(tick)
             now = time.monotonic()
             if (
-                self.state == "logon_sent"
+                self.state in ("logon_sent", "awaiting_logon")
                 and now - self._started > self.settings.logon_timeout_secs
             ):
-                self.disconnect("no Logon answer")
+                self.disconnect(
+                    "no Logon answer" if self.initiator else
+                    f"no valid Logon within logon_timeout_secs = {s.logon_timeout_secs:g}"
+                )  # fmt: skip
             elif (
                 self.state == "logout_sent"
                 and now - self._logout_at > self.settings.logout_timeout_secs
@@ -326,6 +368,13 @@ class Session:
     # ----------------------------------------------------------------- inbound
 
     async def _on_frame(self, status: int, raw: bytes) -> None:
+        if status == 0 and not raw.startswith(self._begin):
+            await self._bad_begin_string(raw)
+            return
+        if status == 0:
+            second = raw.find(b"\x01", raw.find(b"\x01") + 1)
+            if not raw.startswith(b"35=", second + 1):
+                status = BAD_THIRD_FIELD  # garbled: no sequence number consumed
         if status != 0:
             self.counters["garbled"] += 1
             log.warning("FIX %s: garbled input ignored (%s, %d bytes)", self.settings.session_id,
@@ -341,6 +390,17 @@ class Session:
             return
         await self._on_message(msg, raw)
 
+    async def _bad_begin_string(self, raw: bytes) -> None:
+        """A message for another FIX version: Logout and disconnect (QuickFIX's
+        UnsupportedVersion); before Logon, just disconnect."""
+        got = raw[2 : raw.find(b"\x01")].decode(errors="replace")
+        text = f"Incorrect BeginString {got!r}, expecting {self.settings.begin_string!r}"
+        self.counters["garbled"] += 1
+        if self.state == "active":
+            await self._fatal(text)
+        else:
+            self.disconnect(text)
+
     async def _on_message(self, msg: simplefix.FixMessage, raw: bytes) -> None:
         msg_type = (msg.get(35) or b"").decode()
         seq_text = msg.get(34)
@@ -348,21 +408,16 @@ class Session:
             await self._fatal(f"MsgSeqNum (34) missing or not a number in {msg_type or '?'}")
             return
         seq = int(seq_text)
-        if self.state in ("disconnected", "logon_sent") and msg_type != "A" and not self.initiator:
-            self.disconnect(f"first message is {msg_type!r}, not Logon")
+        if not await self._verify_header(msg, msg_type, seq):
             return
-        if msg.get(49) != self.settings.target_comp_id.encode() or msg.get(56) != \
-                self.settings.sender_comp_id.encode():  # fmt: skip
-            await self._reject(seq, msg_type, "CompID problem", COMP_ID_PROBLEM, 49)
-            await self._fatal("wrong SenderCompID/TargetCompID")
-            return
-        if msg_type == "A" and msg.get(141) == b"Y" and self.state != "logon_sent":
-            self.store.reset()
         if msg_type == "4" and msg.get(123) != b"Y":
             await self._on_sequence_reset(msg, seq, msg_type)
             return
         expected = self.store.next_target_seq
         if seq > expected:
+            if msg_type == "2" and not self._validate(msg, msg_type):
+                await self._on_resend_request(msg, seq)  # served now: both asking must not wait
+                self._served.add(seq)
             await self._on_gap(msg, raw, msg_type, seq, expected)
             return
         if seq < expected:
@@ -370,6 +425,53 @@ class Session:
             return
         await self._process(msg, raw, msg_type, seq)
         await self._drain_queue()
+
+    async def _verify_header(self, msg, msg_type: str, seq: int) -> bool:
+        """Logon state, CompIDs and SendingTime (QuickFIX's ``verify`` before the sequence
+        checks); False when the message was answered (Reject, Logout or disconnect)."""
+        expected = self.store.next_target_seq
+        logging_on = self.state in ("disconnected", "logon_sent", "awaiting_logon")
+        if logging_on and msg_type != "A" and not self.initiator:
+            self.disconnect(f"first message is {msg_type!r}, not Logon")
+            return False
+        for tag in (49, 56):
+            value = msg.get(tag)
+            if value is None or value == b"":
+                if logging_on:
+                    self.disconnect(
+                        f"Logon without a {'SenderCompID' if tag == 49 else 'TargetCompID'}"
+                    )
+                    return False
+                if seq == expected:
+                    self.store.next_target_seq = seq + 1
+                reason = REQUIRED_TAG_MISSING if value is None else TAG_WITHOUT_VALUE
+                text = f"tag {tag} {'missing' if value is None else 'has no value'}"
+                await self._reject(seq, msg_type, text, reason, tag, msg)
+                return False
+        if msg.get(49) != self.settings.target_comp_id.encode() or msg.get(56) != \
+                self.settings.sender_comp_id.encode():  # fmt: skip
+            await self._reject(seq, msg_type, "CompID problem", COMP_ID_PROBLEM, 49, msg)
+            await self._fatal("wrong SenderCompID/TargetCompID")
+            return False
+        bad_time = self._check_time(msg)
+        if bad_time is not None:
+            if seq == expected:
+                self.store.next_target_seq = seq + 1
+            await self._reject(seq, msg_type, bad_time, SENDING_TIME_ACCURACY, 52, msg)
+            await self._fatal(f"SendingTime accuracy problem: {bad_time}")
+            return False
+        if (
+            msg_type == "A"
+            and self.state != "logon_sent"
+            and (
+                msg.get(141) == b"Y"
+                or (self.state == "awaiting_logon" and self.settings.reset_on_logon)
+            )
+        ):
+            self.store.reset()
+        elif msg_type == "A" and self.state == "logon_sent" and msg.get(141) == b"Y":
+            self.store.next_target_seq = min(seq, expected)  # they restarted their numbers
+        return True
 
     async def _on_gap(self, msg, raw, msg_type: str, seq: int, expected: int) -> None:
         if msg_type == "A":
@@ -380,7 +482,15 @@ class Session:
             await self._process(msg, raw, msg_type, seq)
             return
         else:
+            limit = self.settings.max_queued_messages
+            if len(self._queue) >= limit and seq not in self._queue:
+                await self._fatal(
+                    f"out-of-order queue full: {len(self._queue)} messages held waiting for "
+                    f"MsgSeqNum {expected} (max_queued_messages = {limit})"
+                )
+                return
             self._queue[seq] = (msg, raw)
+            self.counters["queue_peak"] = max(self.counters["queue_peak"], len(self._queue))
         if not self._resend_pending:
             self._resend_pending = True
             self.counters["resend_requests_sent"] += 1
@@ -392,7 +502,7 @@ class Session:
         if msg.get(43) == b"Y":
             if msg_type != "4" and msg.get(122) is None:
                 await self._reject(seq, msg_type, "OrigSendingTime missing on a PossDup",
-                                   REQUIRED_TAG_MISSING, 122)  # fmt: skip
+                                   REQUIRED_TAG_MISSING, 122, msg)  # fmt: skip
             self.counters["possdup_dropped"] += 1
             return
         await self._fatal(f"MsgSeqNum too low, expecting {expected} but received {seq}")
@@ -412,13 +522,18 @@ class Session:
 
     async def _process(self, msg, raw: bytes, msg_type: str, seq: int) -> None:
         """A message in sequence: validate (Reject consumes the number), then handle it."""
+        if seq in self._served:  # a ResendRequest answered when it arrived early: count it
+            self._served.discard(seq)
+            self.store.next_target_seq = seq + 1
+            self.app.on_admin(self, msg)
+            return
         problem = self._validate(msg, msg_type)
         self.store.next_target_seq = seq + 1
         if problem is not None:
             if problem[1] is None:
                 await self._business_reject(seq, msg_type, problem[0])
             else:
-                await self._reject(seq, msg_type, *problem)
+                await self._reject(seq, msg_type, *problem, msg)
             return
         if msg_type in m.ADMIN_TYPES:
             await self._on_admin(msg, msg_type, seq)
@@ -427,10 +542,34 @@ class Session:
         try:
             self.app.on_message(self, msg, raw)
         except RejectMessage as exc:
-            await self._reject(seq, msg_type, exc.text, exc.reason, exc.tag)
+            await self._reject(seq, msg_type, exc.text, exc.reason, exc.tag, msg)
+
+    def _check_time(self, msg) -> str | None:
+        """SendingTime (52) within ``max_latency_secs`` of our clock, and a PossDup's
+        OrigSendingTime (122) not later than its SendingTime (QuickFIX's isGoodTime and
+        doPossDup): the problem's text, or None. An absent or unparsable 52 is left to
+        ``_validate``."""
+        sent = _parse_time(msg.get(52))
+        if sent is None:
+            return None
+        limit = self.settings.max_latency_secs
+        if limit > 0:
+            skew = (dt.datetime.now(dt.UTC) - sent).total_seconds()
+            if abs(skew) > limit:
+                return (f"SendingTime {msg.get(52).decode()} is {skew:+.3f} s from our clock "
+                        f"(max_latency_secs = {limit:g})")  # fmt: skip
+        if msg.get(43) == b"Y":
+            orig = _parse_time(msg.get(122))
+            if orig is not None and orig > sent:
+                return (f"OrigSendingTime {msg.get(122).decode()} is later than SendingTime "
+                        f"{msg.get(52).decode()}")  # fmt: skip
+        return None
 
     def _validate(self, msg, msg_type: str) -> tuple[str, int | None, int | None] | None:
         """``(text, 373 reason, tag)``; reason None: a BusinessMessageReject."""
+        problem = self._check_structure(msg, msg_type) or self._validate_admin(msg, msg_type)
+        if problem is not None:
+            return problem
         for tag, value in msg.pairs:
             if value == b"":
                 return f"tag {int(tag)} has no value", TAG_WITHOUT_VALUE, int(tag)
@@ -440,16 +579,44 @@ class Session:
             return "SendingTime (52) missing", REQUIRED_TAG_MISSING, 52
         if msg.get(43) == b"Y" and msg.get(122) is None and msg_type != "4":
             return "OrigSendingTime (122) missing on a PossDup", REQUIRED_TAG_MISSING, 122
-        if msg_type not in m.ADMIN_TYPES:
-            problem = self._validate_app(msg, msg_type)
-            if problem is not None:
-                return problem
+        problem = self._validate_app(msg, msg_type) if msg_type not in m.ADMIN_TYPES else None
+        if problem is not None:
+            return problem
         for tag in _REQUIRED.get(msg_type, ()):
             if msg.get(tag) is None:
                 return f"required tag {tag} missing", REQUIRED_TAG_MISSING, tag
         for tag, value in msg.pairs:
             if int(tag) in _INT_TAGS and not value.lstrip(b"-").isdigit():
                 return f"tag {int(tag)} must be an integer", INCORRECT_DATA_FORMAT, int(tag)
+        return None
+
+    def _validate_admin(self, msg, msg_type: str) -> tuple[str, int, int | None] | None:
+        """An admin message against the dictionary (with ``validate``), as QuickFIX does."""
+        if self.dictionary is None or msg_type not in m.ADMIN_TYPES:
+            return None
+        found = validate_message(
+            self.dictionary, msg.pairs, user_defined=self.settings.validate_user_defined_fields
+        )
+        return None if found is None else (found.text, found.reason, found.tag)
+
+    def _check_structure(self, msg, msg_type: str) -> tuple[str, int, int] | None:
+        """Header fields after a body field (373 = 14) and a repeated tag (373 = 13): a header
+        tag, or any tag of an admin message outside Logon's NoMsgTypes group when there is no
+        dictionary (with one, :func:`validate` knows the groups)."""
+        body_seen = False
+        seen: set[int] = set()
+        check_body = self.dictionary is None and msg_type in m.ADMIN_TYPES
+        for raw_tag, _ in msg.pairs:
+            tag = int(raw_tag)
+            if tag in m.HEADER_TAGS:
+                if body_seen:
+                    return (f"Tag specified out of required order: header tag {tag} after body "
+                            f"fields", TAG_OUT_OF_ORDER, tag)  # fmt: skip
+            elif tag not in _TRAILER:
+                body_seen = True
+            if tag in seen and (tag in m.HEADER_TAGS or (check_body and tag not in (372, 385))):
+                return f"Tag appears more than once: {tag}", REPEATED_TAG, tag
+            seen.add(tag)
         return None
 
     def _validate_app(self, msg, msg_type: str) -> tuple[str, int | None, int | None] | None:
@@ -469,7 +636,9 @@ class Session:
         return None
 
     async def _reject(self, ref_seq: int, msg_type: str, text: str, reason: int | None,
-                      tag: int | None) -> None:  # fmt: skip
+                      tag: int | None, msg=None) -> None:  # fmt: skip
+        """Reject (35=3) of message ``ref_seq``; its routing tags are reversed (OnBehalfOf*
+        become DeliverTo* and back) as QuickFIX's ``reverseRoute`` does."""
         self.counters["rejects_sent"] += 1
         log.warning("FIX %s: rejecting %s #%d: %s", self.settings.session_id, msg_type, ref_seq,
                     text)  # fmt: skip
@@ -481,7 +650,12 @@ class Session:
         if reason is not None:
             body.append((373, reason))
         body.append((58, text))
-        await self.send("3", body)
+        header = []
+        if msg is not None:
+            header = [
+                (dst, msg.get(src)) for src, dst in _REVERSE_ROUTE if msg.get(src) is not None
+            ]
+        await self.send("3", body, header=header)
 
     async def _business_reject(self, ref_seq: int, msg_type: str, text: str) -> None:
         """BusinessMessageReject (35=j) 380=3: a MsgType valid in FIX but not served here."""
@@ -507,13 +681,18 @@ class Session:
             await handler(self, msg, seq)
 
     async def _on_logon(self, msg, seq: int) -> None:
+        heartbeat = int(msg.get(108))
+        if heartbeat <= 0:
+            self.store.next_target_seq = seq  # a refused Logon does not count
+            await self._fatal(f"Logon rejected: HeartBtInt (108) is {heartbeat}, must be > 0")
+            return
         if not self.initiator:
             expected = self.settings.password()
             if expected is not None and (msg.get(554) or b"").decode() != expected:
                 self.store.next_target_seq = seq  # a refused Logon does not count
                 await self._fatal("Logon rejected: invalid password")
                 return
-            self.heartbeat_secs = float(int(msg.get(108)))
+            self.heartbeat_secs = float(heartbeat)
             await self._send_logon(answer_to=msg)
         self.state = "active"
         self.logged_on.set()
@@ -529,22 +708,29 @@ class Session:
         await self.send("0", [(112, msg.get(112))])
 
     async def _on_resend_request(self, msg, seq: int) -> None:
+        """Answer from the store in time linear in the messages stored, never in the range's
+        values: BeginSeqNo below 1 or past the last message sent, or EndSeqNo (not 0) below
+        BeginSeqNo, is a Reject 373 = 5 (nothing to resend)."""
         begin, end = int(msg.get(7)), int(msg.get(16))
         last = self.store.next_sender_seq - 1
+        problem = None
+        if begin < 1 or begin > last:
+            problem = (f"BeginSeqNo {begin} out of range: messages sent are 1..{last}", 7)
+        elif end != 0 and end < begin:
+            problem = (f"EndSeqNo {end} below BeginSeqNo {begin}", 16)
+        if problem is not None:
+            await self._reject(seq, "2", problem[0], VALUE_OUT_OF_RANGE, problem[1], msg)
+            return
         end = last if end == 0 or end > last else end
         stored = self.store.get(begin, end)
-        gap_from = None
-        for n in range(begin, end + 1):
-            raw = stored.get(n)
-            if raw is None:
-                gap_from = n if gap_from is None else gap_from
-                continue
-            if gap_from is not None:
-                self._gap_fill(gap_from, n)
-                gap_from = None
-            self._resend(raw)
-        if gap_from is not None:
-            self._gap_fill(gap_from, end + 1)
+        at = begin
+        for n in sorted(stored):
+            if n > at:
+                self._gap_fill(at, n)
+            self._resend(stored[n])
+            at = n + 1
+        if at <= end:
+            self._gap_fill(at, end + 1)
 
     def _gap_fill(self, seq: int, new_seq: int) -> None:
         now = m.utc_timestamp()
@@ -567,7 +753,7 @@ class Session:
         gap_fill = msg.get(123) == b"Y"
         if new_seq < expected and not (gap_fill and msg.get(43) == b"Y"):
             await self._reject(seq, msg_type, f"NewSeqNo {new_seq} below expected {expected}",
-                               VALUE_OUT_OF_RANGE, 36)  # fmt: skip
+                               VALUE_OUT_OF_RANGE, 36, msg)  # fmt: skip
             return
         if new_seq >= expected:
             self.store.next_target_seq = new_seq
@@ -642,10 +828,17 @@ async def connect(host: str, port: int, settings: SessionSettings,
 class Acceptor:
     """Accepts FIX sessions on a TCP port (loopback by default).
 
-    ``sessions`` maps the counterparty's CompID to this side's settings (SenderCompID = ours);
-    ``application`` is shared by all sessions or made per connection by a factory callable;
-    ``store_factory(settings)`` makes each session's store (default: in memory, kept across
-    reconnects of the same session).
+    ``sessions`` are this side's settings (SenderCompID = ours); a connection is routed by the
+    pair of CompIDs of its first message (its SenderCompID is a session's ``target_comp_id``
+    and its TargetCompID our ``sender_comp_id``); anything else is closed before a session or
+    its store is touched. ``application`` is shared by all sessions or made per connection by a
+    factory callable; ``store_factory(settings)`` makes each session's store (default: in
+    memory, kept across reconnects of the same session).
+
+    As QuickFIX does: a connection that sends no Logon within the session's (or, before the
+    CompIDs are known, the longest) ``logon_timeout_secs`` is closed, whatever it sent; a second
+    connection for a session that is already connected is closed and the first is untouched.
+    ``counters`` counts refused connections by reason.
     """
 
     def __init__(
@@ -654,13 +847,16 @@ class Acceptor:
         application: Application | Callable[[], Application] | None = None,
         store_factory: Callable[[SessionSettings], MemoryStore] | None = None,
     ) -> None:
-        self.settings = {s.target_comp_id: s for s in sessions}
+        self.settings = {(s.target_comp_id, s.sender_comp_id): s for s in sessions}
         self._application = application
         self._store_factory = store_factory or (lambda s: MemoryStore())
         self._stores: dict[str, MemoryStore] = {}
         self.sessions: list[Session] = []
         self.server: asyncio.AbstractServer | None = None
         self.new_session = asyncio.Event()
+        self.counters = {"unknown_session": 0, "duplicate_logon": 0, "logon_timeout": 0}
+        self._logon_timeout = max((s.logon_timeout_secs for s in self.settings.values()),
+                                  default=10.0)  # fmt: skip
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen; returns the port (useful with ``port=0``)."""
@@ -669,17 +865,38 @@ class Acceptor:
 
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:  # fmt: skip
+        peer = writer.get_extra_info("peername")
         first = b""
-        while _sender_of(first) is None and len(first) < 4096:  # enough to see 49= of Logon
-            data = await reader.read(1 << 16)
-            if not data:
-                writer.close()
-                return
-            first += data
-        target = _sender_of(first)
-        settings = self.settings.get(target or "")
+        deadline = time.monotonic() + self._logon_timeout
+        try:
+            # enough to see 49= and 56= of the Logon
+            while (_field_of(first, 49) is None or _field_of(first, 56) is None) and len(
+                first
+            ) < 4096:
+                data = await asyncio.wait_for(reader.read(1 << 16), deadline - time.monotonic())
+                if not data:
+                    writer.close()
+                    return
+                first += data
+        except (TimeoutError, ConnectionError):
+            self.counters["logon_timeout"] += 1
+            log.warning("FIX acceptor: no Logon from %s within %gs (%d bytes received), "
+                        "closing", peer, self._logon_timeout, len(first))  # fmt: skip
+            writer.close()
+            return
+        key = (_field_of(first, 49) or "", _field_of(first, 56) or "")
+        settings = self.settings.get(key)
         if settings is None:
-            log.warning("FIX acceptor: unknown SenderCompID %r, closing", target)
+            self.counters["unknown_session"] += 1
+            log.warning("FIX acceptor: no session for SenderCompID %r TargetCompID %r from %s, "
+                        "closing", key[0], key[1], peer)  # fmt: skip
+            writer.close()
+            return
+        if any(x.settings.session_id == settings.session_id and not x.closed.is_set()
+               for x in self.sessions):  # fmt: skip
+            self.counters["duplicate_logon"] += 1
+            log.warning("FIX acceptor: session %s is already connected; refusing a second "
+                        "Logon from %s", settings.session_id, peer)  # fmt: skip
             writer.close()
             return
         app = self._application() if callable(self._application) and not isinstance(
@@ -715,10 +932,25 @@ class _Prepend:
         return await self._reader.read(n)
 
 
-def _sender_of(data: bytes) -> str | None:
-    """SenderCompID (49) of the first message in ``data``."""
-    start = data.find(b"\x0149=")
+def _field_of(data: bytes, tag: int) -> str | None:
+    """The value of ``tag`` in the first message in ``data`` (None until it is all there)."""
+    key = b"\x01%d=" % tag
+    start = data.find(key)
     if start < 0:
         return None
-    end = data.find(b"\x01", start + 4)
-    return data[start + 4 : end].decode(errors="replace") if end > 0 else None
+    end = data.find(b"\x01", start + len(key))
+    return data[start + len(key) : end].decode(errors="replace") if end > 0 else None
+
+
+def _parse_time(value: bytes | None) -> dt.datetime | None:
+    """A UTCTimestamp (``YYYYMMDD-HH:MM:SS[.fff...]``) as an aware datetime, or None."""
+    if not value:
+        return None
+    text = value.decode(errors="replace")
+    if "." in text:  # strptime's %f takes at most 6 digits (FIX allows 9)
+        head, frac = text.split(".", 1)
+        text = f"{head}.{frac[:6]}"
+    for fmt in _TIME_FORMATS:
+        with contextlib.suppress(ValueError):
+            return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)
+    return None

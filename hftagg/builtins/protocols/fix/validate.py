@@ -5,6 +5,7 @@ fields in any order) and ``ValidateUserDefinedFields=N`` (tags >= 5000 are not c
 the dictionary unless ``user_defined=True``). The checks, in QuickFIX's order, and the
 SessionRejectReason (373) each one answers:
 
+0. A tag repeated outside a repeating group's entries: 13 (Tag appears more than once).
 1. MsgType not in the dictionary: 11 (Invalid MsgType).
 2. A required field of the header, the message or a repeating-group entry missing: 1.
 3. Then field by field in wire order: a field without a value: 4; a value not of the field's
@@ -36,6 +37,7 @@ TAG_WITHOUT_VALUE = 4
 VALUE_INCORRECT = 5
 INCORRECT_DATA_FORMAT = 6
 INVALID_MSG_TYPE = 11
+REPEATED_TAG = 13
 INCORRECT_NUM_IN_GROUP = 16
 USER_MIN = 5000
 
@@ -85,7 +87,16 @@ def validate(dictionary: Dictionary, pairs: Sequence[tuple[bytes | int, bytes]],
     fields: list[_Field] = [_Field(t, v, None) for t, v in items if t in header_tags]
     counts: list[tuple[int, int, int]] = []  # (count tag, declared, entries)
     in_groups: list[int] = []  # required tags missing from group entries
-    present = _scope(body, message.fields, message.groups, fields, counts, in_groups)
+    repeated: list[int] = []  # tags seen twice in one scope (outside a group's entries)
+    present = _scope(body, message.fields, message.groups, fields, counts, in_groups, repeated)
+    seen_head: set[int] = set()
+    for t, _ in items:
+        if t in header_tags and t in seen_head:
+            repeated.insert(0, t)
+            break
+        seen_head.add(t)
+    if repeated:  # QuickFIX finds it while parsing, before any other check
+        return Problem(f"Tag appears more than once: {repeated[0]}", REPEATED_TAG, repeated[0])
     missing = (_missing(dictionary.header.required, head) or _missing(message.required, present)
                or (in_groups[0] if in_groups else None))  # fmt: skip
     if missing is not None:
@@ -106,12 +117,14 @@ def _missing(required: frozenset[int], present: set[int]) -> int | None:
     return min(absent) if absent else None
 
 
-def _scope(body, allowed, groups, fields, counts, missing) -> set[int]:
+def _scope(body, allowed, groups, fields, counts, missing, repeated) -> set[int]:
     """Top level of a message: every field outside a group stands here (allowed or not)."""
     present: set[int] = set()
     at = 0
     while at < len(body):
         tag, value = body[at]
+        if tag in present:
+            repeated.append(tag)
         present.add(tag)
         fields.append(_Field(tag, value, allowed))
         at += 1
