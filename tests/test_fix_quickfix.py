@@ -364,3 +364,70 @@ def test_validation_rejects_match_quickfix_in_both_directions(tmp_path, quickfix
         await server.stop()
 
     asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------- fault paths
+
+
+def test_fault_paths_against_quickfix_acceptor(tmp_path):
+    """QuickFIX (the reference) and hftagg agree on the fault paths: garbled input is ignored
+    without consuming a sequence number, a second Logon for a connected session is refused
+    with the first untouched, a stale SendingTime gets Reject 10 + Logout, and a Logon with
+    reset_on_logon restarts both sides at 1. (Gaps, resends and gap fills: ``_exercise``.)"""
+    port = free_port()
+    qf = QuickFixMd()
+    settings = _config(tmp_path, "acceptor", port)
+    factories = (fix.FileStoreFactory(settings), fix.FileLogFactory(settings))  # keep alive
+    acceptor = fix.ThreadedSocketAcceptor(qf, factories[0], settings, factories[1])
+    acceptor.start()
+    ours = SessionSettings("HFT", "QF", heartbeat_secs=30, logon_timeout_secs=2,
+                           logout_timeout_secs=1)  # fmt: skip
+
+    def qf_session():
+        return fix.Session.lookupSession(qf.session_id)
+
+    async def scenario():
+        hft = HftMd()
+        session = await connect("127.0.0.1", port, ours, hft)
+        # garbled: a bad checksum is ignored by QuickFIX, the next message (same number) counts
+        good = session._encode("1", session.store.next_sender_seq, [(112, "AFTER-GARBLED")])
+        bad = bytearray(good)
+        bad[-3] = ord("0") + (bad[-3] - ord("0") + 1) % 10
+        session._write(bytes(bad))
+        await session.test_request("AFTER-GARBLED")
+        await _until(lambda: any(x.get(112) == b"AFTER-GARBLED" for x in hft.admin),
+                     what="QuickFIX's answer after the garbled message")  # fmt: skip
+        assert not any(x.get(35) in (b"3", b"5") for x in hft.admin)
+        assert qf_session().getExpectedTargetNum() == session.store.next_sender_seq
+
+        # a second Logon for the connected session: refused, the first untouched
+        with pytest.raises((ConnectionError, TimeoutError)):
+            await connect("127.0.0.1", port, ours, HftMd())
+        await session.test_request("FIRST-ALIVE")
+        await _until(lambda: any(x.get(112) == b"FIRST-ALIVE" for x in hft.admin),
+                     what="the first session still answered")  # fmt: skip
+        assert session.active
+
+        # clock skew: a SendingTime 200 s old gets Reject 10 and Logout from QuickFIX too
+        stale = m.utc_timestamp(m.dt.datetime.now(m.dt.UTC) - m.dt.timedelta(seconds=200))
+        seq = session.store.next_sender_seq
+        session.store.next_sender_seq = seq + 1
+        session._write(session._encode("0", seq, [], sending_time=stale))
+        await _until(lambda: session.closed.is_set(), what="QuickFIX's Logout")
+        reject = next(x for x in hft.admin if x.get(35) == b"3")
+        assert reject.get(373) == b"10" and reject.get(45) == str(seq).encode()
+        assert hft.admin[-1].get(35) == b"5"
+
+        # reset: a Logon with reset_on_logon restarts both sides at 1
+        await asyncio.sleep(0.2)
+        again = HftMd()
+        session = await connect("127.0.0.1", port, replace(ours, reset_on_logon=True), again)
+        assert session.active and session.store.next_sender_seq == 2
+        await _until(lambda: qf_session().getExpectedTargetNum() == 2, what="QuickFIX reset")
+        assert qf_session().getExpectedSenderNum() == session.store.next_target_seq
+        await session.logout("done")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        acceptor.stop()
