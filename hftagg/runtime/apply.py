@@ -68,7 +68,12 @@ class _Transaction:
         self.plan = plan
         base = pipeline.context()
         self.ctx = StageContext(
-            pipeline.max_batch, dict(graph.topics), base.transports, base.telemetry, base.codecs
+            pipeline.max_batch,
+            dict(graph.topics),
+            base.transports,
+            base.telemetry,
+            base.codecs,
+            durable_offsets=base.durable_offsets,  # a stage added live keys rows the same way
         )
         self.applied = Applied([c.describe() for c in plan if c.action != "keep"])
         self.opened: list[Node] = []
