@@ -379,8 +379,11 @@ class Durability:
         aligned, and capture a checkpoint (None: not running, or never aligned)."""
         pipeline = self._pipeline
         core = pipeline.workers.get("core") if pipeline is not None else None
+        # A live change parks the core too: skip while it does. (Inline mode parks by taking
+        # the core lock, which excludes the two; with a core thread, a change that starts in
+        # the few milliseconds a capture takes waits for it through the same park request.)
         if core is None or not core.alive or core.park_requested:
-            return None  # (a live change is parking it)
+            return None
         for _ in range(_ALIGN_TRIES):
             if not core.park(1.0) or not core.alive:
                 core.unpark()
