@@ -379,9 +379,11 @@ class Durability:
         aligned, and capture a checkpoint (None: not running, or never aligned)."""
         pipeline = self._pipeline
         core = pipeline.workers.get("core") if pipeline is not None else None
-        # A live change parks the core too: skip while it does. (Inline mode parks by taking
-        # the core lock, which excludes the two; with a core thread, a change that starts in
-        # the few milliseconds a capture takes waits for it through the same park request.)
+        # A live change parks the core too: skip while it does. Inline mode parks by taking
+        # the core lock, which excludes the two. With a core thread, a change that asks to
+        # park during the milliseconds a capture takes finds the core released by this unpark
+        # and times out (a retryable ApplyError: saving again applies it); only two park
+        # requests in the same instant could overlap.
         if core is None or not core.alive or core.park_requested:
             return None
         for _ in range(_ALIGN_TRIES):
