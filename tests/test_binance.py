@@ -16,7 +16,9 @@ from hftagg.builtins.core.book.kernels import UNDEF_PRICE, BookKernel
 from hftagg.builtins.sources.binance import BinanceSpot, DepthEvents, DepthSync, check_updates
 from hftagg.builtins.sources.binance import reasons as BR
 from hftagg.builtins.sources.binance.sync import SYNCED, Snapshot
+from hftagg.builtins.sources.websocket import next_seq
 from hftagg.builtins.sources.websocket import reasons as R
+from hftagg.builtins.sources.websocket.connection import MessageBatch
 from hftagg.instruments import InstrumentRegistry
 from hftagg.records.catalog import Action
 from hftagg.records.fixed import to_fixed
@@ -389,3 +391,43 @@ def test_trades_quotes_and_hostile_messages():
     assert R.MALFORMED in reasons and R.OVERSIZED in reasons and R.NO_INSTRUMENT in reasons
     assert 0x0202 in reasons  # too precise: dead-lettered, never rounded
     assert len(dead) == 5 and checker.crossed == 0 and checker.checked >= 1
+
+
+def test_two_symbols_interleaved_in_one_batch_each_get_their_own_book():
+    venues = {"BTCUSDT": FakeBinance(seed=1), "ETHUSDT": FakeBinance(seed=2, symbol="ETHUSDT")}
+    start = {s: json.loads(v.snapshot()) for s, v in venues.items()}  # books before any event
+    rng = random.Random(0)
+    messages = [venues[rng.choice(list(venues))].event().encode() for _ in range(400)]
+    source = BinanceSpot(stage_id="b", endpoint="ws://127.0.0.1:9/ws", symbols=list(venues),
+                         reconnect_initial_s=5, reconnect_max_s=5)  # fmt: skip
+    source.open(StageContext(instruments=InstrumentRegistry()))
+    try:
+        for symbol, snap in start.items():  # as if fetched: the state before the first event
+            sync = source.syncs[symbol]
+            sync.requested = True
+            sync.pending = Snapshot(snap["lastUpdateId"], _fixed(snap["bids"]),
+                                    _fixed(snap["asks"]), 1)  # fmt: skip
+        kernel = BookKernel()
+        for lo in range(0, len(messages), 37):  # batches that split both streams anywhere
+            chunk = messages[lo : lo + 37]
+            batch = MessageBatch(chunk, np.full(len(chunk), 1, np.int64), lo,
+                                 np.ones(len(chunk), np.uint32))  # fmt: skip
+            source.client.take()  # nothing real arrives (no server): drive decode directly
+            source._book_parts, source._alert_rows = [], []
+            source.decode(batch)
+            if source._book_parts:
+                records = np.concatenate(source._book_parts)
+                records["seq"] = next_seq(records["instrument_id"], source.book_seq)
+                kernel.update(records)
+    finally:
+        source.close()
+    for symbol, venue in venues.items():
+        bids, asks = kernel.levels(source.ids[symbol])
+        want_bids, want_asks = venue.truth(venue.published)
+        assert [tuple(r) for r in bids.tolist()] == want_bids
+        assert [tuple(r) for r in asks.tolist()] == want_asks
+        assert source.syncs[symbol].state == SYNCED and source.syncs[symbol].counters["gaps"] == 0
+
+
+def _fixed(levels) -> np.ndarray:
+    return np.array([(to_fixed(p, 9), to_fixed(q, 8)) for p, q in levels], np.int64).reshape(-1, 2)
