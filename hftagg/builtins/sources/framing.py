@@ -143,6 +143,11 @@ class StreamFramer:
         self.oversized_bytes = 0
 
     @property
+    def skipping(self) -> int:
+        """Bytes of an oversized length-prefixed frame still to drop."""
+        return self._skip
+
+    @property
     def pending_bytes(self) -> int:
         return len(self._pending)
 
