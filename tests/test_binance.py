@@ -431,3 +431,22 @@ def test_two_symbols_interleaved_in_one_batch_each_get_their_own_book():
 
 def _fixed(levels) -> np.ndarray:
     return np.array([(to_fixed(p, 9), to_fixed(q, 8)) for p, q in levels], np.int64).reshape(-1, 2)
+
+
+def test_a_silent_server_is_detected_stale_and_the_book_is_cleared_then_rebuilt():
+    venue = FakeBinance(seed=21)
+    with RestServer(venue) as rest, WsServer(stream(venue, 60, hold={30: venue.served + 1})) as ws:
+        # after its 60 events the server says nothing more: stale after 0.5 s, reconnect
+        source = make_source(ws.url, rest.url, fields=["book", "alerts"], stale_after_s=0.5)
+        checker = Checker(venue, source.ids["BTCUSDT"])
+        try:
+            run_until(source, checker, synced_at_latest(source, venue, streams=1))
+            ws.handler = stream(venue, 60, hold={30: venue.served + 1})
+            run_until(source, checker, synced_at_latest(source, venue, streams=2))
+        finally:
+            source.close()
+    codes = checker.codes()
+    assert R.STALE in codes and codes.count(BR.BOOK_GAP) >= 1
+    assert codes.count(BR.BOOK_SYNCED) >= 2 and checker.crossed == 0
+    first_gap = codes.index(BR.BOOK_GAP)
+    assert R.STALE in codes[:first_gap]  # cleared because the feed went stale

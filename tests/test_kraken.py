@@ -225,18 +225,22 @@ def test_book_verified_on_every_update_and_rebuilt_after_bad_checksums():
 
 def test_reconnects_rebuild_the_book_and_hostile_messages_are_dead_lettered():
     venue = FakeKraken(40, seed=5)
-    extra = ['{"channel":"heartbeat"}', "{oops", "y" * 3000,
+    trade = ('{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"sell",'
+             '"price":45283.5,"qty":0.00010000,"ord_type":"market","trade_id":4665846,'
+             '"timestamp":"2023-09-25T07:48:36.925533Z"}]}')  # fmt: skip
+    extra = [trade, '{"channel":"heartbeat"}', "{oops", "y" * 3000,
              '{"channel":"book","type":"update","data":[{"symbol":"ETH/USD","bids":[],'
              '"asks":[],"checksum":0}]}']  # fmt: skip
     server = WsServer(venue.handler(extra)).start()
     source = make_source(server.url, max_message_bytes=2048)
-    alerts, dead = [], []
+    alerts, dead, trades = [], [], []
     try:
         for _ in range(3):
             got, checked, crossed = run(venue, source)
             assert crossed == 0 and checked >= 1
             alerts += codes(got)
             dead += [d for d in got.get("dead_letters", [])]
+            trades += got.get("trades", [])
             server.stop()
             time.sleep(0.1)
             venue.n = venue.k + 40
@@ -251,3 +255,7 @@ def test_reconnects_rebuild_the_book_and_hostile_messages_are_dead_lettered():
     reasons = np.concatenate(dead)["reason"].tolist()
     assert reasons.count(R.MALFORMED) >= 3 and reasons.count(R.OVERSIZED) >= 3
     assert R.NO_INSTRUMENT in reasons
+    trades = np.concatenate(trades)
+    assert len(trades) == 3 and (trades["price"] == 45_283_500_000_000).all()
+    assert (trades["size"] == 10_000).all() and (trades["side"] == ord("A")).all()
+    assert trades["ts_event"][0] == np.datetime64("2023-09-25T07:48:36.925533", "ns").astype(int)
