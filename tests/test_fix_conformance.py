@@ -452,3 +452,10 @@ def test_out_of_order_queue_is_bounded(role):
         await close()
 
     run(scenario())
+
+
+def test_bad_limits_are_config_errors_naming_the_setting():
+    with pytest.raises(ConfigError, match="must be at least 1"):
+        SessionSettings("HFT", "PEER", max_queued_messages=0)
+    with pytest.raises(ConfigError, match="0 turns the check off"):
+        SessionSettings("HFT", "PEER", max_latency_secs=-1)

@@ -73,7 +73,16 @@ class FixMarketDataParams(Params):
         DEFAULT_DICTIONARY, description="QuickFIX XML data dictionary, relative to protocols/"
     )
     validate: bool = restart(
-        False, description="Reject application messages the dictionary does not allow"
+        False, description="Reject messages (application and admin) the dictionary does not allow"
+    )
+    logon_timeout_secs: float = restart(
+        10.0, gt=0, le=3600, description="seconds to wait for the Logon answer"
+    )
+    max_latency_secs: float = restart(
+        120.0, ge=0, description="SendingTime tolerance against our clock (0: no check)"
+    )
+    max_queued_messages: int = restart(
+        10_000, ge=1, description="out-of-order messages held for a gap; more: Logout"
     )
 
 
@@ -129,6 +138,8 @@ class FixMarketData(SourceStage):
             heartbeat_secs=p.heartbeat_secs, reset_on_logon=p.reset_on_logon,
             username=p.username or None, password_env=p.password_env or None,
             dictionary=p.dictionary, validate=p.validate,
+            logon_timeout_secs=p.logon_timeout_secs, max_latency_secs=p.max_latency_secs,
+            max_queued_messages=p.max_queued_messages,
         )  # fmt: skip
         self.settings.password()  # fail now, naming the variable, if it is not set
         dictionary = open_dictionary(p.dictionary, self.stage_id)
