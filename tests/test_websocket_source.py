@@ -300,3 +300,33 @@ def test_sbe_frames_over_websocket_go_to_the_sbe_decoder_across_message_boundari
     assert got["price"].tolist() == trades["price"].tolist()
     assert got["seq"].tolist() == trades["seq"].tolist()
     assert joined(out, "dead_letters")["reason"].tolist() == [R.TEXT_FRAME]
+
+
+def test_connection_state_and_reconnects_are_prometheus_metrics():
+    from hftagg.plugins.manager import load_plugins
+    from hftagg.runtime.graph import graph_from_stages
+    from hftagg.runtime.pipeline import Pipeline
+    from hftagg.telemetry.prometheus import render_prometheus
+    from hftagg.testing import TestingSink
+
+    host = load_plugins([], entry_points=False)
+    got: list = []
+    with WsServer(send_trades) as server:
+        source = JsonWebSocket(stage_id="ws", endpoint=server.url, subscribe=[SUBSCRIBE],
+                               mapping=MAPPING, side_values={"true": "A", "false": "B"},
+                               match={"e": "trade"})  # fmt: skip
+        sink = TestingSink(got, topics={"input": "md.trades"})
+        pipeline = Pipeline(graph_from_stages([source, sink], host), host=host)
+        pipeline.open()
+        try:
+            (node,) = pipeline.graph.sources
+            deadline = time.monotonic() + 10
+            while source.metrics().get("records_decoded", 0) < 5 and time.monotonic() < deadline:
+                pipeline.pump_source(node)
+                time.sleep(0.01)
+            text = render_prometheus(pipeline)
+        finally:
+            source.close()
+    assert 'hftagg_source_connection_state{stage="ws"} 2' in text  # connected
+    assert 'hftagg_source_messages_total{stage="ws"} 5' in text
+    assert 'hftagg_source_reconnects_total{stage="ws"} 0' in text

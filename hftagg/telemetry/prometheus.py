@@ -57,7 +57,7 @@ def snapshot(pipeline: Any, reloader: Any = None) -> dict:
                 "failed": node.id in pipeline.isolated,  # on_error = "isolate" caught a raise
                 "failures": s.failures,
                 "readers": readers,
-                "counters": node.stage.counters() if node.role == "sink" else {},
+                "counters": _counters(node),
                 "processing_ns": _hist_json(tel.processing.get(node.id)) if tel else None,
                 "latency_recv_ns": _hist_json(tel.latency_recv.get(node.id)) if tel else None,
                 "latency_event_ns": _hist_json(tel.latency_event.get(node.id)) if tel else None,
@@ -128,10 +128,39 @@ _HELP = {
     "hftagg_sink_retries_total": ("counter", "external sink: failed attempts, retried"),
     "hftagg_sink_connected": ("gauge", "external sink: 1 connected to its database, 0 retrying"),
     "hftagg_sink_written_records_total": ("counter", "external sink: records in the database"),
+    "hftagg_source_connection_state": (
+        "gauge",
+        "network source: 0 disconnected, 1 connecting, 2 connected, 3 stale, 4 stopped",
+    ),
+    "hftagg_source_messages_total": ("counter", "network source: messages received"),
+    "hftagg_source_reconnects_total": ("counter", "network source: connections after the first"),
+    "hftagg_source_stale_reconnects_total": (
+        "counter",
+        "network source: connections dropped as stale (no message for stale_after_s)",
+    ),
     "hftagg_dead_letters_total": ("counter", "records sent to a dead-letter topic, by reason"),
     "hftagg_reloads_total": ("counter", "config changes applied or rejected"),
     "hftagg_uptime_seconds": ("gauge", "seconds since the pipeline started"),
 }
+
+
+def _counters(node: Any) -> dict:
+    """A sink's ``counters()``; a source's ``metrics()`` when it has them (WebSocket sources:
+    connection state, messages, reconnects)."""
+    if node.role == "sink":
+        return node.stage.counters()
+    metrics = getattr(node.stage, "metrics", None)
+    return metrics() if node.role == "source" and callable(metrics) else {}
+
+
+def _source_series(series: dict[str, list[str]], stage: str, counters: dict) -> None:
+    """A network source's connection: state gauge, messages and reconnects."""
+    for key, name in (("connection_state", "hftagg_source_connection_state"),
+                      ("messages", "hftagg_source_messages_total"),
+                      ("reconnects", "hftagg_source_reconnects_total"),
+                      ("stale_reconnects", "hftagg_source_stale_reconnects_total")):  # fmt: skip
+        if key in counters:
+            series[name].append(f"{name}{_label(stage=stage)} {counters[key]}")
 
 
 def _sink_series(series: dict[str, list[str]], stage: str, counters: dict[str, int]) -> None:
@@ -190,7 +219,10 @@ def render_prometheus(pipeline: Any, reloader: Any = None) -> str:
             series["hftagg_reader_dropped_records_total"].append(
                 f"hftagg_reader_dropped_records_total{rl} {r['dropped']}"
             )
-        _sink_series(series, st["stage"], st["counters"])
+        if st["role"] == "source":
+            _source_series(series, st["stage"], st["counters"])
+        else:
+            _sink_series(series, st["stage"], st["counters"])
         for origin, key in (("ts_recv", "latency_recv_ns"), ("ts_event", "latency_event_ns")):
             if st[key]:
                 series["hftagg_e2e_latency_seconds"] += _histogram_lines(
