@@ -11,7 +11,8 @@ starts with snapshots). A number going backwards (a replay) is dropped, counted.
 
 Ports: ``book`` (``book_update`` on ``md.book``: a snapshot as a clear with ``F_SNAPSHOT`` plus
 its levels, updates as ``M`` level sets, quantity 0 removing, ``F_LAST`` on each message's last)
-and ``trades``. Decoding is one msgspec parse per batch; every price and quantity of the batch
+and ``trades`` (``side`` as Coinbase sends it, ``BUY`` -> ``B``, as cryptofeed reads it too; a
+``market_trades`` snapshot -- recent history replayed on subscribe -- is not re-emitted). Decoding is one msgspec parse per batch; every price and quantity of the batch
 is converted to fixed point in one compiled pass; the sequence check is numpy per batch.
 """
 
@@ -159,10 +160,9 @@ class CoinbaseAdvanced(WebSocketSource):
             if m.channel == "l2_data":
                 books.append(k)
             elif m.channel == "market_trades":
-                trades += [(int(rows[k]), t) for e in m.events for t in e.trades]
-                # a trades snapshot repeats recent history: only updates are new prints
-                if any(e.type == "snapshot" for e in m.events):
-                    trades = [(r, t) for r, t in trades if r != int(rows[k])]
+                # a snapshot event replays recent history on subscribe: only updates are new
+                trades += [(int(rows[k]), t) for e in m.events if e.type == "update"
+                           for t in e.trades]  # fmt: skip
             else:
                 self.source_counters["ignored"] += 1
         if books and "book" in self.output_topics:
@@ -305,7 +305,7 @@ class CoinbaseAdvanced(WebSocketSource):
             clear["action"], clear["side"] = Action.CLEAR, Side.NONE
             self._book_parts.append(clear)
             self._alert(now, CR.BOOK_INVALID, 2, 0.0, f"{product}: {why}")
-        if resubscribe:
+        if resubscribe and "book" in self.output_topics:  # (a trades-only source has no level2)
             self.source_counters["resubscribes"] += 1
             self.client.send(self._sub("unsubscribe", "level2"))
             self.client.send(self._sub("subscribe", "level2"))
