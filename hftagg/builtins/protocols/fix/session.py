@@ -308,7 +308,11 @@ class Session:
         body: list[tuple[int, object]] = [(98, 0), (108, int(self.heartbeat_secs))]
         if answer_to is None and s.reset_on_logon:
             self.store.reset()  # a new FIX session: both numbers from 1, our Logon is 1
-        if s.reset_on_logon or (answer_to is not None and answer_to.get(141) == b"Y"):
+        # an acceptor's answer carries 141=Y only when the Logon did (as QuickFIX's
+        # generateLogon): a QuickFIX initiator would answer an unrequested 141=Y with a new Logon
+        if (answer_to is None and s.reset_on_logon) or (
+            answer_to is not None and answer_to.get(141) == b"Y"
+        ):
             body.append((141, "Y"))
         if answer_to is None:
             if s.username:
