@@ -1,0 +1,1 @@
+"""pcap source: classic pcap / pcapng captures of feed lines replayed through A/B arbitration."""
