@@ -96,6 +96,21 @@ def index_pcapng(buf, offsets, lengths, ts_raw, iface, idb_at):
     return n, k, p < buf.shape[0]
 
 
+@numba.njit(inline="always", **_NJIT)
+def _ip_start(buf, p, end, link):
+    """Where the IPv4 header of a packet at ``p`` starts (-1: not IPv4 over a known link)."""
+    if link == 1:
+        ethertype = _u16be(buf, p + 12) if p + 14 <= end else 0
+        p += 14
+        while ethertype == 0x8100 and p + 4 <= end:
+            ethertype = _u16be(buf, p + 2)
+            p += 4
+        return p if ethertype == 0x0800 else -1
+    if link == 113:
+        return p + 16 if p + 16 <= end and _u16be(buf, p + 14) == 0x0800 else -1
+    return p if link == 101 or link == 228 else -1
+
+
 @numba.njit(**_NJIT)
 def udp_lines(buf, offsets, lengths, links, groups, ports, line, payload_at, payload_len):
     """Per packet: which target (group, port) its UDP datagram goes to (-1: none, -2: an IP
@@ -103,22 +118,9 @@ def udp_lines(buf, offsets, lengths, links, groups, ports, line, payload_at, pay
     fragments = 0
     for i in range(offsets.shape[0]):
         line[i] = -1
-        p = offsets[i]
-        end = p + lengths[i]
-        link = links[i]
-        if link == 1:
-            ethertype = _u16be(buf, p + 12) if p + 14 <= end else 0
-            p += 14
-            while ethertype == 0x8100 and p + 4 <= end:
-                ethertype = _u16be(buf, p + 2)
-                p += 4
-            if ethertype != 0x0800:
-                continue
-        elif link == 113:
-            if p + 16 > end or _u16be(buf, p + 14) != 0x0800:
-                continue
-            p += 16
-        elif link != 101 and link != 228:
+        end = offsets[i] + lengths[i]
+        p = _ip_start(buf, offsets[i], end, links[i])
+        if p < 0:
             continue
         if p + 20 > end or (buf[p] >> 4) != 4 or buf[p + 9] != 17:
             continue
