@@ -431,3 +431,53 @@ def test_fault_paths_against_quickfix_acceptor(tmp_path):
         asyncio.run(scenario())
     finally:
         acceptor.stop()
+
+
+def test_fault_paths_against_quickfix_initiator(tmp_path):
+    """hftagg as acceptor, QuickFIX as initiator: a second Logon for QuickFIX's session is
+    refused and QuickFIX's session is untouched; garbled input from hftagg is ignored by
+    QuickFIX; a stale SendingTime from hftagg gets QuickFIX's Reject 10 + Logout."""
+    qf = QuickFixMd()
+    hft = HftMd()
+
+    async def scenario():
+        server = Acceptor([SessionSettings("HFT", "QF", heartbeat_secs=30, logon_timeout_secs=1,
+                                           logout_timeout_secs=1)], hft)  # fmt: skip
+        port = await server.start("127.0.0.1", 0)
+        settings = _config(tmp_path, "initiator", port)
+        factories = (fix.FileStoreFactory(settings), fix.FileLogFactory(settings))  # keep alive
+        initiator = fix.ThreadedSocketInitiator(qf, factories[0], settings, factories[1])
+        initiator.start()
+        try:
+            await _until(lambda: server.sessions and server.sessions[-1].active, what="logon")
+            session = server.sessions[-1]
+            # a second Logon as QF: closed unanswered, QuickFIX's session goes on
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(m.encode("FIX.4.4", "A", "QF", "HFT", 1, [(98, 0), (108, 1)]))
+            assert await asyncio.wait_for(reader.read(), 3) == b""
+            writer.close()
+            assert server.counters["duplicate_logon"] == 1 and len(server.sessions) == 1
+            qf.test_request("QF-STILL-ON")
+            await _until(lambda: any("112=QF-STILL-ON" in x and "35=0" in x for x in qf.admin),
+                         what="QuickFIX's test request answered")  # fmt: skip
+            # garbled from hftagg: QuickFIX ignores it, the same number then counts
+            good = session._encode("1", session.store.next_sender_seq, [(112, "AFTER-GARBLED")])
+            bad = bytearray(good)
+            bad[-3] = ord("0") + (bad[-3] - ord("0") + 1) % 10
+            session._write(bytes(bad))
+            await session.test_request("AFTER-GARBLED")
+            await _until(lambda: any(x.get(112) == b"AFTER-GARBLED" for x in hft.admin),
+                         what="QuickFIX's answer after the garbled message")  # fmt: skip
+            # clock skew: QuickFIX answers Reject 10 and Logout
+            stale = m.utc_timestamp(m.dt.datetime.now(m.dt.UTC) - m.dt.timedelta(seconds=200))
+            seq = session.store.next_sender_seq
+            session.store.next_sender_seq = seq + 1
+            session._write(session._encode("0", seq, [], sending_time=stale))
+            await _until(lambda: session.closed.is_set(), what="QuickFIX's Logout")
+            reject = next(x for x in hft.admin if x.get(35) == b"3")
+            assert reject.get(373) == b"10" and reject.get(45) == str(seq).encode()
+        finally:
+            await asyncio.to_thread(initiator.stop)
+        await server.stop()
+
+    asyncio.run(scenario())
