@@ -14,9 +14,18 @@ from hftagg.builtins.protocols.sbe import SbeCodec, parse_schema
 from hftagg.builtins.protocols.sbe.mdp3 import BOOK, mdp3_packet
 from hftagg.builtins.protocols.sbe.stages import SbeDecode
 from hftagg.builtins.sources.multicast.arbitration import GAP, RESET, Arbiter
-from hftagg.builtins.sources.multicast.packets import GAP_ALERT, OVERSIZED, SHORT
+from hftagg.builtins.sources.multicast.packets import (
+    GAP_ALERT,
+    LINE_DOWN,
+    LINE_UP,
+    OVERSIZED,
+    SHORT,
+    PacketFeed,
+    PacketParams,
+)
 from hftagg.builtins.sources.multicast.source import Multicast
 from hftagg.instruments import InstrumentRegistry
+from hftagg.records.catalog import ALERT, RAW_CHUNK
 from hftagg.stages import StageContext
 from hftagg.testing import run_stage
 
@@ -263,3 +272,33 @@ def test_a_datagram_larger_than_a_raw_chunk_is_a_dead_letter_and_unicast_lines_w
     dead = np.concatenate(got["dead_letters"])
     assert dead["reason"].tolist() == [OVERSIZED] and dead["raw_length"][0] == 5014
     assert np.concatenate(got["packets"])["seq"].tolist() == [2]
+
+
+def _rows(seqs: list[int], ts: int) -> np.ndarray:
+    rows = RAW_CHUNK.empty(len(seqs))
+    for i, s in enumerate(seqs):
+        pkt = mdp3_packet(s, ts, [b"\x00" * 8])
+        rows["data"][i, : len(pkt)] = np.frombuffer(pkt, np.uint8)
+        rows["length"][i] = len(pkt)
+    rows["ts_recv"] = ts
+    return rows
+
+
+def test_a_line_going_silent_and_coming_back_is_alerted_and_its_gap_decided_by_the_other():
+    feed = PacketFeed(PacketParams(line_timeout_ms=1.0), lines=2)
+    ms = 1_000_000
+
+    def step(seqs, lines, t):
+        rows = _rows(seqs, t)
+        out = feed.process(rows, np.array(lines, np.int64), rows["length"].astype(np.int64), t)
+        return out.get("alerts", ALERT.empty(0))
+
+    assert len(step([1, 1], [0, 1], 0)) == 0
+    # line B silent from here on; line A loses 3: decided once B is past its timeout
+    assert len(step([2, 4], [0, 0], ms // 2)) == 0
+    alerts = step([5], [0], 3 * ms)
+    assert alerts["code"].tolist() == [GAP_ALERT, LINE_DOWN] and alerts["value"][1] == 1
+    alerts = step([6, 6], [0, 1], 3 * ms + 10)
+
+    assert alerts["code"].tolist() == [LINE_UP] and alerts["text"][0] == b"line B up"
+    assert feed.arbiter.counters["lost"] == 1

@@ -154,6 +154,7 @@ class Arbiter:
         self.last_seen_ns = np.full(lines, np.iinfo(np.int64).min // 2, dtype=np.int64)
         self._events = np.zeros((window + 64, 3), dtype=np.int64)
         self._keep = np.zeros(0, dtype=np.bool_)
+        self.alive = np.zeros(lines, dtype=np.bool_)  # as of the last batch
 
     def process(self, seqs: np.ndarray, lines: np.ndarray, ts_recv: np.ndarray, now_ns: int,
                 ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -164,6 +165,7 @@ class Arbiter:
         if len(ts_recv):
             np.maximum.at(self.last_seen_ns, lines, ts_recv)
         alive = (now_ns - self.last_seen_ns) <= self.line_timeout_ns
+        self.alive = alive
         if len(self._keep) < n:
             self._keep = np.zeros(max(n, 2 * len(self._keep)), dtype=np.bool_)
         if len(self._events) < n + self.window + 64:

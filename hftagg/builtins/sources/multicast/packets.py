@@ -11,7 +11,7 @@ from hftagg.records.catalog import ALERT, DEAD_LETTER, RAW_CHUNK_BYTES
 from hftagg.records.reasons import REASONS
 from hftagg.stages import Params, Port, restart
 
-__all__ = ["GAP_ALERT", "OVERSIZED", "PacketFeed", "PacketParams", "RESET_ALERT", "SHORT",
+__all__ = ["GAP_ALERT", "LINE_DOWN", "LINE_UP", "OVERSIZED", "PacketFeed", "PacketParams", "RESET_ALERT", "SHORT",
            "TRUNCATED_FRAME", "packet_ports"]  # fmt: skip
 
 REASONS.claim("rawfeeds", 0x1600, 0x16FF)
@@ -26,6 +26,7 @@ RESET_ALERT = 0x1681
 LINE_DOWN = 0x1682
 DISCONNECTED = 0x1683
 CONNECTED = 0x1684
+LINE_UP = 0x1685
 REASONS.register_all("rawfeeds", {
     OVERSIZED: ("oversized", "a datagram or frame longer than the source accepts", 1),
     SHORT: ("short_packet", "a datagram shorter than its packet header", 1),
@@ -35,7 +36,8 @@ REASONS.register_all("rawfeeds", {
     BAD_FIX: ("bad_fix_frame", "a FIX message with a bad BeginString, BodyLength or CheckSum", 1),
     GAP_ALERT: ("packet_gap", "packets lost on every line (first..last missing)", 2),
     RESET_ALERT: ("sequence_reset", "the packet sequence restarted (old..new)", 1),
-    LINE_DOWN: ("line_down", "a feed line went silent", 1),
+    LINE_DOWN: ("line_down", "a feed line went silent for line_timeout_ms", 1),
+    LINE_UP: ("line_up", "a silent feed line receives again", 0),
     DISCONNECTED: ("disconnected", "the TCP connection closed; reconnecting", 1),
     CONNECTED: ("connected", "the TCP connection is up", 0),
 })  # fmt: skip
@@ -83,6 +85,9 @@ class PacketFeed:
         self.resets: list[tuple[int, int]] = []
         self.dead = {"oversized": 0, "short_packet": 0}
         self._alerts = 0
+        self._up = np.zeros(lines, dtype=np.bool_)  # lines alive after the last batch
+        self._ever = np.zeros(lines, dtype=np.bool_)  # lines that ever received
+        self.line_changes = 0
 
     def process(self, packets: np.ndarray, lines: np.ndarray, sizes: np.ndarray,
                 now_ns: int) -> dict[str, np.ndarray]:  # fmt: skip
@@ -99,9 +104,13 @@ class PacketFeed:
             kept["instrument_id"] = self.stream_id
             kept["flags"] |= 1
             out["packets"] = kept
-        if len(events):
-            ts = int(packets["ts_recv"][-1]) if len(packets) else now_ns
-            out["alerts"] = self.alerts(events, ts)
+        ts = int(packets["ts_recv"][-1]) if len(packets) else now_ns
+        alerts = [self.alerts(events, ts)] if len(events) else []
+        line_alerts = self._line_alerts(ts)
+        if line_alerts is not None:
+            alerts.append(line_alerts)
+        if alerts:
+            out["alerts"] = np.concatenate(alerts) if len(alerts) > 1 else alerts[0]
         if not ok.all():
             out["dead_letters"] = self._dead(packets, sizes, over, short)
         return out
@@ -131,6 +140,37 @@ class PacketFeed:
         out["severity"] = np.where(gap, 2, 1)
         out["value"] = np.where(gap, events[:, 1] - events[:, 0] + 1, events[:, 1])
         out["text"] = texts
+        return out
+
+    @property
+    def watching(self) -> bool:
+        """Whether a batch with no packets can still change something (a hole to decide, a
+        live line that may go silent)."""
+        return self.arbiter.undecided or bool(self._up.any())
+
+    def _line_alerts(self, ts: int) -> np.ndarray | None:
+        """``line_down`` when a live line went silent, ``line_up`` when a silent one is back."""
+        alive = self.arbiter.alive
+        down = self._up & ~alive
+        back = ~self._up & alive & self._ever
+        self._ever |= alive
+        self._up = alive.copy()
+        changed = np.flatnonzero(down | back)
+        if not len(changed):
+            return None
+        self.line_changes += len(changed)
+        out = ALERT.empty(len(changed))
+        out["ts_event"] = ts
+        out["ts_recv"] = ts
+        out["seq"] = np.arange(self._alerts, self._alerts + len(changed), dtype=np.uint64)
+        self._alerts += len(changed)
+        out["instrument_id"] = self.stream_id
+        is_down = down[changed]
+        out["code"] = np.where(is_down, LINE_DOWN, LINE_UP)
+        out["severity"] = np.where(is_down, 1, 0)
+        out["value"] = changed
+        out["text"] = [f"line {'AB'[k] if k < 2 else k} {'down' if d else 'up'}".encode()
+                       for k, d in zip(changed.tolist(), is_down.tolist(), strict=True)]  # fmt: skip
         return out
 
     def _dead(self, packets, sizes, over, short) -> np.ndarray:

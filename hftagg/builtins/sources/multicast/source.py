@@ -144,6 +144,7 @@ class Multicast(SourceStage):
                               f"interface {p.interface}: {exc}; check the address is local or "
                               f"a multicast group, and the port is free") from exc  # fmt: skip
         self._stop = threading.Event()
+        self.failed = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(target=self._read, name=f"multicast:{self.stage_id}",
                                         daemon=True)  # fmt: skip
@@ -152,6 +153,15 @@ class Multicast(SourceStage):
     # -- reader thread ------------------------------------------------------------------------
 
     def _read(self) -> None:
+        try:
+            self._read_lines()
+        except Exception:  # say so loudly: without this thread nothing more arrives
+            log.exception("multicast %s: the receiving thread failed; no more packets will "
+                          "arrive until the stage restarts", self.stage_id)  # fmt: skip
+            self.failed = True
+            raise
+
+    def _read_lines(self) -> None:
         sel = selectors.DefaultSelector()
         for line, sock in enumerate(self.sockets):
             sel.register(sock, selectors.EVENT_READ, line)
@@ -204,11 +214,15 @@ class Multicast(SourceStage):
 
     def next_awake(self) -> float | None:
         # holes still undecided: look again soon, so a silent line's timeout is noticed
-        return time.monotonic() + 0.05 if self.feed.arbiter.undecided else math.inf
+        if self.feed.arbiter.undecided:
+            return time.monotonic() + 0.05
+        if self.feed.watching:  # a live line: notice when it goes silent
+            return time.monotonic() + self.params.line_timeout_ms / 2e3
+        return math.inf
 
     def next_batch(self) -> dict[str, np.ndarray] | None:
         rows, lines, sizes = self.inbox.take()
-        if not len(rows) and not self.feed.arbiter.undecided:
+        if not len(rows) and not self.feed.watching:
             return None
         out = self.feed.process(rows, lines, sizes, time.time_ns())
         return out or None
