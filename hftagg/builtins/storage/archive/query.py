@@ -158,8 +158,11 @@ def open_query(path: str | Path) -> QuerySession:
         view = TopicView(topic, view_name(topic))
         parts = []
         if archived is None:
+            # a file whose segment is still there (a crash before the catalog had it): the
+            # segment is read instead, as with a catalog, so no record is counted twice
             files = sorted((root / topic).glob("date=*/*.parquet"))
-            view.files = [f.as_posix() for f in files]
+            live_stems = {Path(s).stem for s in live_sources if Path(s).parent.name == topic}
+            view.files = [f.as_posix() for f in files if f.stem not in live_stems]
         else:
             mine = [p for p in archived if p.topic == topic and p.source not in live_sources]
             view.files = [(root / p.file).as_posix() for p in mine]

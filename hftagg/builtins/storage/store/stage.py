@@ -251,12 +251,19 @@ class Store(SinkStage):
         last = infos[-1] if infos else None
         state = read_state(folder) or {}
         tail = {"position": 0, "end_offset": 0, "durable": False, **state}
-        if last is not None and last.position + last.count >= tail["position"]:
+        from_last = last is not None and last.position + last.count >= tail["position"]
+        if from_last:
             tail = {
                 "position": last.position + last.count,
                 "end_offset": last.end_offset,
                 "durable": last.durable_offsets,
             }
+        if from_last and last.sealed and any(state.get(k) != v for k, v in tail.items()):
+            # the last segment is sealed (by its writer, or just now by _recover) but STATE
+            # does not say so yet (a crash came between): write it before the archiver may
+            # delete that segment, or the next open would take the older STATE and re-append
+            # the stream offsets the archive already holds (read twice, issue 11)
+            write_state(folder, {**tail, "epoch": last.epoch}, fsync=True)
         position = max(tail["position"], archived_end(root, topic))
         next_offset = tail["end_offset"] if self._durable and tail["durable"] else 0
         return _Topic(topic, folder, schema, lock, position, next_offset)
