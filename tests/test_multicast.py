@@ -195,7 +195,7 @@ def _collect(source: Multicast, until, timeout: float = 10.0) -> dict[str, list[
     while time.monotonic() < deadline:
         out = source.next_batch() or {}
         for port, records in out.items():
-            got.setdefault(port, []).append(records)
+            got.setdefault(port, []).append(records.copy())  # views: valid until the next call
         if until(got):
             break
         time.sleep(0.01)

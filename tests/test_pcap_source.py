@@ -62,7 +62,7 @@ def _replay(path, **params) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     got: dict[str, list] = {}
     for _ in range(1000):
         for port, records in (source.next_batch() or {}).items():
-            got.setdefault(port, []).append(records)
+            got.setdefault(port, []).append(records.copy())  # views: valid until the next call
         if source.exhausted:
             break
     return {k: np.concatenate(v) for k, v in got.items()}, source.metrics()

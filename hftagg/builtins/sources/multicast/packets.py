@@ -3,11 +3,13 @@ into ``raw_chunk`` records, gap alerts, dead letters for unusable datagrams, rea
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from hftagg.builtins.sources.framing import PacketHeader
 from hftagg.builtins.sources.multicast.arbitration import GAP, Arbiter
-from hftagg.records.catalog import ALERT, DEAD_LETTER, RAW_CHUNK_BYTES
+from hftagg.kernels.options import NJIT as _NJIT
+from hftagg.records.catalog import ALERT, DEAD_LETTER, RAW_CHUNK, RAW_CHUNK_BYTES
 from hftagg.records.reasons import REASONS
 from hftagg.stages import Params, Port, restart
 
@@ -21,6 +23,7 @@ TRUNCATED_FRAME = 0x1603
 BAD_LENGTH = 0x1604
 GARBAGE = 0x1605
 BAD_FIX = 0x1606
+_DATA_AT = RAW_CHUNK.dtype.fields["data"][1]
 GAP_ALERT = 0x1680
 RESET_ALERT = 0x1681
 LINE_DOWN = 0x1682
@@ -71,6 +74,25 @@ def packet_ports(name: str) -> dict[str, Port]:
     }  # fmt: skip
 
 
+@numba.njit(**_NJIT)
+def compact_packets(src, keep, lengths, data_at, dst, dst_len):
+    """Copy kept rows of ``src`` (raw_chunk rows as bytes) to the front of ``dst``: the
+    fields before ``data`` and ``lengths[i]`` data bytes; zero what ``dst_len`` says a longer
+    packet left in the row. Returns how many rows were written."""
+    j = 0
+    for i in range(src.shape[0]):
+        if not keep[i]:
+            continue
+        n = data_at + min(lengths[i], RAW_CHUNK_BYTES)
+        for b in range(n):
+            dst[j, b] = src[i, b]
+        for b in range(n, data_at + dst_len[j]):
+            dst[j, b] = 0
+        dst_len[j] = n - data_at
+        j += 1
+    return j
+
+
 class PacketFeed:
     """Arbitrate a batch of datagrams (``raw_chunk`` rows with their line) into outputs."""
 
@@ -88,10 +110,15 @@ class PacketFeed:
         self._up = np.zeros(lines, dtype=np.bool_)  # lines alive after the last batch
         self._ever = np.zeros(lines, dtype=np.bool_)  # lines that ever received
         self.line_changes = 0
+        self._out = RAW_CHUNK.empty(0)
+        self._out_len = np.zeros(0, dtype=np.int64)
 
     def process(self, packets: np.ndarray, lines: np.ndarray, sizes: np.ndarray,
                 now_ns: int) -> dict[str, np.ndarray]:  # fmt: skip
-        """``sizes``: each datagram's real size (larger than ``RAW_CHUNK_BYTES``: oversized)."""
+        """``sizes``: each datagram's real size (larger than ``RAW_CHUNK_BYTES``: oversized).
+
+        The ``packets`` output is a view on a buffer this feed reuses: valid until the next
+        call (the runtime copies a source's batch into its ring before asking again)."""
         out: dict[str, np.ndarray] = {}
         over = sizes > RAW_CHUNK_BYTES
         short = ~over & self.header.short(packets)
@@ -99,7 +126,7 @@ class PacketFeed:
         seqs = self.header.sequences(packets)
         keep, events = self.arbiter.process(seqs, lines, packets["ts_recv"], now_ns, ok)
         if keep.any():
-            kept = packets[keep]
+            kept = self._compact(packets, keep)
             kept["seq"] = seqs[keep].astype(np.uint64)
             kept["instrument_id"] = self.stream_id
             kept["flags"] |= 1
@@ -114,6 +141,21 @@ class PacketFeed:
         if not ok.all():
             out["dead_letters"] = self._dead(packets, sizes, over, short)
         return out
+
+    def _compact(self, packets: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """The kept packets, copied into this feed's reused output buffer: only each one's
+        header fields and ``length`` bytes are moved (a ``raw_chunk`` row is 4 KB whatever the
+        datagram's size), and only what a longer earlier packet left in a row is zeroed."""
+        k = int(keep.sum())
+        if len(self._out) < k:
+            self._out = RAW_CHUNK.empty(max(k, 2 * len(self._out)))
+            self._out_len = np.zeros(len(self._out), dtype=np.int64)
+        src = np.ascontiguousarray(packets)
+        compact_packets(src.view(np.uint8).reshape(len(src), RAW_CHUNK.itemsize), keep,
+                        src["length"].astype(np.int64), _DATA_AT,
+                        self._out.view(np.uint8).reshape(len(self._out), RAW_CHUNK.itemsize),
+                        self._out_len)  # fmt: skip
+        return self._out[:k]
 
     def flush(self, now_ns: int) -> dict[str, np.ndarray]:
         events = self.arbiter.flush()

@@ -54,16 +54,21 @@ class MulticastParams(PacketParams):
 
 
 class _Inbox:
-    """Datagrams the reader thread received and the pipeline has not taken (double-buffered)."""
+    """Datagrams the reader thread received and the pipeline has not taken: two sets of rows,
+    the reader fills one while the pipeline reads the other (swapped by :meth:`take`)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.lock = threading.Lock()
-        self.rows = RAW_CHUNK.empty(256)
-        self.lines = np.zeros(256, dtype=np.int64)
-        self.sizes = np.zeros(256, dtype=np.int64)
+        self._sets = [self._new_set(256), self._new_set(256)]
+        self.rows, self.lines, self.sizes = self._sets[0]
+        self._current = 0
         self.count = 0
         self.overflow = 0
+
+    @staticmethod
+    def _new_set(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return RAW_CHUNK.empty(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
 
     def slot(self) -> int:
         """Index of the next free row (grown as needed), or -1 when full. Call with the lock."""
@@ -71,17 +76,23 @@ class _Inbox:
             if self.count >= self.capacity:
                 return -1
             grow = min(2 * len(self.rows), self.capacity)
-            self.rows = np.concatenate((self.rows, RAW_CHUNK.empty(grow - len(self.rows))))
-            self.lines = np.resize(self.lines, grow)
-            self.sizes = np.resize(self.sizes, grow)
+            rows, lines, sizes = self._new_set(grow)
+            rows[: self.count] = self.rows[: self.count]
+            lines[: self.count] = self.lines[: self.count]
+            sizes[: self.count] = self.sizes[: self.count]
+            self.rows, self.lines, self.sizes = rows, lines, sizes
+            self._sets[self._current] = (rows, lines, sizes)
         return self.count
 
     def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What arrived, as views valid until the next ``take`` (no copy of the rows)."""
         with self.lock:
             n = self.count
             if not n:
                 return self.rows[:0], self.lines[:0], self.sizes[:0]
-            out = self.rows[:n].copy(), self.lines[:n].copy(), self.sizes[:n].copy()
+            out = self.rows[:n], self.lines[:n], self.sizes[:n]
+            self._current ^= 1
+            self.rows, self.lines, self.sizes = self._sets[self._current]
             self.count = 0
             return out
 
