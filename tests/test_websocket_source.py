@@ -330,3 +330,28 @@ def test_connection_state_and_reconnects_are_prometheus_metrics():
     assert 'hftagg_source_connection_state{stage="ws"} 2' in text  # connected
     assert 'hftagg_source_messages_total{stage="ws"} 5' in text
     assert 'hftagg_source_reconnects_total{stage="ws"} 0' in text
+
+
+def test_adapter_on_connect_runs_after_subscribing_and_a_failing_one_reconnects():
+    calls: list[int] = []
+
+    class Adapter(JsonWebSocket):
+        async def on_connect(self, client):
+            calls.append(client.connection)
+            if len(calls) == 1:
+                raise RuntimeError("REST snapshot failed")
+            await asyncio.sleep(0.05)  # a snapshot fetch; messages keep arriving
+
+    with WsServer(send_trades) as server:
+        source = Adapter(stage_id="ws", endpoint=server.url, subscribe=[SUBSCRIBE],
+                         mapping=MAPPING, match={"e": "trade"}, reconnect_initial_s=0.05,
+                         side_values={"true": "A", "false": "B"})  # fmt: skip
+        source.open(StageContext(instruments=InstrumentRegistry()))
+        try:
+            out = collect(source, lambda o: count("trades", 5)(o) and len(alert_codes(o)) >= 2)
+        finally:
+            source.close()
+    assert calls == [1, 2]
+    assert server.received == [SUBSCRIBE, SUBSCRIBE]  # subscribed on both connections
+    assert alert_codes(out) == [R.DISCONNECTED, R.CONNECTED], alert_codes(out)
+    assert joined(out, "trades")["seq"].tolist()[:5] == [1, 1, 2, 2, 3]

@@ -16,8 +16,10 @@ Connection behaviour:
   the client waits ``min(reconnect_max_s, reconnect_initial_s * 2**n)`` scaled by a random factor
   in ``[1 - reconnect_jitter, 1]`` (so many clients of one venue do not reconnect in step). The
   count resets once a connection has delivered a message.
-- After each connect: the adapter's ``on_connect`` (e.g. a REST snapshot), then its subscribe
-  messages are sent again (a venue forgets subscriptions with the connection).
+- After each connect: the adapter's subscribe messages are sent again (a venue forgets
+  subscriptions with the connection), then its ``on_connect`` runs (e.g. a REST snapshot:
+  Binance's order book sync asks for the stream first, buffered, then the snapshot; messages
+  keep being collected while it runs).
 - Pings: the server's pings are answered with pongs (picows answers in the protocol layer); the
   client also pings after ``ping_interval_s`` of silence and drops a connection whose pong does
   not come back within ``ping_interval_s``.
@@ -399,10 +401,10 @@ class WebSocketClient:
             self.counters["reconnects"] += 1
         self.last_data = time.monotonic()
         try:
-            if self._on_connect is not None:
-                await self._on_connect(self)
             for message in self._subscribe():
                 self._send_now(message)
+            if self._on_connect is not None:  # messages arriving meanwhile are collected
+                await self._on_connect(self)
         except Exception as exc:  # an adapter's hook failed: reconnect rather than die
             log.warning("websocket %s: on_connect failed: %r", self.name, exc)
             self._close_reason = f"on_connect failed: {exc!r}"[:200]

@@ -18,7 +18,7 @@ Adapter hooks (override what you need)::
         def subscribe_messages(self):          # sent after every connect
             return ['{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}']
 
-        async def on_connect(self, client):    # before subscribing, on the connection's loop
+        async def on_connect(self, client):    # after subscribing, on the connection's loop
             ...                                # e.g. fetch a REST snapshot
 
         def decode(self, batch):               # pipeline thread, once per batch
@@ -122,7 +122,8 @@ class WebSocketSource(SourceStage):
         return []
 
     async def on_connect(self, client: WebSocketClient) -> None:
-        """Runs on the connection's loop after each connect, before subscribing."""
+        """Runs on the connection's loop after each connect, once the subscribe messages are
+        sent (messages keep arriving meanwhile); raising drops the connection (reconnect)."""
 
     def decode(self, batch: MessageBatch) -> dict[str, np.ndarray]:
         """Raw messages -> ``{port: records}`` (plus ``dead_letters`` if any)."""
