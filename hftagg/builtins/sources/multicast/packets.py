@@ -233,3 +233,11 @@ class PacketFeed:
     @property
     def counters(self) -> dict[str, int]:
         return {**self.arbiter.counters, **{f"dead_{k}": v for k, v in self.dead.items()}}
+
+
+def warm() -> None:
+    """Compile the packet compaction kernel into the on-disk cache."""
+    feed = PacketFeed(PacketParams(window=16), 2)
+    rows = RAW_CHUNK.empty(2)
+    rows["length"] = 12
+    feed.process(rows, np.array([0, 1]), np.array([12, 12]), 0)

@@ -20,16 +20,15 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from hftagg.errors import HftaggError
+from hftagg.errors import StorageError as CaptureError  # a data file that cannot be read
 from hftagg.kernels.options import NJIT as _NJIT
 
 __all__ = ["Capture", "CaptureError", "open_capture", "udp_lines"]
 
+# ``CaptureError`` is :class:`hftagg.errors.StorageError` (a file that cannot be read), under
+# the name callers of this module expect
+
 LINK_ETHERNET, LINK_RAW, LINK_RAW_IPV4, LINK_SLL = 1, 101, 228, 113
-
-
-class CaptureError(HftaggError):
-    """A capture file that cannot be read: names the file, what was found and what is read."""
 
 
 @numba.njit(inline="always", **_NJIT)
