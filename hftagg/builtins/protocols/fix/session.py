@@ -882,7 +882,10 @@ class Acceptor:
                     writer.close()
                     return
                 first += data
-        except (TimeoutError, ConnectionError):
+        except ConnectionError:
+            writer.close()
+            return
+        except TimeoutError:
             self.counters["logon_timeout"] += 1
             log.warning("FIX acceptor: no Logon from %s within %gs (%d bytes received), "
                         "closing", peer, self._logon_timeout, len(first))  # fmt: skip
