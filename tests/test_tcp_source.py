@@ -164,3 +164,35 @@ def test_listen_mode_accepts_a_peer_and_frames_newline_delimited_text():
 
     frames = _all(got, "frames")
     assert [bytes(f["data"][: f["length"]]) for f in frames] == [b"one\n", b"two\n", b"three\n"]
+
+
+def test_fix_over_tcp_feeds_fix_decode_with_a_garbled_message_dead_lettered():
+    from hftagg.builtins.protocols.fix import messages
+    from hftagg.builtins.protocols.fix.stages import FixDecode
+
+    msgs = []
+    for k in range(1, 21):
+        msg_type, body = messages.incremental_refresh(
+            [messages.MdEntry("2", f"{100 + k}.25", k, symbol="ESZ6", rpt_seq=k)]
+        )
+        msgs.append(messages.encode("FIX.4.4", msg_type, "MD", "HFTAGG", k, body))
+    bad = msgs[5].replace(b"10=", b"10=9")[:-1] + b"\x01"  # a CheckSum that cannot match
+    stream = b"".join(msgs[:5]) + bad + b"".join(msgs[5:])
+    server = socket.create_server(("127.0.0.1", 0))
+    source = Tcp(port=server.getsockname()[1], framing="fix", stage_id="fixfeed")
+    source.open(StageContext(instruments=InstrumentRegistry()))
+    try:
+        peer, _ = server.accept()
+        for i in range(0, len(stream), 37):  # pieces that cut messages anywhere
+            peer.sendall(stream[i : i + 37])
+        got = _collect(
+            source, lambda g: len(_all(g, "frames")) + len(_all(g, "dead_letters")) >= 21
+        )
+        peer.close()
+    finally:
+        source.close()
+        server.close()
+
+    assert _all(got, "dead_letters")["reason"].tolist() == [P.BAD_FIX]
+    trades = run_stage(FixDecode(symbols={"ESZ6": 7}), _all(got, "frames"))["trades"]
+    assert trades["price"].tolist() == [(100 + k) * 10**9 + 250_000_000 for k in range(1, 21)]
