@@ -115,6 +115,19 @@ class WebSocketSource(SourceStage):
     #: the frames this source decodes: "text" (JSON), "binary" (SBE, ...) or "any"
     expect: str = "text"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each adapter's alert and dead-letter ports default to ``alerts.<type_name>`` and
+        ``dead_letters.<type_name>`` (the catalog's convention), not the base's."""
+        super().__init_subclass__(**kwargs)
+        if not cls.type_name:
+            return
+        renamed = {"alerts.websocket": f"alerts.{cls.type_name}",
+                   "dead_letters.websocket": f"dead_letters.{cls.type_name}"}  # fmt: skip
+        cls.outputs = {
+            name: Port(p.schema, renamed.get(p.topic, p.topic), p.doc)
+            for name, p in cls.outputs.items()
+        }
+
     # -- adapter hooks -----------------------------------------------------------------------
 
     def subscribe_messages(self) -> list[str | bytes]:
