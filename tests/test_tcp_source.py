@@ -8,6 +8,7 @@ import struct
 import time
 
 import numpy as np
+import pytest
 
 from hftagg.builtins.protocols.sbe.stages import SbeDecode, SbeEncode
 from hftagg.builtins.sources import framing as F
@@ -196,3 +197,15 @@ def test_fix_over_tcp_feeds_fix_decode_with_a_garbled_message_dead_lettered():
     assert _all(got, "dead_letters")["reason"].tolist() == [P.BAD_FIX]
     trades = run_stage(FixDecode(symbols={"ESZ6": 7}), _all(got, "frames"))["trades"]
     assert trades["price"].tolist() == [(100 + k) * 10**9 + 250_000_000 for k in range(1, 21)]
+
+
+def test_listening_on_a_port_in_use_is_refused_naming_it():
+    from hftagg.errors import ConfigError
+
+    busy = socket.create_server(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    try:
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            Tcp(port=port, mode="listen", stage_id="busy").open(StageContext())
+    finally:
+        busy.close()

@@ -30,6 +30,7 @@ import numpy as np
 
 from hftagg.builtins.sources import framing as F
 from hftagg.builtins.sources.multicast import packets as P
+from hftagg.errors import ConfigError
 from hftagg.hookspecs import hookimpl
 from hftagg.records.catalog import ALERT, DEAD_LETTER, RAW_CHUNK_BYTES
 from hftagg.stages import Params, Port, SourceStage, StageContext, restart
@@ -86,7 +87,11 @@ class Tcp(SourceStage):
                        "dead_bad_fix": 0, "dead_truncated": 0}  # fmt: skip
         self._listener = None
         if p.mode == "listen":
-            self._listener = socket.create_server((p.host, p.port), reuse_port=False)
+            try:
+                self._listener = socket.create_server((p.host, p.port), reuse_port=False)
+            except OSError as exc:
+                raise ConfigError(f"stage {self.stage_id!r}: cannot listen on {p.host}:{p.port}: "
+                                  f"{exc}; choose a free port or a local address") from exc  # fmt: skip
             self._listener.settimeout(0.2)
         self._thread = threading.Thread(target=self._run, name=f"tcp:{self.stage_id}",
                                         daemon=True)  # fmt: skip
