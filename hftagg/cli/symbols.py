@@ -185,7 +185,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"{path}: {counts.get('symbol_mappings', 0):,} symbol mappings, "
             f"{counts['definitions']:,} definitions, {counts.get('symbol_conflicts', 0):,} "
             f"refused (id held by another instrument)"
-        )
+            + (f"; {counts['dead_letters']:,} undecodable part(s) skipped (dead letters)" if counts["dead_letters"]
+               else "")
+        )  # fmt: skip
     latest = {(i.venue, i.symbol): i for i in registry.unsaved}
     fresh = [registry.get(i.instrument_id) or i for i in latest.values()]
     fresh = [i for i in fresh if registry.id_of(i.symbol, i.venue) == i.instrument_id]

@@ -165,7 +165,7 @@ def load_registry(
     for k, table in enumerate(section.get("define") or []):
         from_table(table, registry, f"[[instruments.define]] #{k + 1}")
     registry.unsaved.clear()
-    registry.source = path  # type: ignore[attr-defined]
+    registry.source = path if path.is_file() else None
     return registry
 
 

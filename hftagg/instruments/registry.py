@@ -58,6 +58,8 @@ class InstrumentRegistry:
         self._alias: dict[int, tuple[str, str]] = {}  # earlier ids of (venue, symbol)
         #: instruments defined since the registry was loaded (not yet in a file)
         self.unsaved: list[Instrument] = []
+        #: the instruments file it was loaded from (set by ``load_registry``), if any
+        self.source: Any = None
         for inst in instruments:
             self.add(inst, unsaved=False)
 
