@@ -276,3 +276,18 @@ def test_an_alias_resolves_to_its_instrument_and_is_checked_for_collisions():
         registry.define("NVDA", "xnas.itch", instrument_id=6819)
     assert registry.remove(6819).symbol == "MSFT" and 6819 not in registry
     assert registry.symbol(7119) == "MSFT"
+
+
+def test_stages_get_this_processs_registry_unless_given_one():
+    from hftagg.instruments import default_registry, set_default_registry
+    from hftagg.stages import StageContext
+
+    mine = InstrumentRegistry()
+    set_default_registry(mine)
+    try:
+        assert StageContext().instruments is mine is default_registry()
+        other = InstrumentRegistry()
+        assert StageContext(instruments=other).instruments is other
+    finally:
+        set_default_registry(None)
+    assert default_registry().symbol(1) == "BTCUSD"  # loaded afresh: the built-ins
