@@ -355,3 +355,14 @@ def test_adapter_on_connect_runs_after_subscribing_and_a_failing_one_reconnects(
     assert server.received == [SUBSCRIBE, SUBSCRIBE]  # subscribed on both connections
     assert alert_codes(out) == [R.DISCONNECTED, R.CONNECTED], alert_codes(out)
     assert joined(out, "trades")["seq"].tolist()[:5] == [1, 1, 2, 2, 3]
+
+
+def test_a_bad_mapping_is_reported_before_anything_connects_naming_the_field_and_the_fix():
+    ctx = StageContext(instruments=InstrumentRegistry())
+    unknown = JsonWebSocket(endpoint="ws://127.0.0.1:9/ws", mapping={"price": "p", "qty": "q"})
+    no_size = JsonWebSocket(endpoint="ws://127.0.0.1:9/ws", mapping={"price": "p"}, symbol="X")
+    no_symbol = JsonWebSocket(endpoint="ws://127.0.0.1:9/ws", mapping={"price": "p", "size": "q"})
+    (key, text), = unknown.check(ctx)  # fmt: skip
+    assert key == "mapping" and "'qty'" in text and "size" in text  # lists what it maps
+    assert "needs a path for ['size']" in no_size.check(ctx)[0][1]
+    assert no_symbol.check(ctx)[0][0] == "symbol" and "mapping.symbol" in no_symbol.check(ctx)[0][1]
