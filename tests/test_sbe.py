@@ -212,10 +212,16 @@ def test_big_endian_schema_round_trip(car_codec):
 
 def _mdp3_messages(codec: SbeCodec, rng) -> tuple[list[bytes], list[dict], list[dict]]:
     books, trades, messages = [], [], []
+    rpt: dict[int, int] = {}  # one RptSeq per instrument, shared by book and trade entries
+
+    def nxt(sid: int) -> int:
+        rpt[sid] = rpt.get(sid, int(rng.integers(1, 2**30))) + 1
+        return rpt[sid]
+
     for i in range(30):
         entries = [dict(MDEntryPx={"mantissa": int(rng.integers(1, 10**7)) * 10**7},
-                        MDEntrySize=int(rng.integers(0, 10**6)), SecurityID=int(rng.integers(1, 99)),
-                        RptSeq=int(rng.integers(0, 2**31)), NumberOfOrders=int(rng.integers(1, 9)),
+                        MDEntrySize=int(rng.integers(0, 10**6)), SecurityID=(sid := int(rng.integers(1, 99))),
+                        RptSeq=nxt(sid), NumberOfOrders=int(rng.integers(1, 9)),
                         MDPriceLevel=int(rng.integers(1, 11)), MDUpdateAction=int(rng.integers(0, 3)),
                         MDEntryType=str(rng.choice(["0", "1"])))
                    for _ in range(int(rng.integers(1, 6)))]  # fmt: skip
@@ -224,7 +230,7 @@ def _mdp3_messages(codec: SbeCodec, rng) -> tuple[list[bytes], list[dict], list[
         books += [dict(e, TransactTime=10**18 + i) for e in entries]
         if i % 3 == 0:
             fills = [dict(MDEntryPx={"mantissa": int(rng.integers(1, 10**7)) * 10**7},
-                          MDEntrySize=int(rng.integers(1, 500)), SecurityID=7, RptSeq=i,
+                          MDEntrySize=int(rng.integers(1, 500)), SecurityID=7, RptSeq=nxt(7),
                           NumberOfOrders=2, AggressorSide=int(rng.integers(0, 3)),
                           MDUpdateAction=0, MDTradeEntryID=i) for _ in range(2)]  # fmt: skip
             messages.append(codec.encode(TRADE_SUMMARY, {
@@ -270,7 +276,7 @@ def test_mdp3_packets_decode_to_book_updates_and_trades_matching_sbedecoder():
             rec["size"] == ref["md_entry_size"] * QTY_UNITS
             and rec["instrument_id"] == ref["security_id"]
         )
-        assert rec["seq"] == ref["rpt_seq"] and rec["depth"] == ref["md_price_level"] - 1
+        assert rec["depth"] == ref["md_price_level"] - 1  # book seq: see the interleaved test
         assert rec["side"] == side[ref["md_entry_type"]]
         assert rec["action"] == action[ref["md_update_action"]]
     aggressor = {"No Aggressor": ord("N"), "Buy": ord("B"), "Sell": ord("A")}
@@ -413,3 +419,70 @@ def test_fuzz_mutated_streams_decode_what_is_intact(md, car_codec, edits, cut):
         car[pos % len(car)] = value
     decoded = car_codec.decode(bytes(car[: len(car) - cut % 50]))
     assert decoded.count + len(decoded.errors) >= 1
+
+
+def _interleaved_packets(codec: SbeCodec, lose: set[int] = frozenset()) -> list[bytes]:
+    """A real channel's shape: per instrument one ``RptSeq`` shared by book, trade summary and
+    volume entries (two instruments interleaved); ``lose``: packet numbers left out."""
+    packets, rpt = [], {7: 0, 9: 0}
+
+    def nxt(sid):
+        rpt[sid] += 1
+        return rpt[sid]
+
+    for k in range(12):
+        msgs = []
+        for sid in (7, 9):
+            levels = [dict(MDEntryPx={"mantissa": (100 + lvl) * 10**9}, MDEntrySize=5 + k,
+                           SecurityID=sid, RptSeq=nxt(sid), NumberOfOrders=1,
+                           MDPriceLevel=lvl + 1, MDUpdateAction=0 if k == 0 else 1,
+                           MDEntryType="0") for lvl in range(2)]  # fmt: skip
+            msgs.append(codec.encode(BOOK, {"TransactTime": 10**18 + k, "MatchEventIndicator": 0,
+                                            "NoMDEntries": levels}))  # fmt: skip
+            if k % 2:
+                fill = dict(MDEntryPx={"mantissa": 101 * 10**9}, MDEntrySize=1, SecurityID=sid,
+                            RptSeq=nxt(sid), NumberOfOrders=2, AggressorSide=1,
+                            MDUpdateAction=0, MDTradeEntryID=k)  # fmt: skip
+                msgs.append(codec.encode(TRADE_SUMMARY, {
+                    "TransactTime": 10**18 + k, "MatchEventIndicator": 0, "NoMDEntries": [fill],
+                    "NoOrderIDEntries": []}))  # fmt: skip
+                vol = dict(MDEntrySize=k, SecurityID=sid, RptSeq=nxt(sid), MDUpdateAction=0)
+                msgs.append(codec.encode("MDIncrementalRefreshVolume37", {
+                    "TransactTime": 10**18 + k, "MatchEventIndicator": 128,
+                    "NoMDEntries": [vol]}))  # fmt: skip
+        if k not in lose:
+            packets.append(mdp3_packet(k + 1, 10**18 + k, msgs))
+    return packets
+
+
+def _decode_and_book(packets: list[bytes]):
+    from hftagg.builtins.core.book.stages import Book
+    from hftagg.builtins.protocols.sbe.stages import SbeDecode
+    from hftagg.records.catalog import RAW_CHUNK
+    from hftagg.testing import run_stage
+
+    chunks = RAW_CHUNK.empty(len(packets))
+    for i, p in enumerate(packets):
+        chunks["data"][i, : len(p)] = np.frombuffer(p, np.uint8)
+        chunks["length"][i] = len(p)
+        chunks["instrument_id"][i] = 1
+    book_updates = run_stage(SbeDecode(schema=str(MDP3), framing="mdp3"), chunks)["book"]
+    return book_updates, run_stage(Book(), book_updates)
+
+
+@needs_data
+def test_mdp3_interleaved_trade_and_volume_entries_build_a_book_without_false_gaps():
+    codec = SbeCodec(parse_schema(MDP3))
+    updates, out = _decode_and_book(_interleaved_packets(codec))
+    assert len(updates) == 12 * 2 * 2
+    for sid in (7, 9):  # book seq contiguous per instrument although RptSeq has trade/volume holes
+        seq = updates["seq"][updates["instrument_id"] == sid]
+        assert np.diff(seq.astype(np.int64)).tolist() == [1] * (len(seq) - 1)
+    assert len(out["alerts"]) == 0, out["alerts"]["text"]
+    assert len(out["bbo"]) > 0
+
+    # a lost packet (entries of both instruments, RptSeq really missing) is still a gap
+    updates, out = _decode_and_book(_interleaved_packets(codec, lose={5}))
+    gaps = out["alerts"][out["alerts"]["text"] == b"book: sequence gap, book invalid until clear"]
+    assert sorted(gaps["instrument_id"].tolist()) == [7, 9]
+    assert gaps["value"].tolist() == [4.0, 4.0]  # 2 book + 1 trade + 1 volume entries lost

@@ -28,7 +28,7 @@ from hftagg.builtins.protocols.sbe import Reason, SbeCodec, parse_schema
 from hftagg.builtins.protocols.sbe import kernels as K
 from hftagg.builtins.protocols.sbe.codec import Scan
 from hftagg.builtins.protocols.sbe.kernels import compact_chunks
-from hftagg.builtins.protocols.sbe.mdp3 import mdp3_records
+from hftagg.builtins.protocols.sbe.mdp3 import Mdp3Sequencer, mdp3_records
 from hftagg.builtins.protocols.sbe.records import RecordDecoder, RecordEncoder
 from hftagg.errors import SchemaError
 from hftagg.hookspecs import hookimpl
@@ -220,6 +220,7 @@ class SbeDecode(Stage):
         self._buf = np.zeros(0, dtype=np.uint8)
         self.dead_letter_counts: dict[str, int] = {}
         self.messages = 0
+        self.sequencer = Mdp3Sequencer()  # cme_mdp3: RptSeq per SecurityID across entry types
 
     def process(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self._handed_over = False
@@ -331,7 +332,7 @@ class SbeDecode(Stage):
         sc = self.codec.scan(buf, self.params.framing, segments, final, cut_reason, run)
         if self.mapping == "cme_mdp3":
             decoded = self.codec.decode_scan(sc)
-            for name, records in mdp3_records(self.codec, decoded, seg_ts).items():
+            for name, records in mdp3_records(self.codec, decoded, seg_ts, self.sequencer).items():
                 out[_PORT_OF[name]].append(records)
         else:
             for name, records in self.records.records(sc).items():
@@ -372,10 +373,13 @@ class SbeDecode(Stage):
 
     def snapshot(self) -> dict:
         self._handed_over = True  # until the next batch: the successor carries the state on
-        return {"streams": {k: st.snapshot() for k, st in self._streams.items()}}
+        return {"streams": {k: st.snapshot() for k, st in self._streams.items()},
+                "mdp3": self.sequencer.snapshot()}  # fmt: skip
 
     def restore(self, state: dict) -> None:
         self._streams = {k: _StreamState.restored(v) for k, v in state["streams"].items()}
+        if "mdp3" in state:
+            self.sequencer.restore(state["mdp3"])
 
 
 class _StreamState:
