@@ -35,6 +35,7 @@ URI_ENV = "HFTAGG_CRASH_MONGODB_URI"
 CONFIG = """
 [runtime]
 status_interval_secs = 0.25
+drain_timeout_secs = {flush}
 [telemetry]
 prometheus = false
 [delivery]
@@ -117,6 +118,7 @@ def test_kill_9_with_the_log_leaves_mongodb_holding_each_record_once(tmp_path):
     rng = random.Random(int.from_bytes(os.urandom(4), "little"))
     with MongoFake() as server:
         moments = [run_and_kill(tmp_path, server.uri, rng) for _ in range(KILLS)]
+        # the last run stops only once MongoDB took everything (a loaded machine may lag)
         (tmp_path / "config.toml").write_text(CONFIG.format(flush=120.0))
         final = start(tmp_path, server.uri, "--duration", "1", "--summary-json", "s.json")
         output, _ = final.communicate(timeout=180)
