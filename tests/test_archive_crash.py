@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import hftagg
+from hftagg.builtins.storage.archive import partitions, read_archived
 from hftagg.builtins.storage.archive.catalog import Catalog
 from hftagg.builtins.storage.archive.compact import Compactor
 from hftagg.builtins.storage.archive.parquet import NS_PER_DAY, write_partitions
@@ -24,6 +25,7 @@ from hftagg.builtins.storage.archive.query import open_query
 from hftagg.builtins.storage.archive.segments import records as segment_records
 from hftagg.builtins.storage.archive.segments import sealed_segments
 from hftagg.builtins.storage.store.layout import list_segments
+from hftagg.builtins.storage.store.segment import SegmentWriter, segment_name
 from hftagg.builtins.storage.store.stage import Store, StoreParams
 from hftagg.records.catalog import TRADE
 from hftagg.stages import StageContext
@@ -124,3 +126,58 @@ def test_a_kill_at_each_archiving_step_then_a_replay_keeps_every_record_once(tmp
     assert list_segments(root, "md.x") == []
     assert_each_once(root, records, f"after archiving everything (killed once {step})")
     assert np.array_equal(hftagg.read("md.x", path=root), records)  # and in stored order
+
+
+def test_a_segment_whose_dates_interleave_at_midnight_reads_back_in_stored_order(tmp_path):
+    root = tmp_path / "storage"
+    records = trades(3_000)
+    jitter = np.random.default_rng(9).integers(-20, 20, len(records)) * 10**6  # venues' clocks
+    records["ts_event"] += jitter  # near midnight the two dates alternate in stored order
+    store = Store(StoreParams(path=str(root), topics=["md.x"], archive=False))
+    store.open(StageContext(topic_schemas={"md.x": TRADE}))
+    write(store, records, 0, len(records))
+    store.close()
+
+    Compactor(root, settle_ns=0).run_once()
+
+    parts = partitions(root, "md.x")
+    ts = records["ts_event"]
+    near = (ts >= DAY0 - 10 * 10**6) & (ts < DAY0 + 10 * 10**6)
+    late = (ts >= DAY0) & np.isin(records["instrument_id"], [2, 3])
+    assert len(parts) == 2 and all(p.source_rows() is not None for p in parts)
+    assert list_segments(root, "md.x") == []
+    assert np.array_equal(hftagg.read("md.x", path=root), records)
+    assert np.array_equal(read_archived(root, "md.x", TRADE), records)
+    window = hftagg.read("md.x", start=DAY0 - 10 * 10**6, end=DAY0 + 10 * 10**6, path=root)
+    assert np.array_equal(window, records[near])
+    assert np.array_equal(hftagg.read("md.x", start=DAY0, instruments=[2, 3], path=root),
+                          records[late])  # fmt: skip
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["live", "sealed"])
+def test_an_empty_segment_a_kill_left_is_removed_not_collided_with(tmp_path, sealed):
+    root = tmp_path / "storage"
+    records = trades(2_000)
+    first = open_store(root)
+    write(first, records, 0, 1_000)
+    first.write(records[:0], "md.x", 1_000)  # an empty batch makes no segment
+    kill(first)
+    assert len(list_segments(root, "md.x")) == 1
+    # what a kill between making the next segment and its first records leaves (or, sealed,
+    # between sealing an empty segment and deleting it)
+    empty = SegmentWriter(root / "md.x" / segment_name(1_000), schema=TRADE, topic="md.x",
+                          position=1_000, first_offset=1_000, epoch=0, max_bytes=64 * 1024,
+                          durable_offsets=True)  # fmt: skip
+    if sealed:
+        empty.seal()
+
+    second = open_store(root)
+    committed = second.committed()
+    write(second, records, 1_000, 2_000)
+    second.close()
+    empty.seal()  # the "killed" writer's descriptor
+
+    assert committed == {"md.x": 1_000}
+    assert [p.name for p in list_segments(root, "md.x")] == [segment_name(0), segment_name(1_000)]
+    assert_each_once(root, records, "after the empty segment")
+    assert np.array_equal(hftagg.read("md.x", path=root), records)

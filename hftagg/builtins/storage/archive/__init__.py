@@ -21,14 +21,19 @@ import numpy as np
 import pyarrow as pa
 
 from hftagg.builtins.storage.archive.catalog import Catalog, CatalogUnusable
-from hftagg.builtins.storage.archive.parquet import PartitionFile, describe, read_partition
+from hftagg.builtins.storage.archive.parquet import (
+    PartitionFile,
+    describe,
+    read_partition,
+    source_rows,
+)
 from hftagg.builtins.storage.store.layout import register_partition_lister
 from hftagg.errors import StorageError
 from hftagg.records.schema import Schema
 
 log = logging.getLogger("hftagg.store")
 
-__all__ = ["ArchivedPartition", "partitions", "read_archived"]
+__all__ = ["ArchivedPartition", "merge_segment", "partitions", "read_archived"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,17 @@ class ArchivedPartition:
     def position(self) -> int:
         stem = Path(self.entry.source).stem
         return int(stem) if stem.isdigit() else 0
+
+    def source_rows(self) -> np.ndarray | None:
+        """Indices in the source segment of this file's rows when they are not one run (the
+        segment's dates interleave near midnight); ``None`` when they are."""
+        try:
+            return source_rows(self.path)
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(
+                f"{self.path}: archived partition footer cannot be read: {exc}; run "
+                f"hftagg store verify"
+            ) from exc
 
     def read(
         self,
@@ -152,14 +168,56 @@ def read_archived(
     cannot be read is skipped with a warning naming the file and the rows it holds, so the
     good data stays readable."""
     parts = []
+    groups: dict[int, list[ArchivedPartition]] = {}
     for p in partitions(path, topic, start, end, instruments):
-        if p.position in exclude_positions:
-            continue
+        if p.position not in exclude_positions:
+            groups.setdefault(p.position, []).append(p)
+    for group in groups.values():
         try:
-            parts.append(p.read(schema, start, end, instruments))
+            merged = merge_segment(group, schema) if len(group) > 1 else None
+            if merged is not None:
+                parts.append(_filter(merged, start, end, instruments))
+                continue
+            for p in group:
+                parts.append(p.read(schema, start, end, instruments))
         except StorageError as exc:
             log.warning("skipped: %s", exc)
     return np.concatenate(parts) if parts else schema.empty(0)
+
+
+def _filter(records: np.ndarray, start, end, instruments) -> np.ndarray:
+    keep = np.ones(len(records), bool)
+    if start is not None:
+        keep &= records["ts_event"] >= start
+    if end is not None:
+        keep &= records["ts_event"] < end
+    if instruments is not None:
+        keep &= np.isin(records["instrument_id"], np.asarray(instruments, np.uint32))
+    return records[keep]
+
+
+def merge_segment(group: list, schema: Schema) -> np.ndarray | None:
+    """The records of one source segment's partitions (``group``, one position) back in the
+    segment's order, when the segment's dates interleaved near midnight (so the files are not
+    runs of it); ``None`` when they are runs, which read in ``source_row`` order already are.
+    Works on any subset of the segment's files (a time window may skip one). Whole files are
+    read (only such a segment's files pay it); the caller filters."""
+    rows = [p.source_rows() for p in group]
+    if all(r is None for r in rows):
+        return None
+    records, where = [], []
+    for part, at in zip(group, rows, strict=True):
+        got = part.read(schema)
+        if at is None:  # a file that is one run of the segment
+            at = np.arange(part.entry.source_row, part.entry.source_row + len(got))
+        if len(at) != len(got):
+            raise StorageError(
+                f"{part.path}: its footer names {len(at)} rows of its segment but it holds "
+                f"{len(got)}; run hftagg store verify"
+            )
+        records.append(got)
+        where.append(at)
+    return np.concatenate(records)[np.argsort(np.concatenate(where), kind="stable")]
 
 
 def _lister(root: Path, topic: str) -> list[ArchivedPartition]:

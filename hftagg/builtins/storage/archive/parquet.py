@@ -20,8 +20,10 @@ instrument filter still skips whole files, and row-group statistics skip inside 
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,9 @@ META_TOPIC = b"hftagg.topic"
 META_SCHEMA = b"hftagg.schema"
 META_SOURCE = b"hftagg.source"
 META_SOURCE_ROW = b"hftagg.source_row"
+#: which rows of its segment a file holds, when the segment's dates interleave (records near
+#: midnight out of ``ts_event`` order): ``"<segment rows>:<base64 of zlib of packbits(mask)>"``
+META_SOURCE_ROWS = b"hftagg.source_rows"
 
 
 @dataclass(frozen=True)
@@ -119,16 +124,37 @@ def write_partitions(
     out = []
     unique = np.unique(days)
     for day in unique:
+        extra = {}
         if len(unique) == 1:
             part, first = records, 0
         else:
             mask = days == day
             part, first = records[mask], int(np.argmax(mask))
-        out.append(_write_one(root, topic, schema, part, source, first, _date_of(day)))
+            if not mask[first : first + len(part)].all():  # not one run: say which rows
+                extra[META_SOURCE_ROWS] = encode_rows(mask)
+        out.append(_write_one(root, topic, schema, part, source, first, _date_of(day), extra))
     return out
 
 
-def _write_one(root, topic, schema, records, source, source_row, date) -> PartitionFile:
+def encode_rows(mask: np.ndarray) -> bytes:
+    """``mask`` (which rows of a segment) for a footer: 1 bit a row, zlib, base64."""
+    packed = zlib.compress(np.packbits(mask).tobytes())
+    return f"{len(mask)}:".encode() + base64.b64encode(packed)
+
+
+def source_rows(file: Path) -> np.ndarray | None:
+    """Indices in its source segment of a file's rows when they are not one run (a segment
+    whose dates interleave near midnight), from the footer alone; ``None`` when they are."""
+    meta = pq.read_schema(file).metadata or {}
+    text = meta.get(META_SOURCE_ROWS)
+    if text is None:
+        return None
+    count, packed = text.split(b":", 1)
+    bits = np.frombuffer(zlib.decompress(base64.b64decode(packed)), np.uint8)
+    return np.flatnonzero(np.unpackbits(bits, count=int(count)))
+
+
+def _write_one(root, topic, schema, records, source, source_row, date, extra) -> PartitionFile:
     table = to_arrow_table(records, schema)
     meta = dict(table.schema.metadata or {})
     meta.update(
@@ -136,6 +162,7 @@ def _write_one(root, topic, schema, records, source, source_row, date) -> Partit
             META_TOPIC: topic.encode(),
             META_SOURCE: source.encode(),
             META_SOURCE_ROW: str(source_row).encode(),
+            **extra,
         }
     )
     table = table.replace_schema_metadata(meta)

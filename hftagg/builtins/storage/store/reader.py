@@ -170,12 +170,18 @@ def _read(
         p for p in archived_partitions(root, topic) if not any(a <= p.position < b for a, b in live)
     ]
     schema = _one_schema(infos, parts, schemas, root, topic)
-    sources: list[tuple[int, Any]] = [(p.position, p) for p in parts]
+    groups: dict[int, list] = {}  # the partitions of one archived segment (its dates)
+    for p in parts:
+        groups.setdefault(p.position, []).append(p)
+    sources: list[tuple[int, Any]] = [(position, g) for position, g in groups.items()]
     sources += [(info.position, info) for info in infos]
     sources.sort(key=lambda item: item[0])  # store order; a partition before its segment's
     pieces: list[np.ndarray] = []
     problems: list[str] = []
     for _, source in sources:
+        if isinstance(source, list):
+            pieces.extend(_read_archived_segment(source, schema, lo, hi, wanted))
+            continue
         if not _overlaps(source, lo, hi):
             continue
         if isinstance(source, SegmentInfo):
@@ -195,6 +201,22 @@ def _read(
     else:
         data = np.concatenate(pieces)
     return StoredRecords(data, schema, topic, problems)
+
+
+def _read_archived_segment(
+    group: list, schema: Schema, lo: int | None, hi: int | None, wanted: np.ndarray | None
+) -> list[np.ndarray]:
+    """The records in range of one archived segment's partitions, in the segment's order: its
+    date files in turn, or (when its dates interleave near midnight) merged back by row."""
+    group = [p for p in group if _overlaps(p, lo, hi)]
+    if len(group) > 1 and hasattr(group[0], "source_rows"):
+        from hftagg.builtins.storage.archive import merge_segment
+
+        merged = merge_segment(group, schema)
+        if merged is not None:
+            return [_filter(merged, lo, hi, wanted, ordered=False)]
+    chosen = None if wanted is None else wanted.tolist()
+    return [p.read(schema, lo, hi, chosen) for p in group]
 
 
 def _segments(root: Path, topic: str, schemas: list[Schema]) -> list[SegmentInfo]:

@@ -264,6 +264,13 @@ class Store(SinkStage):
             # delete that segment, or the next open would take the older STATE and re-append
             # the stream offsets the archive already holds (read twice, issue 11)
             write_state(folder, {**tail, "epoch": last.epoch}, fsync=True)
+        for info in infos:
+            if info.sealed and info.count == 0:
+                # holds nothing (a kill came between a segment's making and its first records,
+                # or between sealing an empty one and deleting it): its position is the next
+                # segment's, so it goes now (STATE, just written, has what it told)
+                os.unlink(info.path)
+                log.info("%s: removed %s, an empty segment a crash left", self.stage_id, info.path)
         position = max(tail["position"], archived_end(root, topic))
         next_offset = tail["end_offset"] if self._durable and tail["durable"] else 0
         return _Topic(topic, folder, schema, lock, position, next_offset)
@@ -286,6 +293,8 @@ class Store(SinkStage):
     def write(self, batch: np.ndarray, port: str, offset: int) -> None:
         t = self._topics[port]
         n = len(batch)
+        if not n:
+            return  # no segment for nothing (a kill would leave it empty, at the next position)
         if self._durable and offset < t.next_offset:
             held = min(n, t.next_offset - offset)
             t.duplicates += held
