@@ -486,3 +486,47 @@ def test_mdp3_interleaved_trade_and_volume_entries_build_a_book_without_false_ga
     gaps = out["alerts"][out["alerts"]["text"] == b"book: sequence gap, book invalid until clear"]
     assert sorted(gaps["instrument_id"].tolist()) == [7, 9]
     assert gaps["value"].tolist() == [4.0, 4.0]  # 2 book + 1 trade + 1 volume entries lost
+
+
+@needs_data
+def test_mdp3_every_template_maps_to_a_record_or_is_a_counted_dead_letter():
+    from hftagg.builtins.protocols.sbe.mdp3 import MAPPED
+    from hftagg.builtins.protocols.sbe.stages import SbeDecode
+    from hftagg.records.catalog import RAW_CHUNK
+    from hftagg.stages import StageContext
+
+    codec = SbeCodec(parse_schema(MDP3))
+    messages = codec.schema.messages
+    assert len(messages) == 29
+    entry = dict(MDEntryPx={"mantissa": 12345678}, MDEntrySize=3, SecurityID=5, NumberOfOrders=1,
+                 MDPriceLevel=1, MDUpdateAction=0, MDEntryType="1", AggressorSide=2)  # fmt: skip
+    packets, rpt = [], 0
+    for m in messages.values():
+        name = m.name
+        if name in MAPPED:
+            rpt += 1
+            body = codec.encode(name, {"TransactTime": 10**18, "MatchEventIndicator": 128,
+                                       "NoMDEntries": [dict(entry, RptSeq=rpt)]})  # fmt: skip
+        elif m.block_length == 0:  # AdminHeartbeat12: an empty body, header only
+            body = struct.pack("<4H", 0, m.id, codec.schema.id, codec.schema.version)
+        else:
+            body = codec.encode(name, {})
+        packets.append(mdp3_packet(len(packets) + 1, 0, [body]))
+    chunks = RAW_CHUNK.empty(len(packets))
+    for i, p in enumerate(packets):
+        chunks["data"][i, : len(p)] = np.frombuffer(p, np.uint8)
+        chunks["length"][i] = len(p)
+    stage = SbeDecode(schema=str(MDP3), framing="mdp3")
+    stage.open(StageContext())
+    out = stage.process(chunks)
+    book, trade, dead = out["book"], out["trades"], out["dead_letters"]
+    assert len(book) == 2 and len(trade) == 2  # Book32 + Book46, TradeSummary42 + 48
+    # PRICE (exponent -7) of the older templates and PRICE9 of the newer, both in 1e-9 units
+    assert book["price"].tolist() == [12345678 * 100, 12345678]
+    assert trade["price"].tolist() == [12345678 * 100, 12345678]
+    assert book["seq"].tolist() == [1, 2] and (book["side"] == ord("A")).all()
+    unmapped = {m.id for m in messages.values() if m.name not in MAPPED}
+    assert (dead["reason"] == Reason.UNMAPPED_TEMPLATE).all()
+    assert sorted(int(d.split(b"(")[1][:-1]) for d in dead["detail"]) == sorted(unmapped)
+    assert stage.dead_letter_counts == {"unmapped template": 29 - 4}
+    assert (dead["raw_length"] > 0).all()

@@ -301,6 +301,8 @@ class SbeCodec:
     def _gather(self, buf: np.ndarray, node: Node, starts: np.ndarray, lengths: np.ndarray,
                 versions: np.ndarray) -> np.ndarray:  # fmt: skip
         width = node.dtype.itemsize
+        if width == 0:  # an empty block (e.g. MDP3 AdminHeartbeat12): nothing to gather
+            return np.zeros(len(starts), dtype=node.dtype)
         rows = np.empty((len(starts), width), dtype=np.uint8)
         K.gather_rows(buf, starts, lengths, node.null, rows)
         out = rows.view(node.dtype).reshape(-1)

@@ -60,6 +60,7 @@ class Reason:
     LENGTH_MISMATCH = 0x0B08  # the frame length and the message disagree
     TOO_DEEP = 0x0B09  # groups nested deeper than the decoder's stack
     END_OF_STREAM = 0x0B0A  # an incomplete frame was left when the stream ended
+    UNMAPPED_TEMPLATE = 0x0B0B  # a well-formed message no record mapping covers (detail: id)
 
     NAMES = {
         TRUNCATED: "truncated",
@@ -72,6 +73,7 @@ class Reason:
         LENGTH_MISMATCH: "length mismatch",
         TOO_DEEP: "groups nested too deep",
         END_OF_STREAM: "end of stream",
+        UNMAPPED_TEMPLATE: "unmapped template",
     }
 
 

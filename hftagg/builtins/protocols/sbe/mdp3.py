@@ -2,8 +2,10 @@
 
 A packet (one UDP datagram) is a 12-byte header (``MsgSeqNum`` uint32, ``SendingTime`` uint64
 ns, little-endian) then messages, each after a 2-byte little-endian size that counts itself.
-``MDIncrementalRefreshBook46`` entries become book updates, ``MDIncrementalRefreshTradeSummary48``
-entries trades: ``ts_event`` = the message's ``TransactTime``, trade ``seq`` = ``RptSeq``,
+``MDIncrementalRefreshBook46`` (and the older ``...Book32``) entries become book updates,
+``MDIncrementalRefreshTradeSummary48`` (and ``...TradeSummary42``; their PRICE has exponent -7,
+scaled to 1e-9) entries trades; every other template is returned by :func:`unmapped_messages`
+and dead-lettered by ``sbe_decode`` (``unmapped template``, counted): ``ts_event`` = the message's ``TransactTime``, trade ``seq`` = ``RptSeq``,
 ``instrument_id`` = ``SecurityID``, prices are PRICE9 mantissas (already 1e-9 fixed-point),
 sizes (int32 contracts) become 1e-8 fixed-point quantities (``size * 10**8``: always exact).
 Actions: New -> A, Change/Overlay -> M, Delete/DeleteThru/DeleteFrom -> D (the last two also set
@@ -35,7 +37,7 @@ from hftagg.builtins.protocols.sbe.codec import Decoded, SbeCodec
 from hftagg.records.catalog import BOOK_UPDATE, TRADE
 from hftagg.records.fixed import QTY_UNITS
 
-__all__ = ["BOOK", "Mdp3Sequencer", "FLAG_DELETE_FROM", "FLAG_DELETE_THRU", "FLAG_IMPLIED", "FLAG_LAST",
+__all__ = ["BOOK", "MAPPED", "Mdp3Sequencer", "unmapped_messages", "FLAG_DELETE_FROM", "FLAG_DELETE_THRU", "FLAG_IMPLIED", "FLAG_LAST",
            "TRADE_SUMMARY", "mdp3_packet", "mdp3_records"]  # fmt: skip
 
 BOOK = "MDIncrementalRefreshBook46"
@@ -67,6 +69,25 @@ SEQUENCED = ("MDIncrementalRefreshBook32", "MDIncrementalRefreshDailyStatistics3
              BOOK, TRADE_SUMMARY, "MDIncrementalRefreshDailyStatistics49",
              "MDIncrementalRefreshLimitsBanding50", "MDIncrementalRefreshSessionStatistics51")  # fmt: skip
 BOOK_TEMPLATES = ("MDIncrementalRefreshBook32", BOOK)
+TRADE_TEMPLATES = ("MDIncrementalRefreshTradeSummary42", TRADE_SUMMARY)
+MAPPED = BOOK_TEMPLATES + TRADE_TEMPLATES
+PRICE_NULL = 2**63 - 1
+
+
+def unmapped_messages(decoded: Decoded) -> tuple[np.ndarray, np.ndarray]:
+    """``(message index in the scan, template id)`` of every message no mapping turns into a
+    record (statistics, volume, limits, definitions, status, snapshots, admin, ...): the stage
+    dead-letters each with ``unmapped template`` and counts it, so nothing vanishes."""
+    idx, ids = [], []
+    for name, batch in decoded.templates.items():
+        if name not in MAPPED:
+            idx.append(batch.index)
+            ids.append(np.full(len(batch.index), batch.message.id, dtype=np.int64))
+    if not idx:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    i, t = np.concatenate(idx), np.concatenate(ids)
+    order = np.argsort(i, kind="stable")
+    return i[order], t[order]
 
 
 class Mdp3Sequencer:
@@ -175,7 +196,10 @@ def _header(batch, gb, ts_recv_by_segment: np.ndarray, out: np.ndarray) -> None:
     out["ts_recv"] = ts_recv_by_segment[batch.segment[parent]]
     out["seq"] = e["RptSeq"]
     out["instrument_id"] = e["SecurityID"].astype(np.uint32)
-    out["price"] = e["MDEntryPx"]["mantissa"]
+    px = e["MDEntryPx"]["mantissa"]
+    if not batch.message.name.endswith(("46", "48")):  # PRICE / PRICENULL: exponent -7
+        px = np.where(px == PRICE_NULL, 0, px * 100)
+    out["price"] = px
     size = e["MDEntrySize"]
     out["size"] = np.where(size == INT32_NULL, 0, size).astype(np.int64) * QTY_UNITS
     last = np.ones(len(parent), dtype=bool)
@@ -193,14 +217,16 @@ def mdp3_records(codec: SbeCodec, decoded: Decoded, ts_recv_by_segment: np.ndarr
     """
     sequencer = sequencer if sequencer is not None else Mdp3Sequencer()
     book_seq = sequencer.book_seq(decoded)
-    out = {"book_update": BOOK_UPDATE.empty(0), "trade": TRADE.empty(0)}
-    book = decoded.templates.get(BOOK)
-    gb = book.groups.get(f"{BOOK}.NoMDEntries") if book else None
-    if gb is not None and len(gb.entries):
+    books, trades = [], []
+    for name in BOOK_TEMPLATES:
+        book = decoded.templates.get(name)
+        gb = book.groups.get(f"{name}.NoMDEntries") if book else None
+        if gb is None or not len(gb.entries):
+            continue
         e = gb.entries
         rec = BOOK_UPDATE.empty(len(e))
         _header(book, gb, ts_recv_by_segment, rec)
-        seq = book_seq[BOOK]
+        seq = book_seq[name]
         rec["seq"] = np.maximum(seq, 0)
         action = e["MDUpdateAction"]
         kind = e["MDEntryType"]
@@ -213,12 +239,26 @@ def mdp3_records(codec: SbeCodec, decoded: Decoded, ts_recv_by_segment: np.ndarr
         if stale.any():  # counted in sequencer.stale_book; the gap before it was already alerted
             sequencer.stale_book += int(stale.sum())
             rec = rec[~stale]
-        out["book_update"] = rec
-    trades = decoded.templates.get(TRADE_SUMMARY)
-    gt = trades.groups.get(f"{TRADE_SUMMARY}.NoMDEntries") if trades else None
-    if gt is not None and len(gt.entries):
+        books.append((book.index[gb.parent][~stale], rec))
+    for name in TRADE_TEMPLATES:
+        trade = decoded.templates.get(name)
+        gt = trade.groups.get(f"{name}.NoMDEntries") if trade else None
+        if gt is None or not len(gt.entries):
+            continue
         rec = TRADE.empty(len(gt.entries))
-        _header(trades, gt, ts_recv_by_segment, rec)
+        _header(trade, gt, ts_recv_by_segment, rec)
         rec["side"] = _AGGRESSOR[gt.entries["AggressorSide"]]
-        out["trade"] = rec
-    return out
+        trades.append((trade.index[gt.parent], rec))
+    return {
+        "book_update": _in_stream_order(books, BOOK_UPDATE),
+        "trade": _in_stream_order(trades, TRADE),
+    }
+
+
+def _in_stream_order(parts, schema) -> np.ndarray:
+    if not parts:
+        return schema.empty(0)
+    if len(parts) == 1:
+        return parts[0][1]
+    pos = np.concatenate([p[0] for p in parts])
+    return np.concatenate([p[1] for p in parts])[np.argsort(pos, kind="stable")]

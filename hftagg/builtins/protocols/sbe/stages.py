@@ -28,7 +28,7 @@ from hftagg.builtins.protocols.sbe import Reason, SbeCodec, parse_schema
 from hftagg.builtins.protocols.sbe import kernels as K
 from hftagg.builtins.protocols.sbe.codec import Scan
 from hftagg.builtins.protocols.sbe.kernels import compact_chunks
-from hftagg.builtins.protocols.sbe.mdp3 import Mdp3Sequencer, mdp3_records
+from hftagg.builtins.protocols.sbe.mdp3 import Mdp3Sequencer, mdp3_records, unmapped_messages
 from hftagg.builtins.protocols.sbe.records import RecordDecoder, RecordEncoder
 from hftagg.errors import SchemaError
 from hftagg.hookspecs import hookimpl
@@ -311,6 +311,20 @@ class SbeDecode(Stage):
             out["dead_letters"].append(self._dead(errors["reason"], st.position + errors["offset"],
                                                   errors["length"], errors["detail"],
                                                   ts_recv[errors["segment"]], stream))  # fmt: skip
+        unmapped = getattr(self, "_unmapped", None)
+        if unmapped is not None and len(unmapped[1]):  # cme_mdp3: templates without a record
+            sc, idx, tid = unmapped
+            out["dead_letters"].append(
+                self._dead(
+                    np.full(len(idx), Reason.UNMAPPED_TEMPLATE),
+                    st.position + sc.msg_frame[idx],
+                    sc.msg_end[idx] - sc.msg_frame[idx],
+                    tid,
+                    ts_recv[sc.msg_segment[idx]],
+                    stream,
+                )
+            )
+        self._unmapped = None
         st.position += len(buf)
 
     # -- shared ----------------------------------------------------------------------------
@@ -333,7 +347,9 @@ class SbeDecode(Stage):
         if self.mapping == "cme_mdp3":
             decoded = self.codec.decode_scan(sc)
             for name, records in mdp3_records(self.codec, decoded, seg_ts, self.sequencer).items():
-                out[_PORT_OF[name]].append(records)
+                if len(records):
+                    out[_PORT_OF[name]].append(records)
+            self._unmapped = (sc, *unmapped_messages(decoded))
         else:
             for name, records in self.records.records(sc).items():
                 if len(records):
