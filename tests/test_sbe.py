@@ -455,7 +455,7 @@ def _interleaved_packets(codec: SbeCodec, lose: set[int] = frozenset()) -> list[
     return packets
 
 
-def _decode_and_book(packets: list[bytes]):
+def _decode_and_book(packets: list[bytes], splits: int | None = None):
     from hftagg.builtins.core.book.stages import Book
     from hftagg.builtins.protocols.sbe.stages import SbeDecode
     from hftagg.records.catalog import RAW_CHUNK
@@ -466,7 +466,8 @@ def _decode_and_book(packets: list[bytes]):
         chunks["data"][i, : len(p)] = np.frombuffer(p, np.uint8)
         chunks["length"][i] = len(p)
         chunks["instrument_id"][i] = 1
-    book_updates = run_stage(SbeDecode(schema=str(MDP3), framing="mdp3"), chunks)["book"]
+    decode = SbeDecode(schema=str(MDP3), framing="mdp3")
+    book_updates = run_stage(decode, chunks, splits=splits, max_split=3)["book"]
     return book_updates, run_stage(Book(), book_updates)
 
 
@@ -480,6 +481,9 @@ def test_mdp3_interleaved_trade_and_volume_entries_build_a_book_without_false_ga
         assert np.diff(seq.astype(np.int64)).tolist() == [1] * (len(seq) - 1)
     assert len(out["alerts"]) == 0, out["alerts"]["text"]
     assert len(out["bbo"]) > 0
+    # the per-instrument RptSeq state carries across batches: random batch cuts, same seqs
+    split, _ = _decode_and_book(_interleaved_packets(codec), splits=3)
+    assert split["seq"].tolist() == updates["seq"].tolist()
 
     # a lost packet (entries of both instruments, RptSeq really missing) is still a gap
     updates, out = _decode_and_book(_interleaved_packets(codec, lose={5}))
