@@ -267,4 +267,7 @@ def warm() -> None:
         f = StreamFramer(kind=kind)
         f.feed(b"\x05\x00abc\n8=FIX.4.4\x019=5\x0135=0\x0110=000\x01")
     buf = np.arange(8, dtype=np.uint8)
+    delim = np.frombuffer(b"\n", dtype=np.uint8).copy()
+    for data in (np.frombuffer(b"ab\ncd", dtype=np.uint8), buf):  # read-only bytes, and arrays
+        _skip_to_delimiter(data, len(data), delim)  # what an oversized delimited frame runs
     frames_to_chunks(buf, np.array([[0, 4, 0]], dtype=np.int64), 0, 0, 0)
