@@ -81,14 +81,14 @@ def _head(r, seq=None, ts_event=None, ts_recv=None) -> dict:
     }
 
 
-def _trade(r) -> dict:
-    return {**_head(r), "side": _code(r.side), "flags": r.flags, "price": r.price,
+def _trade(r, seq=None) -> dict:
+    return {**_head(r, seq=seq), "side": _code(r.side), "flags": r.flags, "price": r.price,
             "size": _qty(r.size)}  # fmt: skip
 
 
-def _quote(r) -> dict:
+def _quote(r, seq=None) -> dict:
     return {
-        **_head(r),
+        **_head(r, seq=seq),
         "bid_px": r.bid_px_00,
         "ask_px": r.ask_px_00,
         "bid_sz": _qty(r.bid_sz_00),
@@ -152,6 +152,8 @@ def _generic(r, names, seq=None) -> dict:
     out = _head(r, seq=seq)
     for name in names:
         value = getattr(r, name)
+        if name.startswith("is_"):  # the reference reads DBN's TriState as True/False/None
+            value = {True: "Y", False: "N", None: "~"}[value]
         text = isinstance(value, str) and len(value) != 1
         out[name] = value if text else _code(value)
         if name in _QUANTITY:
@@ -159,7 +161,7 @@ def _generic(r, names, seq=None) -> dict:
     return out
 
 
-def _market_data(r, rtype: int, schema: str, add) -> None:
+def _market_data(r, rtype: int, schema: str, add, count) -> None:
     if rtype == RType.MBO:
         add(
             "mbo",
@@ -186,13 +188,19 @@ def _market_data(r, rtype: int, schema: str, add) -> None:
             add("trades", _trade(r))
         add("book", _book(r, 10))
         add("depth", _mbp10(r))
+    elif rtype in (RType.CMBP_1, RType.TCBBO):
+        if rtype == RType.TCBBO or _code(r.action) == ord("T"):
+            add("trades", _trade(r, seq=count("trades")))
+        add("quotes", _quote(r, seq=count("quotes")))
+    elif rtype in (RType.CBBO_1S, RType.CBBO_1M):
+        add("quotes", _quote(r, seq=count("quotes")))
     else:
         add("quotes", _quote(r))  # bbo-1s / bbo-1m
 
 
 def expected(metadata, records) -> dict[str, list[dict]]:
     """hftagg records per port, derived from the reference's records."""
-    from hftagg.builtins.protocols.dbn import IMBALANCE, INSTRUMENT_DEFINITION, STATISTICS
+    from hftagg.builtins.protocols.dbn import IMBALANCE, INSTRUMENT_DEFINITION, STATISTICS, STATUS
 
     schema = str(getattr(metadata.schema, "value", metadata.schema))
     out: dict[str, list[dict]] = {}
@@ -205,11 +213,12 @@ def expected(metadata, records) -> dict[str, list[dict]]:
         counts[port] = counts.get(port, 0) + 1
         return counts[port] - 1
 
-    market = (RType.MBO, RType.MBP_0, RType.MBP_1, RType.MBP_10, RType.BBO_1S, RType.BBO_1M)
+    market = (RType.MBO, RType.MBP_0, RType.MBP_1, RType.MBP_10, RType.BBO_1S, RType.BBO_1M,
+              RType.CMBP_1, RType.TCBBO, RType.CBBO_1S, RType.CBBO_1M)  # fmt: skip
     for r in records:
         rtype = _code(r.rtype)
         if rtype in market:
-            _market_data(r, rtype, schema, add)
+            _market_data(r, rtype, schema, add, count)
         elif rtype in OHLCV_RTYPES:
             add("ohlcv", _bar(r, count("ohlcv"), schema))
         elif rtype == RType.INSTRUMENT_DEF:
@@ -221,6 +230,8 @@ def expected(metadata, records) -> dict[str, list[dict]]:
             add("statistics", _generic(r, _fields_of(STATISTICS.dtype)))
         elif rtype == RType.IMBALANCE:
             add("imbalance", _generic(r, _fields_of(IMBALANCE.dtype), seq=count("imbalance")))
+        elif rtype == RType.STATUS:
+            add("status", _generic(r, _fields_of(STATUS.dtype), seq=count("status")))
         else:
             raise AssertionError(f"test has no expectation for rtype {rtype}")
     return out
@@ -293,7 +304,8 @@ def test_layouts_match_the_reference_record_sizes():
         (RType.BBO_1S, 3): "BBOMsg", (RType.INSTRUMENT_DEF, 1): "InstrumentDefMsgV1",
         (RType.INSTRUMENT_DEF, 2): "InstrumentDefMsgV2", (RType.INSTRUMENT_DEF, 3): "InstrumentDefMsg",
         (RType.STATISTICS, 1): "StatMsgV1", (RType.STATISTICS, 3): "StatMsg",
-        (RType.IMBALANCE, 3): "ImbalanceMsg",
+        (RType.IMBALANCE, 3): "ImbalanceMsg", (RType.CMBP_1, 3): "CMBP1Msg",
+        (RType.CBBO_1S, 3): "CBBOMsg", (RType.STATUS, 3): "StatusMsg",
     }  # fmt: skip
     for key, name in classes.items():
         cls = getattr(dbn_ref, name)
@@ -376,3 +388,93 @@ def test_older_dbn_versions_decode_like_the_reference(tmp_path, version):
     ours = _ours(path)
     assert ours["statistics"]["quantity"][0] == _I64_MAX  # DBN 1/2 "undefined", upgraded
     assert_matches(ours, expected(ref_metadata, ref_records), f"v{version}")
+
+
+# --------------------------------------------------------------------------- crafted schemas
+
+
+def _px(i: int) -> int:
+    return (4_500 + i) * 10**9 // 4
+
+
+def _crafted(schema: str, n: int = 7) -> list:
+    """``n`` records of ``schema`` built with the reference's own record classes."""
+    pair = dbn_ref.ConsolidatedBidAskPair
+    out = []
+    for i in range(n):
+        head = {"publisher_id": 1 + i % 3, "instrument_id": 100 + i % 2,
+                "ts_event": 1_700_000_000_000_000_000 + i * 10**9}  # fmt: skip
+        ts_recv = head["ts_event"] + 1_000 + i
+        levels = pair(bid_px=_px(i), ask_px=_px(i + 1), bid_sz=10 + i, ask_sz=20 + i,
+                      bid_pb=1 + i % 3, ask_pb=2 + i % 2)  # fmt: skip
+        side = dbn_ref.Side("BAN"[i % 3])
+        if schema == "status":
+            out.append(dbn_ref.StatusMsg(
+                **head, ts_recv=ts_recv, action=dbn_ref.StatusAction([1, 3, 4, 5, 7][i % 5]),
+                reason=dbn_ref.StatusReason([0, 1, 3][i % 3]),
+                trading_event=dbn_ref.TradingEvent(i % 3),
+                is_trading=dbn_ref.TriState("YN~"[i % 3]),
+                is_quoting=dbn_ref.TriState("NY~"[i % 3]),
+                is_short_sell_restricted=dbn_ref.TriState("~YN"[i % 3])))  # fmt: skip
+        elif schema in ("cbbo-1s", "cbbo-1m"):
+            rtype = RType.CBBO_1S if schema == "cbbo-1s" else RType.CBBO_1M
+            out.append(dbn_ref.CBBOMsg(
+                rtype, head["publisher_id"], head["instrument_id"], head["ts_event"], _px(i) + 1,
+                5 + i, side, ts_recv, flags=0x80 if i % 2 else 0, levels=levels))  # fmt: skip
+        elif schema == "bbo-1m":
+            bidask = dbn_ref.BidAskPair(bid_px=_px(i), ask_px=_px(i + 1), bid_sz=10 + i,
+                                        ask_sz=20 + i, bid_ct=i, ask_ct=2 * i)  # fmt: skip
+            out.append(dbn_ref.BBOMsg(
+                RType.BBO_1M, head["publisher_id"], head["instrument_id"], head["ts_event"],
+                _px(i), 5 + i, side, ts_recv, flags=0x80, sequence=900 + i,
+                levels=bidask))  # fmt: skip
+        elif schema in ("ohlcv-1d", "ohlcv-eod"):
+            rtype = RType.OHLCV_1D if schema == "ohlcv-1d" else RType.OHLCV_EOD
+            out.append(dbn_ref.OHLCVMsg(
+                rtype, head["publisher_id"], head["instrument_id"], head["ts_event"], _px(i),
+                _px(i + 3), _px(i - 2), _px(i + 1), 1_000 * i))  # fmt: skip
+        else:  # cmbp-1, tcbbo
+            rtype = RType.CMBP_1 if schema == "cmbp-1" else RType.TCBBO
+            action = dbn_ref.Action("T" if schema == "tcbbo" else "ATCMR"[i % 5])
+            out.append(dbn_ref.CMBP1Msg(
+                rtype, head["publisher_id"], head["instrument_id"], head["ts_event"], _px(i) + 2,
+                3 + i, action, side, ts_recv, flags=0x80, ts_in_delta=-i,
+                levels=levels))  # fmt: skip
+    return out
+
+
+#: Schemas the reference decodes that the shared data has no file of: crafted here.
+CRAFTED = ("status", "cbbo-1s", "cbbo-1m", "cmbp-1", "tcbbo", "bbo-1m", "ohlcv-1d", "ohlcv-eod")
+
+
+@pytest.mark.parametrize("schema", CRAFTED)
+def test_crafted_schema_decodes_like_the_reference(tmp_path, schema):
+    metadata = dbn_ref.Metadata(
+        dataset="XNAS.ITCH" if schema == "status" else "EQUS.MINI",
+        start=1,
+        stype_in=dbn_ref.SType.RAW_SYMBOL,
+        stype_out=dbn_ref.SType.INSTRUMENT_ID,
+        schema=dbn_ref.Schema.from_str(schema),
+        symbols=["AAPL"],
+    )
+    records = _crafted(schema)
+    raw = bytes(metadata) + b"".join(bytes(r) for r in records)
+    path = tmp_path / f"crafted.{schema}.dbn"
+    path.write_bytes(raw)
+    ref_metadata, ref_records = _reference(path, raw)
+    assert len(ref_records) == len(records)
+    want = expected(ref_metadata, ref_records)
+    assert want, schema
+    assert_matches(_ours(path), want, schema)
+
+
+def test_every_schema_the_reference_decodes_is_mapped():
+    """The reference package's whole list of schemas, not only those with a shared file."""
+    from hftagg.builtins.protocols.dbn import SCHEMA_PORTS
+
+    schemas = {str(s.value) for s in dbn_ref.Schema.variants()}
+    assert "status" in schemas and "cbbo-1s" in schemas
+    missing = sorted(schemas - set(SCHEMA_PORTS) - set(UNMAPPED))
+    assert not missing, f"schemas the reference decodes but dbn_replay does not map: {missing}"
+    shared = {p.name.split(".")[1] for p in FILES}
+    assert schemas - set(UNMAPPED) <= shared | set(CRAFTED)

@@ -83,7 +83,7 @@ def test_unknown_rtype_is_dead_lettered_and_the_records_around_it_decoded():
 def test_known_but_unmapped_rtype_is_dead_lettered_with_its_own_reason():
     data, start = _trades_stream(3)
     buf = bytearray(data)
-    buf[start + 1] = RType.STATUS
+    buf[start + 1] = RType.ERROR  # a live gateway message: no market data in it
     out = _decode_bytes(bytes(buf))
     assert list(out["trades"]["seq"]) == [101, 102]
     assert _reasons(out) == [Reason.UNMAPPED_RTYPE]

@@ -21,6 +21,7 @@ from hftagg.builtins.protocols.dbn.records import (
     IMBALANCE,
     INSTRUMENT_DEFINITION,
     STATISTICS,
+    STATUS,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "REASON_TEXT",
     "SCHEMA_PORTS",
     "STATISTICS",
+    "STATUS",
     "Counters",
     "DbnDecoder",
     "DbnFile",

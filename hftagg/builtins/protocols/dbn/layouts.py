@@ -145,6 +145,54 @@ BBO = (
     ]
     + _levels(1)
 )
+_CONSOLIDATED_LEVEL = np.dtype(
+    [
+        ("bid_px", "<i8"),
+        ("ask_px", "<i8"),
+        ("bid_sz", "<u4"),
+        ("ask_sz", "<u4"),
+        ("bid_pb", "<u2"),  # publisher of the best bid
+        ("_reserved1", "V2"),
+        ("ask_pb", "<u2"),
+        ("_reserved2", "V2"),
+    ]
+)
+#: cmbp-1 and tcbbo (consolidated: the best bid and offer across venues, with their publishers).
+CMBP1 = _HEADER + [
+    ("price", "<i8"),
+    ("size", "<u4"),
+    ("action", "u1"),
+    ("side", "u1"),
+    ("flags", "u1"),
+    ("_reserved1", "u1"),
+    ("ts_recv", "<u8"),
+    ("ts_in_delta", "<i4"),
+    ("_reserved2", "V4"),
+    ("levels", _CONSOLIDATED_LEVEL, (1,)),
+]
+#: cbbo-1s and cbbo-1m (consolidated BBO sampled each interval; no sequence number).
+CBBO = _HEADER + [
+    ("price", "<i8"),
+    ("size", "<u4"),
+    ("_reserved1", "u1"),
+    ("side", "u1"),
+    ("flags", "u1"),
+    ("_reserved2", "u1"),
+    ("ts_recv", "<u8"),
+    ("_reserved3", "V8"),
+    ("levels", _CONSOLIDATED_LEVEL, (1,)),
+]
+#: status: a venue's trading-status change for an instrument.
+STATUS = _HEADER + [
+    ("ts_recv", "<u8"),
+    ("action", "<u2"),
+    ("reason", "<u2"),
+    ("trading_event", "<u2"),
+    ("is_trading", "u1"),  # 'Y' / 'N' / '~' (not available)
+    ("is_quoting", "u1"),
+    ("is_short_sell_restricted", "u1"),
+    ("_reserved", "V7"),
+]
 OHLCV = _HEADER + [
     ("open", "<i8"),
     ("high", "<i8"),
@@ -388,6 +436,11 @@ _SAME = {
     RType.BBO_1S: BBO,
     RType.BBO_1M: BBO,
     RType.IMBALANCE: IMBALANCE,
+    RType.CMBP_1: CMBP1,
+    RType.TCBBO: CMBP1,
+    RType.CBBO_1S: CBBO,
+    RType.CBBO_1M: CBBO,
+    RType.STATUS: STATUS,
     **{rtype: OHLCV for rtype in OHLCV_RTYPES},
 }
 

@@ -31,6 +31,15 @@ Per DBN schema:
 - ``mbp-10`` -> ``mbp10`` (the 10 levels after the event, with order counts) and
   ``book_update`` for every record, ``trade`` for every action ``T`` record.
 - ``bbo-1s``/``bbo-1m`` -> ``quote`` (the BBO at the end of the interval).
+- ``cbbo-1s``/``cbbo-1m`` -> ``quote`` (the consolidated BBO across venues at the end of the
+  interval); ``cmbp-1`` -> ``quote`` (consolidated BBO after the event) and ``trade`` for every
+  action ``T``; ``tcbbo`` -> ``trade`` and ``quote`` (consolidated BBO just before the trade).
+  Consolidated records carry no ``sequence``: ``seq`` is a running count per output. No
+  ``book_update`` from ``cmbp-1``: a consolidated top of book is not one venue's book. The
+  per-side publisher (``bid_pb``/``ask_pb``) has no place in ``quote`` and is not kept.
+- ``status`` -> ``status`` (a hftagg schema added by this plugin, see
+  :mod:`hftagg.builtins.protocols.dbn.records`: DBN's action, reason, trading_event codes and
+  the is_trading/is_quoting/is_short_sell_restricted characters; ``seq`` a running count).
 - ``ohlcv-1s/1m/1h/1d/eod`` -> ``bar`` with ``timeframe_ns`` from the rtype (1 s, 1 min, 1 h,
   1 d; EOD counts as 1 d), volume, ``trade_count`` 0 and ``vwap`` NaN (DBN has neither),
   ``synthetic`` 0.
@@ -54,7 +63,12 @@ from collections.abc import Callable
 import numpy as np
 
 from hftagg.builtins.protocols.dbn.layouts import OHLCV_RTYPES, RType
-from hftagg.builtins.protocols.dbn.records import IMBALANCE, INSTRUMENT_DEFINITION, STATISTICS
+from hftagg.builtins.protocols.dbn.records import (
+    IMBALANCE,
+    INSTRUMENT_DEFINITION,
+    STATISTICS,
+    STATUS,
+)
 from hftagg.records.catalog import BAR, BOOK_UPDATE, MBP10, QUOTE, TRADE
 from hftagg.records.catalog import MBO as MBO_SCHEMA
 from hftagg.records.fixed import QTY_UNITS, scale_integers
@@ -75,6 +89,7 @@ PORTS: dict[str, str] = {
     "definitions": INSTRUMENT_DEFINITION.name,
     "statistics": STATISTICS.name,
     "imbalance": IMBALANCE.name,
+    "status": STATUS.name,
 }
 
 #: DBN schema name -> the ports its records feed.
@@ -86,6 +101,11 @@ SCHEMA_PORTS: dict[str, tuple[str, ...]] = {
     "trades": ("trades",),
     "bbo-1s": ("quotes",),
     "bbo-1m": ("quotes",),
+    "cbbo-1s": ("quotes",),
+    "cbbo-1m": ("quotes",),
+    "cmbp-1": ("trades", "quotes"),
+    "tcbbo": ("trades", "quotes"),
+    "status": ("status",),
     "ohlcv-1s": ("ohlcv",),
     "ohlcv-1m": ("ohlcv",),
     "ohlcv-1h": ("ohlcv",),
@@ -129,7 +149,7 @@ def _header(schema, rec: np.ndarray, seq, ts_recv=None) -> np.ndarray:
     out = np.zeros(len(rec), dtype=schema.dtype)  # zeroed padding: same bytes every run
     out["ts_event"] = rec["ts_event"]
     out["ts_recv"] = rec["ts_recv"] if ts_recv is None else ts_recv
-    out["seq"] = rec["sequence"] if seq is None else seq
+    out["seq"] = rec["sequence"] if seq is None else seq(len(rec)) if callable(seq) else seq
     out["instrument_id"] = rec["instrument_id"]
     return out
 
@@ -183,14 +203,14 @@ def _mbo(rec, ctx) -> dict[str, Output]:
     return {"mbo": (None, out)}
 
 
-def _trades(rec, rows: np.ndarray | None) -> Output:
+def _trades(rec, rows: np.ndarray | None, seq=None) -> Output:
     sub = rec if rows is None else rec[rows]
-    out = _copy(_header(TRADE, sub, None), sub, ("side", "flags", "price", "size"))
+    out = _copy(_header(TRADE, sub, seq), sub, ("side", "flags", "price", "size"))
     return rows, out
 
 
-def _quotes(rec, levels) -> Output:
-    out = _header(QUOTE, rec, None)
+def _quotes(rec, levels, seq=None) -> Output:
+    out = _header(QUOTE, rec, seq)
     _copy(out, levels[:, 0], ("bid_px", "ask_px", "bid_sz", "ask_sz"))
     return None, out
 
@@ -247,6 +267,34 @@ def _mbp10(rec, ctx) -> dict[str, Output]:
 
 def _bbo(rec, ctx) -> dict[str, Output]:
     return {"quotes": _quotes(rec, rec["levels"])}
+
+
+def _running(ctx, port: str):
+    """``seq`` for records without a DBN sequence: a running count per output port."""
+    return lambda n: ctx.counters.take(port, n)
+
+
+def _cbbo(rec, ctx) -> dict[str, Output]:
+    return {"quotes": _quotes(rec, rec["levels"], _running(ctx, "quotes"))}
+
+
+def _cmbp1(rec, ctx) -> dict[str, Output]:
+    rows = None if ctx.rtype == RType.TCBBO else _trade_rows(rec)
+    return {
+        "trades": _trades(rec, rows, _running(ctx, "trades")),
+        "quotes": _quotes(rec, rec["levels"], _running(ctx, "quotes")),
+    }
+
+
+_STATUS_FIELDS = tuple(
+    n for n in STATUS.dtype.names if n not in ("ts_event", "ts_recv", "seq", "instrument_id")
+)
+
+
+def _status(rec, ctx) -> dict[str, Output]:
+    out = _header(STATUS, rec, ctx.counters.take("status", len(rec)))
+    _copy(out, rec, _STATUS_FIELDS)
+    return {"status": (None, out)}
 
 
 def _trades_only(rec, ctx) -> dict[str, Output]:
@@ -330,6 +378,11 @@ _MAPPERS: dict[int, Callable] = {
     RType.MBP_10: _mbp10,
     RType.BBO_1S: _bbo,
     RType.BBO_1M: _bbo,
+    RType.CBBO_1S: _cbbo,
+    RType.CBBO_1M: _cbbo,
+    RType.CMBP_1: _cmbp1,
+    RType.TCBBO: _cmbp1,
+    RType.STATUS: _status,
     RType.INSTRUMENT_DEF: _definition,
     RType.STATISTICS: _statistics,
     RType.IMBALANCE: _imbalance,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from hftagg.records.schema import Schema, make_dtype
 
-__all__ = ["DBN_SCHEMAS", "IMBALANCE", "INSTRUMENT_DEFINITION", "STATISTICS"]
+__all__ = ["DBN_SCHEMAS", "IMBALANCE", "INSTRUMENT_DEFINITION", "STATISTICS", "STATUS"]
 
 INSTRUMENT_DEFINITION = Schema(
     "instrument_definition",
@@ -114,4 +114,25 @@ IMBALANCE = Schema(
     doc="An auction imbalance (DBN imbalance schema); seq counts records per source.",
 )
 
-DBN_SCHEMAS: tuple[Schema, ...] = (INSTRUMENT_DEFINITION, STATISTICS, IMBALANCE)
+#: Decision: a trading-status change is market state, not an ``alert`` (which carries a code, a
+#: severity and free text for humans) and not bad input: it gets its own schema, with DBN's
+#: codes kept as they are so downstream stages can halt/resume per instrument.
+STATUS = Schema(
+    "status",
+    1,
+    make_dtype(
+        [
+            ("action", "<u2"),  # DBN StatusAction: 1 pre-open, 3 trading, 4 halt, 5 pause, ...
+            ("reason", "<u2"),  # DBN StatusReason: why (scheduled, news pending, ...)
+            ("trading_event", "<u2"),  # DBN TradingEvent: e.g. 1 no cancel, 2 implied change
+            ("publisher_id", "<u2"),
+            ("is_trading", "u1"),  # 'Y' / 'N' / '~' (not available), ASCII
+            ("is_quoting", "u1"),
+            ("is_short_sell_restricted", "u1"),
+        ]
+    ),
+    doc="A venue's trading-status change for an instrument (DBN status schema): halt, pause, "
+    "open, close... with DBN's action/reason/event codes; seq counts records per source.",
+)
+
+DBN_SCHEMAS: tuple[Schema, ...] = (INSTRUMENT_DEFINITION, STATISTICS, IMBALANCE, STATUS)

@@ -8,8 +8,8 @@ records on these ports (topics ``md.<port>`` under ``[data_sources.<name>]``):
 =============  ======================  ========================================================
 port           schema                  from DBN schema
 =============  ======================  ========================================================
-trades         trade                   trades; mbp-1/mbp-10 action T; tbbo
-quotes         quote                   mbp-1 (BBO after the event), tbbo (before), bbo-1s/1m
+trades         trade                   trades; mbp-1/mbp-10/cmbp-1 action T; tbbo, tcbbo
+quotes         quote                   mbp-1 (BBO after), tbbo (before), bbo/cbbo-1s/1m, cmbp-1
 book           book_update             mbp-1, mbp-10 (level updates, see the mapping module)
 mbo            mbo                     mbo
 depth          mbp10                   mbp-10
@@ -17,6 +17,7 @@ ohlcv          bar                     ohlcv-1s/1m/1h/1d/eod (ts_event = bar clo
 definitions    instrument_definition   definition
 statistics     statistics              statistics
 imbalance      imbalance               imbalance
+status         status                  status
 dead_letters   dead_letter             bad input, with a reason code (always present)
 =============  ======================  ========================================================
 
@@ -76,6 +77,7 @@ _DOCS = {
     "definitions": "instrument definitions",
     "statistics": "venue statistics",
     "imbalance": "auction imbalances",
+    "status": "trading-status changes (halt, pause, open...)",
 }
 _READS_PER_CALL = 8  # pieces of input read by one next_batch call at most
 _PORT_CACHE: dict[tuple, tuple[str, ...]] = {}
