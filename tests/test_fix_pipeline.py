@@ -121,6 +121,7 @@ def test_fix_md_source_subscribes_and_publishes_decoded_records(md_server, monke
                            # a long heartbeat: on a loaded machine a 1 s one can time out,
                            # reconnect and resubscribe, and the exact counts below would change
                            symbols=SYMBOLS, heartbeat_secs=30, password_env="FIX_MD_PASSWORD",
+                           venue="fix",  # the ids SYMBOLS pins, as fix_decode's venue above
                            store_path=str(tmp_path / "store"), reconnect_secs=0.1)  # fmt: skip
     book, trades, dead = [], [], []
     stages = [source, TestingSink(book, topic="md.book"),

@@ -35,6 +35,7 @@ import numpy as np
 
 from hftagg.builtins.protocols.fix import kernels
 from hftagg.builtins.protocols.fix.dictionary import DEFAULT_DICTIONARY, Dictionary, load_dictionary
+from hftagg.instruments import InstrumentRegistry
 from hftagg.kernels.slots import SlotTable
 from hftagg.records.catalog import BOOK_UPDATE, DEAD_LETTER, TRADE
 from hftagg.records.fixed import detail as fixed_detail
@@ -187,7 +188,14 @@ class MarketDataDecoder:
     """Frames and decodes a FIX market-data byte stream into record batches.
 
     ``symbols`` maps Symbol (55) to instrument id; with ``instrument_key="security_id"`` the
-    numeric SecurityID (48) is the id and ``symbols`` is not needed. ``dictionary`` (a path,
+    numeric SecurityID (48) is the id and ``symbols`` is not needed.
+
+    With an instrument ``registry`` (:class:`~hftagg.instruments.InstrumentRegistry`) ids come
+    from it instead: every ``feed`` finds the distinct Symbol (55) values of the buffered bytes
+    in one numpy pass (SecurityID (48) text with ``instrument_key="security_id"``), maps them
+    with ``registry.ids_for(venue, values)`` (defining a spelling on first sight) and adds the
+    new ones to the compiled look-up table; Python runs once per distinct new value, never per
+    entry. A ``symbols`` entry with a non-zero id pins that id in the registry. ``dictionary`` (a path,
     relative to ``protocols/``, or a loaded :class:`Dictionary`) gives the tag numbers and
     enum values (module docstring). ``counters`` has running totals: messages, dead letters by
     reason name, skipped entries. Not thread-safe.
@@ -205,6 +213,8 @@ class MarketDataDecoder:
         source_id: int = 0,
         max_body: int = 1 << 20,
         dictionary: str | Path | Dictionary = DEFAULT_DICTIONARY,
+        registry: InstrumentRegistry | None = None,
+        venue: str = "fix",
     ) -> None:
         if not isinstance(dictionary, Dictionary):
             dictionary = load_dictionary(dictionary)
@@ -214,7 +224,24 @@ class MarketDataDecoder:
             raise ValueError(f"instrument_key must be 'symbol' or 'security_id', got "
                              f"{instrument_key!r}")  # fmt: skip
         self._by_security_id = instrument_key == "security_id"
-        self._hashes, self._ids = build_symbol_table(symbols or {})
+        self.registry = registry
+        self.venue = venue
+        if registry is not None:
+            key_tag = int(self._tags[kernels.T_SECURITY_ID if self._by_security_id
+                                     else kernels.T_SYMBOL])  # fmt: skip
+            # the compiled code hashes the T_SYMBOL tag's value: point it at the key tag
+            self._tags[kernels.T_SYMBOL] = key_tag
+            self._tags[kernels.T_SECURITY_ID] = -1
+            self._by_security_id = False
+            self._key_pattern = np.frombuffer(b"\x01%d=" % key_tag, dtype=np.uint8)
+            self._table: dict[str, int] = {}
+            self._junk: set[str] = set()
+            for symbol, iid in (symbols or {}).items():
+                if iid and registry.ids_for(venue, [symbol], define=False)[0] != iid:
+                    registry.define(symbol, venue, venue_symbol=symbol, instrument_id=int(iid))
+            self._learn(np.array(list(symbols or {}), dtype=object))
+        else:
+            self._hashes, self._ids = build_symbol_table(symbols or {})
         self._begin = np.frombuffer(begin_string.encode(), dtype=np.uint8).copy()
         self._max_body = int(max_body)
         self.source_id = int(source_id)
@@ -258,6 +285,8 @@ class MarketDataDecoder:
         """Decode whatever complete messages ``data`` (after the residual) holds."""
         s = self._stream
         s.append(data)
+        if self.registry is not None:
+            self._learn(_tag_values(s.buf[: s.n], self._key_pattern))
         ts = time.time_ns() if ts_recv is None else int(ts_recv)
         self._counts[:] = 0
         messages = 0
@@ -277,6 +306,18 @@ class MarketDataDecoder:
     def finish(self, ts_recv: int | None = None) -> Decoded:
         """End of stream: whatever is left is a truncated message (or garbage)."""
         return self.feed(b"", ts_recv, final=True)
+
+    def _learn(self, values: np.ndarray) -> None:
+        """Registry ids for the ``values`` (Symbol or SecurityID spellings) the table lacks."""
+        new = [v for v in dict.fromkeys(values.tolist())
+               if v not in self._table and v not in self._junk]  # fmt: skip
+        if not new:
+            return
+        ids = self.registry.ids_for(self.venue, new)
+        for value, iid in zip(new, ids.tolist(), strict=True):
+            # id 0: not a symbol at all; its entries stay unknown_instrument (counted)
+            (self._table.__setitem__(value, int(iid)) if iid else self._junk.add(value))
+        self._hashes, self._ids = build_symbol_table(self._table)
 
     def _decode_spans(self, count: int, ts: int) -> None:
         s = self._stream
@@ -324,6 +365,39 @@ class MarketDataDecoder:
                 rec["detail"] = fixed_detail(str(a0), value, a1 % 8)
                 continue
             rec["detail"] = _detail(reason, name, a0, a1, raw).encode()[:64]
+
+
+_MAX_VALUE = 64  # longest Symbol/SecurityID value learnt from the bytes
+
+
+def _tag_values(buf: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """The distinct values of the tag ``pattern`` (``SOH tag =``) in ``buf``, as ``str``; one
+    vectorised pass (no Python per occurrence). Values longer than 64 bytes are not learnt."""
+    k = len(pattern)
+    n = len(buf) - k + 1
+    if n <= 0:
+        return np.empty(0, dtype=object)
+    hit = buf[:n] == pattern[0]
+    for j in range(1, k):
+        hit &= buf[j : n + j] == pattern[j]
+    starts = np.flatnonzero(hit) + k
+    if not len(starts):
+        return np.empty(0, dtype=object)
+    soh = np.flatnonzero(buf == 1)
+    at = np.searchsorted(soh, starts)
+    complete = at < len(soh)  # a value still being received is learnt on the next feed
+    starts, ends = starts[complete], soh[at[complete]]
+    lengths = ends - starts
+    keep = (lengths > 0) & (lengths <= _MAX_VALUE)
+    starts, lengths = starts[keep], lengths[keep]
+    if not len(starts):
+        return np.empty(0, dtype=object)
+    width = int(lengths.max())
+    cols = np.arange(width)
+    idx = np.minimum(starts[:, None] + cols, len(buf) - 1)
+    grid = np.where(cols < lengths[:, None], buf[idx], 0).astype(np.uint8)
+    values = np.unique(np.ascontiguousarray(grid).view(f"S{width}").ravel())
+    return np.array([v.decode("utf-8", "replace") for v in values.tolist()], dtype=object)
 
 
 def _grown(batch: np.ndarray, need: int) -> np.ndarray:

@@ -54,11 +54,12 @@ class FixMarketDataParams(Params):
     sender_comp_id: str = restart("HFTAGG", min_length=1, description="our SenderCompID (49)")
     target_comp_id: str = restart("MD", min_length=1, description="their CompID (56)")
     symbols: dict[str, int] = restart(
-        {}, description="Symbol (55) to subscribe -> instrument id of its records"
+        {}, description="Symbol (55) to subscribe -> instrument id to pin (0: the registry's id)"
     )
     instrument_key: Literal["symbol", "security_id"] = restart(
-        "symbol", description="ids from `symbols`, or the numeric SecurityID (48) of each entry"
+        "symbol", description="registry spelling from Symbol (55) or SecurityID (48) text"
     )
+    venue: str = restart("", description="registry venue of the symbols (empty: target_comp_id)")
     heartbeat_secs: int = restart(30, ge=1, le=3600, description="HeartBtInt (108)")
     username: str = restart("", description="Username (553), empty for none")
     password_env: str = restart("", description="environment variable holding Password (554)")
@@ -143,9 +144,11 @@ class FixMarketData(SourceStage):
         )  # fmt: skip
         self.settings.password()  # fail now, naming the variable, if it is not set
         dictionary = open_dictionary(p.dictionary, self.stage_id)
+        # the venue's own SenderCompID (our TargetCompID) names it in the registry by default
         self._decoder = MarketDataDecoder(p.symbols, instrument_key=p.instrument_key,
-                                          begin_string=p.begin_string,
-                                          dictionary=dictionary)  # fmt: skip
+                                          begin_string=p.begin_string, dictionary=dictionary,
+                                          registry=ctx.instruments,
+                                          venue=p.venue or p.target_comp_id)  # fmt: skip
         self._store: MemoryStore = (FileStore(config_relative(p.store_path),
                                               self.settings.session_id)
                                     if p.store_path else MemoryStore())  # fmt: skip

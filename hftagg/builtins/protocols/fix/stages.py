@@ -10,6 +10,13 @@ FIX dictionaries are data: ``dictionary = "fix/FIX44.xml"`` (the default) is res
 the repository's ``protocols/`` folder (an absolute path is used as is), so a venue's
 QuickFIX-format dictionary dropped there (its own MDEntryPx tag, extra MDEntryType values) is
 usable from config with no code.
+
+Instrument ids come from the instrument registry (``StageContext.instruments``): the distinct
+Symbol (55) values (SecurityID (48) text with ``instrument_key = "security_id"``) of each chunk
+are mapped in bulk by ``ids_for(venue, values)`` (``venue`` param, default ``"fix"``; ``fix_md``
+defaults to the session's TargetCompID, the venue's own SenderCompID), so ``tail`` and
+``store ls`` show the FIX symbols. The raw sources feeding this stage label chunks with their
+stream id only: mapping to instruments is the decoder's job.
 """
 
 from __future__ import annotations
@@ -78,11 +85,12 @@ FIX_FAMILY = FixCodecFamily()
 
 class FixDecodeParams(Params):
     symbols: dict[str, int] = restart(
-        {}, description="Symbol (55) -> instrument id; unused with instrument_key=security_id"
+        {}, description="Symbol (55) -> instrument id to pin (0: the registry's id); optional"
     )
     instrument_key: Literal["symbol", "security_id"] = restart(
-        "symbol", description="take instrument ids from the symbol table or numeric SecurityID (48)"
+        "symbol", description="registry spelling from Symbol (55) or SecurityID (48) text"
     )
+    venue: str = restart("fix", min_length=1, description="registry venue of the symbols")
     begin_string: str = restart("FIX.4.4", description="expected BeginString (8=)")
     max_body_bytes: int = restart(1 << 20, ge=64, le=1 << 30, description="largest BodyLength")
     dictionary: str = restart(
@@ -112,6 +120,7 @@ class FixDecode(Stage):
     def open(self, ctx) -> None:
         self._decoders: dict[int, fix.MarketDataDecoder] = {}
         self._dictionary = open_dictionary(self.params.dictionary, self.stage_id)
+        self._instruments = ctx.instruments
 
     def _decoder(self, stream: int) -> fix.MarketDataDecoder:
         decoder = self._decoders.get(stream)
@@ -120,6 +129,7 @@ class FixDecode(Stage):
             decoder = self._decoders[stream] = fix.MarketDataDecoder(
                 p.symbols, instrument_key=p.instrument_key, begin_string=p.begin_string,
                 source_id=stream, max_body=p.max_body_bytes, dictionary=self._dictionary,
+                registry=self._instruments, venue=p.venue,
             )  # fmt: skip
         return decoder
 
