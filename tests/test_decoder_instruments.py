@@ -3,11 +3,19 @@ MDP3 SecurityID (SecurityDefinition Symbol when seen) become registry ids, in bu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from hftagg.builtins.protocols.fix import messages as m
 from hftagg.builtins.protocols.fix.decoder import MarketDataDecoder
+from hftagg.builtins.protocols.sbe import SbeCodec, parse_schema
+from hftagg.builtins.protocols.sbe.mdp3 import BOOK, mdp3_packet
+from hftagg.builtins.protocols.sbe.stages import SbeDecode
 from hftagg.instruments import InstrumentRegistry
+from hftagg.records.catalog import RAW_CHUNK
+from hftagg.stages import StageContext
 
 
 def fix_wire(msg_type: str, body, seq: int = 1) -> bytes:
@@ -54,3 +62,53 @@ def test_fix_pinned_symbol_ids_and_security_id_text_use_the_registry():
     ids = by_id.feed(fix_wire("X", body)).book["instrument_id"]
     assert ids.tolist() == registry.ids_for("cme", ["123456", "7"], define=False).tolist()
     assert registry.symbols_for(ids).tolist() == ["123456", "7"]
+
+
+MDP3 = Path(__file__).parents[1].parent / "shared" / "data" / "sbe" / "cme-mdp3-v9.xml"
+needs_mdp3 = pytest.mark.skipif(not MDP3.is_file(), reason=f"shared SBE test data absent: {MDP3}")
+
+
+def _chunks(packets: list[bytes]) -> np.ndarray:
+    batch = RAW_CHUNK.empty(len(packets))
+    for k, pkt in enumerate(packets):
+        batch["data"][k, : len(pkt)] = np.frombuffer(pkt, dtype=np.uint8)
+        batch["length"][k] = len(pkt)
+    batch["flags"] = 1  # datagrams
+    batch["instrument_id"] = 9  # the raw stream, not an instrument
+    return batch
+
+
+@needs_mdp3
+def test_mdp3_security_ids_map_through_the_registry_with_definition_symbols():
+    codec = SbeCodec(parse_schema(MDP3))
+
+    def book(sid: int, rpt: int) -> bytes:
+        entry = dict(MDEntryPx={"mantissa": 100 * 10**9}, MDEntrySize=1, SecurityID=sid,
+                     RptSeq=rpt, NumberOfOrders=1, MDPriceLevel=1, MDUpdateAction=0,
+                     MDEntryType="0")  # fmt: skip
+        return codec.encode(BOOK, {"TransactTime": 10**18 + rpt, "MatchEventIndicator": 128,
+                                   "NoMDEntries": [entry]})  # fmt: skip
+
+    definition = codec.encode("MDInstrumentDefinitionFuture54",
+                              {"Symbol": b"ESZ6", "SecurityID": 123456})  # fmt: skip
+    registry = InstrumentRegistry()
+    stage = SbeDecode(schema=str(MDP3), framing="mdp3")
+    stage.open(StageContext(instruments=registry))
+    # 777 is met before its definition; 123456 after; 42 never gets one
+    first = stage.process(_chunks([mdp3_packet(1, 1, [book(777, 1), book(42, 1)])]))["book"]
+    first_ids = first["instrument_id"].copy()
+    late_def = codec.encode(
+        "MDInstrumentDefinitionFuture54", {"Symbol": b"NQH7", "SecurityID": 777}
+    )
+    out = stage.process(_chunks([
+        mdp3_packet(2, 2, [definition, late_def]),
+        mdp3_packet(3, 3, [book(123456, 1), book(777, 2), book(42, 2), book(123456, 2)]),
+    ]))["book"]  # fmt: skip
+    spellings = ["123456", "777", "42", "123456"]
+    expected = registry.ids_for("cme", spellings, define=False)
+    assert expected.all() and out["instrument_id"].tolist() == expected.tolist()
+    assert registry.symbols_for(out["instrument_id"]).tolist() == ["ESZ6", "NQH7", "42", "ESZ6"]
+    # the id given to 777 before its definition still names it (kept as an alias)
+    assert registry.label(int(first_ids[0])) == "NQH7@cme"
+    assert registry.symbols_for(first_ids).tolist() == ["NQH7", "42"]
+    assert out["seq"].tolist() == [1, 2, 2, 2]  # sequencing still per SecurityID

@@ -31,13 +31,15 @@ reset), not a gap. The channel's own sequence is the packet ``MsgSeqNum``, judge
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from hftagg.builtins.protocols.sbe.codec import Decoded, SbeCodec
 from hftagg.records.catalog import BOOK_UPDATE, TRADE
 from hftagg.records.fixed import QTY_UNITS
 
-__all__ = ["BOOK", "MAPPED", "Mdp3Sequencer", "unmapped_messages", "FLAG_DELETE_FROM", "FLAG_DELETE_THRU", "FLAG_IMPLIED", "FLAG_LAST",
+__all__ = ["BOOK", "MAPPED", "Mdp3Instruments", "Mdp3Sequencer", "unmapped_messages", "FLAG_DELETE_FROM", "FLAG_DELETE_THRU", "FLAG_IMPLIED", "FLAG_LAST",
            "TRADE_SUMMARY", "mdp3_packet", "mdp3_records"]  # fmt: skip
 
 BOOK = "MDIncrementalRefreshBook46"
@@ -187,6 +189,73 @@ class Mdp3Sequencer:
         self.next_book = np.array(state["next_book"], dtype=np.int64)
         self.gaps, self.missing, self.stale = state["gaps"], state["missing"], state["stale"]
         self.stale_book = state.get("stale_book", 0)
+
+
+class Mdp3Instruments:
+    """SecurityID -> registry ``instrument_id``, in bulk per batch.
+
+    A SecurityID's venue spelling in the registry is its decimal text (``"123456"`` on
+    ``venue``, default ``cme``); its canonical symbol is the ``Symbol`` of its
+    ``MDInstrumentDefinition*`` message when one has been decoded (``ESZ6``), else the text.
+    A SecurityID met before its definition is defined as its text; when the definition
+    arrives, the instrument is redefined under its Symbol and the earlier id is kept as an
+    alias (records already emitted still show ``ESZ6``). An instrument the registry already
+    defines (instruments.toml) keeps its definition and gains the SecurityID spelling.
+    Python runs once per distinct SecurityID first seen, never per entry.
+    """
+
+    def __init__(self, registry, venue: str = "cme") -> None:
+        self.registry = registry
+        self.venue = venue
+        self._ids: dict[int, int] = {}  # SecurityID -> instrument_id
+        self.definitions = 0  # definition messages learnt from
+
+    def learn(self, decoded: Decoded) -> None:
+        """Symbols of the batch's ``MDInstrumentDefinition*`` messages."""
+        for name, batch in decoded.templates.items():
+            if not name.startswith("MDInstrumentDefinition") or not len(batch.index):
+                continue
+            root = batch.root
+            if "Symbol" not in (root.dtype.names or ()) or "SecurityID" not in root.dtype.names:
+                continue
+            for raw, sid in zip(root["Symbol"].tolist(), root["SecurityID"].tolist(), strict=True):
+                symbol = (raw.decode("ascii", "replace") if isinstance(raw, bytes)
+                          else str(raw)).strip("\x00 ")  # fmt: skip
+                if symbol:
+                    self._define(int(sid), symbol)
+                    self.definitions += 1
+
+    def _define(self, sid: int, symbol: str) -> None:
+        reg, text = self.registry, str(sid)
+        iid = reg.id_of(symbol, self.venue)
+        if iid is not None and reg.get(iid).venue_symbol == text:
+            self._ids[sid] = iid
+            return
+        earlier = reg.ids_for(self.venue, [text], define=False)[0]
+        if earlier and reg.symbol(int(earlier)) == text:  # defined as its text before: replace
+            reg.remove(int(earlier))
+        else:
+            earlier = 0
+        existing = reg.get(iid) if iid is not None else None
+        if existing is not None:
+            inst = reg.add(dataclasses.replace(existing, venue_symbol=text))
+        else:
+            inst = reg.define(symbol, self.venue, venue_symbol=text)
+        if earlier and int(earlier) != inst.instrument_id:
+            reg.alias(int(earlier), inst.symbol, self.venue)
+        self._ids[sid] = inst.instrument_id
+
+    def map(self, security_ids: np.ndarray) -> np.ndarray:
+        """uint32 registry ids for an array of SecurityIDs."""
+        if not len(security_ids):
+            return np.zeros(0, dtype=np.uint32)
+        uniq, inverse = np.unique(security_ids.astype(np.int64), return_inverse=True)
+        new = [s for s in uniq.tolist() if s not in self._ids]
+        if new:
+            ids = self.registry.ids_for(self.venue, [str(s) for s in new])
+            self._ids.update(zip(new, ids.tolist(), strict=True))
+        table = np.fromiter((self._ids[s] for s in uniq.tolist()), np.uint32, len(uniq))
+        return table[inverse]
 
 
 def _header(batch, gb, ts_recv_by_segment: np.ndarray, out: np.ndarray) -> None:

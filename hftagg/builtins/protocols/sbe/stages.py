@@ -28,7 +28,12 @@ from hftagg.builtins.protocols.sbe import Reason, SbeCodec, parse_schema
 from hftagg.builtins.protocols.sbe import kernels as K
 from hftagg.builtins.protocols.sbe.codec import Scan
 from hftagg.builtins.protocols.sbe.kernels import compact_chunks
-from hftagg.builtins.protocols.sbe.mdp3 import Mdp3Sequencer, mdp3_records, unmapped_messages
+from hftagg.builtins.protocols.sbe.mdp3 import (
+    Mdp3Instruments,
+    Mdp3Sequencer,
+    mdp3_records,
+    unmapped_messages,
+)
 from hftagg.builtins.protocols.sbe.records import RecordDecoder, RecordEncoder
 from hftagg.errors import SchemaError
 from hftagg.hookspecs import hookimpl
@@ -189,6 +194,9 @@ class SbeDecodeParams(Params):
         "auto", description="records: messages named after record schemas; auto: by schema"
     )
     max_frame_bytes: int = restart(65535, ge=16, le=1 << 24, description="larger frames are bad")
+    venue: str = restart(
+        "cme", min_length=1, description="cme_mdp3: registry venue of the SecurityIDs"
+    )
 
 
 class SbeDecode(Stage):
@@ -221,6 +229,8 @@ class SbeDecode(Stage):
         self.dead_letter_counts: dict[str, int] = {}
         self.messages = 0
         self.sequencer = Mdp3Sequencer()  # cme_mdp3: RptSeq per SecurityID across entry types
+        # cme_mdp3: SecurityID -> registry instrument_id (the sequencer keeps SecurityIDs)
+        self.instruments = Mdp3Instruments(ctx.instruments, p.venue)
 
     def process(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self._handed_over = False
@@ -346,8 +356,10 @@ class SbeDecode(Stage):
         sc = self.codec.scan(buf, self.params.framing, segments, final, cut_reason, run)
         if self.mapping == "cme_mdp3":
             decoded = self.codec.decode_scan(sc)
+            self.instruments.learn(decoded)
             for name, records in mdp3_records(self.codec, decoded, seg_ts, self.sequencer).items():
                 if len(records):
+                    records["instrument_id"] = self.instruments.map(records["instrument_id"])
                     out[_PORT_OF[name]].append(records)
             self._unmapped = (sc, *unmapped_messages(decoded))
         else:
