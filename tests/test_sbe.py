@@ -480,7 +480,8 @@ def test_mdp3_interleaved_trade_and_volume_entries_build_a_book_without_false_ga
     from hftagg.instruments import default_registry
 
     iid = dict(zip((7, 9), default_registry().ids_for("cme", ["7", "9"]).tolist(), strict=True))
-    for sid in (iid[7], iid[9]):  # book seq contiguous per instrument although RptSeq has trade/volume holes
+    # book seq contiguous per instrument although RptSeq has trade/volume holes
+    for sid in (iid[7], iid[9]):
         seq = updates["seq"][updates["instrument_id"] == sid]
         assert np.diff(seq.astype(np.int64)).tolist() == [1] * (len(seq) - 1)
     assert len(out["alerts"]) == 0, out["alerts"]["text"]
