@@ -1,5 +1,11 @@
 """What the packet sources (``multicast`` live, ``pcap`` replayed) share: arbitrated packets
-into ``raw_chunk`` records, gap alerts, dead letters for unusable datagrams, reason codes."""
+into ``raw_chunk`` records, gap alerts, dead letters for unusable datagrams, reason codes.
+
+Instruments: a ``raw_chunk`` is not an instrument. Its ``instrument_id`` is the ``stream_id``
+param (which stream the bytes belong to: the decoders keep their per-stream state by it, and
+dead letters name it); the decoders map what the bytes describe through the instrument registry
+(``fix_decode``: Symbol (55); ``sbe_decode`` with ``cme_mdp3``: SecurityID), not the raw sources.
+"""
 
 from __future__ import annotations
 

@@ -11,6 +11,11 @@ the capture every remaining hole is decided (reported) and the source is exhaust
 
 Pacing (``speed``, live): 0 replays as fast as the pipeline takes it; 1.0 at the recorded
 pace; N at N times it.
+
+Instruments: a ``raw_chunk`` is not an instrument. Its ``instrument_id`` is the ``stream_id``
+param (which stream the bytes belong to: the decoders keep their per-stream state by it, and
+dead letters name it); the decoders map what the bytes describe through the instrument registry
+(``fix_decode``: Symbol (55); ``sbe_decode`` with ``cme_mdp3``: SecurityID), not the raw sources.
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ Nothing is dropped silently: an oversized frame (longer than ``max_frame_bytes``
 ``raw_chunk``'s 4064 bytes) is skipped whole and dead-lettered with its declared size; a bad
 length prefix, garbage between FIX messages and a frame cut by a disconnect are dead letters
 too. Each connect and disconnect is an alert (and ``metrics()``: ``connection_state``).
+
+Instruments: a ``raw_chunk`` is not an instrument. Its ``instrument_id`` is the ``stream_id``
+param (which stream the bytes belong to: the decoders keep their per-stream state by it, and
+dead letters name it); the decoders map what the bytes describe through the instrument registry
+(``fix_decode``: Symbol (55); ``sbe_decode`` with ``cme_mdp3``: SecurityID), not the raw sources.
 """
 
 from __future__ import annotations
