@@ -347,3 +347,78 @@ def test_a_relative_replay_glob_is_relative_to_the_config_file_not_the_current_f
         summary = pipeline.stop()
 
     assert summary["stages"]["replay"]["records_out"] == 2
+
+
+# --------------------------------------------------------------------------- merging, gaps
+
+
+def _trades_at(offsets_ns: list[int], first_seq: int) -> bytes:
+    """A DBN 3 trades stream with records at the shared file's first time + ``offsets_ns``."""
+    raw = _plain(TRADES)
+    body = len(raw) - 2 * _TRADE.itemsize
+    rec = np.frombuffer(raw, dtype=_TRADE, count=1, offset=body).copy()
+    recs = np.repeat(rec, len(offsets_ns))
+    recs["ts_event"] = rec["ts_event"][0] + np.asarray(offsets_ns, dtype=np.uint64)
+    recs["ts_recv"] = recs["ts_event"] + np.uint64(500)
+    recs["sequence"] = np.arange(len(offsets_ns), dtype=np.uint32) + first_seq
+    return raw[:body] + recs.tobytes()
+
+
+@needs_data
+@pytest.mark.parametrize("batch_records", [1, 3, 4096])
+def test_a_glob_replays_merged_by_ts_event_ties_in_file_order(tmp_path, batch_records):
+    ms = 1_000_000
+    (tmp_path / "a.dbn").write_bytes(_trades_at([0, 2 * ms, 4 * ms, 6 * ms, 8 * ms], 100))
+    (tmp_path / "b.dbn").write_bytes(_trades_at([1 * ms, 3 * ms, 6 * ms, 9 * ms, 10 * ms], 200))
+    stage = DbnReplay(path=str(tmp_path / "*.dbn"), batch_records=batch_records)
+    stage.open(StageContext())
+    batches = _drain(stage)["trades"]
+    seqs = [int(s) for b in batches for s in b["seq"]]
+    assert seqs == [100, 200, 101, 201, 102, 103, 202, 104, 203, 204]  # 6 ms: a before b
+    ts = np.concatenate([b["ts_event"] for b in batches])
+    assert (np.diff(ts) >= 0).all()
+    assert max(len(b) for b in batches) <= batch_records
+    assert stage.counters["records"] == 10 and stage.counters["files"] == 2
+    assert stage.progress()["percent"] == 100.0
+
+
+@needs_data
+def test_merged_replay_resumes_each_file_at_its_own_record(tmp_path):
+    ms = 1_000_000
+    (tmp_path / "a.dbn").write_bytes(_trades_at([0, 2 * ms, 4 * ms, 6 * ms], 100))
+    (tmp_path / "b.dbn").write_bytes(_trades_at([1 * ms, 3 * ms, 5 * ms], 200))
+    first = DbnReplay(path=str(tmp_path / "*.dbn"), batch_records=3)
+    first.open(StageContext())
+    head = [int(s) for s in first.next_batch()["trades"]["seq"]]
+    second = DbnReplay(path=str(tmp_path / "*.dbn"), batch_records=3)
+    second.open(StageContext())
+    second.restore(first.snapshot())
+    rest = [int(s) for b in _drain(second)["trades"] for s in b["seq"]]
+    assert head == [100, 200, 101]
+    assert head + rest == [100, 200, 101, 201, 102, 202, 103]
+
+
+@needs_data
+@pytest.mark.parametrize("max_gap_s", [1.0, 0.0])
+def test_a_long_gap_is_capped_at_max_gap_s_counted_and_logged(tmp_path, caplog, max_gap_s):
+    hour = 3600 * 1_000_000_000
+    (tmp_path / "gap.dbn").write_bytes(_trades_at([0, hour, hour + 1000], 100))
+    stage = DbnReplay(path=str(tmp_path / "gap.dbn"), speed=1.0, max_gap_s=max_gap_s)
+    stage.open(StageContext())
+    assert stage.progress() == {"percent": 0.0, "clock": "-", "records": 0}
+    with caplog.at_level("INFO", logger="hftagg.builtins.protocols.dbn.replay"):
+        assert len(stage.next_batch()["trades"]) == 1
+        assert stage.next_batch() is None  # the next record is not due yet
+    wait = stage.next_awake() - time.monotonic()  # the wake-up the stage asks for
+    progress = stage.progress()
+    assert progress["records"] == 1 and progress["clock"].endswith("Z")
+    if max_gap_s:
+        assert 0 < wait <= max_gap_s
+        assert stage.counters["gaps_skipped"] == 1
+        assert stage.counters["gap_seconds_skipped"] == pytest.approx(3599.0)
+        assert "skipping a 3600.0 s gap" in caplog.text
+        assert stage.next_batch() is None  # asked again early: the same gap is not recounted
+        assert stage.counters["gaps_skipped"] == 1
+    else:
+        assert wait > 3000  # max_gap_s = 0: the recorded hour is waited out
+        assert stage.counters["gaps_skipped"] == 0 and "gap" not in caplog.text
