@@ -422,3 +422,19 @@ def test_a_long_gap_is_capped_at_max_gap_s_counted_and_logged(tmp_path, caplog, 
     else:
         assert wait > 3000  # max_gap_s = 0: the recorded hour is waited out
         assert stage.counters["gaps_skipped"] == 0 and "gap" not in caplog.text
+
+
+@needs_data
+def test_paced_merged_replay_releases_the_earliest_file_first_and_caps_gaps_between_files(
+    tmp_path,
+):
+    hour = 3600 * 1_000_000_000
+    (tmp_path / "a.dbn").write_bytes(_trades_at([hour, 3 * hour], 100))
+    (tmp_path / "b.dbn").write_bytes(_trades_at([0, 2 * hour], 200))
+    stage = DbnReplay(path=str(tmp_path / "*.dbn"), speed=1.0, max_gap_s=0.5)
+    stage.open(StageContext())
+    assert [int(s) for s in stage.next_batch()["trades"]["seq"]] == [200]  # b's, the earliest
+    assert stage.next_batch() is None
+    assert 0 < stage.next_awake() - time.monotonic() <= 0.5  # not an hour: the gap is capped
+    assert stage.counters["gaps_skipped"] == 1
+    assert stage.position()["taken"] == [0, 1]
