@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hftagg.builtins.protocols.fix import kernels
 from hftagg.builtins.protocols.fix import messages as m
 from hftagg.builtins.protocols.fix.decoder import MarketDataDecoder
 from hftagg.builtins.protocols.sbe import SbeCodec, parse_schema
@@ -112,3 +113,16 @@ def test_mdp3_security_ids_map_through_the_registry_with_definition_symbols():
     assert registry.label(int(first_ids[0])) == "NQH7@cme"
     assert registry.symbols_for(first_ids).tolist() == ["NQH7", "42"]
     assert out["seq"].tolist() == [1, 2, 2, 2]  # sequencing still per SecurityID
+
+
+def test_fix_values_that_are_no_symbol_stay_unknown_and_are_counted():
+    registry = InstrumentRegistry()
+    decoder = MarketDataDecoder(registry=registry, venue="fix")
+    assert len(decoder.feed(fix_wire("0", [])).book) == 0  # no Symbol in the bytes at all
+    bad = [m.MdEntry("0", "1.5", 1, action="0", symbol=s) for s in (" BAD", "EURUSD")]
+    for seq in (2, 3):  # the bad value is looked up once, then known to be no symbol
+        out = decoder.feed(fix_wire(*m.incremental_refresh(bad), seq=seq))
+        assert out.book["instrument_id"].tolist() == [registry.id_of("EURUSD", "fix")]
+        assert out.dead_letters["reason"].tolist() == [kernels.UNKNOWN_INSTRUMENT]
+    assert decoder.counters["unknown_instrument_entries"] == 2
+    assert len(registry) == 1 and registry.lookup(" BAD") == []

@@ -35,7 +35,7 @@ import numpy as np
 
 from hftagg.builtins.protocols.fix import kernels
 from hftagg.builtins.protocols.fix.dictionary import DEFAULT_DICTIONARY, Dictionary, load_dictionary
-from hftagg.instruments import InstrumentRegistry
+from hftagg.instruments import InstrumentRegistry, normalize_venue
 from hftagg.kernels.slots import SlotTable
 from hftagg.records.catalog import BOOK_UPDATE, DEAD_LETTER, TRADE
 from hftagg.records.fixed import detail as fixed_detail
@@ -227,6 +227,7 @@ class MarketDataDecoder:
         self.registry = registry
         self.venue = venue
         if registry is not None:
+            self.venue = normalize_venue(venue)  # a bad venue fails here, naming the value
             key_tag = int(self._tags[kernels.T_SECURITY_ID if self._by_security_id
                                      else kernels.T_SYMBOL])  # fmt: skip
             # the compiled code hashes the T_SYMBOL tag's value: point it at the key tag
@@ -235,11 +236,13 @@ class MarketDataDecoder:
             self._by_security_id = False
             self._key_pattern = np.frombuffer(b"\x01%d=" % key_tag, dtype=np.uint8)
             self._table: dict[str, int] = {}
-            self._junk: set[str] = set()
+            self._handled: set[int] = set()  # value keys looked up (ids and no-symbol 0s)
+            self._seen = np.zeros(0, dtype=np.uint64)  # the same, sorted, for _tag_values
+            self._hashes, self._ids = build_symbol_table({})
             for symbol, iid in (symbols or {}).items():
                 if iid and registry.ids_for(venue, [symbol], define=False)[0] != iid:
                     registry.define(symbol, venue, venue_symbol=symbol, instrument_id=int(iid))
-            self._learn(np.array(list(symbols or {}), dtype=object))
+            self._learn([symbol.encode() for symbol in symbols or {}])
         else:
             self._hashes, self._ids = build_symbol_table(symbols or {})
         self._begin = np.frombuffer(begin_string.encode(), dtype=np.uint8).copy()
@@ -286,7 +289,7 @@ class MarketDataDecoder:
         s = self._stream
         s.append(data)
         if self.registry is not None:
-            self._learn(_tag_values(s.buf[: s.n], self._key_pattern))
+            self._learn(_tag_values(s.buf[: s.n], self._key_pattern, self._seen))
         ts = time.time_ns() if ts_recv is None else int(ts_recv)
         self._counts[:] = 0
         messages = 0
@@ -307,17 +310,21 @@ class MarketDataDecoder:
         """End of stream: whatever is left is a truncated message (or garbage)."""
         return self.feed(b"", ts_recv, final=True)
 
-    def _learn(self, values: np.ndarray) -> None:
-        """Registry ids for the ``values`` (Symbol or SecurityID spellings) the table lacks."""
-        new = [v for v in dict.fromkeys(values.tolist())
-               if v not in self._table and v not in self._junk]  # fmt: skip
+    def _learn(self, values: list[bytes]) -> None:
+        """Registry ids for the wire ``values`` (Symbol or SecurityID spellings) not yet
+        handled; Python once per distinct new value."""
+        keys = {value_key(v): v for v in values}
+        new = [v for key, v in keys.items() if key not in self._handled]
         if not new:
             return
         ids = self.registry.ids_for(self.venue, new)
         for value, iid in zip(new, ids.tolist(), strict=True):
             # id 0: not a symbol at all; its entries stay unknown_instrument (counted)
-            (self._table.__setitem__(value, int(iid)) if iid else self._junk.add(value))
+            if iid:
+                self._table[value.decode("utf-8", "replace")] = int(iid)
+            self._handled.add(value_key(value))
         self._hashes, self._ids = build_symbol_table(self._table)
+        self._seen = np.array(sorted(self._handled), dtype=np.uint64)
 
     def _decode_spans(self, count: int, ts: int) -> None:
         s = self._stream
@@ -370,34 +377,63 @@ class MarketDataDecoder:
 _MAX_VALUE = 64  # longest Symbol/SecurityID value learnt from the bytes
 
 
-def _tag_values(buf: np.ndarray, pattern: np.ndarray) -> np.ndarray:
-    """The distinct values of the tag ``pattern`` (``SOH tag =``) in ``buf``, as ``str``; one
-    vectorised pass (no Python per occurrence). Values longer than 64 bytes are not learnt."""
-    k = len(pattern)
-    n = len(buf) - k + 1
-    if n <= 0:
-        return np.empty(0, dtype=object)
-    hit = buf[:n] == pattern[0]
-    for j in range(1, k):
-        hit &= buf[j : n + j] == pattern[j]
-    starts = np.flatnonzero(hit) + k
-    if not len(starts):
-        return np.empty(0, dtype=object)
+def _tag_values(buf: np.ndarray, pattern: np.ndarray, known: np.ndarray) -> list[bytes]:
+    """The distinct values of the tag ``pattern`` (``SOH tag =``) in ``buf`` whose key
+    (:func:`_value_keys`) is not in the sorted ``known``, as ``bytes``. Vectorised: SOH
+    positions, the tag bytes after them, the values' keys in one matrix product, so a buffer
+    of known symbols costs a few numpy calls and no Python per occurrence. Values
+    longer than 64 bytes are not learnt (their entries stay ``unknown_instrument``)."""
     soh = np.flatnonzero(buf == 1)
-    at = np.searchsorted(soh, starts)
-    complete = at < len(soh)  # a value still being received is learnt on the next feed
-    starts, ends = starts[complete], soh[at[complete]]
-    lengths = ends - starts
+    k = len(pattern)
+    at = soh[soh + k < len(buf)]
+    hit = np.ones(len(at), dtype=bool)
+    for j in range(1, k):
+        hit &= buf[at + j] == pattern[j]
+    starts = at[hit] + k
+    if not len(starts):
+        return _NO_VALUES
+    nxt = np.searchsorted(soh, starts)
+    complete = nxt < len(soh)  # a value still being received is learnt on the next feed
+    starts, lengths = starts[complete], soh[nxt[complete]] - starts[complete]
     keep = (lengths > 0) & (lengths <= _MAX_VALUE)
     starts, lengths = starts[keep], lengths[keep]
     if not len(starts):
-        return np.empty(0, dtype=object)
+        return _NO_VALUES
     width = int(lengths.max())
     cols = np.arange(width)
-    idx = np.minimum(starts[:, None] + cols, len(buf) - 1)
-    grid = np.where(cols < lengths[:, None], buf[idx], 0).astype(np.uint8)
-    values = np.unique(np.ascontiguousarray(grid).view(f"S{width}").ravel())
-    return np.array([v.decode("utf-8", "replace") for v in values.tolist()], dtype=object)
+    grid = buf[np.minimum(starts[:, None] + cols, len(buf) - 1)]
+    grid[cols >= lengths[:, None]] = 0
+    h = _value_keys(grid, lengths)
+    if len(known):
+        pos = np.minimum(np.searchsorted(known, h), len(known) - 1)
+        fresh = known[pos] != h
+        if not fresh.any():
+            return _NO_VALUES
+        grid = grid[fresh]
+    return np.unique(np.ascontiguousarray(grid).view(f"S{width}").ravel()).tolist()
+
+
+_NO_VALUES: list[bytes] = []
+#: odd 64-bit weights per byte position (fixed: splitmix64 of the position) for value keys
+_KEY_WEIGHTS = np.array(
+    [((k + 1) * 0x9E3779B97F4A7C15 ^ 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF | 1
+     for k in range(_MAX_VALUE + 1)], dtype=np.uint64,
+)  # fmt: skip
+
+
+def _value_keys(grid: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """A 64-bit key per zero-padded value row (``sum(byte_j * w_j) + len * w_last`` mod
+    2**64): one matrix product, for the "already handled?" test only (a false match, about
+    2**-64 per pair, would leave a new symbol's entries ``unknown_instrument``, counted)."""
+    width = grid.shape[1]
+    keys = grid.astype(np.uint64) @ _KEY_WEIGHTS[:width]
+    return keys + lengths.astype(np.uint64) * _KEY_WEIGHTS[_MAX_VALUE]
+
+
+def value_key(value: bytes) -> int:
+    """:func:`_value_keys` of one value, in Python."""
+    w = _KEY_WEIGHTS.tolist()
+    return (sum(b * w[j] for j, b in enumerate(value)) + len(value) * w[_MAX_VALUE]) % 2**64
 
 
 def _grown(batch: np.ndarray, need: int) -> np.ndarray:
