@@ -104,7 +104,9 @@ def test_mdp3_security_ids_map_through_the_registry_with_definition_symbols():
     out = stage.process(_chunks([
         mdp3_packet(2, 2, [definition, late_def]),
         mdp3_packet(3, 3, [book(123456, 1), book(777, 2), book(42, 2), book(123456, 2)]),
-    ]))["book"]  # fmt: skip
+    ]))  # fmt: skip
+    assert "dead_letters" not in out and stage.instruments.definitions == 2  # read, not lost
+    out = out["book"]
     spellings = ["123456", "777", "42", "123456"]
     expected = registry.ids_for("cme", spellings, define=False)
     assert expected.all() and out["instrument_id"].tolist() == expected.tolist()

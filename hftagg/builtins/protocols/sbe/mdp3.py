@@ -76,13 +76,16 @@ MAPPED = BOOK_TEMPLATES + TRADE_TEMPLATES
 PRICE_NULL = 2**63 - 1
 
 
-def unmapped_messages(decoded: Decoded) -> tuple[np.ndarray, np.ndarray]:
+def unmapped_messages(
+    decoded: Decoded, used: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """``(message index in the scan, template id)`` of every message no mapping turns into a
     record (statistics, volume, limits, definitions, status, snapshots, admin, ...): the stage
-    dead-letters each with ``unmapped template`` and counts it, so nothing vanishes."""
+    dead-letters each with ``unmapped template`` and counts it, so nothing vanishes. Templates
+    in ``used`` (definitions the instrument mapping read: :class:`Mdp3Instruments`) are not."""
     idx, ids = [], []
     for name, batch in decoded.templates.items():
-        if name not in MAPPED:
+        if name not in MAPPED and name not in used:
             idx.append(batch.index)
             ids.append(np.full(len(batch.index), batch.message.id, dtype=np.int64))
     if not idx:
@@ -210,20 +213,24 @@ class Mdp3Instruments:
         self._ids: dict[int, int] = {}  # SecurityID -> instrument_id
         self.definitions = 0  # definition messages learnt from
 
-    def learn(self, decoded: Decoded) -> None:
-        """Symbols of the batch's ``MDInstrumentDefinition*`` messages."""
+    def learn(self, decoded: Decoded) -> tuple[str, ...]:
+        """Symbols of the batch's ``MDInstrumentDefinition*`` messages (counted in
+        ``definitions``); returns the names of the templates read."""
+        used = []
         for name, batch in decoded.templates.items():
             if not name.startswith("MDInstrumentDefinition") or not len(batch.index):
                 continue
             root = batch.root
             if "Symbol" not in (root.dtype.names or ()) or "SecurityID" not in root.dtype.names:
                 continue
+            used.append(name)
             for raw, sid in zip(root["Symbol"].tolist(), root["SecurityID"].tolist(), strict=True):
                 symbol = (raw.decode("ascii", "replace") if isinstance(raw, bytes)
                           else str(raw)).strip("\x00 ")  # fmt: skip
                 if symbol:
                     self._define(int(sid), symbol)
-                    self.definitions += 1
+                self.definitions += 1
+        return tuple(used)
 
     def _define(self, sid: int, symbol: str) -> None:
         reg, text = self.registry, str(sid)

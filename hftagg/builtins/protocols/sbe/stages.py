@@ -356,12 +356,12 @@ class SbeDecode(Stage):
         sc = self.codec.scan(buf, self.params.framing, segments, final, cut_reason, run)
         if self.mapping == "cme_mdp3":
             decoded = self.codec.decode_scan(sc)
-            self.instruments.learn(decoded)
+            used = self.instruments.learn(decoded)  # definitions: read, not dead letters
             for name, records in mdp3_records(self.codec, decoded, seg_ts, self.sequencer).items():
                 if len(records):
                     records["instrument_id"] = self.instruments.map(records["instrument_id"])
                     out[_PORT_OF[name]].append(records)
-            self._unmapped = (sc, *unmapped_messages(decoded))
+            self._unmapped = (sc, *unmapped_messages(decoded, used))
         else:
             for name, records in self.records.records(sc).items():
                 if len(records):
