@@ -992,6 +992,8 @@ class Pipeline:
                     self.failure = f"closing {node.id} failed:\n{traceback.format_exc()}"
         if self.durability is not None:
             self.durability.close()
+            # closing takes the last checkpoint and the last release: the summary says so
+            summary["durability"] = self.durability.summary()
         if self.failure:
             raise StageFailed(self.failure)
         return summary
