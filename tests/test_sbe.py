@@ -498,6 +498,25 @@ def test_mdp3_interleaved_trade_and_volume_entries_build_a_book_without_false_ga
 
 
 @needs_data
+def test_mdp3_a_late_packet_is_ignored_without_shifting_later_book_seqs():
+    """Packet 5 arrives after packet 6 (A/B lines racing): its entries are stale and not
+    applied, one gap is reported for what 6 skipped, and the book seqs after it go on from 6's
+    without a second, false gap (a stale entry took a seq and shifted every later one)."""
+    codec = SbeCodec(parse_schema(MDP3))
+    packets = _interleaved_packets(codec)
+    in_order, _ = _decode_and_book(packets)
+    swapped = packets[:4] + [packets[5], packets[4]] + packets[6:]
+    updates, out = _decode_and_book(swapped)
+    gaps = out["alerts"][out["alerts"]["text"] == b"book: sequence gap, book invalid until clear"]
+    assert len(gaps) == 2  # one per instrument, for what packet 6 skipped; none later
+    # packet 5's book entries (2 instruments x 2 levels) are left out; every other update,
+    # after the late packet too, keeps the instrument and seq it has in the in-order stream
+    late = range(16, 20)
+    assert updates["seq"].tolist() == np.delete(in_order["seq"], late).tolist()
+    assert updates["instrument_id"].tolist() == np.delete(in_order["instrument_id"], late).tolist()
+
+
+@needs_data
 def test_mdp3_every_template_maps_to_a_record_or_is_a_counted_dead_letter():
     from hftagg.builtins.protocols.sbe.mdp3 import MAPPED
     from hftagg.builtins.protocols.sbe.stages import SbeDecode

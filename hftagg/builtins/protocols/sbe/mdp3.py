@@ -156,7 +156,9 @@ class Mdp3Sequencer:
         self.gaps += int((missing > 0).sum())
         self.missing += int(missing.sum())
         self.stale += int(stale_mask.sum())
-        inc = b.astype(np.int64) + missing
+        # a stale entry is not applied: it takes no book seq (else every later seq of its
+        # instrument shifts by one and the book sees a false gap)
+        inc = np.where(stale_mask, 0, b.astype(np.int64)) + missing
         csum = np.cumsum(inc)
         starts = np.flatnonzero(first)
         before = np.repeat(csum[starts] - inc[starts], np.diff(np.r_[starts, len(s)]))
