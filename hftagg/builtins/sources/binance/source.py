@@ -43,7 +43,7 @@ from hftagg.builtins.sources.binance.sync import SYNCED, DepthEvents, DepthSync,
 from hftagg.builtins.sources.websocket import reasons as R
 from hftagg.builtins.sources.websocket.connection import MessageBatch
 from hftagg.builtins.sources.websocket.source import WebSocketParams, WebSocketSource, next_seq
-from hftagg.records.catalog import ALERT, BOOK_UPDATE, QUOTE, TRADE, Action, Side
+from hftagg.records.catalog import BOOK_UPDATE, QUOTE, TRADE, Action, Side
 from hftagg.records.fixed import PRICE_DECIMALS, QTY_DECIMALS, detail, parse_decimals
 from hftagg.stages import Port, restart
 
@@ -208,7 +208,6 @@ class BinanceSpot(WebSocketSource):
 
     def next_batch(self) -> dict[str, np.ndarray] | None:
         self._book_parts: list[np.ndarray] = []
-        self._alert_rows: list[tuple[int, int, int, float, str]] = []
         out = super().next_batch() or {}
         alerts = out.get("alerts")
         if alerts is not None:  # the connection dropped or went stale: its books are stale
@@ -222,9 +221,7 @@ class BinanceSpot(WebSocketSource):
             book["seq"] = next_seq(book["instrument_id"], self.book_seq)
             out["book"] = np.concatenate([out["book"], book]) if "book" in out else book
             self.source_counters["records_decoded"] += len(book)
-        if self._alert_rows:
-            mine = self._alert_records()
-            out["alerts"] = np.concatenate([alerts, mine]) if alerts is not None else mine
+        out = self.with_alerts(out)
         self._request_due()
         return out or None
 
@@ -381,14 +378,14 @@ class BinanceSpot(WebSocketSource):
             if kind == "snapshot":
                 self._book_parts.append(_snapshot_records(item, iid))
                 self.source_counters["book_syncs"] += 1
-                self._alert(item.ts_recv, BR.BOOK_SYNCED, 0, float(item.last_update_id),
+                self.alert(item.ts_recv, BR.BOOK_SYNCED, 0, float(item.last_update_id),
                             f"{symbol} synced at {item.last_update_id}")  # fmt: skip
             elif kind == "events":
                 self._book_parts.append(_diff_records(item, iid))
             else:  # a gap: clear the book downstream now, say why
                 self._book_parts.append(_clear_record(time.time_ns(), iid, 0))
                 self.source_counters["book_gaps"] += 1
-                self._alert(time.time_ns(), BR.BOOK_GAP, 2, 0.0, str(item))
+                self.alert(time.time_ns(), BR.BOOK_GAP, 2, 0.0, str(item))
 
     def _invalidate_all(self, ts: int, why: str, max_connection: int) -> None:
         for symbol, sync in self.syncs.items():
@@ -405,7 +402,7 @@ class BinanceSpot(WebSocketSource):
                 continue  # asked for before the book was invalidated again
             if snap is None:
                 self.source_counters["snapshot_failures"] += 1
-                self._alert(time.time_ns(), BR.SNAPSHOT_FAILED, 1, 0.0, error)
+                self.alert(time.time_ns(), BR.SNAPSHOT_FAILED, 1, 0.0, error)
                 continue
             self._publish(symbol, self.syncs[symbol].snapshot(snap))
 
@@ -413,20 +410,6 @@ class BinanceSpot(WebSocketSource):
         for symbol, sync in self.syncs.items():
             if sync.need_snapshot:
                 self._request_snapshot(symbol)
-
-    def _alert(self, ts: int, code: int, severity: int, value: float, text: str) -> None:
-        self._alert_rows.append((ts, code, severity, value, text))
-
-    def _alert_records(self) -> np.ndarray:
-        rows = self._alert_rows
-        out = np.zeros(len(rows), dtype=ALERT.dtype)
-        out["ts_event"] = out["ts_recv"] = [r[0] for r in rows]
-        out["code"] = [r[1] for r in rows]
-        out["severity"] = [r[2] for r in rows]
-        out["value"] = [r[3] for r in rows]
-        out["text"] = [r[4].encode("utf-8", "replace")[:48] for r in rows]
-        self.source_counters["alerts"] += len(rows)
-        return out
 
 
 # ------------------------------------------------------------------------------ helpers

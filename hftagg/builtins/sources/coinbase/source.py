@@ -30,7 +30,7 @@ from hftagg.builtins.sources.coinbase import reasons as CR
 from hftagg.builtins.sources.websocket import reasons as R
 from hftagg.builtins.sources.websocket.connection import MessageBatch
 from hftagg.builtins.sources.websocket.source import WebSocketParams, WebSocketSource, next_seq
-from hftagg.records.catalog import ALERT, BOOK_UPDATE, TRADE, Action, Side
+from hftagg.records.catalog import BOOK_UPDATE, TRADE, Action, Side
 from hftagg.records.fixed import PRICE_DECIMALS, QTY_DECIMALS, FixedReason, detail, parse_decimals
 from hftagg.stages import Port, restart
 
@@ -128,7 +128,6 @@ class CoinbaseAdvanced(WebSocketSource):
 
     def next_batch(self) -> dict[str, np.ndarray] | None:
         self._book_parts: list[np.ndarray] = []
-        self._alert_rows: list[tuple[int, int, int, float, str]] = []
         out = super().next_batch() or {}
         alerts = out.get("alerts")
         if alerts is not None:
@@ -142,9 +141,7 @@ class CoinbaseAdvanced(WebSocketSource):
             book["seq"] = next_seq(book["instrument_id"], self.book_seq)
             out["book"] = book
             self.source_counters["records_decoded"] += len(book)
-        if self._alert_rows:
-            mine = self._alert_records()
-            out["alerts"] = np.concatenate([alerts, mine]) if alerts is not None else mine
+        out = self.with_alerts(out)
         return out or None
 
     def decode(self, batch: MessageBatch) -> dict[str, np.ndarray]:
@@ -199,7 +196,7 @@ class CoinbaseAdvanced(WebSocketSource):
                 self.source_counters["sequence_gaps"] += 1
                 self.source_counters["messages_lost"] += lost
                 ts = int(batch.ts_recv[rows[idx[g]]])
-                self._alert(ts, CR.SEQUENCE_GAP, 2, float(lost),
+                self.alert(ts, CR.SEQUENCE_GAP, 2, float(lost),
                             f"#{c}: seq {int(running[g])} -> {int(s[g])}, {lost} lost")  # fmt: skip
                 self._pending_gap[int(idx[g])] = lost
             last_conn, last = c, max(prev, int(s.max()))
@@ -253,7 +250,7 @@ class CoinbaseAdvanced(WebSocketSource):
                 out["flags"][-1] = F_SNAPSHOT | F_LAST
                 self.synced[product] = int(conn[k])
                 self.source_counters["book_syncs"] += 1
-                self._alert(ts, CR.BOOK_SYNCED, 0, float(hi - lo), f"{product} synced")
+                self.alert(ts, CR.BOOK_SYNCED, 0, float(hi - lo), f"{product} synced")
             elif self.synced.get(product) != int(conn[k]):
                 self.source_counters["not_synced_dropped"] += 1
                 continue
@@ -304,25 +301,11 @@ class CoinbaseAdvanced(WebSocketSource):
             clear["instrument_id"] = self.ids[product]
             clear["action"], clear["side"] = Action.CLEAR, Side.NONE
             self._book_parts.append(clear)
-            self._alert(now, CR.BOOK_INVALID, 2, 0.0, f"{product}: {why}")
+            self.alert(now, CR.BOOK_INVALID, 2, 0.0, f"{product}: {why}")
         if resubscribe and "book" in self.output_topics:  # (a trades-only source has no level2)
             self.source_counters["resubscribes"] += 1
             self.client.send(self._sub("unsubscribe", "level2"))
             self.client.send(self._sub("subscribe", "level2"))
-
-    def _alert(self, ts: int, code: int, severity: int, value: float, text: str) -> None:
-        self._alert_rows.append((ts, code, severity, value, text))
-
-    def _alert_records(self) -> np.ndarray:
-        rows = self._alert_rows
-        out = np.zeros(len(rows), dtype=ALERT.dtype)
-        out["ts_event"] = out["ts_recv"] = [r[0] for r in rows]
-        out["code"] = [r[1] for r in rows]
-        out["severity"] = [r[2] for r in rows]
-        out["value"] = [r[3] for r in rows]
-        out["text"] = [r[4].encode("utf-8", "replace")[:48] for r in rows]
-        self.source_counters["alerts"] += len(rows)
-        return out
 
 
 def _parse(messages: list[bytes]) -> tuple[list[_Msg], np.ndarray, list]:

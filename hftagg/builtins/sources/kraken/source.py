@@ -33,7 +33,7 @@ from hftagg.builtins.sources.kraken.book import KrakenBook
 from hftagg.builtins.sources.websocket import reasons as R
 from hftagg.builtins.sources.websocket.connection import MessageBatch
 from hftagg.builtins.sources.websocket.source import WebSocketParams, WebSocketSource, next_seq
-from hftagg.records.catalog import ALERT, BOOK_UPDATE, TRADE, Action, Side
+from hftagg.records.catalog import BOOK_UPDATE, TRADE, Action, Side
 from hftagg.records.fixed import PRICE_DECIMALS, QTY_DECIMALS, FixedReason, detail, parse_decimals
 from hftagg.stages import Port, restart
 
@@ -143,7 +143,6 @@ class KrakenSpot(WebSocketSource):
 
     def next_batch(self) -> dict[str, np.ndarray] | None:
         self._book_parts: list[np.ndarray] = []
-        self._alert_rows: list[tuple[int, int, int, float, str]] = []
         out = super().next_batch() or {}
         alerts = out.get("alerts")
         if alerts is not None:
@@ -157,9 +156,7 @@ class KrakenSpot(WebSocketSource):
             book["seq"] = next_seq(book["instrument_id"], self.book_seq)
             out["book"] = book
             self.source_counters["records_decoded"] += len(book)
-        if self._alert_rows:
-            mine = self._alert_records()
-            out["alerts"] = np.concatenate([alerts, mine]) if alerts is not None else mine
+        out = self.with_alerts(out)
         return out or None
 
     def decode(self, batch: MessageBatch) -> dict[str, np.ndarray]:
@@ -265,7 +262,7 @@ class KrakenSpot(WebSocketSource):
         out["flags"][-1] = F_SNAPSHOT | F_LAST
         self._book_parts.append(out)
         self.source_counters["book_syncs"] += 1
-        self._alert(ts_recv, KR.BOOK_SYNCED, 0, float(got), f"{symbol} synced, crc {got}")
+        self.alert(ts_recv, KR.BOOK_SYNCED, 0, float(got), f"{symbol} synced, crc {got}")
 
     def _update(self, symbol, conn, d, bids, asks, ts, ts_recv) -> None:
         book = self.books.get(symbol)
@@ -305,25 +302,11 @@ class KrakenSpot(WebSocketSource):
             clear["action"], clear["side"] = Action.CLEAR, Side.NONE
             self._book_parts.append(clear)
         if was is not None or always_alert:
-            self._alert(now, KR.CHECKSUM_MISMATCH, 2, 0.0, why)
+            self.alert(now, KR.CHECKSUM_MISMATCH, 2, 0.0, why)
         if resubscribe:  # Kraken answers a new subscription with a fresh snapshot
             self.source_counters["resubscribes"] += 1
             self.client.send(self._sub("unsubscribe", "book", [symbol]))
             self.client.send(self._sub("subscribe", "book", [symbol]))
-
-    def _alert(self, ts: int, code: int, severity: int, value: float, text: str) -> None:
-        self._alert_rows.append((ts, code, severity, value, text))
-
-    def _alert_records(self) -> np.ndarray:
-        rows = self._alert_rows
-        out = np.zeros(len(rows), dtype=ALERT.dtype)
-        out["ts_event"] = out["ts_recv"] = [r[0] for r in rows]
-        out["code"] = [r[1] for r in rows]
-        out["severity"] = [r[2] for r in rows]
-        out["value"] = [r[3] for r in rows]
-        out["text"] = [r[4].encode("utf-8", "replace")[:48] for r in rows]
-        self.source_counters["alerts"] += len(rows)
-        return out
 
 
 def _parse(messages: list[bytes]) -> tuple[list[_Msg], np.ndarray, list]:

@@ -158,6 +158,31 @@ class WebSocketSource(SourceStage):
         self.ctx = ctx
         self.seq: dict[int, int] = {}
         self.source_counters = {"records_decoded": 0, "dead_lettered": 0, "ignored": 0, "alerts": 0}
+        self._alert_rows: list[tuple[int, int, int, float, str]] = []
+
+    # -- an adapter's own alerts (a book gap, a checksum mismatch) ------------------------------
+
+    def alert(self, ts: int, code: int, severity: int, value: float, text: str) -> None:
+        """Queue an alert of the adapter's; :meth:`with_alerts` puts them on the ``alerts`` port."""
+        self._alert_rows.append((ts, code, severity, value, text))
+
+    def with_alerts(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``out`` with the queued alerts appended to its ``alerts`` (numbered after the
+        connection's, like them); the queue is emptied."""
+        rows, self._alert_rows = self._alert_rows, []
+        if not rows:
+            return out
+        mine = np.zeros(len(rows), dtype=ALERT.dtype)
+        mine["ts_event"] = mine["ts_recv"] = [r[0] for r in rows]
+        mine["code"] = [r[1] for r in rows]
+        mine["severity"] = [r[2] for r in rows]
+        mine["value"] = [r[3] for r in rows]
+        mine["text"] = [r[4].encode("utf-8", "replace")[:48] for r in rows]
+        mine["seq"] = self.source_counters["alerts"] + np.arange(1, len(rows) + 1)
+        self.source_counters["alerts"] += len(rows)
+        alerts = out.get("alerts")
+        out["alerts"] = mine if alerts is None else np.concatenate([alerts, mine])
+        return out
 
     def open(self, ctx: StageContext) -> None:
         self.prepare(ctx)
